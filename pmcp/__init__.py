@@ -1,0 +1,3 @@
+"""pmcp: a least-privilege MCP server for Proxmox VE, and the one-file tool that installs it."""
+
+__version__ = "0.1.0"

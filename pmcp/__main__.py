@@ -1,0 +1,3 @@
+from pmcp.cli import main
+
+main()
