@@ -153,5 +153,7 @@ def undo_steps(steps: Iterable[Step], *, dry_run: bool = False, report: Reporter
             res = StepResult(step.name, "failed", error=exc.message, fix=exc.fix, detail=exc.detail)
             _finish(result, res, started, report)
         except Exception as exc:
-            _finish(result, StepResult(step.name, "failed", error=f"{type(exc).__name__}: {exc}"), started, report)
+            _finish(
+                result, StepResult(step.name, "failed", error=f"{type(exc).__name__}: {exc}"), started, report
+            )
     return result

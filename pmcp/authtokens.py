@@ -1,0 +1,81 @@
+"""Client bearer tokens: a file of `NAME:TOKEN` lines (0600), shared by the server and the CLI.
+
+Named tokens let the audit log say which client acted. The server re-reads the file when it changes,
+so adding or revoking a client needs no restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TOKEN_BYTES = 32
+
+
+class TokenFileError(ValueError):
+    """The token file is malformed; the message says which line and how to fix it."""
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def parse(text: str) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, token = line.partition(":")
+        if not sep or not NAME_RE.match(name) or len(token) < 16:
+            raise TokenFileError(f"line {lineno}: expected NAME:TOKEN (token of at least 16 characters)")
+        tokens[name] = token
+    return tokens
+
+
+def load(path: str | Path) -> dict[str, str]:
+    return parse(Path(path).read_text(encoding="utf-8"))
+
+
+def save(path: str | Path, tokens: dict[str, str]) -> None:
+    """Write atomically with mode 0600: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(f"{name}:{token}\n" for name, token in sorted(tokens.items()))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add(path: str | Path, name: str) -> str:
+    """Add a named token and return it; refuses a name that exists (revoke it first)."""
+    if not NAME_RE.match(name):
+        raise TokenFileError(f"invalid token name {name!r}: use letters, digits, '.', '_' or '-'")
+    path = Path(path)
+    tokens = load(path) if path.exists() else {}
+    if name in tokens:
+        raise TokenFileError(f"a token named {name!r} exists; revoke it first")
+    tokens[name] = new_token()
+    save(path, tokens)
+    return tokens[name]
+
+
+def revoke(path: str | Path, name: str) -> bool:
+    path = Path(path)
+    tokens = load(path) if path.exists() else {}
+    if tokens.pop(name, None) is None:
+        return False
+    save(path, tokens)
+    return True
