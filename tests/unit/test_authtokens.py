@@ -1,0 +1,41 @@
+"""The client token file: named tokens, 0600, atomic, strict parsing."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from pmcp import authtokens
+
+
+def test_add_revoke_roundtrip_keeps_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "secrets" / "client-tokens"
+    first = authtokens.add(path, "claude-code")
+    second = authtokens.add(path, "cursor")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert authtokens.load(path) == {"claude-code": first, "cursor": second}
+    assert first != second and len(first) >= 40
+    assert authtokens.revoke(path, "cursor") is True
+    assert authtokens.revoke(path, "cursor") is False
+    assert authtokens.load(path) == {"claude-code": first}
+
+
+def test_duplicate_and_bad_names_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    authtokens.add(path, "a")
+    with pytest.raises(authtokens.TokenFileError, match="revoke it first"):
+        authtokens.add(path, "a")
+    with pytest.raises(authtokens.TokenFileError, match="invalid token name"):
+        authtokens.add(path, "../etc")
+
+
+@pytest.mark.parametrize("text", ["justatoken\n", "name:short\n", ":" + "x" * 20 + "\n"])
+def test_malformed_lines_name_the_line(text: str) -> None:
+    with pytest.raises(authtokens.TokenFileError, match="line 1"):
+        authtokens.parse("# comment\n" * 0 + text)
+
+
+def test_comments_and_blank_lines_are_ignored() -> None:
+    assert authtokens.parse("# clients\n\nci:" + "y" * 20 + "\n") == {"ci": "y" * 20}
