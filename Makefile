@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev dist test test-unit demo lint bench clean
+.PHONY: dev dist test test-env test-unit demo lint bench clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,19 @@ $(STAMP): pyproject.toml
 
 dev: $(STAMP)
 
+# dist/pmcp, one reproducible file; wheels are cached in build/wheels (offline once filled).
 dist: $(STAMP)
 	$(PY) build.py
 
-test: dist
-	$(PY) -m pytest -q
+# Packages and a Docker engine for the tests (root only; without it the Docker tests skip).
+test-env:
+	@if [ "$$(id -u)" = 0 ]; then scripts/ensure-test-env; \
+	else echo "make: not root, so no scripts/ensure-test-env: Docker tests may be skipped" >&2; fi
+
+# pytest exits 5 when it ran no test: that is a failure too.
+test: test-env dist
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make: pytest ran no test (exit 5)" >&2; fi; exit $$rc
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -34,4 +42,7 @@ bench: dist
 	$(PY) bench/run.py
 
 clean:
-	rm -rf dist build *.egg-info
+	rm -rf dist *.egg-info
+
+distclean: clean
+	rm -rf build

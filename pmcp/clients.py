@@ -1,0 +1,631 @@
+"""Configurations that connect AI clients to the server, each in the format its client documents.
+
+Pure functions: no file is read here except by the small helpers at the bottom (state, merge). The
+token never appears in an output unless the caller passes it (``--show-token``): the default is a
+reference the client resolves itself (an environment variable, a VS Code password prompt), so the
+output can be pasted, shared or committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+CLIENTS = ("claude-code", "claude-desktop", "cursor", "vscode", "codex", "windsurf")
+TOKEN_ENV = "PMCP_TOKEN"
+PLACEHOLDER = "<PMCP_TOKEN>"
+MCP_PATH = "/mcp"
+AS_ROOT = "run as root (sudo pmcp client-config …)"
+
+
+class ClientConfigError(ValueError):
+    """The configuration cannot be made; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a client needs to reach the server.
+
+    ``token`` is the literal secret and is only set when the caller wants it in the output; otherwise
+    outputs reference ``TOKEN_ENV``. ``ca_file`` is the exported root certificate of Caddy's internal
+    CA (None: the certificate is publicly trusted, or the user has not exported it yet).
+    """
+
+    name: str
+    url: str
+    token: str | None = None
+    token_name: str = ""
+    token_file: str = ""
+    ca_file: str | None = None
+    public_tls: bool = False
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """One thing to paste: a command to run, or a file's content."""
+
+    kind: str  # "command" | "file"
+    language: str  # "sh" | "json" | "toml"
+    text: str
+    path: str = ""  # where a file belongs, e.g. "~/.cursor/mcp.json"
+    secret: bool = False  # holds the literal token
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v != ""}
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    client: str
+    title: str
+    snippets: list[Snippet]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def secret(self) -> bool:
+        return any(s.secret for s in self.snippets)
+
+    @property
+    def file_snippet(self) -> Snippet | None:
+        files = [s for s in self.snippets if s.kind == "file"]
+        return files[0] if len(files) == 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "title": self.title,
+            "snippets": [s.to_dict() for s in self.snippets],
+            "notes": self.notes,
+        }
+
+
+def normalize_url(url: str) -> str:
+    """The MCP endpoint: a bare origin gets ``/mcp`` (what Caddy serves); anything else is kept."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ClientConfigError(f"invalid URL {url!r}: expected https://HOST[:PORT]/mcp")
+    path = parts.path if parts.path not in ("", "/") else MCP_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        raise ClientConfigError(f"invalid server name {name!r}: use letters, digits, '_' or '-'")
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _bearer(target: Target, reference: str) -> str:
+    return f"Bearer {target.token}" if target.token else f"Bearer {reference}"
+
+
+def _token_note(target: Target, how: str) -> str:
+    name = target.token_name or "NAME"
+    where = f" (token {name!r} of {target.token_file})" if target.token_name and target.token_file else ""
+    return (
+        f"{how} To print the token, run on the server as root: "
+        f"pmcp client-config --show-token --token-name {name}{where}."
+    )
+
+
+def _tls_note(target: Target, how: str) -> list[str]:
+    if urlsplit(target.url).scheme != "https" or target.public_tls:
+        return []
+    if target.ca_file:
+        return [
+            f"TLS: the server's certificate comes from Caddy's internal CA, exported to {target.ca_file}."
+            f" Copy that file to this client's machine, then: {how}"
+        ]
+    return [
+        "TLS: with Caddy's internal CA (the default without --domain) this client must trust its root "
+        "certificate: export it with `pmcp client-config --ca-cert pmcp-ca.crt`, or reinstall with "
+        "`pmcp install --domain NAME` for a publicly trusted certificate."
+    ]
+
+
+def _node_trust(target: Target, launcher: str) -> str:
+    return f"start {launcher} with NODE_EXTRA_CA_CERTS={target.ca_file} in its environment."
+
+
+def claude_code(target: Target) -> ClientConfig:
+    """``claude mcp add`` (options before the name, the variadic --header last) and ``.mcp.json``."""
+    header = f"Authorization: {_bearer(target, '${' + TOKEN_ENV + '}')}"
+    quoted = shlex.quote(header) if target.token else f'"{header}"'
+    command = (
+        f"claude mcp add --transport http {shlex.quote(target.name)} {shlex.quote(target.url)} "
+        f"--header {quoted}"
+    )
+    doc = {
+        "mcpServers": {
+            target.name: {
+                "type": "http",
+                "url": target.url,
+                "headers": {"Authorization": _bearer(target, "${" + TOKEN_ENV + "}")},
+            }
+        }
+    }
+    notes = []
+    if not target.token:
+        notes.append(
+            _token_note(
+                target,
+                f"Set {TOKEN_ENV} in the environment Claude Code starts from (it expands ${{{TOKEN_ENV}}} "
+                "in .mcp.json; the shell expands it in the `claude mcp add` line).",
+            )
+        )
+    notes += _tls_note(target, f"start Claude Code as `NODE_EXTRA_CA_CERTS={target.ca_file} claude`.")
+    return ClientConfig(
+        "claude-code",
+        "Claude Code",
+        [
+            Snippet("command", "sh", command + "\n", secret=bool(target.token)),
+            Snippet("file", "json", _dump(doc), path=".mcp.json", secret=bool(target.token)),
+        ],
+        notes,
+    )
+
+
+def claude_desktop(target: Target) -> ClientConfig:
+    """Claude Desktop runs stdio servers only, so the ``mcp-remote`` bridge carries the header.
+
+    The header value travels through ``env`` (``Authorization:${AUTH}``, no space) because some
+    launchers split arguments on spaces.
+    """
+    env = {"AUTH": _bearer(target, PLACEHOLDER)}
+    if target.ca_file and urlsplit(target.url).scheme == "https" and not target.public_tls:
+        env["NODE_EXTRA_CA_CERTS"] = target.ca_file
+    doc = {
+        "mcpServers": {
+            target.name: {
+                "command": "npx",
+                "args": ["-y", "mcp-remote", target.url, "--header", "Authorization:${AUTH}"],
+                "env": env,
+            }
+        }
+    }
+    notes = [
+        "Paste into claude_desktop_config.json (macOS: ~/Library/Application Support/Claude/, Windows: "
+        "%APPDATA%\\Claude\\), then restart Claude Desktop. Needs Node.js 18+ (npx)."
+    ]
+    if not target.token:
+        notes.append(
+            _token_note(
+                target, f"Replace {PLACEHOLDER} with the token (Claude Desktop expands no variables)."
+            )
+        )
+    notes += _tls_note(
+        target,
+        'set "NODE_EXTRA_CA_CERTS" in the entry\'s "env" to that file\'s path '
+        "(already filled in with the exported path).",
+    )
+    return ClientConfig(
+        "claude-desktop",
+        "Claude Desktop (through mcp-remote)",
+        [Snippet("file", "json", _dump(doc), path="claude_desktop_config.json", secret=bool(target.token))],
+        notes,
+    )
+
+
+def cursor(target: Target) -> ClientConfig:
+    doc = {
+        "mcpServers": {
+            target.name: {
+                "url": target.url,
+                "headers": {"Authorization": _bearer(target, "${env:" + TOKEN_ENV + "}")},
+            }
+        }
+    }
+    notes = []
+    if not target.token:
+        notes.append(_token_note(target, f"Set {TOKEN_ENV} in the environment Cursor starts from."))
+    notes += _tls_note(
+        target, "add it to the operating system's trust store, or " + _node_trust(target, "Cursor")
+    )
+    return ClientConfig(
+        "cursor",
+        "Cursor",
+        [Snippet("file", "json", _dump(doc), path="~/.cursor/mcp.json", secret=bool(target.token))],
+        notes,
+    )
+
+
+def vscode(target: Target) -> ClientConfig:
+    """VS Code prompts for the token once (``password: true``) and keeps it in its secret storage."""
+    input_id = f"{target.name}-token"
+    server = {
+        "type": "http",
+        "url": target.url,
+        "headers": {"Authorization": _bearer(target, "${input:" + input_id + "}")},
+    }
+    doc: dict[str, Any] = {"servers": {target.name: server}}
+    if not target.token:
+        doc = {
+            "inputs": [
+                {
+                    "type": "promptString",
+                    "id": input_id,
+                    "description": f"Bearer token of the {target.name} MCP server",
+                    "password": True,
+                }
+            ],
+            **doc,
+        }
+    notes = []
+    if not target.token:
+        notes.append(_token_note(target, "VS Code asks for the token when the server first starts."))
+    notes += _tls_note(
+        target,
+        "add it to the operating system's trust store (VS Code reads it), or "
+        + _node_trust(target, "VS Code (`code`)"),
+    )
+    return ClientConfig(
+        "vscode",
+        "VS Code",
+        [Snippet("file", "json", _dump(doc), path=".vscode/mcp.json", secret=bool(target.token))],
+        notes,
+    )
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def codex(target: Target) -> ClientConfig:
+    """Codex reads the bearer token from an environment variable only (no inline token in the file)."""
+    text = (
+        f"[mcp_servers.{_toml_key(target.name)}]\n"
+        f"url = {json.dumps(target.url)}\n"
+        f"bearer_token_env_var = {json.dumps(TOKEN_ENV)}\n"
+    )
+    notes = []
+    if target.token:
+        notes.append(f"Before starting codex: export {TOKEN_ENV}={shlex.quote(target.token)}")
+    else:
+        notes.append(_token_note(target, f"Export {TOKEN_ENV} before starting codex."))
+    notes += _tls_note(target, f"start codex with CODEX_CA_CERTIFICATE={target.ca_file} (or SSL_CERT_FILE).")
+    return ClientConfig(
+        "codex",
+        "Codex",
+        [Snippet("file", "toml", text, path="~/.codex/config.toml")],
+        notes,
+    )
+
+
+def windsurf(target: Target) -> ClientConfig:
+    doc = {
+        "mcpServers": {
+            target.name: {
+                "serverUrl": target.url,
+                "headers": {"Authorization": _bearer(target, "${env:" + TOKEN_ENV + "}")},
+            }
+        }
+    }
+    notes = []
+    if not target.token:
+        notes.append(_token_note(target, f"Set {TOKEN_ENV} in the environment Windsurf starts from."))
+    notes += _tls_note(
+        target, "add it to the operating system's trust store, or " + _node_trust(target, "Windsurf")
+    )
+    return ClientConfig(
+        "windsurf",
+        "Windsurf",
+        [
+            Snippet(
+                "file",
+                "json",
+                _dump(doc),
+                path="~/.codeium/windsurf/mcp_config.json",
+                secret=bool(target.token),
+            )
+        ],
+        notes,
+    )
+
+
+GENERATORS = {
+    "claude-code": claude_code,
+    "claude-desktop": claude_desktop,
+    "cursor": cursor,
+    "vscode": vscode,
+    "codex": codex,
+    "windsurf": windsurf,
+}
+
+
+def generate(client: str, target: Target) -> list[ClientConfig]:
+    """One client's configuration, or every client's for ``all``."""
+    _check_name(target.name)
+    target = Target(**{**target.__dict__, "url": normalize_url(target.url)})
+    names = CLIENTS if client == "all" else (client,)
+    unknown = [n for n in names if n not in GENERATORS]
+    if unknown:
+        raise ClientConfigError(f"unknown client {unknown[0]!r}: choose one of {', '.join(CLIENTS)}, all")
+    return [GENERATORS[n](target) for n in names]
+
+
+def render_text(configs: list[ClientConfig]) -> str:
+    out: list[str] = []
+    for cfg in configs:
+        out.append(f"## {cfg.title}\n")
+        for snip in cfg.snippets:
+            where = "Run:" if snip.kind == "command" else f"File {snip.path}:"
+            out.append(f"{where}\n```{snip.language}\n{snip.text.rstrip()}\n```\n")
+        out.extend(f"- {note}" for note in cfg.notes)
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --- helpers that touch files -------------------------------------------------------------------
+
+
+def url_from_state(state_file: Path) -> tuple[str, bool]:
+    """The URL Caddy serves, as install recorded it, and whether its certificate is publicly trusted.
+
+    Read defensively: ``url`` when present, else built from ``domain`` (or ``host``) and ``https_port``.
+    """
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClientConfigError(
+            f"no pmcp install at {state_file.parent} (no {state_file.name}): run `pmcp install`, "
+            "pass --prefix DIR of your install, or pass --url https://HOST/mcp"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ClientConfigError(f"cannot read {state_file}: {exc}; pass --url https://HOST/mcp") from None
+    if not isinstance(state, dict):
+        raise ClientConfigError(f"{state_file} is not a JSON object; pass --url https://HOST/mcp")
+    tls = _lookup(state, "tls")
+    tls = tls if isinstance(tls, str) else ""
+    domain = _lookup(state, "domain")
+    public = tls in ("acme", "public", "custom") or bool(_lookup(state, "tls_cert"))
+    public = public or (bool(domain) and tls != "internal")
+    url = _lookup(state, "url")
+    if isinstance(url, str) and url:
+        return url, public
+    names = _lookup(state, "public_names")
+    first = names[0] if isinstance(names, list) and names else None
+    host = domain or _lookup(state, "host") or _lookup(state, "public_host") or first
+    if not host:
+        raise ClientConfigError(f"{state_file} records no URL or host name; pass --url https://HOST/mcp")
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    port = _lookup(state, "https_port") or 443
+    netloc = host if str(port) == "443" else f"{host}:{port}"
+    return f"https://{netloc}{MCP_PATH}", public
+
+
+def _lookup(state: dict[str, Any], key: str) -> Any:
+    """A key at the top level or one level down (``{"stack": {...}}``): the layout may still move."""
+    if state.get(key) not in (None, ""):
+        return state[key]
+    for value in state.values():
+        if isinstance(value, dict) and value.get(key) not in (None, ""):
+            return value[key]
+    return None
+
+
+def pick_token_name(tokens: dict[str, str], wanted: str | None) -> str:
+    if wanted:
+        if wanted not in tokens:
+            known = ", ".join(sorted(tokens)) or "none"
+            raise ClientConfigError(
+                f"no client token named {wanted!r} (known: {known}); add one with --new-token {wanted}"
+            )
+        return wanted
+    if len(tokens) == 1:
+        return next(iter(tokens))
+    if not tokens:
+        raise ClientConfigError(
+            "no client token exists yet: add one with `pmcp client-config --new-token NAME`"
+        )
+    raise ClientConfigError(
+        f"several client tokens ({', '.join(sorted(tokens))}): choose one with --token-name"
+    )
+
+
+def write_private(path: Path, text: str, secret: bool) -> None:
+    """Atomic write; 0600 when the text holds a token, else 0644 (a config meant to be shared)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        os.fchmod(fd, 0o600 if secret else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def merge_into(existing: str, snippet: Snippet) -> str:
+    """Our server's entry added to (or replacing it in) an existing config file; others kept as they are.
+
+    Writing ``-o ~/.cursor/mcp.json`` must not drop the user's other servers.
+    """
+    if not existing.strip():
+        return snippet.text
+    if snippet.language == "json":
+        try:
+            old = json.loads(existing)
+        except ValueError as exc:
+            raise ClientConfigError(f"the existing file is not JSON ({exc}); fix or move it first") from None
+        new = json.loads(snippet.text)
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(old.get(key), dict):
+                old[key] = {**old[key], **value}
+            elif isinstance(value, list) and isinstance(old.get(key), list):
+                ids = {item.get("id") for item in value if isinstance(item, dict)}
+                old[key] = [i for i in old[key] if not (isinstance(i, dict) and i.get("id") in ids)] + value
+            else:
+                old[key] = value
+        return _dump(old)
+    if snippet.language == "toml":
+        try:
+            tomllib.loads(existing)
+        except tomllib.TOMLDecodeError as exc:
+            raise ClientConfigError(f"the existing file is not TOML ({exc}); fix or move it first") from None
+        header = snippet.text.splitlines()[0]
+        kept: list[str] = []
+        skipping = False
+        for line in existing.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("["):
+                skipping = stripped == header or stripped.startswith(header[:-1] + ".")
+            if not skipping:
+                kept.append(line)
+        body = "\n".join(kept).rstrip()
+        return (body + "\n\n" if body else "") + snippet.text
+    return snippet.text
+
+
+@dataclass
+class Prepared:
+    """Everything ``pmcp client-config`` renders; ``new_token`` is shown once, then never again."""
+
+    configs: list[ClientConfig]
+    url: str
+    token_name: str
+    new_token: str | None = None
+    ca_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "url": self.url,
+            "token_name": self.token_name,
+            "clients": [c.to_dict() for c in self.configs],
+        }
+        if self.ca_file:
+            out["ca_file"] = self.ca_file
+        if self.new_token:
+            out["new_token"] = self.new_token
+        return out
+
+
+def _load_tokens(token_file: Path, required: bool) -> dict[str, str]:
+    from pmcp import authtokens
+
+    try:
+        return authtokens.load(token_file)
+    except FileNotFoundError:
+        if required:
+            raise ClientConfigError(
+                f"no client token file at {token_file}: run `pmcp install`, or add a token with "
+                "`pmcp client-config --new-token NAME`"
+            ) from None
+    except PermissionError:
+        if required:
+            raise ClientConfigError(f"cannot read {token_file}: {AS_ROOT}") from None
+    except authtokens.TokenFileError as exc:
+        raise ClientConfigError(f"{token_file}: {exc}") from None
+    return {}
+
+
+def export_ca(root_ca: Path, dest: Path) -> Path:
+    """Copy Caddy's root certificate (public, 0644) to where the user wants it."""
+    try:
+        pem = root_ca.read_bytes()
+    except FileNotFoundError:
+        raise ClientConfigError(
+            f"Caddy's root certificate is not at {root_ca}: Caddy creates it on first start (check "
+            "`pmcp status`), or the install uses --domain: a publicly trusted certificate needs no export"
+        ) from None
+    except PermissionError:
+        raise ClientConfigError(f"cannot read {root_ca}: {AS_ROOT}") from None
+    if b"BEGIN CERTIFICATE" not in pem:
+        raise ClientConfigError(f"{root_ca} is not a PEM certificate; restart Caddy to recreate it")
+    dest = dest.resolve()
+    write_private(dest, pem.decode("ascii"), secret=False)
+    return dest
+
+
+def prepare(
+    prefix: str | Path,
+    client: str,
+    *,
+    name: str = "pmcp",
+    url: str | None = None,
+    token_name: str | None = None,
+    show_token: bool = False,
+    ca_cert: str | None = None,
+    new_token: str | None = None,
+) -> Prepared:
+    """Read the install (state, tokens, CA), optionally add a token, and generate the configurations."""
+    from pmcp import authtokens
+    from pmcp.paths import InstallPaths
+
+    paths = InstallPaths.at(prefix)
+    public = False
+    if url is None:
+        url, public = url_from_state(paths.state_file)
+    url = normalize_url(url)
+    token_file = paths.client_tokens
+    fresh = None
+    if new_token:
+        try:
+            fresh = authtokens.add(token_file, new_token)
+        except authtokens.TokenFileError as exc:
+            raise ClientConfigError(str(exc)) from None
+        except PermissionError:
+            raise ClientConfigError(f"cannot write {token_file}: {AS_ROOT}") from None
+        token_name = new_token
+    tokens = {new_token: fresh} if fresh and new_token else _load_tokens(token_file, required=show_token)
+    chosen = ""
+    if tokens or show_token or token_name:
+        chosen = pick_token_name(tokens, token_name)
+    ca_file = str(export_ca(paths.caddy_root_ca, Path(ca_cert))) if ca_cert else None
+    target = Target(
+        name=name,
+        url=url,
+        token=tokens[chosen] if show_token else None,
+        token_name=chosen,
+        token_file=str(token_file),
+        ca_file=ca_file,
+        public_tls=public,
+    )
+    return Prepared(generate(client, target), url, chosen, new_token=fresh, ca_file=ca_file)
+
+
+def revoke_token(prefix: str | Path, name: str) -> str:
+    from pmcp import authtokens
+    from pmcp.paths import InstallPaths
+
+    token_file = InstallPaths.at(prefix).client_tokens
+    tokens = _load_tokens(token_file, required=True)
+    if name not in tokens:
+        known = ", ".join(sorted(tokens)) or "none"
+        raise ClientConfigError(f"no client token named {name!r} in {token_file} (known: {known})")
+    try:
+        authtokens.revoke(token_file, name)
+    except PermissionError:
+        raise ClientConfigError(f"cannot write {token_file}: {AS_ROOT}") from None
+    left = "" if len(tokens) > 1 else " No client token is left: add one with --new-token NAME."
+    return (
+        f"Revoked client token {name!r}. The server re-reads {token_file} when it changes, so requests "
+        f"with that token are refused from now on: no restart needed.{left}"
+    )
+
+
+def write_output(prepared: Prepared, output: str | Path, as_json: bool) -> tuple[Path, bool]:
+    """Write the configuration to a file: a client's own config file is merged, not overwritten."""
+    path = Path(output).expanduser()
+    secret = any(c.secret for c in prepared.configs) or bool(prepared.new_token and as_json)
+    single = prepared.configs[0].file_snippet if len(prepared.configs) == 1 else None
+    if as_json:
+        text = _dump(prepared.to_dict())
+    elif single is not None:
+        existing = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = merge_into(existing, single)
+        secret = secret or (path.exists() and (path.stat().st_mode & 0o077) == 0)
+    else:
+        text = render_text(prepared.configs)
+    write_private(path, text, secret)
+    return path, secret

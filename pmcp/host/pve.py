@@ -1,0 +1,567 @@
+"""The MCP server's Proxmox identity: a custom role, user ``pmcp@pve`` (no password), a privilege-separated
+API token, and ACLs for BOTH user and token (a privsep token gets the intersection of the two).
+
+Why through ``pvesh``: it runs as root on the node with no credential to store, and the command is
+configurable (``PMCP_PVESH``), so the tests drive the same code against the simulator.
+
+Least privilege by construction: the role is the mode's privilege list intersected with what THIS host knows
+(``GET /access/roles/Administrator``: PVE 8 and 9 differ), and it can never contain a privilege that allows
+touching users, ACLs, realms, groups or the node's system (``FORBIDDEN``) — asserted before every role write.
+``verify_identity`` proves it from the token's side: effective permissions, and two refused calls.
+
+Interfaces (stable, used by pmcp.lifecycle):
+    MODES = ("read-only", "operator", "admin");  ROLE_NAMES[mode];  FORBIDDEN;  mode_privileges(mode, valid)
+    ProxmoxIdentity(pvesh, mode, paths, pool=None, rotate=False, userid="pmcp@pve", tokenid="mcp",
+                    role=None, api_url="https://127.0.0.1:8006", verify=None, secret_owner=None)  -- a Step
+        verify: CA file path, True (system CAs) or False; None = /etc/pve/pve-root-ca.pem when present
+        secret_owner: (uid, gid) for the secret file when the container user must read it (default root)
+        .name == "proxmox identity"; .token_full_id ("pmcp@pve!mcp"); .acl_path ("/" or "/pool/NAME")
+        check() -> Plan; apply(); undo()  (undo after a failed apply reverts only that apply's changes;
+        on a fresh object it tears the identity down: ACLs, tokens, user, roles -- the order PVE needs)
+    verify_identity(api_url, token_full_id, secret_file, verify=None, mode="read-only", pool=None)
+        -> list[Check]
+    token_authenticates(api_url, token_full_id, secret, verify=None) -> bool  (IdentityError: unreachable)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pmcp.host.checks import Check
+from pmcp.host.files import atomic_write, ensure_dir
+from pmcp.host.run import Pvesh, PveshError
+from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.paths import InstallPaths
+
+MODES = ("read-only", "operator", "admin")
+ROLE_NAMES = {"read-only": "PMCPReadOnly", "operator": "PMCPOperator", "admin": "PMCPAdmin"}
+
+FORBIDDEN = frozenset(
+    {"User.Modify", "Permissions.Modify", "Group.Allocate", "Sys.Modify", "Sys.Console"}
+)  # and every Realm.* privilege (see is_forbidden)
+
+# Exactly what the server's tools need (pmcp/server/tools), nothing "just in case": reading everything;
+# operator adds power, snapshots, backups (a backup writes to a storage) and tags/notes; admin adds rollback.
+_READ_ONLY = {"Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit", "SDN.Audit"}
+_OPERATOR = _READ_ONLY | {
+    "VM.PowerMgmt",
+    "VM.Snapshot",
+    "VM.Backup",
+    "Datastore.AllocateSpace",
+    "VM.Config.Options",
+}
+_ADMIN = _OPERATOR | {"VM.Snapshot.Rollback"}
+_MODE_PRIVS = {"read-only": _READ_ONLY, "operator": _OPERATOR, "admin": _ADMIN}
+
+REFUSED = (403,)
+PVE_CA = Path("/etc/pve/pve-root-ca.pem")
+
+
+class IdentityError(Exception):
+    """The Proxmox API could not be reached to test a token."""
+
+
+def is_forbidden(priv: str) -> bool:
+    return priv in FORBIDDEN or priv.startswith("Realm.")
+
+
+def mode_privileges(mode: str, valid: Iterable[str]) -> list[str]:
+    """The mode's privileges that this host knows, sorted; never a forbidden one."""
+    if mode not in _MODE_PRIVS:
+        raise StepError(f"unknown mode {mode!r}", fix=f"use --mode {'|'.join(MODES)}")
+    privs = sorted(_MODE_PRIVS[mode] & set(valid))
+    bad = [p for p in privs if is_forbidden(p)]
+    assert not bad, f"refusing to grant {bad}"  # a code bug, not a host condition
+    return privs
+
+
+def _api(api_url: str) -> str:
+    base = api_url.rstrip("/")
+    return base if base.endswith("/api2/json") else base + "/api2/json"
+
+
+def _headers(token_full_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": f"PVEAPIToken={token_full_id}={secret}"}
+
+
+def default_verify(verify: bool | str | None) -> bool | str:
+    """TLS verification for the node's own API: the host's PVE CA when present, never "off" by default."""
+    if verify is not None:
+        return verify
+    return str(PVE_CA) if PVE_CA.is_file() else True
+
+
+def _request(method: str, url: str, headers: dict[str, str], verify: bool | str | None, **kw: Any) -> Any:
+    import requests
+
+    verify = default_verify(verify)
+
+    try:
+        return requests.request(method, url, headers=headers, verify=verify, timeout=15, **kw)
+    except requests.RequestException as exc:
+        raise IdentityError(f"cannot reach the Proxmox API at {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def token_authenticates(
+    api_url: str, token_full_id: str, secret: str, verify: bool | str | None = None
+) -> bool:
+    """True when the token is accepted (GET /version); False on 401; IdentityError when unreachable."""
+    resp = _request("GET", _api(api_url) + "/version", _headers(token_full_id, secret), verify)
+    if resp.status_code == 401:
+        return False
+    if resp.status_code >= 400:
+        raise IdentityError(
+            f"GET /version with the token answered HTTP {resp.status_code}: {resp.text[:200]}"
+        )
+    return True
+
+
+class ProxmoxIdentity:
+    """Step: role, user, privsep token and ACLs for the MCP server, converged idempotently."""
+
+    name = "proxmox identity"
+
+    def __init__(
+        self,
+        pvesh: Pvesh,
+        mode: str,
+        paths: InstallPaths,
+        pool: str | None = None,
+        rotate: bool = False,
+        userid: str = "pmcp@pve",
+        tokenid: str = "mcp",
+        role: str | None = None,
+        api_url: str = "https://127.0.0.1:8006",
+        verify: bool | str | None = None,
+        secret_owner: tuple[int, int] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise StepError(f"unknown mode {mode!r}", fix=f"use --mode {'|'.join(MODES)}")
+        self.pvesh = pvesh
+        self.mode = mode
+        self.paths = paths
+        self.pool = pool
+        self.rotate = rotate
+        self.userid = userid
+        self.tokenid = tokenid
+        self.role = role or ROLE_NAMES[mode]
+        if self.role.upper().startswith("PVE"):
+            raise StepError(
+                f"role name {self.role!r} starts with PVE (reserved)", fix="choose another role name"
+            )
+        self.api_url = api_url
+        self.verify = verify
+        self.secret_owner = secret_owner
+        self._journal: list[tuple[Any, ...]] | None = None
+        self._rotated = False
+
+    @property
+    def token_full_id(self) -> str:
+        return f"{self.userid}!{self.tokenid}"
+
+    @property
+    def acl_path(self) -> str:
+        return f"/pool/{self.pool}" if self.pool else "/"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.paths.proxmox_token_secret
+
+    # -- reading PVE -------------------------------------------------------------------------------------
+
+    def _pve_error(self, what: str, exc: PveshError) -> StepError:
+        return StepError(
+            f"{what}: {exc.message}",
+            fix="check that pve-cluster and pveproxy run (systemctl status pve-cluster pveproxy) and re-run",
+            detail=" ".join(exc.argv[:6]),
+        )
+
+    def valid_privileges(self) -> set[str]:
+        try:
+            admin = self.pvesh.get("/access/roles/Administrator") or {}
+        except PveshError as exc:
+            raise self._pve_error(
+                "cannot read the host's privileges (/access/roles/Administrator)", exc
+            ) from exc
+        if isinstance(admin, dict) and isinstance(admin.get("privs"), str):
+            return {p for p in admin["privs"].split(",") if p}
+        return {k for k, v in admin.items() if v}
+
+    def _get_or_none(self, path: str) -> Any:
+        try:
+            return self.pvesh.get(path)
+        except PveshError as exc:
+            if exc.status in (None, 404, 500):
+                return None
+            raise self._pve_error(f"cannot read {path}", exc) from exc
+
+    def _role_privs(self, role: str) -> set[str] | None:
+        data = self._get_or_none(f"/access/roles/{role}")
+        if data is None:
+            return None
+        if isinstance(data, dict) and isinstance(data.get("privs"), str):
+            return {p for p in data["privs"].split(",") if p}
+        return {k for k, v in data.items() if v}
+
+    def _user(self) -> dict[str, Any] | None:
+        try:
+            users = self.pvesh.get("/access/users") or []
+        except PveshError as exc:
+            raise self._pve_error("cannot list users", exc) from exc
+        return next((u for u in users if u.get("userid") == self.userid), None)
+
+    def _user_exists(self) -> bool:
+        return self._user() is not None
+
+    @staticmethod
+    def _user_disabled(user: dict[str, Any]) -> bool:
+        """A disabled or expired user makes every token of it fail: re-enable rather than rotate forever."""
+        expire = int(user.get("expire") or 0)
+        return str(user.get("enable", 1)) in ("0", "False", "false") or 0 < expire < time.time()
+
+    def _token(self) -> dict[str, Any] | None:
+        try:
+            tokens = self.pvesh.get(f"/access/users/{self.userid}/token") or []
+        except PveshError:
+            return None
+        for t in tokens:
+            if t.get("tokenid") == self.tokenid:
+                return t
+        return None
+
+    def _acls(self) -> list[dict[str, Any]]:
+        try:
+            acls = self.pvesh.get("/access/acl") or []
+        except PveshError as exc:
+            raise self._pve_error("cannot read ACLs", exc) from exc
+        return [a for a in acls if a.get("ugid") in (self.userid, self.token_full_id)]
+
+    def _pool_exists(self) -> bool:
+        try:
+            pools = self.pvesh.get("/pools") or []
+        except PveshError as exc:
+            raise self._pve_error("cannot list pools", exc) from exc
+        return any(p.get("poolid") == self.pool for p in pools)
+
+    def _desired_acls(self) -> set[tuple[str, str, str, str]]:
+        return {
+            (self.acl_path, "user", self.userid, self.role),
+            (self.acl_path, "token", self.token_full_id, self.role),
+        }
+
+    @staticmethod
+    def _acl_key(a: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (a.get("path", ""), a.get("type", ""), a.get("ugid", ""), a.get("roleid", ""))
+
+    def _secret(self) -> str | None:
+        try:
+            text = self.secret_file.read_text().strip()
+        except (FileNotFoundError, PermissionError):
+            return None
+        return text or None
+
+    def _token_broken(self, test_auth: bool = True) -> str:
+        """Why the existing token must be replaced, or '' when it still works."""
+        secret = self._secret()
+        if secret is None:
+            return f"its secret file {self.secret_file} is missing"
+        if not test_auth:
+            return ""
+        try:
+            ok = token_authenticates(self.api_url, self.token_full_id, secret, self.verify)
+        except IdentityError as exc:
+            raise StepError(
+                str(exc),
+                fix="check PROXMOX_URL / the CA file, and that pveproxy runs (systemctl status pveproxy)",
+            ) from exc
+        return "" if ok else "the stored secret no longer authenticates"
+
+    # -- Step --------------------------------------------------------------------------------------------
+
+    def check(self) -> Plan:
+        plan = Plan()
+        valid = self.valid_privileges()
+        want = set(mode_privileges(self.mode, valid))
+        plan.notes.append(f"role {self.role}: {', '.join(sorted(want))}")
+        if self.pool and not self._pool_exists():
+            raise StepError(
+                f"pool {self.pool} does not exist", fix=f"pvesh create /pools --poolid {self.pool}"
+            )
+        have = self._role_privs(self.role)
+        if have is None:
+            plan.changes.append(f"create role {self.role} ({len(want)} privileges)")
+        elif have != want:
+            diff = [f"+{p}" for p in sorted(want - have)] + [f"-{p}" for p in sorted(have - want)]
+            plan.changes.append(f"update role {self.role}: {' '.join(diff)}")
+        user_entry = self._user()
+        user = user_entry is not None
+        if user_entry is None:
+            plan.changes.append(f"create user {self.userid} (no password: it cannot log in)")
+        elif self._user_disabled(user_entry):
+            plan.changes.append(f"enable user {self.userid} (it is disabled or expired)")
+        token = self._token() if user else None
+        if token is None:
+            plan.changes.append(
+                f"create API token {self.token_full_id} (privilege-separated); secret in {self.secret_file}"
+            )
+        elif self.rotate:
+            plan.changes.append(f"replace API token {self.token_full_id} (--rotate-token)")
+        elif broken := self._token_broken(test_auth=not (user_entry and self._user_disabled(user_entry))):
+            plan.changes.append(f"replace API token {self.token_full_id}: {broken}")
+        else:
+            plan.notes.append(f"token {self.token_full_id} still authenticates: kept")
+            if not token.get("privsep", 1):
+                plan.changes.append(f"make API token {self.token_full_id} privilege-separated")
+            if self._secret_mode_wrong():
+                plan.changes.append(f"protect {self.secret_file} (0600, directory 0700)")
+        current = {self._acl_key(a) for a in self._acls()}
+        for path, kind, ugid, role in sorted(self._desired_acls() - current):
+            plan.changes.append(f"grant {role} on {path} to {kind} {ugid}")
+        for path, kind, ugid, role in sorted(current - self._desired_acls()):
+            plan.changes.append(f"remove stale ACL: {role} on {path} for {kind} {ugid}")
+        return plan
+
+    def _secret_mode_wrong(self) -> bool:
+        try:
+            st = self.secret_file.stat()
+        except FileNotFoundError:
+            return False
+        if self.secret_owner and (st.st_uid, st.st_gid) != tuple(self.secret_owner):
+            return True
+        return (st.st_mode & 0o777) != 0o600 or (self.secret_file.parent.stat().st_mode & 0o777) != 0o700
+
+    def apply(self) -> None:
+        self._journal = []
+        valid = self.valid_privileges()
+        want = mode_privileges(self.mode, valid)
+        assert not any(is_forbidden(p) for p in want)
+        try:
+            self._apply_role(want)
+            self._apply_user()
+            self._apply_token()
+            self._apply_acls()
+        except PveshError as exc:
+            raise self._pve_error("Proxmox refused a change", exc) from exc
+
+    def _apply_role(self, want: list[str]) -> None:
+        have = self._role_privs(self.role)
+        if have is None:
+            self.pvesh.create("/access/roles", roleid=self.role, privs=",".join(want))
+            self._journal_add(("role-created", self.role))
+        elif have != set(want):
+            self.pvesh.set(f"/access/roles/{self.role}", privs=",".join(want))
+            self._journal_add(("role-updated", self.role, sorted(have)))
+
+    def _apply_user(self) -> None:
+        user = self._user()
+        if user is None:
+            self.pvesh.create(
+                "/access/users", userid=self.userid, comment="pmcp MCP server (API token only, no password)"
+            )
+            self._journal_add(("user-created",))
+        elif self._user_disabled(user):
+            self.pvesh.set(f"/access/users/{self.userid}", enable=1, expire=0)
+
+    def _apply_token(self) -> None:
+        token = self._token()
+        replace = token is not None and ((self.rotate and not self._rotated) or bool(self._token_broken()))
+        if token is not None and not replace:
+            if not token.get("privsep", 1):
+                self.pvesh.set(f"/access/users/{self.userid}/token/{self.tokenid}", privsep=1)
+            self._write_secret(None)
+            return
+        if token is not None:
+            self.pvesh.delete(f"/access/users/{self.userid}/token/{self.tokenid}")
+        created = self.pvesh.create(
+            f"/access/users/{self.userid}/token/{self.tokenid}", privsep=1, comment="pmcp MCP server"
+        )
+        self._journal_add(("token-created",))
+        secret = (created or {}).get("value")
+        if not secret:
+            raise StepError(
+                "Proxmox created the token but returned no secret",
+                fix=f"pvesh delete /access/users/{self.userid}/token/{self.tokenid} && pmcp install",
+            )
+        self._write_secret(secret)
+        self._rotated = True
+
+    def _write_secret(self, secret: str | None) -> None:
+        """Store (or only re-protect) the token secret: dir 0700, file 0600, root (or ``secret_owner``)."""
+        ensure_dir(self.paths.secrets_dir, 0o700)
+        if secret is not None:
+            atomic_write(self.secret_file, secret, 0o600)
+        elif self.secret_file.exists():
+            os.chmod(self.secret_file, 0o600)
+        if self.secret_owner and self.secret_file.exists():
+            os.chown(self.secret_file, *self.secret_owner)
+
+    def _apply_acls(self) -> None:
+        desired = self._desired_acls()
+        current = {self._acl_key(a): a for a in self._acls()}
+        for key, entry in current.items():
+            if key not in desired:
+                self._set_acl(
+                    key[0], key[1], key[2], key[3], delete=True, propagate=entry.get("propagate", 1)
+                )
+                self._journal_add(("acl-removed", *key))
+        for key in sorted(desired - set(current)):
+            self._set_acl(*key, delete=False)
+            self._journal_add(("acl-added", *key))
+
+    def _set_acl(self, path: str, kind: str, ugid: str, role: str, delete: bool, propagate: Any = 1) -> None:
+        params: dict[str, Any] = {"path": path, "roles": role, "propagate": 1 if propagate else 0}
+        params["users" if kind == "user" else "tokens"] = ugid
+        if delete:
+            params["delete"] = 1
+        self.pvesh.set("/access/acl", params)
+
+    def _journal_add(self, entry: tuple[Any, ...]) -> None:
+        if self._journal is not None:
+            self._journal.append(entry)
+
+    def undo(self) -> None:
+        try:
+            if self._journal is not None:
+                self._undo_journal(self._journal)
+                self._journal = None
+            else:
+                self._teardown()
+        except PveshError as exc:
+            raise self._pve_error("Proxmox refused to remove the pmcp identity", exc) from exc
+
+    def _undo_journal(self, journal: list[tuple[Any, ...]]) -> None:
+        """Revert only what the failed apply did, newest first."""
+        for entry in reversed(journal):
+            kind = entry[0]
+            if kind == "acl-added":
+                self._set_acl(*entry[1:], delete=True)
+            elif kind == "acl-removed":
+                self._set_acl(*entry[1:], delete=False)
+            elif kind == "token-created":
+                with contextlib.suppress(PveshError):
+                    self.pvesh.delete(f"/access/users/{self.userid}/token/{self.tokenid}")
+                with contextlib.suppress(FileNotFoundError):
+                    self.secret_file.unlink()
+            elif kind == "user-created":
+                self.pvesh.delete(f"/access/users/{self.userid}")
+            elif kind == "role-created":
+                self.pvesh.delete(f"/access/roles/{entry[1]}")
+            elif kind == "role-updated":
+                self.pvesh.set(f"/access/roles/{entry[1]}", privs=",".join(entry[2]))
+
+    def _teardown(self) -> None:
+        """Uninstall: ACLs, then tokens, then the user, then the roles (deleting a role leaves its ACLs)."""
+        for a in self._acls():
+            self._set_acl(*self._acl_key(a), delete=True, propagate=a.get("propagate", 1))
+        if self._user_exists():
+            with contextlib.suppress(PveshError):
+                for t in self.pvesh.get(f"/access/users/{self.userid}/token") or []:
+                    self.pvesh.delete(f"/access/users/{self.userid}/token/{t['tokenid']}")
+            self.pvesh.delete(f"/access/users/{self.userid}")
+        try:
+            used = {a.get("roleid") for a in (self.pvesh.get("/access/acl") or [])}
+        except PveshError:
+            used = set()
+        for role in {self.role, *ROLE_NAMES.values()}:
+            if role not in used and self._role_privs(role) is not None:
+                self.pvesh.delete(f"/access/roles/{role}")
+        with contextlib.suppress(FileNotFoundError):
+            self.secret_file.unlink()
+
+
+# -- verification -------------------------------------------------------------------------------------------
+
+
+def _message(resp: Any) -> str:
+    try:
+        return str(resp.json().get("message") or "").strip() or resp.reason
+    except ValueError:
+        return resp.text[:200].strip() or resp.reason
+
+
+def verify_identity(
+    api_url: str,
+    token_full_id: str,
+    secret_file: Path,
+    verify: bool | str | None = None,
+    mode: str = "read-only",
+    pool: str | None = None,
+) -> list[Check]:
+    """Prove the token's limits from its side: it works, holds no forbidden privilege, cannot touch root."""
+    fix = "pmcp install --rotate-token"
+    try:
+        secret = Path(secret_file).read_text().strip()
+    except (FileNotFoundError, PermissionError) as exc:
+        return [Check("proxmox token", False, f"cannot read {secret_file}: {exc.strerror}", fix)]
+    headers = _headers(token_full_id, secret)
+    api = _api(api_url)
+    checks: list[Check] = []
+    try:
+        resp = _request("GET", api + "/version", headers, verify)
+        if resp.status_code != 200:
+            return [
+                Check("proxmox token", False, f"GET /version: HTTP {resp.status_code} {_message(resp)}", fix)
+            ]
+        version = (resp.json().get("data") or {}).get("version", "?")
+        checks.append(Check("proxmox token", True, f"{token_full_id} authenticates (Proxmox VE {version})"))
+
+        resp = _request("GET", api + "/access/permissions", headers, verify)
+        if resp.status_code != 200:
+            checks.append(Check("token permissions", False, f"HTTP {resp.status_code} {_message(resp)}", fix))
+        else:
+            perms: dict[str, dict[str, Any]] = resp.json().get("data") or {}
+            held = {p for privs in perms.values() for p, v in (privs or {}).items() if v}
+            bad = sorted(p for p in held if is_forbidden(p))
+            extra = sorted(held - _MODE_PRIVS.get(mode, set()))
+            scope = f"/pool/{pool}" if pool else "/"
+            at_scope = {p for p, v in (perms.get(scope) or {}).items() if v}
+            if bad:
+                checks.append(Check("token permissions", False, f"token holds {', '.join(bad)}", fix))
+            elif extra:
+                checks.append(
+                    Check("token permissions", False, f"more than mode {mode}: {', '.join(extra)}", fix)
+                )
+            elif not at_scope:
+                checks.append(Check("token permissions", False, f"no privileges on {scope}", fix))
+            else:
+                checks.append(
+                    Check("token permissions", True, f"{len(at_scope)} privileges on {scope}, none forbidden")
+                )
+
+        # The current comment when the token can read it: even if PVE wrongly allowed it, nothing changes.
+        comment = "pmcp-probe"
+        current = _request("GET", api + "/access/users/root@pam", headers, verify)
+        if current.status_code == 200:
+            comment = (current.json().get("data") or {}).get("comment") or comment
+        resp = _request("PUT", api + "/access/users/root@pam", headers, verify, data={"comment": comment})
+        checks.append(_refused("root@pam protected", "PUT /access/users/root@pam", resp))
+
+        probe = secrets.token_urlsafe(24)
+        resp = _request(
+            "PUT",
+            api + "/access/password",
+            headers,
+            verify,
+            data={"userid": "root@pam", "password": probe, "confirmation-password": probe},
+        )
+        checks.append(_refused("password change refused", "PUT /access/password", resp))
+    except IdentityError as exc:
+        checks.append(Check("proxmox api", False, str(exc), "check PROXMOX_URL and the CA file"))
+    return checks
+
+
+def _refused(name: str, call: str, resp: Any) -> Check:
+    if resp.status_code in REFUSED:
+        return Check(name, True, f"{call}: HTTP {resp.status_code} {_message(resp)}")
+    return Check(
+        name,
+        False,
+        f"{call} was NOT refused (HTTP {resp.status_code}): the token can change root@pam",
+        "pmcp uninstall && pmcp install (recreates the role without user privileges)",
+    )

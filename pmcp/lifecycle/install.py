@@ -1,0 +1,622 @@
+"""`pmcp install`: an ordered list of steps from a copied file to a verified, least-privilege MCP stack.
+
+Preflight, VM networking safety, Proxmox identity, agent account, secrets, files, image, stack, firewall,
+client configuration, verification. The runner (steps.run_steps) gives dry-run, "already right" on a
+second run, and undo of a failed step; this module only decides the steps and their options. The same
+list, reversed, is uninstall; with the simulator in front, it is `pmcp demo --stack`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pmcp import __version__
+from pmcp.lifecycle import state as statefile
+from pmcp.lifecycle.steps import Plan, RunResult, Step, StepError, StepResult, run_steps
+from pmcp.paths import InstallPaths
+from pmcp.stack import images, render
+from pmcp.stack.compose import project_name
+from pmcp.stack.steps import (
+    FilesStep,
+    ImageStep,
+    SecretsStep,
+    SimulatorStep,
+    StackContext,
+    StackStep,
+)
+
+DEFAULT_PREFIX = "/opt/proxmox-mcp"
+MODES = ("read-only", "operator", "admin")
+TOKEN_ID = "pmcp@pve!mcp"
+
+
+@dataclass
+class InstallOptions:
+    """The install's choices; recorded in state.json so update/uninstall/verify repeat them."""
+
+    prefix: str = DEFAULT_PREFIX
+    mode: str = "read-only"
+    pool: str | None = None
+    agent_user: str | None = "claude-user"
+    rotate_token: bool = False
+    domain: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    https_port: int = 443
+    http_port: int = 80
+    server_port: int = 8080
+    allow_from: str | None = None
+    images: str | None = None
+    monitoring: bool = False
+    node: str | None = None
+    # Below: set by the demo and the tests, not by the CLI.
+    sim: render.SimService | None = None
+    pvesh: list[str] | None = None
+    host_checks: bool = True
+    public_names: list[str] | None = None
+    proxmox_url: str | None = None
+    proxmox_ca: str | None = "/etc/pve/pve-root-ca.pem"
+    health_timeout: float = 180.0
+    client_config: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstallOptions:
+        data = dict(data)
+        sim = data.pop("sim", None)
+        opts = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        opts.sim = render.SimService(**sim) if sim else None
+        return opts
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise StepError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise StepError("--tls-cert and --tls-key go together", fix="give both, or neither")
+        for f in (self.tls_cert, self.tls_key, self.images):
+            if f and not Path(f).is_file():
+                raise StepError(f"{f} not found", fix="give the path of an existing file")
+        if self.allow_from:
+            import ipaddress
+
+            try:
+                ipaddress.ip_network(self.allow_from, strict=False)
+            except ValueError as exc:
+                raise StepError(
+                    f"--allow-from {self.allow_from}: {exc}", fix="e.g. --allow-from 192.0.2.0/24"
+                ) from exc
+
+
+def host_names() -> list[str]:
+    """The names and addresses clients may use for this host (Caddy's certificate and allowed Host headers)."""
+    names: list[str] = []
+    fqdn, short = socket.getfqdn(), socket.gethostname()
+    for n in (fqdn, short):
+        if n and n not in names and n != "localhost":
+            names.append(n)
+    try:
+        addr = socket.gethostbyname(short)
+        if not addr.startswith("127."):
+            names.append(addr)
+    except OSError:
+        pass
+    return [*names, "localhost", "127.0.0.1"]
+
+
+def default_proxmox_url() -> str:
+    """Proxmox's API as the container reaches it: the node's own address, which pve-ssl.pem names."""
+    if os.environ.get("PMCP_PROXMOX_URL"):
+        return os.environ["PMCP_PROXMOX_URL"]
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        addr = "127.0.0.1"
+    return f"https://{addr}:8006"
+
+
+def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -> render.StackConfig:
+    """The rendered configuration for these options. The image tag names the running pmcp file."""
+    from pmcp.stack import engine
+
+    pmcp_file = engine.self_file()
+    digest = engine.file_digest(pmcp_file) if pmcp_file else ""
+    build_id = images.build_id(digest, images.python_base(), render.template_text("Dockerfile")) if digest else None
+    uid = render.CONTAINER_UID if os.geteuid() == 0 else os.getuid()
+    gid = render.CONTAINER_UID if os.geteuid() == 0 else os.getgid()
+    sim = opts.sim
+    mcp_image = images.mcp_image(__version__, build_id)
+    if not digest and existing and existing.get("mcp_image"):
+        mcp_image = existing["mcp_image"]  # not a release file: keep the image the install runs
+    return render.StackConfig(
+        mode=opts.mode,
+        proxmox_url=("https://pve-sim:8006" if sim else (opts.proxmox_url or default_proxmox_url())),
+        token_id=TOKEN_ID,
+        proxmox_ca=None if sim else opts.proxmox_ca,
+        tls_insecure=False,
+        public_names=opts.public_names or (["localhost", "127.0.0.1"] if sim else host_names()),
+        domain=opts.domain,
+        tls_cert=str(Path(opts.tls_cert).resolve()) if opts.tls_cert else None,
+        tls_key=str(Path(opts.tls_key).resolve()) if opts.tls_key else None,
+        https_port=opts.https_port,
+        http_port=opts.http_port,
+        server_port=opts.server_port,
+        mcp_image=mcp_image,
+        base_image=images.python_base(),
+        caddy_image=images.caddy(),
+        prometheus_image=images.prometheus(),
+        digest=digest,
+        uid=uid,
+        gid=gid,
+        monitoring=opts.monitoring,
+        extra_env=dict(opts.extra_env),
+        sim=sim,
+    )
+
+
+def pvesh_command(opts: InstallOptions) -> list[str] | None:
+    """The pvesh the installer uses: the real one, `$PMCP_PVESH`, or (demo) this pmcp's simulator client."""
+    if opts.pvesh:
+        return list(opts.pvesh)
+    if opts.sim:
+        from pmcp.stack import engine
+
+        me = engine.self_file()
+        base = [str(me)] if me else [sys.executable, "-m", "pmcp"]
+        return [*base, "sim", "pvesh"]
+    if os.environ.get("PMCP_PVESH"):
+        return shlex.split(os.environ["PMCP_PVESH"])
+    return None
+
+
+def api_url(opts: InstallOptions) -> str:
+    """The Proxmox API as the installer (on the host) reaches it, to test the token."""
+    if opts.sim:
+        return f"https://127.0.0.1:{opts.sim.port}"
+    return os.environ.get("PMCP_HOST_API_URL") or "https://127.0.0.1:8006"
+
+
+def sim_ca(opts: InstallOptions) -> str:
+    return str(InstallPaths.at(opts.prefix).prefix / render.SIM_CA)
+
+
+def api_verify(opts: InstallOptions) -> bool | str:
+    if opts.sim:
+        return sim_ca(opts)
+    if not opts.proxmox_ca:
+        return True
+    return opts.proxmox_ca if Path(opts.proxmox_ca).exists() else True
+
+
+def identity_info(opts: InstallOptions) -> dict[str, Any]:
+    """How verify/uninstall reach Proxmox for this install (recorded in state.json; no secret)."""
+    return {
+        "token_id": TOKEN_ID,
+        "pvesh": pvesh_command(opts),
+        "pvesh_env": _sim_env(opts),
+        "api_url": api_url(opts),
+        "verify": api_verify(opts),
+        "pool": opts.pool,
+    }
+
+
+def pvesh_env(opts: InstallOptions) -> dict[str, str] | None:
+    if not opts.sim:
+        return None
+    return {**os.environ, **_sim_env(opts)}
+
+
+def _sim_env(opts: InstallOptions) -> dict[str, str]:
+    if not opts.sim:
+        return {}
+    return {"PMCP_SIM_URL": f"https://127.0.0.1:{opts.sim.port}", "PMCP_SIM_CA_FILE": sim_ca(opts)}
+
+
+class Deferred:
+    """A step built only when it is reached: it needs facts that an earlier step (preflight) gathers."""
+
+    def __init__(self, name: str, factory: Callable[[], Step | None]) -> None:
+        self.name = name
+        self._factory = factory
+        self._step: Step | None = None
+        self._built = False
+
+    def _get(self) -> Step | None:
+        if not self._built:
+            self._step = self._factory()
+            self._built = True
+        return self._step
+
+    def check(self) -> Plan:
+        step = self._get()
+        return step.check() if step else Plan(notes=["not needed here"])
+
+    def apply(self) -> None:
+        step = self._get()
+        if step:
+            step.apply()
+
+    def undo(self) -> None:
+        step = self._get()
+        if step:
+            step.undo()
+
+
+class Skipped:
+    """A step that does not apply to this install, with the reason shown."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def check(self) -> Plan:
+        return Plan(notes=[self.reason])
+
+    def apply(self) -> None:
+        """Nothing to do."""
+
+    def undo(self) -> None:
+        """Nothing was done."""
+
+
+@dataclass
+class Plan_:
+    """The built step list and what the steps share."""
+
+    opts: InstallOptions
+    paths: InstallPaths
+    ctx: StackContext
+    steps: list[Step] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def build(
+    opts: InstallOptions,
+    *,
+    dry_run: bool = False,
+    purge: bool = False,
+    redact: Callable[[str], str] | None = None,
+    recorded: bool = False,
+    keep_images: bool = False,
+) -> Plan_:
+    """The ordered steps of an install with these options (uninstall runs their undo in reverse).
+
+    ``recorded``: use the configuration state.json recorded (uninstall removes what is there, whatever
+    version of pmcp runs it) instead of computing it from the options and this file.
+    """
+    paths = InstallPaths.at(opts.prefix)
+    existing = statefile.load(paths).get("config") if paths.state_file.exists() else None
+    cfg = render.StackConfig.from_dict(existing) if (recorded and existing) else stack_config(opts, existing)
+    ctx = StackContext(
+        paths=paths,
+        config=cfg,
+        project=project_name(paths.prefix),
+        images_archive=opts.images,
+        health_timeout=opts.health_timeout,
+    )
+    if redact:
+        ctx.redact = redact
+    b = Plan_(opts, paths, ctx)
+    pvesh_cmd, env = pvesh_command(opts), pvesh_env(opts)
+
+    def pvesh() -> Any:
+        from pmcp.host.run import Pvesh
+
+        return Pvesh(pvesh_cmd, env=env)
+
+    preflight_holder: dict[str, Any] = {}
+
+    def make_preflight() -> Step:
+        from pmcp.host.preflight import Preflight, PreflightOptions
+
+        ports = [("0.0.0.0", opts.https_port), ("127.0.0.1", opts.server_port)]
+        if opts.http_port:
+            ports.append(("0.0.0.0", opts.http_port))
+        step = Preflight(
+            PreflightOptions(
+                require_root=opts.host_checks,
+                require_pve=opts.host_checks,
+                node=opts.node,
+                ports=ports,
+                prefix=paths.prefix,
+                compose_project=ctx.project,
+                pvesh=pvesh(),
+                min_free_mb=1024 if opts.host_checks else 256,
+            )
+        )
+        preflight_holder["step"] = step
+        return step
+
+    def make_forward() -> Step | None:
+        if not opts.host_checks:
+            return Skipped("vm networking", "demo: the host's networking is left alone")
+        from pmcp.host.preflight import ForwardSafety
+
+        facts = preflight_holder["step"].facts if "step" in preflight_holder else None
+        version = facts.docker_version if facts else _docker_version()
+        return ForwardSafety(version, paths.prefix / "host-state")
+
+    def make_identity() -> Step | None:
+        from pmcp.host.pve import ProxmoxIdentity
+
+        return ProxmoxIdentity(
+            pvesh(),
+            opts.mode,
+            paths,
+            pool=opts.pool,
+            rotate=opts.rotate_token,
+            api_url=api_url(opts),
+            verify=api_verify(opts),
+            secret_owner=(cfg.uid, cfg.gid) if os.geteuid() == 0 else None,
+        )
+
+    def make_agent() -> Step | None:
+        if not opts.agent_user:
+            return Skipped("agent account", "no agent account (--agent-user not given)")
+        from pmcp.host.agent_user import AgentContainment
+
+        return AgentContainment(opts.agent_user, backup_dir=paths.backups_dir / "agent-user")
+
+    def make_firewall() -> Step | None:
+        try:
+            from pmcp.host.firewall import FirewallRule
+        except ImportError:
+            return Skipped("firewall", "firewall step not available in this build")
+        facts = preflight_holder["step"].facts if "step" in preflight_holder else None
+        node = opts.node or (facts.node if facts else None) or statefile.load(paths).get("node")
+        return _construct(
+            FirewallRule,
+            pvesh=pvesh(),
+            node=node,
+            port=opts.https_port,
+            allow_from=opts.allow_from,
+            paths=paths,
+        )
+
+    preflight = Deferred("preflight", make_preflight)
+    steps: list[Step] = []
+    if opts.sim:
+        steps += [FilesStep(ctx, purge=purge), ImageStep(ctx, remove_on_undo=not keep_images), SimulatorStep(ctx), preflight]
+    else:
+        steps += [preflight, Deferred("vm networking", make_forward)]
+    steps += [
+        Deferred("proxmox identity", make_identity),
+        Deferred("agent account", make_agent),
+        SecretsStep(ctx),
+    ]
+    if not opts.sim:
+        steps += [FilesStep(ctx, purge=purge), ImageStep(ctx, remove_on_undo=not keep_images)]
+    steps += [StackStep(ctx), Deferred("firewall", make_firewall)]
+    if opts.client_config:
+        steps.append(ClientsStep(paths))
+    from pmcp.lifecycle.verify import VerifyStep
+
+    steps.append(VerifyStep(paths.prefix, dry_run=dry_run, identity=identity_info(opts), agent_user=opts.agent_user))
+    b.steps = steps
+    b.facts = preflight_holder
+    return b
+
+
+def _construct(cls: Any, **kwargs: Any) -> Any:
+    """Call a host step's constructor with the keyword arguments it declares (their signatures evolve)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return cls(**kwargs)
+    return cls(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def _docker_version() -> str:
+    from pmcp.stack import engine
+
+    try:
+        return str(engine.client().version().get("Version", ""))
+    except StepError:
+        return ""
+
+
+class ClientsStep:
+    """Client configuration files in clients/: Claude Code's `claude mcp add` line and a `.mcp.json`."""
+
+    name = "client config"
+
+    def __init__(self, paths: InstallPaths) -> None:
+        self.paths = paths
+
+    def _wanted(self) -> dict[str, tuple[str, int]]:
+        from pmcp import clients
+
+        out: dict[str, tuple[str, int]] = {}
+        prepared = clients.prepare(self.paths.prefix, "claude-code")
+        for cfg in prepared.configs:
+            for snip in cfg.snippets:
+                if snip.kind == "command":
+                    out["claude-code.sh"] = (snip.text.rstrip() + "\n", 0o644)
+                elif snip.kind == "file":
+                    out[Path(snip.path).name or ".mcp.json"] = (snip.text.rstrip() + "\n", 0o644)
+        if self.paths.caddy_root_ca.exists():
+            out["caddy-root-ca.crt"] = (self.paths.caddy_root_ca.read_text(), 0o644)
+        return out
+
+    def check(self) -> Plan:
+        try:
+            wanted = self._wanted()
+        except Exception as exc:
+            return Plan(notes=[f"client configuration skipped: {exc}"])
+        plan = Plan()
+        for name, (text, _) in wanted.items():
+            p = self.paths.clients_dir / name
+            if not p.exists() or p.read_text() != text:
+                plan.changes.append(f"write {p}")
+        return plan
+
+    def apply(self) -> None:
+        for name, (text, mode) in self._wanted().items():
+            render.write_atomic(self.paths.clients_dir / name, text.encode(), mode)
+
+    def undo(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.paths.clients_dir, ignore_errors=True)
+
+
+@dataclass
+class InstallResult:
+    run: RunResult
+    url: str = ""
+    prefix: str = ""
+    token_file: str = ""
+    ca_file: str = ""
+    transcript: str = ""
+    verify: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.run.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.run.to_dict()
+        out.update(
+            url=self.url,
+            prefix=self.prefix,
+            token_file=self.token_file,
+            ca_file=self.ca_file,
+            transcript=self.transcript,
+        )
+        if self.verify:
+            out["verify"] = self.verify
+        return out
+
+
+def install(
+    opts: InstallOptions,
+    *,
+    dry_run: bool = False,
+    report: Callable[[StepResult], None] | None = None,
+    kind: str = "install",
+) -> InstallResult:
+    """Run the install under the host lock, with a redacted transcript; never raises a StepError."""
+    from pmcp.lifecycle.lock import HostLock
+
+    paths = InstallPaths.at(opts.prefix)
+    try:
+        opts.validate()
+    except StepError as exc:
+        res = RunResult(dry_run=dry_run)
+        res.steps.append(StepResult("options", "failed", error=exc.message, fix=exc.fix))
+        return InstallResult(res, prefix=str(paths.prefix))
+    transcript = None if dry_run else _open_transcript(kind, paths)
+
+    def on_step(r: StepResult) -> None:
+        if transcript:
+            transcript.step(r)
+        if report:
+            report(r)
+
+    try:
+        with HostLock(command=f"pmcp {kind}"):
+            plan = build(opts, dry_run=dry_run, redact=transcript.redact if transcript else None)
+            if transcript:
+                transcript.line(f"prefix {paths.prefix}, options {_public_options(opts)}")
+            try:
+                run = run_steps(plan.steps, dry_run=dry_run, report=on_step)
+            except BaseException:
+                if transcript:
+                    transcript.finish(False, "interrupted")
+                raise
+    except StepError as exc:  # the lock
+        run = RunResult(dry_run=dry_run)
+        run.steps.append(StepResult("lock", "failed", error=exc.message, fix=exc.fix, detail=exc.detail))
+        on_step(run.steps[-1])
+    result = InstallResult(run, prefix=str(paths.prefix))
+    if paths.state_file.exists():
+        cfg = render.StackConfig.from_dict(statefile.load(paths).get("config", {}))
+        result.url = cfg.url
+        result.token_file = str(paths.client_tokens)
+        if not (cfg.domain or cfg.tls_cert):
+            result.ca_file = str(paths.caddy_root_ca)
+        if not dry_run:
+            pre = plan.facts.get("step") if "plan" in locals() else None
+            _record(paths, opts, cfg, run, kind, pre.facts.node if pre else "")
+    for step in plan.steps if "plan" in locals() else []:
+        from pmcp.lifecycle.verify import VerifyStep
+
+        if isinstance(step, VerifyStep) and step.report:
+            result.verify = [r.to_dict() for r in step.report.rows]
+    if transcript:
+        result.transcript = str(transcript.path)
+        transcript.finish(run.ok, "changed" if run.changed else "nothing to change")
+    return result
+
+
+def _public_options(opts: InstallOptions) -> dict[str, Any]:
+    return {k: v for k, v in opts.to_dict().items() if v not in (None, False, "", [])}
+
+
+def _open_transcript(kind: str, paths: InstallPaths) -> Any:
+    from pmcp.lifecycle.transcript import Redactor, Transcript
+
+    redactor = Redactor()
+    redactor.add_install_secrets(paths)
+    try:
+        return Transcript(kind, redactor=redactor)
+    except OSError:
+        return None
+
+
+def _record(
+    paths: InstallPaths, opts: InstallOptions, cfg: render.StackConfig, run: RunResult, kind: str, node: str
+) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = statefile.load(paths)
+    tls = "custom" if cfg.tls_cert else ("acme" if cfg.domain else "internal")
+    changes: dict[str, Any] = {
+        "version": __version__,
+        "options": opts.to_dict(),
+        "url": cfg.url,
+        "domain": cfg.domain,
+        "https_port": cfg.https_port,
+        "tls": tls,
+        "mcp_image": cfg.mcp_image,
+        "identity": {**data.get("identity", {}), **identity_info(opts)},
+        f"last_{kind}": {"at": now, "ok": run.ok, "changed": run.changed},
+    }
+    if node:
+        changes["node"] = node
+    if run.ok and "installed_at" not in data:
+        changes["installed_at"] = now
+    statefile.update(paths, **changes)
+
+
+_MARKS = {
+    "ok": "already right",
+    "changed": "changed",
+    "planned": "would change",
+    "failed": "FAILED",
+    "skipped": "skipped",
+    "undone": "removed",
+}
+
+
+def step_line(r: StepResult) -> str:
+    """One step as the CLI prints it: name, status, what changed, and for a failure the fix and details."""
+    lines = [f"{r.name:<18} {_MARKS.get(r.status, r.status)}"]
+    lines += [f"    - {c}" for c in r.changes]
+    lines += [f"    note: {n}" for n in r.notes]
+    if r.error:
+        lines.append(f"    error: {r.error}")
+    if r.fix:
+        lines.append(f"    fix:   {r.fix}")
+    lines += [f"      {d}" for d in r.detail.splitlines()[-30:]]
+    return "\n".join(lines)

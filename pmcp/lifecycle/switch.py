@@ -1,0 +1,269 @@
+"""The zero-downtime switch between MCP server containers, without reloading Caddy.
+
+Why not "point Caddy at the new server and `caddy reload`": a reload shuts the old configuration's
+HTTP server down, and Go's graceful shutdown closes keep-alive client connections that look idle,
+racing with a client that is sending its next request on one of them. Measured here with a client
+looping MCP calls: 1-2 failed requests per reload (Caddy 2.6). So Caddy's configuration never
+changes during an update; the switch happens in Docker's DNS instead:
+
+- Caddy proxies to ``mcp-server:8080``, resolved on every new upstream connection (no keep-alive to
+  the upstream, and dial failures retried for a few seconds: see ``UPSTREAM``).
+- A **candidate** of the new version (``compose run``: the new image and configuration, no network
+  alias, so no traffic) is checked first: health, then a real MCP session with a client token. A
+  broken version stops here, before anything serving has changed.
+- A **standby** clone of the running server (same image id, environment, mounts, hardening; no
+  published port, no compose labels) joins the network under the alias ``mcp-server``: Caddy's
+  connections now spread over two servers of the old version.
+- compose recreates ``mcp-server`` with the new version. The old container gets SIGTERM: it stops
+  accepting connections (new ones go to the standby) and finishes what it has. The new container is
+  checked; until it listens, connections are refused and go to the standby.
+- After a grace period in which the new server must stay healthy, the standby is drained the same
+  way (SIGTERM, in-flight requests finish) and removed. If the new one fails within the grace period,
+  it is stopped, the standby (old version) carries the traffic, and the previous version is put back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pmcp import authtokens
+from pmcp.lifecycle.steps import StepError
+from pmcp.paths import InstallPaths
+from pmcp.stack import engine, render
+
+SERVICE = "mcp-server"
+SERVER_PORT = 8080  # the server's port inside its container (fixed by the compose template)
+ROLE_LABEL = "io.pmcp.update-role"  # "standby" or "candidate"; value of PROJECT_LABEL: the project
+PROJECT_LABEL = "io.pmcp.update-project"
+COMPOSE_LABEL = "com.docker.compose."
+UPSTREAM_FILE = "caddy.d/upstream.caddy"
+# What caddy.d/upstream.caddy must hold for the switch: no keep-alive to the upstream (a pooled
+# connection to a server that is shutting down would race), and a dial that fails is retried (on the
+# other address of the alias) instead of answering 502.
+UPSTREAM = """\
+# Written by pmcp: how Caddy reaches the MCP server. `pmcp update` switches servers in Docker's DNS
+# (the alias mcp-server), never here, so this file does not change during an update.
+reverse_proxy mcp-server:8080 {
+	flush_interval -1
+	lb_try_duration 10s
+	lb_try_interval 100ms
+	transport http {
+		keepalive off
+	}
+}
+"""
+Redact = Callable[[str], str]
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+@dataclass
+class Switch:
+    """The server containers of one install (one compose project) during an update."""
+
+    paths: InstallPaths
+    project: str
+    docker: Any
+    redact: Redact = _identity
+    health_timeout: float = 180.0
+
+    def name(self, role: str) -> str:
+        return f"{self.project}-mcp-{role}"
+
+    def server(self) -> Any | None:
+        """The compose-managed server container (not a one-off)."""
+        found = self.docker.containers.list(
+            all=True,
+            filters={
+                "label": [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={SERVICE}"]
+            },
+        )
+        regular = [c for c in found if c.labels.get("com.docker.compose.oneoff", "False") != "True"]
+        running = [c for c in regular if c.status == "running"]
+        return (running or regular or [None])[0]
+
+    def helper(self, role: str) -> Any | None:
+        found = self.docker.containers.list(
+            all=True, filters={"label": [f"{ROLE_LABEL}={role}", f"{PROJECT_LABEL}={self.project}"]}
+        )
+        return found[0] if found else None
+
+    def healthy(self, ctr: Any | None) -> bool:
+        if ctr is None:
+            return False
+        with contextlib.suppress(Exception):
+            ctr.reload()
+            return engine.state_of(ctr).ready
+        return False
+
+    def start_candidate(self, compose: Any) -> Any:
+        """The new version from the current compose files, with no alias: checked before any switch."""
+        self.remove("candidate", drain=0)
+        compose.run(
+            "run", "-d", "--no-deps", "--name", self.name("candidate"),
+            "-l", f"{ROLE_LABEL}=candidate", "-l", f"{PROJECT_LABEL}={self.project}", SERVICE,
+        )  # fmt: skip
+        ctr = self.helper("candidate")
+        if ctr is None:
+            raise StepError("compose did not start the candidate server", fix="pmcp logs")
+        return ctr
+
+    def start_standby(self, source: Any) -> Any:
+        """Clone ``source`` (the running server) under the alias mcp-server: it shares the traffic."""
+        self.remove("standby", drain=0)
+        attrs = source.attrs
+        cfg, host = attrs["Config"], dict(attrs["HostConfig"])
+        for key in ("PortBindings", "Links", "ContainerIDFile"):
+            host.pop(key, None)
+        host["PublishAllPorts"] = False
+        labels = {k: v for k, v in (cfg.get("Labels") or {}).items() if not k.startswith(COMPOSE_LABEL)}
+        labels.update({ROLE_LABEL: "standby", PROJECT_LABEL: self.project})
+        networks = list((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+        primary = host.get("NetworkMode") if host.get("NetworkMode") in networks else networks[0]
+        api = self.docker.api
+        netcfg = api.create_networking_config({primary: api.create_endpoint_config(aliases=[SERVICE])})
+        created = api.create_container(
+            image=attrs["Image"],
+            command=cfg.get("Cmd"),
+            entrypoint=cfg.get("Entrypoint"),
+            environment=cfg.get("Env"),
+            user=cfg.get("User") or None,
+            working_dir=cfg.get("WorkingDir") or None,
+            labels=labels,
+            healthcheck=cfg.get("Healthcheck"),
+            stop_signal=cfg.get("StopSignal"),
+            host_config=host,
+            networking_config=netcfg,
+            name=self.name("standby"),
+        )
+        for net in networks:
+            if net != primary:
+                api.connect_container_to_network(created["Id"], net, aliases=[SERVICE])
+        api.start(created["Id"])
+        return self.docker.containers.get(created["Id"])
+
+    def wait_ready(self, ctr: Any, role: str, timeout: float | None = None) -> None:
+        """Poll the container's health (no fixed sleeps); fail fast with its log tail."""
+        deadline = time.monotonic() + (timeout or self.health_timeout)
+        restarts = None
+        while True:
+            ctr.reload()
+            st = engine.state_of(ctr)
+            restarts = st.restarts if restarts is None else restarts
+            if st.ready:
+                return
+            if st.failed or st.restarts > restarts or time.monotonic() >= deadline:
+                why = f"{st.status}, health {st.health}" if st.failed else "not healthy in time"
+                raise StepError(
+                    f"the {role} server ({ctr.name}) failed: {why}",
+                    fix=f"read its log lines below (all of them: `docker logs {ctr.name}`)",
+                    detail=self.redact(engine.log_tail(ctr)),
+                )
+            time.sleep(engine.POLL)
+
+    def remove(self, role: str, drain: float = 10.0) -> bool:
+        """Stop (SIGTERM: the server finishes its in-flight requests) and remove a helper container."""
+        ctr = self.helper(role)
+        if ctr is None:
+            return False
+        with contextlib.suppress(Exception):
+            ctr.stop(timeout=max(int(drain), 0))
+        with contextlib.suppress(Exception):
+            ctr.remove(force=True)
+        return True
+
+    def address(self, ctr: Any) -> str:
+        """http://IP:8080 of a container on the stack's network (reachable from the host)."""
+        ctr.reload()
+        for net in (ctr.attrs.get("NetworkSettings") or {}).get("Networks", {}).values():
+            if net.get("IPAddress"):
+                return f"http://{net['IPAddress']}:{SERVER_PORT}"
+        raise StepError(f"container {ctr.name} has no IP address", fix=f"docker inspect {ctr.name}")
+
+    def check(self, ctr: Any, role: str) -> str:
+        """Health, then a real MCP session with a client token; returns what was checked."""
+        self.wait_ready(ctr, role)
+        try:
+            return mcp_probe(self.address(ctr) + "/mcp", client_token(self.paths))
+        except StepError as exc:
+            exc.message = f"the {role} server: {exc.message}"
+            exc.detail = self.redact("\n".join(x for x in (exc.detail, engine.log_tail(ctr)) if x))
+            raise
+
+    def ensure_upstream(self) -> bool:
+        """caddy.d/upstream.caddy as the switch needs it; reloads Caddy only when it had to change."""
+        target = self.paths.prefix / UPSTREAM_FILE
+        before = target.read_bytes() if target.exists() else None
+        if before == UPSTREAM.encode():
+            return False
+        render.write_atomic(target, UPSTREAM.encode(), 0o644)
+        try:
+            engine.reload_caddy(self.docker, self.project)
+        except StepError:
+            if before is None:
+                target.unlink(missing_ok=True)
+            else:
+                render.write_atomic(target, before, 0o644)
+            raise
+        return True
+
+
+def client_token(paths: InstallPaths) -> str:
+    """The token the checks use: "default" (install's first client) or the first one."""
+    try:
+        tokens = authtokens.load(paths.client_tokens)
+    except (OSError, authtokens.TokenFileError) as exc:
+        raise StepError(
+            f"cannot read the client tokens ({paths.client_tokens}): {exc}",
+            fix="run as root; add a token with `pmcp client-config --new-token NAME`",
+        ) from exc
+    if not tokens:
+        raise StepError("no client token to check the server with", fix="pmcp client-config --new-token NAME")
+    return tokens.get("default") or tokens[sorted(tokens)[0]]
+
+
+def mcp_probe(url: str, token: str, host: str = "localhost", timeout: float = 30.0) -> str:
+    """A real MCP session with the SDK client: initialize, tools/list, one read tool (reaches Proxmox)."""
+    try:
+        return asyncio.run(asyncio.wait_for(_probe(url, token, host), timeout))
+    except StepError:
+        raise
+    except Exception as exc:
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        raise StepError(
+            f"MCP call to {url} failed: {type(exc).__name__}: {exc}"[:400],
+            fix="read the server's log lines below",
+        ) from exc
+
+
+async def _probe(url: str, token: str, host: str) -> str:
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from pmcp.lifecycle.verify import _pick_read_tool
+
+    headers = {"Authorization": f"Bearer {token}", "Host": host}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(15.0)) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        tools = (await client.list_tools()).tools
+        if not tools:
+            raise StepError(f"the MCP server at {url} lists no tools", fix="read its log lines below")
+        pick = _pick_read_tool(tools)
+        if pick is None:
+            return f"initialize, tools/list ({len(tools)} tools)"
+        result = await client.call_tool(pick, {})
+        if getattr(result, "is_error", False) or getattr(result, "isError", False):
+            text = " ".join(getattr(c, "text", "") for c in result.content)[:300]
+            raise StepError(f"tool {pick} returned an error: {text}", fix="read the server's log lines below")
+    return f"initialize, tools/list ({len(tools)} tools), {pick}"

@@ -1,0 +1,622 @@
+"""`pmcp update` and `pmcp rollback`: converge the running stack with no failed client request.
+
+Cron runs this unattended, so every run: takes the host lock, recovers what a killed run left behind,
+validates the new compose configuration, backs the configuration up (``backups/<ts>/``, rotated), gets
+the image, then switches servers through a standby (see ``switch.py``): the old version keeps serving
+until the new one has passed its health check and a real MCP call, and for a grace period afterwards
+it stays ready to take the traffic back. Any failure puts the previous configuration and version back
+and exits non-zero with the reason and the log tail, printed and in the transcript.
+
+The install's steps are reused, not repeated: the stack's StackContext, FilesStep (rendering) and
+ImageStep (build/load) from ``pmcp.stack.steps``; the compose project and options come from state.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pmcp import __version__
+from pmcp.lifecycle import backup as backups
+from pmcp.lifecycle import state as statefile
+from pmcp.lifecycle.lock import DEFAULT_TIMEOUT, HostLock
+from pmcp.lifecycle.steps import Plan, StepError, StepResult
+from pmcp.lifecycle.switch import SERVICE, Switch, standby_upstream
+from pmcp.lifecycle.transcript import Redactor, Transcript
+from pmcp.paths import InstallPaths
+from pmcp.stack import engine, images, render
+
+EXIT_DUE = 0
+EXIT_CURRENT = 3
+PHASE_FILE = ".pmcp-update.json"
+NOT_RECREATED = ("pve-sim",)  # the demo's simulator plays Proxmox: an update does not restart "Proxmox"
+
+Report = Callable[[StepResult], None]
+
+
+@dataclass
+class Options:
+    prefix: str | Path
+    force: bool = False
+    keep: int = backups.DEFAULT_KEEP
+    bundle: str | None = None
+    lock_timeout: float = DEFAULT_TIMEOUT
+    grace: float = 10.0
+    drain: float = 10.0
+    health_timeout: float = 180.0
+    lock_file: str | Path | None = None
+    log_dir: str | Path | None = None
+
+
+@dataclass
+class Outcome:
+    """What a run did; ``to_dict`` is the --json output, ``steps`` the phases in order."""
+
+    kind: str
+    ok: bool = True
+    changed: bool = False
+    due: bool = False
+    reasons: list[str] = field(default_factory=list)
+    summary: str = ""
+    from_image: str = ""
+    to_image: str = ""
+    backup: str = ""
+    transcript: str = ""
+    steps: list[StepResult] = field(default_factory=list)
+    error: str = ""
+    fix: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "steps"}
+        out["steps"] = [s.to_dict() for s in self.steps]
+        return out
+
+
+class _Recorder:
+    """Each phase becomes a StepResult: reported as it ends and written to the transcript."""
+
+    def __init__(self, outcome: Outcome, transcript: Transcript | None, report: Report | None) -> None:
+        self.outcome = outcome
+        self.transcript = transcript
+        self.report = report
+
+    def note(self, text: str) -> None:
+        if self.transcript:
+            self.transcript.line(text)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, change: str = "") -> Iterator[list[str]]:
+        notes: list[str] = []
+        started = time.monotonic()
+        res = StepResult(name, "changed", [change] if change else [], notes)
+        try:
+            yield notes
+        except StepError as exc:
+            res.status, res.error, res.fix, res.detail = "failed", exc.message, exc.fix, exc.detail
+            raise
+        except Exception as exc:
+            res.status, res.error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            res.seconds = round(time.monotonic() - started, 3)
+            self.outcome.steps.append(res)
+            if self.transcript:
+                self.transcript.step(res)
+            if self.report:
+                self.report(res)
+
+
+# --- the phase file: what a killed run was doing ---------------------------------------------------
+
+
+def _phase_path(paths: InstallPaths) -> Path:
+    return paths.prefix / PHASE_FILE
+
+
+def _phase_load(paths: InstallPaths) -> dict[str, Any]:
+    try:
+        data = json.loads(_phase_path(paths).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _phase_save(paths: InstallPaths, **data: Any) -> None:
+    data = {**_phase_load(paths), **data, "pid": os.getpid(), "at": _now()}
+    render.write_atomic(
+        _phase_path(paths), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o600
+    )
+
+
+def _phase_clear(paths: InstallPaths) -> None:
+    _phase_path(paths).unlink(missing_ok=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- what the stack should be -----------------------------------------------------------------------
+
+
+def _image_choice(recorded: str, default: str, env: str) -> str:
+    """Env override, else this version's default when the install used our default repository (so a
+    new pmcp can move Caddy forward), else what the admin chose at install time (a mirror, say)."""
+    if os.environ.get(env):
+        return os.environ[env]
+    if not recorded or recorded.split(":")[0] == default.split(":")[0]:
+        return default
+    return recorded
+
+
+def desired_config(recorded: dict[str, Any]) -> render.StackConfig:
+    """The recorded options with this pmcp file's image (tagged by the file's sha256) and templates."""
+    cfg = render.StackConfig.from_dict(recorded)
+    self_file = engine.self_file()
+    if self_file is not None:
+        cfg.digest = engine.file_digest(self_file)
+        cfg.mcp_image = images.mcp_image(__version__, cfg.digest)
+    cfg.base_image = _image_choice(cfg.base_image, images.PYTHON_BASE, "PMCP_PYTHON_BASE_IMAGE")
+    cfg.caddy_image = _image_choice(cfg.caddy_image, images.CADDY, "PMCP_CADDY_IMAGE")
+    cfg.prometheus_image = _image_choice(cfg.prometheus_image, images.PROMETHEUS, "PMCP_PROMETHEUS_IMAGE")
+    return cfg
+
+
+@dataclass
+class _Install:
+    paths: InstallPaths
+    state: dict[str, Any]
+    ctx: Any  # pmcp.stack.steps.StackContext
+    switch: Switch
+
+
+def _load(paths: InstallPaths, cfg: render.StackConfig | None, opts: Options, redact: Redactor) -> _Install:
+    from pmcp.stack.steps import StackContext
+
+    try:
+        state = statefile.load(paths)
+    except ValueError as exc:
+        raise StepError(str(exc), fix=f"restore {paths.state_file} from {paths.backups_dir}") from exc
+    if not state.get("config") or not state.get("project") or not paths.compose_file.exists():
+        raise StepError(f"no pmcp install at {paths.prefix}", fix="pmcp install (or give its --prefix)")
+    config = cfg or desired_config(state["config"])
+    ctx = StackContext(
+        paths,
+        config,
+        state["project"],
+        images_archive=opts.bundle,
+        health_timeout=opts.health_timeout,
+        redact=redact,
+    )
+    sw = Switch(paths, state["project"], ctx.docker, redact, opts.health_timeout)
+    return _Install(paths, state, ctx, sw)
+
+
+def _files_step(inst: _Install) -> Any:
+    from pmcp.stack.steps import FilesStep
+
+    return FilesStep(inst.ctx)
+
+
+def reasons_due(inst: _Install, force: bool = False) -> tuple[list[str], list[str]]:
+    """Why an update is due (empty: current), and notes."""
+    reasons: list[str] = []
+    notes: list[str] = []
+    cfg, recorded = inst.ctx.config, inst.state["config"]
+    changed = [k for k, v in cfg.to_dict().items() if recorded.get(k) != v]
+    if "mcp_image" in changed:
+        reasons.append(f"server image {recorded.get('mcp_image') or '?'} -> {cfg.mcp_image}")
+    others = [k for k in changed if k not in ("mcp_image", "digest")]
+    if others:
+        reasons.append(f"options changed: {', '.join(sorted(others))}")
+    if not reasons:
+        files = _files_step(inst).check()
+        if files.needed:
+            reasons.append("configuration files differ from this version's templates")
+    phase = _phase_load(inst.paths)
+    if phase or inst.switch.standby() is not None or inst.switch.upstream() != render.UPSTREAM_DEFAULT:
+        reasons.append(
+            "an interrupted update is to be finished" + (f" (phase {phase['phase']})" if phase else "")
+        )
+    server = inst.switch.server()
+    if not inst.switch.healthy(server):
+        reasons.append(f"{SERVICE} is not running and healthy")
+    else:
+        want = engine.image_present(inst.ctx.docker, cfg.mcp_image)
+        if want and server.attrs.get("Image") != want and not any("server image" in r for r in reasons):
+            reasons.append(f"{SERVICE} does not run {cfg.mcp_image}")
+    skip = inst.state.get("update_skip")
+    if skip and skip == cfg.mcp_image and not force:
+        notes.append(f"{cfg.mcp_image} was rolled back from; `pmcp update --force` applies it anyway")
+        reasons = [r for r in reasons if "server image" not in r and "does not run" not in r]
+    return reasons, notes
+
+
+def check(opts: Options) -> Outcome:
+    """`pmcp update --check`: due (exit 0) or current (exit 3); reads only, takes no lock."""
+    paths = InstallPaths.at(opts.prefix)
+    out = Outcome("check")
+    inst = _load(paths, None, opts, Redactor())
+    out.reasons, notes = reasons_due(inst, opts.force)
+    out.due = bool(out.reasons) or opts.force
+    out.to_image = inst.ctx.config.mcp_image
+    out.from_image = inst.state["config"].get("mcp_image", "")
+    out.summary = "; ".join(out.reasons) if out.due else "; ".join([f"current ({out.to_image})", *notes])
+    return out
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def _running_images(inst: _Install) -> dict[str, str]:
+    return {svc: st.image for svc, st in engine.states(inst.ctx.docker, inst.ctx.project).items()}
+
+
+def _compose_up_server(inst: _Install) -> Any:
+    inst.ctx.compose().run("up", "-d", "--no-deps", "--force-recreate", SERVICE)
+    server = inst.switch.server()
+    if server is None:
+        raise StepError(f"compose did not create {SERVICE}", fix="pmcp logs")
+    return server
+
+
+def _recover(inst: _Install, rec: _Recorder, drain: float) -> None:
+    """Finish what a killed run left: the standby container, Caddy's route, the phase file."""
+    sw, paths = inst.switch, inst.paths
+    phase = _phase_load(paths)
+    leftover = sw.standby()
+    if not phase and leftover is None and sw.upstream() == render.UPSTREAM_DEFAULT:
+        return
+    with rec.phase("recover", f"finish an interrupted run ({phase.get('phase', 'unknown phase')})") as notes:
+        server = sw.server()
+        server_ok = False
+        if sw.healthy(server):
+            try:
+                notes.append(f"{SERVICE}: " + sw.check(server, SERVICE))
+                server_ok = True
+            except StepError as exc:
+                notes.append(f"{SERVICE} fails its check: {exc.message}")
+        if not server_ok and leftover is not None and sw.healthy(leftover):
+            sw.route(standby_upstream())
+            notes.append("the standby (previous version) serves while the configuration is put back")
+            if phase.get("backup"):
+                backups.restore(paths, phase["backup"])
+                notes.append(f"configuration restored from backup {phase['backup']}")
+            server = _compose_up_server(inst)
+            notes.append(f"{SERVICE}: " + sw.check(server, SERVICE))
+        elif not server_ok:
+            if phase.get("backup"):
+                backups.restore(paths, phase["backup"])
+            server = _compose_up_server(inst)
+            notes.append(f"{SERVICE}: " + sw.check(server, SERVICE))
+        sw.route(render.UPSTREAM_DEFAULT)
+        if sw.remove_standby(drain):
+            notes.append("standby drained and removed")
+        _phase_clear(paths)
+        inst.state = statefile.load(paths)
+
+
+def _validate(inst: _Install, files: dict[str, render.FileSpec]) -> None:
+    """`compose config -q` on the new files, in a scratch dir, before anything changes."""
+    from pmcp.stack.compose import Compose
+
+    scratch = inst.paths.prefix / ".next"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        for rel, spec in files.items():
+            target = scratch / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(spec.content)
+        Compose(InstallPaths.at(scratch), inst.ctx.project, ["monitoring"]).config_check()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _watch(inst: _Install, server: Any, grace: float) -> str:
+    """The grace period: the new server must stay healthy, and answer through Caddy at the end."""
+    from pmcp.lifecycle import verify
+
+    deadline = time.monotonic() + grace
+    restarts = None
+    while True:
+        server.reload()
+        st = engine.state_of(server)
+        restarts = st.restarts if restarts is None else restarts
+        if st.failed or st.restarts > restarts:
+            raise StepError(
+                f"the new server turned unhealthy within the grace period ({st.status}, health {st.health})",
+                fix="the previous version serves again; read the log lines below",
+                detail=inst.ctx.redact(engine.log_tail(server)),
+            )
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+    row = verify.check_mcp(verify.load_target(inst.paths.prefix))
+    if row.result != verify.PASS:
+        raise StepError(
+            f"the new server does not answer through Caddy: {row.detail}",
+            fix="the previous version serves again; read the log lines below",
+            detail=inst.ctx.redact(engine.log_tail(server)),
+        )
+    return row.detail
+
+
+def _back_out(inst: _Install, rec: _Recorder, restore_point: backups.Backup, standby: Any | None) -> None:
+    """After a failure: previous configuration and version back as mcp-server, standby removed.
+
+    If even that fails, the standby (previous version) keeps serving and the error says so; the next
+    run recovers from there.
+    """
+    sw = inst.switch
+    with rec.phase("back out", f"return to the configuration of backup {restore_point.timestamp}") as notes:
+        if standby is not None and sw.healthy(standby):
+            sw.route(standby_upstream())
+        backups.restore(inst.paths, restore_point.timestamp)
+        notes.append(f"configuration restored from backup {restore_point.timestamp}")
+        try:
+            server = _compose_up_server(inst)
+            notes.append(f"{SERVICE} (previous version): " + sw.check(server, SERVICE))
+        except StepError as exc:
+            if standby is not None and sw.upstream() == standby_upstream():
+                exc.message += "; the standby (previous version) keeps serving"
+                exc.fix = "run `pmcp update` again to finish the recovery"
+            raise
+        sw.route(render.UPSTREAM_DEFAULT)
+        if sw.remove_standby(0):
+            notes.append("standby removed")
+        _phase_clear(inst.paths)
+
+
+def _converge(
+    inst: _Install,
+    rec: _Recorder,
+    opts: Options,
+    restore_point: backups.Backup,
+    write_desired: Callable[[], list[str]],
+) -> None:
+    """The switch itself; ``write_desired`` puts the new configuration files in place."""
+    from pmcp.stack.steps import _fingerprints
+
+    sw, paths, ctx = inst.switch, inst.paths, inst.ctx
+    standby = None
+    server = sw.server()
+    if sw.healthy(server):
+        with rec.phase("standby", "the running version takes the traffic through a standby") as notes:
+            standby = sw.start_standby(server)
+            _phase_save(paths, phase="standby", backup=restore_point.timestamp)
+            notes.append("standby: " + sw.check(standby, "standby"))
+            sw.route(standby_upstream())
+            notes.append("caddy reloaded: traffic -> standby")
+    try:
+        with rec.phase("new server", f"{SERVICE} recreated from {ctx.config.mcp_image}") as notes:
+            written = write_desired()
+            if written:
+                notes.append("files written: " + ", ".join(written))
+            _phase_save(paths, phase="new-server", backup=restore_point.timestamp)
+            server = _compose_up_server(inst)
+            notes.append(f"{SERVICE}: " + sw.check(server, "new"))
+    except (StepError, Exception) as exc:
+        _back_out_after(inst, rec, restore_point, standby, exc)
+        raise
+    with rec.phase("switch", f"caddy reloaded: traffic -> {SERVICE}"):
+        sw.route(render.UPSTREAM_DEFAULT)
+        _phase_save(paths, phase="switched")
+    try:
+        with rec.phase("grace", f"watch the new server for {opts.grace:g}s") as notes:
+            notes.append("through caddy: " + _watch(inst, server, opts.grace))
+    except (StepError, Exception) as exc:
+        _back_out_after(inst, rec, restore_point, standby, exc)
+        raise
+    if standby is not None:
+        with rec.phase("drain", "previous version drained and stopped"):
+            sw.remove_standby(opts.drain)
+    others = [s for s in ctx.services if s not in (SERVICE, *NOT_RECREATED)]
+    with rec.phase("other services", f"converge {', '.join(others)}") as notes:
+        now, recorded = _fingerprints(paths, ctx), inst.state.get("stack_fingerprints", {})
+        compose = ctx.compose()
+        compose.run("up", "-d", "--no-deps", *others)
+        if recorded and now["caddy"] != recorded.get("caddy"):
+            compose.up("caddy", recreate=True)
+            notes.append("the Caddyfile changed: caddy was recreated (connections re-established)")
+        engine.wait_healthy(ctx.docker, ctx.project, others, opts.health_timeout, ctx.redact)
+        statefile.update(paths, stack_fingerprints=now)
+    _phase_clear(paths)
+
+
+def _back_out_after(
+    inst: _Install, rec: _Recorder, restore_point: backups.Backup, standby: Any | None, exc: BaseException
+) -> None:
+    try:
+        _back_out(inst, rec, restore_point, standby)
+    except StepError as again:
+        if isinstance(exc, StepError):
+            exc.detail = "\n".join(x for x in (exc.detail, f"back out also failed: {again.message}") if x)
+            exc.fix = again.fix or exc.fix
+
+
+def _begin(kind: str, opts: Options) -> tuple[InstallPaths, Redactor, Transcript]:
+    paths = InstallPaths.at(opts.prefix)
+    redact = Redactor()
+    redact.add_install_secrets(paths)
+    return paths, redact, Transcript(kind, opts.log_dir, redact)
+
+
+def _finish(inst: _Install | None, out: Outcome, t: Transcript) -> Outcome:
+    out.transcript = str(t.path)
+    if inst is not None:
+        with contextlib.suppress(Exception):
+            statefile.update(
+                inst.paths,
+                last_update={
+                    "kind": out.kind,
+                    "at": _now(),
+                    "result": "ok" if out.ok else "failed",
+                    "changed": out.changed,
+                    "from": out.from_image,
+                    "to": out.to_image,
+                    "backup": out.backup,
+                    "summary": out.summary,
+                    "transcript": out.transcript,
+                },
+            )
+    t.finish(out.ok, out.summary)
+    return out
+
+
+def _fail(out: Outcome, exc: StepError) -> None:
+    out.ok = False
+    out.error, out.fix, out.detail = exc.message, exc.fix, exc.detail
+    out.summary = exc.message
+
+
+def update(opts: Options, report: Report | None = None) -> Outcome:
+    """Converge the stack to this pmcp file; never leaves a broken server behind."""
+    paths, redact, t = _begin("update", opts)
+    out = Outcome("update")
+    rec = _Recorder(out, t, report)
+    inst: _Install | None = None
+    try:
+        with HostLock(opts.lock_file, opts.lock_timeout, "pmcp update"):
+            inst = _load(paths, None, opts, redact)
+            out.from_image = inst.state["config"].get("mcp_image", "")
+            out.to_image = inst.ctx.config.mcp_image
+            _recover(inst, rec, opts.drain)
+            out.reasons, notes = reasons_due(inst, opts.force)
+            out.due = bool(out.reasons)
+            for n in notes:
+                rec.note(n)
+            if not out.reasons and not opts.force:
+                out.summary = f"current: {out.to_image}" + (f" ({notes[0]})" if notes else "")
+                return _finish(inst, out, t)
+            _update_run(inst, rec, out, opts)
+    except StepError as exc:
+        _fail(out, exc)
+    except BaseException as exc:
+        t.line(f"interrupted: {type(exc).__name__}: {exc}")
+        if isinstance(exc, Exception):
+            _fail(out, StepError(f"{type(exc).__name__}: {exc}", fix="see the transcript"))
+        else:
+            t.finish(False, "interrupted")
+            raise
+    return _finish(inst, out, t)
+
+
+def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> None:
+    paths, ctx = inst.paths, inst.ctx
+    files_step = _files_step(inst)
+    with rec.phase("validate", "compose config -q on the new configuration"):
+        files = files_step._files()
+        _validate(inst, files)
+    with rec.phase("backup", f"configuration -> {paths.backups_dir}") as notes:
+        point = backups.backup(
+            paths,
+            f"update {out.from_image} -> {out.to_image}",
+            images=_running_images(inst),
+            versions={"pmcp": __version__, "server_image": out.from_image},
+        )
+        out.backup = point.timestamp
+        notes.append(f"backup {point.timestamp}")
+        removed = backups.rotate(paths, opts.keep)
+        if removed:
+            notes.append(f"rotated out: {', '.join(removed)}")
+    from pmcp.stack.steps import ImageStep
+
+    image_step = ImageStep(ctx, remove_on_undo=False)
+    plan: Plan = image_step.check()
+    with rec.phase("image", "; ".join(plan.changes) or f"{ctx.config.mcp_image} present"):
+        if plan.needed:
+            image_step.apply()
+
+    def write_desired() -> list[str]:
+        render.ensure_dirs(paths, ctx.config.uid, ctx.config.gid)
+        written = render.write(paths, files_step._files())
+        statefile.update(paths, config=ctx.config.to_dict(), project=ctx.project)
+        statefile.update(paths, update_skip=None)
+        return written
+
+    _converge(inst, rec, opts, point, write_desired)
+    out.changed = True
+    out.summary = f"updated to {out.to_image}"
+
+
+def rollback(opts: Options, to: str | None = None, report: Report | None = None) -> Outcome:
+    """Back to a backup's configuration and image, through the same switch."""
+    paths, redact, t = _begin("rollback", opts)
+    out = Outcome("rollback")
+    rec = _Recorder(out, t, report)
+    inst: _Install | None = None
+    try:
+        with HostLock(opts.lock_file, opts.lock_timeout, "pmcp rollback"):
+            inst = _load(paths, None, opts, redact)
+            _recover(inst, rec, opts.drain)
+            target = backups.get(paths, to)
+            target_state = json.loads((target.path / "state.json").read_text(encoding="utf-8"))
+            cfg = render.StackConfig.from_dict(target_state["config"])
+            inst = _load(paths, cfg, opts, redact)
+            out.from_image = inst.state["config"].get("mcp_image", "")
+            out.to_image = cfg.mcp_image
+            _rollback_run(inst, rec, out, opts, target)
+    except StepError as exc:
+        _fail(out, exc)
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(
+            out, StepError(f"cannot read the backup: {exc}", fix=f"choose another one in {paths.backups_dir}")
+        )
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            _fail(out, StepError(f"{type(exc).__name__}: {exc}", fix="see the transcript"))
+        else:
+            t.finish(False, "interrupted")
+            raise
+    return _finish(inst, out, t)
+
+
+def _rollback_run(
+    inst: _Install, rec: _Recorder, out: Outcome, opts: Options, target: backups.Backup
+) -> None:
+    paths, ctx = inst.paths, inst.ctx
+    with rec.phase("image", f"{ctx.config.mcp_image} present") as notes:
+        c = ctx.docker
+        if not engine.image_present(c, ctx.config.mcp_image):
+            wanted = target.images.get(SERVICE)
+            if not wanted or not engine.image_present(c, wanted):
+                raise StepError(
+                    f"the image of backup {target.timestamp} ({ctx.config.mcp_image}) is gone from this host",
+                    fix="run that version's pmcp file with `pmcp update --force` instead",
+                )
+            repo, _, tag = ctx.config.mcp_image.rpartition(":")
+            c.images.get(wanted).tag(repo, tag)
+            notes.append(f"re-tagged {wanted[:19]} as {ctx.config.mcp_image}")
+    with rec.phase("backup", f"configuration -> {paths.backups_dir}") as notes:
+        point = backups.backup(
+            paths,
+            f"rollback to {target.timestamp}",
+            images=_running_images(inst),
+            versions={"pmcp": __version__, "server_image": out.from_image},
+        )
+        out.backup = point.timestamp
+        notes.append(f"backup {point.timestamp}")
+        removed = backups.rotate(paths, max(opts.keep, 2))
+        if removed:
+            notes.append(f"rotated out: {', '.join(removed)}")
+    changed_secrets = backups.changed_secrets(paths, target)
+    if changed_secrets:
+        rec.note(f"secrets changed since the backup and are kept as they are: {', '.join(changed_secrets)}")
+
+    def write_desired() -> list[str]:
+        backups.restore(paths, target.timestamp)
+        statefile.update(paths, update_skip=out.from_image if out.from_image != out.to_image else None)
+        return sorted(target.files)
+
+    _converge(inst, rec, opts, point, write_desired)
+    out.changed = True
+    out.summary = f"rolled back to backup {target.timestamp} ({out.to_image})"

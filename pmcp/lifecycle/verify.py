@@ -1,0 +1,399 @@
+"""`pmcp verify`: prove the install works the way a client uses it, and that the security promises hold.
+
+A real MCP session through Caddy with the real Host header and TLS verified against Caddy's own root CA,
+401 without a token, root@pam out of the token's reach, the agent account contained, the containers
+hardened. Every check gives a result and, when it fails, the fix. Usable any time, not only by install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import ssl
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pmcp import authtokens
+from pmcp.lifecycle import state as statefile
+from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.paths import InstallPaths
+from pmcp.stack import engine
+from pmcp.stack.render import StackConfig
+
+PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+PREFERRED_READ_TOOLS = ("cluster_status", "list_nodes", "get_version", "list_guests")
+
+
+@dataclass
+class Row:
+    check: str
+    result: str
+    detail: str = ""
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.result != FAIL for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [r.to_dict() for r in self.rows]}
+
+    def table(self) -> str:
+        w = max([len(r.check) for r in self.rows] + [5])
+        lines = [f"{'check'.ljust(w)}  result  detail"]
+        for r in self.rows:
+            lines.append(f"{r.check.ljust(w)}  {r.result.ljust(6)}  {r.detail}")
+            if r.fix and r.result in (FAIL, WARN):
+                lines.append(f"{''.ljust(w)}  {'fix:'.ljust(6)}  {r.fix}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Target:
+    """Where and how to reach the installed server, from state.json and the secrets."""
+
+    paths: InstallPaths
+    config: StackConfig
+    project: str
+    token: str
+    agent_user: str | None
+    identity: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    @property
+    def server_name(self) -> str:
+        return urlsplit(self.url).hostname or "localhost"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self.config.domain and not self.config.tls_cert:
+            return ssl.create_default_context()
+        if self.config.tls_cert:
+            ctx = ssl.create_default_context()
+            ctx.load_verify_locations(cafile=self.config.tls_cert)
+            return ctx
+        return ssl.create_default_context(cafile=str(self.paths.caddy_root_ca))
+
+
+def load_target(prefix: str | Path) -> Target:
+    paths = InstallPaths.at(prefix)
+    data = statefile.load(paths)
+    if not data.get("config"):
+        raise StepError(
+            f"no pmcp install at {paths.prefix} (no state.json)", fix="pmcp install (or --prefix DIR)"
+        )
+    try:
+        tokens = authtokens.load(paths.client_tokens)
+    except (OSError, authtokens.TokenFileError) as exc:
+        raise StepError(
+            f"cannot read the client tokens {paths.client_tokens}: {exc}", fix="run as root"
+        ) from exc
+    if not tokens:
+        raise StepError("no client token", fix="pmcp client-config --new-token NAME")
+    token = tokens.get("default") or next(iter(tokens.values()))
+    return Target(
+        paths=paths,
+        config=StackConfig.from_dict(data["config"]),
+        project=data.get("project", ""),
+        token=token,
+        agent_user=data.get("options", {}).get("agent_user"),
+        identity=data.get("identity", {}),
+    )
+
+
+def _https_conn(t: Target, timeout: float = 10) -> http.client.HTTPSConnection:
+    """HTTPS to 127.0.0.1:port, but with the public name for SNI, certificate check and Host header."""
+    ctx = t.ssl_context()
+    port = t.config.https_port
+
+    class _Conn(http.client.HTTPSConnection):
+        def connect(self) -> None:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            self.sock = ctx.wrap_socket(raw, server_hostname=t.server_name)
+
+    return _Conn(t.server_name, port, timeout=timeout, context=ctx)
+
+
+def check_tls(t: Target) -> Row:
+    try:
+        conn = _https_conn(t)
+        conn.connect()
+        cert = conn.sock.getpeercert()  # type: ignore[union-attr]
+        conn.close()
+    except (OSError, ssl.SSLError) as exc:
+        how = "Caddy's root CA" if not (t.config.domain or t.config.tls_cert) else "the trust store"
+        return Row(
+            "tls",
+            FAIL,
+            f"certificate for {t.server_name} does not verify against {how}: {exc}",
+            "pmcp logs caddy; re-run pmcp install",
+        )
+    until = cert.get("notAfter", "?") if cert else "?"
+    return Row("tls", PASS, f"{t.server_name}:{t.config.https_port} verified (valid until {until})")
+
+
+def _post_status(t: Target, token: str | None) -> int:
+    """HTTP status of a bare JSON-RPC POST to the endpoint, with or without the bearer token."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn = _https_conn(t)
+    try:
+        conn.request("POST", urlsplit(t.url).path or "/mcp", body=body, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def check_unauthenticated(t: Target) -> Row:
+    try:
+        status = _post_status(t, None)
+    except (OSError, ssl.SSLError) as exc:
+        return Row("auth required", FAIL, f"request failed: {exc}", "pmcp logs")
+    if status == 401:
+        return Row("auth required", PASS, "401 without a token")
+    return Row(
+        "auth required",
+        FAIL,
+        f"HTTP {status} without a token (expected 401)",
+        "the server must run with PMCP_AUTH_TOKEN_FILE; re-run pmcp install",
+    )
+
+
+async def _mcp_session(t: Target) -> tuple[str, int, str]:
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {t.token}"}
+    port = t.config.https_port
+    async with httpx2.AsyncClient(
+        headers=headers, verify=t.ssl_context(), timeout=httpx2.Timeout(30, read=60)
+    ) as http, Client(streamable_http_client(t.url, http_client=http)) as client:
+        tools = (await client.list_tools()).tools
+        pick = _pick_read_tool(tools)
+        if pick is None:
+            return "", len(tools), "no read tool without required arguments"
+        result = await client.call_tool(pick, {})
+        if getattr(result, "is_error", False) or getattr(result, "isError", False):
+            text = " ".join(getattr(c, "text", "") for c in result.content)[:300]
+            raise RuntimeError(f"tool {pick} returned an error: {text}")
+        return pick, len(tools), f"port {port}"
+
+
+def _pick_read_tool(tools: list[Any]) -> str | None:
+    def is_read(tool: Any) -> bool:
+        ann = getattr(tool, "annotations", None)
+        ro = getattr(ann, "read_only_hint", None) if ann else None
+        if ro is None and ann is not None:
+            ro = getattr(ann, "readOnlyHint", None)
+        schema = getattr(tool, "input_schema", None) or getattr(tool, "inputSchema", None) or {}
+        return bool(ro) and not schema.get("required")
+
+    names = {tool.name: tool for tool in tools}
+    for name in PREFERRED_READ_TOOLS:
+        if name in names and is_read(names[name]):
+            return name
+    return next((tool.name for tool in tools if is_read(tool)), None)
+
+
+def check_mcp(t: Target) -> Row:
+    try:
+        tool, count, _ = asyncio.run(_mcp_session(t))
+    except Exception as exc:
+        msg = _root_cause(exc)
+        try:
+            status = _post_status(t, t.token)
+        except (OSError, ssl.SSLError):
+            status = 0
+        if status in (401, 403):
+            return Row("mcp session", FAIL, f"the client token was refused (HTTP {status}) at {t.url}",
+                       f"use a token from {t.paths.client_tokens}, or add one: pmcp client-config --new-token NAME")
+        return Row("mcp session", FAIL, f"through {t.url}: {msg}", "pmcp logs mcp-server")
+    if not tool:
+        return Row(
+            "mcp session", FAIL, f"{count} tools listed, but no read tool to call", "pmcp logs mcp-server"
+        )
+    return Row("mcp session", PASS, f"initialize, tools/list ({count} tools), {tool} through {t.url}")
+
+
+def _root_cause(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:400]
+
+
+def check_containers(t: Target) -> list[Row]:
+    try:
+        c = engine.client()
+    except StepError as exc:
+        return [Row("containers", FAIL, exc.message, exc.fix)]
+    ctrs = engine.project_containers(c, t.project)
+    rows = []
+    for svc in ("mcp-server", "caddy"):
+        ctr = ctrs.get(svc)
+        if ctr is None:
+            rows.append(Row(f"{svc} running", FAIL, "no container", "pmcp install"))
+            continue
+        st = engine.state_of(ctr)
+        rows.append(
+            Row(
+                f"{svc} running",
+                PASS if st.ready else FAIL,
+                f"{st.status}, health {st.health}",
+                "" if st.ready else f"pmcp logs {svc}",
+            )
+        )
+        rows.append(_hardening(svc, ctr.attrs))
+    return rows
+
+
+def hardening_problems(attrs: dict[str, Any], loopback_only: bool) -> list[str]:
+    cfg, host = attrs.get("Config", {}), attrs.get("HostConfig", {})
+    problems = []
+    user = (cfg.get("User") or "").split(":")[0]
+    if user in ("", "0", "root"):
+        problems.append("runs as root")
+    if not host.get("ReadonlyRootfs"):
+        problems.append("root filesystem writable")
+    if "ALL" not in [x.upper() for x in host.get("CapDrop") or []]:
+        problems.append("capabilities not dropped")
+    if not any(o.startswith("no-new-privileges") for o in host.get("SecurityOpt") or []):
+        problems.append("no-new-privileges not set")
+    if host.get("Privileged"):
+        problems.append("privileged")
+    if loopback_only:
+        for binds in (host.get("PortBindings") or {}).values():
+            for b in binds or []:
+                if b.get("HostIp") not in ("127.0.0.1", "::1"):
+                    problems.append(f"port published on {b.get('HostIp') or '0.0.0.0'}")
+    return problems
+
+
+def _hardening(svc: str, attrs: dict[str, Any]) -> Row:
+    problems = hardening_problems(attrs, loopback_only=svc == "mcp-server")
+    if problems:
+        return Row(
+            f"{svc} hardening",
+            FAIL,
+            "; ".join(problems),
+            "re-run pmcp install (the compose file is rewritten)",
+        )
+    return Row(f"{svc} hardening", PASS, "non-root, read-only, cap_drop ALL, no-new-privileges")
+
+
+def check_identity(t: Target) -> list[Row]:
+    from pmcp.host.pve import verify_identity
+
+    try:
+        checks = verify_identity(
+            t.identity.get("api_url") or "https://127.0.0.1:8006",
+            t.config.token_id,
+            t.paths.proxmox_token_secret,
+            verify=t.identity.get("verify", True),
+            mode=t.config.mode,
+            pool=t.identity.get("pool"),
+        )
+    except Exception as exc:
+        return [Row("proxmox identity", FAIL, _root_cause(exc), "pmcp install")]
+    return [Row(c.name, PASS if c.ok else FAIL, c.detail, c.fix) for c in checks]
+
+
+def check_agent(t: Target) -> list[Row]:
+    if not t.agent_user:
+        return [Row("agent account", SKIP, "no agent account configured (--agent-user)")]
+    from pmcp.host.agent_user import escalation_battery
+
+    return [
+        Row(f"agent: {c.name}", PASS if c.ok else FAIL, c.detail, c.fix)
+        for c in escalation_battery(t.agent_user)
+    ]
+
+
+def check_tls_insecure(t: Target) -> Row:
+    if t.config.tls_insecure:
+        return Row(
+            "proxmox tls",
+            WARN,
+            "PROXMOX_TLS_INSECURE=1: the server does not verify Proxmox's certificate",
+            "mount the Proxmox CA (/etc/pve/pve-root-ca.pem) and re-run pmcp install without it",
+        )
+    if t.config.proxmox_url.startswith("http://"):
+        return Row("proxmox tls", WARN, f"{t.config.proxmox_url} is plain HTTP", "use https://HOST:8006")
+    whose = "the simulator's CA" if t.config.sim else "the host's CA (/etc/pve/pve-root-ca.pem)"
+    return Row("proxmox tls", PASS, f"{t.config.proxmox_url} verified with {whose}")
+
+
+def run_verify(
+    prefix: str | Path, identity: dict[str, Any] | None = None, agent_user: str | None = ""
+) -> Report:
+    """All checks. ``identity``/``agent_user`` override what state.json recorded (install passes them)."""
+    t = load_target(prefix)
+    if identity is not None:
+        t.identity = identity
+    if agent_user != "":
+        t.agent_user = agent_user
+    rows = check_containers(t)
+    rows.append(check_tls(t))
+    rows.append(check_unauthenticated(t))
+    rows.append(check_mcp(t))
+    rows.extend(check_identity(t))
+    rows.extend(check_agent(t))
+    rows.append(check_tls_insecure(t))
+    return Report(rows)
+
+
+class VerifyStep:
+    """Install's last step: the same checks as `pmcp verify`; it changes nothing, a failing check fails it."""
+
+    name = "verify"
+
+    def __init__(
+        self,
+        prefix: str | Path,
+        dry_run: bool = False,
+        identity: dict[str, Any] | None = None,
+        agent_user: str | None = "",
+    ) -> None:
+        self.prefix = prefix
+        self.dry_run = dry_run
+        self.identity = identity
+        self.agent_user = agent_user
+        self.report: Report | None = None
+
+    def check(self) -> Plan:
+        if self.dry_run:
+            return Plan(notes=["would verify the install (pmcp verify)"])
+        self.report = run_verify(self.prefix, self.identity, self.agent_user)
+        failed = [r for r in self.report.rows if r.result == FAIL]
+        if failed:
+            raise StepError(
+                "verification failed: " + "; ".join(f"{r.check}: {r.detail}" for r in failed),
+                fix=failed[0].fix or "pmcp verify",
+                detail=self.report.table(),
+            )
+        passed = sum(1 for r in self.report.rows if r.result == PASS)
+        notes = [f"{passed} checks passed"]
+        notes += [f"warning: {r.check}: {r.detail}" for r in self.report.rows if r.result == WARN]
+        return Plan(notes=notes)
+
+    def apply(self) -> None:
+        """Never called: check() has nothing to change."""
+
+    def undo(self) -> None:
+        """Verification changes nothing."""

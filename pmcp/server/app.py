@@ -1,0 +1,145 @@
+"""The ASGI app: auth (outermost), then /health, /metrics, /.well-known and the MCP endpoint.
+
+Transport choices (the lead copies these into ARCHITECTURE.md):
+- Streamable HTTP at ``/mcp`` with ``json_response=False``: a tool call is answered as an SSE stream,
+  which is what carries ``notifications/progress`` while a Proxmox task runs. With JSON responses
+  the SDK has nowhere to put a notification and silently drops it.
+- Stateful sessions (``stateless_http=False``): the SDK's session manager serves both protocol eras
+  on the one endpoint. A request whose ``MCP-Protocol-Version`` header is a 2026-07-28-era version
+  goes to the SDK's single-exchange (stateless, ``server/discover``) path; no header or a
+  handshake-era version (2025-06-18, 2025-11-25) gets ``initialize`` + ``Mcp-Session-Id`` + GET
+  stream, which Claude Code, mcp-remote and the Inspector use.
+- The session manager's lifespan is entered in THIS app's lifespan: a mounted app's own lifespan
+  never runs.
+- Host/Origin checks use the SDK's ``TransportSecuritySettings`` with loopback plus
+  ``PMCP_ALLOWED_HOSTS`` (with and without port), so requests proxied by Caddy with the public
+  Host header are not refused with 421. A foreign Origin gets 403; bodies over 1 MiB get 413.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import Tool as MCPTool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from pmcp import __version__
+from pmcp.server import tools as _tools  # noqa: F401  (declares every tool)
+from pmcp.server.audit import AuditLog
+from pmcp.server.auth import AuthMiddleware, TokenStore
+from pmcp.server.config import ServerConfig
+from pmcp.server.metrics import Metrics
+from pmcp.server.policy import Policy
+from pmcp.server.proxmox import ProxmoxClient
+from pmcp.server.registry import TOOLS, Runtime, make_handler
+
+log = logging.getLogger("pmcp.server")
+
+HEALTH_CACHE_SECONDS = 5.0
+
+INSTRUCTIONS = """Proxmox VE through pmcp. Start with cluster_overview, then list_guests (filtered, paginated:
+read `total`, page with `offset`). Guests are addressed by VMID alone. Change tools wait for the Proxmox task
+and report outcome ok / failed (with exit status and log tail) / running (follow with task_status).
+Destructive tools (stop_guest, reset_guest, rollback_snapshot, delete_snapshot) change nothing without
+confirm=true: call once without it, show the plan to the user, then confirm. Guests listed in PMCP_PROTECTED
+or tagged pmcp-protected are never changed. `capabilities` says what this server and its token may do."""
+
+
+class PolicyFilteredServer(MCPServer):
+    """Lists only the tools the configured mode allows (calls to others are refused with the reason)."""
+
+    def __init__(self, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._policy = policy
+
+    async def list_tools(self) -> list[MCPTool]:
+        listed = await super().list_tools()
+        return [t for t in listed if t.name in TOOLS and self._policy.allows(TOOLS[t.name].risk)]
+
+
+def build_mcp(rt: Runtime) -> MCPServer:
+    mcp = PolicyFilteredServer(
+        rt.policy, name="pmcp", title="Proxmox VE (pmcp)", version=__version__, instructions=INSTRUCTIONS
+    )
+    for spec in TOOLS.values():
+        mcp.add_tool(
+            make_handler(spec, rt),
+            name=spec.name,
+            title=spec.title,
+            description=spec.fn.__doc__,
+            annotations=spec.annotations,
+            structured_output=True,
+        )
+    return mcp
+
+
+def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) -> Starlette:
+    """The whole server as one ASGI app (run it with uvicorn); ``proxmox`` is injectable for tests."""
+    metrics = Metrics()
+    rt = Runtime(
+        config=config,
+        proxmox=proxmox or ProxmoxClient(config, metrics),
+        policy=Policy(config),
+        audit=AuditLog(config.audit_log),
+        metrics=metrics,
+    )
+    mcp = build_mcp(rt)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=config.transport_hosts(),
+        allowed_origins=config.transport_origins(),
+    )
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        json_response=False,
+        stateless_http=False,
+        transport_security=security,
+        max_request_body_size=config.max_body_bytes,
+    )
+    health_cache: dict[str, Any] = {"at": 0.0, "reachable": False}
+
+    async def health(request: Request) -> Response:
+        now = time.monotonic()
+        if now - health_cache["at"] > HEALTH_CACHE_SECONDS:
+            health_cache["reachable"] = await rt.proxmox.reachable()
+            health_cache["at"] = now
+        reachable = health_cache["reachable"]
+        return JSONResponse(
+            {
+                "status": "ok" if reachable else "degraded",
+                "version": __version__,
+                "mode": config.mode.value,
+                "proxmox": {"reachable": reachable, "tls_verified": rt.proxmox.tls_verified},
+            }
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            log.info("pmcp %s serving /mcp in %s mode", __version__, config.mode.value)
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Mount("/", app=mcp_app),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(AuthMiddleware, tokens=TokenStore(config.auth_token_file), metrics=metrics)
+    app.state.runtime = rt
+    return app

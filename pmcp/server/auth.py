@@ -1,0 +1,150 @@
+"""Bearer-token authentication: the outermost layer of the app.
+
+Tokens come from ``PMCP_AUTH_TOKEN_FILE`` (``NAME:TOKEN`` lines, see ``pmcp.authtokens``); the file
+is re-read when its size, mtime or inode changes, so adding or revoking a client needs no restart.
+The presented token is compared with EVERY known token by ``hmac.compare_digest`` (no early exit),
+so timing says nothing about which token or how much of it matched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pmcp import authtokens
+from pmcp.server.metrics import Metrics
+
+log = logging.getLogger("pmcp.auth")
+
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+class TokenStore:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._tokens: list[tuple[str, bytes]] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def _reload(self) -> None:
+        assert self.path is not None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            if self._stamp is not None:
+                log.error("token file %s is gone: every request is refused", self.path)
+            self._stamp, self._tokens = None, []
+            return
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return
+        try:
+            tokens = authtokens.load(self.path)
+        except (OSError, authtokens.TokenFileError) as exc:
+            log.error("token file %s unreadable (%s): every request is refused", self.path, exc)
+            tokens = {}
+        self._stamp = stamp
+        self._tokens = [(name, tok.encode()) for name, tok in tokens.items()]
+        log.info("loaded %d client token(s)", len(self._tokens))
+
+    def match(self, presented: str) -> str | None:
+        """The name of the token that matches, or None; constant-time over all tokens."""
+        with self._lock:
+            self._reload()
+            tokens = list(self._tokens)
+        given = presented.encode()
+        found: str | None = None
+        for name, token in tokens:
+            if hmac.compare_digest(given, token) and found is None:
+                found = name
+        return found
+
+
+class AuthMiddleware:
+    """Refuse every request but ``/health`` without a valid bearer token; count every answer.
+
+    ``/.well-known/*`` answers 404 before auth: clients probe it for OAuth metadata, and a 401 there
+    would send them into an OAuth flow this server does not offer.
+    """
+
+    def __init__(self, app: ASGIApp, tokens: TokenStore, metrics: Metrics) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        status_seen = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status_seen
+            if message["type"] == "http.response.start":
+                status_seen = message["status"]
+            await send(message)
+
+        try:
+            if path.startswith("/.well-known/"):
+                await _json(counting_send, 404, {"error": "not_found"})
+            elif path in PUBLIC_PATHS:
+                await self.app(scope, receive, counting_send)
+            else:
+                name = self._authenticate(scope)
+                if name is None:
+                    await _json(
+                        counting_send,
+                        401,
+                        {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
+                        [(b"www-authenticate", b'Bearer realm="pmcp"')],
+                    )
+                else:
+                    scope["pmcp.client"] = name
+                    scope["user"] = AuthenticatedUser(AccessToken(token=name, client_id=name, scopes=[]))
+                    await self.app(scope, receive, counting_send)
+        finally:
+            self.metrics.observe_http(path, status_seen)
+
+    def _authenticate(self, scope: Scope) -> str | None:
+        if not self.tokens.enabled:
+            return "anonymous"
+        header = b""
+        for key, value in scope.get("headers", []):
+            if key == b"authorization":
+                header = value
+                break
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self.tokens.match(token.strip())
+
+
+async def _json(
+    send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
+            + (headers or []),
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,173 @@
+"""The server's one configuration object, read and checked once from the environment.
+
+One image serves every install, so everything comes from ``PMCP_*`` / ``PROXMOX_*`` variables (the
+compose ``.env`` uses the same names). Every other server module receives a ``ServerConfig``; none
+reads the environment itself. Secrets are read from files and never appear in ``repr``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_TASK_TIMEOUT = 60.0
+MAX_TASK_TIMEOUT = 600.0
+DEFAULT_MAX_BODY = 1024 * 1024
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the variable and the fix."""
+
+
+class Mode(StrEnum):
+    """What the agent may do; each mode includes the ones before it."""
+
+    READ_ONLY = "read-only"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    proxmox_url: str
+    proxmox_token_id: str
+    proxmox_token_secret: str = field(repr=False)
+    proxmox_ca_file: Path | None = None
+    proxmox_tls_insecure: bool = False
+    proxmox_timeout: float = 15.0
+    auth_token_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    mode: Mode = Mode.READ_ONLY
+    protected: frozenset[int] = frozenset()
+    audit_log: Path | None = None
+    task_timeout: float = DEFAULT_TASK_TIMEOUT
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+    @property
+    def proxmox_api(self) -> str:
+        return self.proxmox_url.rstrip("/") + "/api2/json"
+
+    @property
+    def token_user(self) -> str:
+        return self.proxmox_token_id.split("!", 1)[0]
+
+    @property
+    def token_name(self) -> str:
+        return self.proxmox_token_id.split("!", 1)[1]
+
+    def transport_hosts(self) -> list[str]:
+        """Host header values the MCP transport accepts: loopback plus the configured public names,
+        each with and without a port (Caddy forwards the client's Host, port included or not)."""
+        names = ["127.0.0.1", "localhost", "[::1]", *(_bracket(h) for h in self.allowed_hosts)]
+        out: list[str] = []
+        for name in dict.fromkeys(names):
+            out += [name, f"{name}:*"]
+        return out
+
+    def transport_origins(self) -> list[str]:
+        """Origin values accepted: loopback, https on the public names, and PMCP_ALLOWED_ORIGINS."""
+        out = [
+            "http://127.0.0.1:*",
+            "http://localhost:*",
+            "http://[::1]:*",
+            "http://127.0.0.1",
+            "http://localhost",
+        ]
+        for h in self.allowed_hosts:
+            out += [f"https://{_bracket(h)}", f"https://{_bracket(h)}:*"]
+        out += list(self.allowed_origins)
+        return list(dict.fromkeys(out))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        url = get("PROXMOX_URL") or "https://127.0.0.1:8006"
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError(f"PROXMOX_URL={url!r} is not a URL; set it like https://10.0.0.2:8006")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ConfigError("PROXMOX_URL uses plain http to a non-loopback host; use https://HOST:8006")
+        token_id = get("PROXMOX_TOKEN_ID")
+        if "!" not in token_id or "@" not in token_id.split("!")[0]:
+            raise ConfigError("PROXMOX_TOKEN_ID must look like pmcp@pve!mcp (user@realm!tokenname)")
+        secret_file = get("PROXMOX_TOKEN_SECRET_FILE")
+        if not secret_file:
+            raise ConfigError(
+                "PROXMOX_TOKEN_SECRET_FILE is not set; point it at the file holding the token secret"
+            )
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read PROXMOX_TOKEN_SECRET_FILE ({exc.strerror}); check the path and mode"
+            ) from None
+        if not secret:
+            raise ConfigError("PROXMOX_TOKEN_SECRET_FILE is empty; put the token secret in it")
+        ca = get("PROXMOX_CA_FILE")
+        if ca and not Path(ca).is_file():
+            raise ConfigError(f"PROXMOX_CA_FILE={ca} does not exist; mount /etc/pve/pve-root-ca.pem there")
+        insecure = get("PROXMOX_TLS_INSECURE") in ("1", "true", "yes")
+        mode_text = get("PMCP_MODE") or Mode.READ_ONLY.value
+        try:
+            mode = Mode(mode_text)
+        except ValueError:
+            raise ConfigError(f"PMCP_MODE={mode_text!r}: use read-only, operator or admin") from None
+        protected: set[int] = set()
+        for item in _csv(get("PMCP_PROTECTED")):
+            if not item.isdigit() or not 100 <= int(item) <= 999_999_999:
+                raise ConfigError(f"PMCP_PROTECTED: {item!r} is not a VMID (100-999999999)")
+            protected.add(int(item))
+        try:
+            task_timeout = float(get("PMCP_TASK_TIMEOUT") or DEFAULT_TASK_TIMEOUT)
+        except ValueError:
+            raise ConfigError("PMCP_TASK_TIMEOUT must be a number of seconds") from None
+        if not 0 < task_timeout <= MAX_TASK_TIMEOUT:
+            raise ConfigError(f"PMCP_TASK_TIMEOUT must be between 0 and {MAX_TASK_TIMEOUT:g} seconds")
+        token_file = get("PMCP_AUTH_TOKEN_FILE")
+        audit = get("PMCP_AUDIT_LOG")
+        if mode is not Mode.READ_ONLY and not audit:
+            raise ConfigError(
+                f"PMCP_MODE={mode.value} changes guests: set PMCP_AUDIT_LOG to an audit file path"
+            )
+        return cls(
+            proxmox_url=url.rstrip("/"),
+            proxmox_token_id=token_id,
+            proxmox_token_secret=secret,
+            proxmox_ca_file=Path(ca) if ca else None,
+            proxmox_tls_insecure=insecure,
+            auth_token_file=Path(token_file) if token_file else None,
+            allowed_hosts=tuple(_csv(get("PMCP_ALLOWED_HOSTS"))),
+            allowed_origins=tuple(_csv(get("PMCP_ALLOWED_ORIGINS"))),
+            mode=mode,
+            protected=frozenset(protected),
+            audit_log=Path(audit) if audit else None,
+            task_timeout=task_timeout,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

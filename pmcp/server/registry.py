@@ -1,0 +1,205 @@
+"""How a tool is declared (once, with its risk) and how every call is wrapped.
+
+A tool is ``async def fn(call: Call, **arguments) -> Reply``. ``register`` turns it into an SDK tool
+whose signature is the tool's own arguments (so the SDK derives the input schema with the formats
+and descriptions) and whose output schema is the declared pydantic model. The wrapper applies, in
+this order: the mode, the audit intent, the tool body, the audit outcome and the metrics, and turns
+our own errors into ``ToolError`` so the model reads why (anything else is masked by the SDK).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel
+
+from pmcp.server.audit import AuditLog
+from pmcp.server.config import MAX_TASK_TIMEOUT, ServerConfig
+from pmcp.server.metrics import Metrics
+from pmcp.server.policy import Policy, PolicyError, Risk
+from pmcp.server.proxmox import ProxmoxClient, ProxmoxError, TaskOutcome
+from pmcp.server.validate import InvalidArgument
+
+log = logging.getLogger("pmcp.tools")
+
+
+@dataclass
+class Reply:
+    """What a tool body returns: the structured result and a short text for the model."""
+
+    data: BaseModel
+    text: str
+
+
+ToolFn = Callable[..., Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    fn: ToolFn
+    risk: Risk
+    title: str
+    output: type[BaseModel]
+    idempotent: bool
+
+    @property
+    def annotations(self) -> ToolAnnotations:
+        return ToolAnnotations(
+            title=self.title,
+            read_only_hint=self.risk is Risk.READ,
+            destructive_hint=self.risk is Risk.DESTRUCTIVE,
+            idempotent_hint=self.idempotent,
+            open_world_hint=False,
+        )
+
+
+TOOLS: dict[str, ToolSpec] = {}
+
+
+def tool(
+    risk: Risk, title: str, output: type[BaseModel], *, idempotent: bool = False
+) -> Callable[[ToolFn], ToolFn]:
+    """Declare a tool; the function name is the tool name and its docstring the description."""
+
+    def decorator(fn: ToolFn) -> ToolFn:
+        if fn.__name__ in TOOLS:
+            raise ValueError(f"tool {fn.__name__} declared twice")
+        TOOLS[fn.__name__] = ToolSpec(fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ)
+        return fn
+
+    return decorator
+
+
+@dataclass
+class Runtime:
+    """Everything a tool body needs, built once per app."""
+
+    config: ServerConfig
+    proxmox: ProxmoxClient
+    policy: Policy
+    audit: AuditLog
+    metrics: Metrics
+
+
+@dataclass
+class Call:
+    """One tool call: the runtime, the SDK context (progress), and who is calling."""
+
+    rt: Runtime
+    ctx: Context | None
+    client: str
+    spec: ToolSpec
+
+    @property
+    def px(self) -> ProxmoxClient:
+        return self.rt.proxmox
+
+    def wait_limit(self, requested: int | None) -> float:
+        if requested is None:
+            return self.rt.config.task_timeout
+        return float(max(0, min(requested, MAX_TASK_TIMEOUT)))
+
+    async def progress(self, done: float, total: float, message: str) -> None:
+        if self.ctx is None:
+            return
+        try:
+            await self.ctx.report_progress(done, total, message)
+        except Exception:  # a client that went away must not turn a finished task into an error
+            log.debug("progress notification not delivered", exc_info=True)
+
+    async def wait(self, upid: str, wait_seconds: int | None) -> TaskOutcome:
+        """Wait (bounded) for a task, sending progress notifications while it runs."""
+        limit = self.wait_limit(wait_seconds)
+
+        async def report(elapsed: float, message: str) -> None:
+            await self.progress(min(elapsed, limit), limit, message)
+
+        return await self.px.wait_task(upid, limit, report)
+
+
+def client_name(ctx: Context | None) -> str:
+    try:
+        request = ctx.request_context.request if ctx is not None else None
+    except ValueError:
+        request = None
+    scope = getattr(request, "scope", None) or {}
+    return str(scope.get("pmcp.client") or "anonymous")
+
+
+def make_handler(spec: ToolSpec, rt: Runtime) -> Callable[..., Awaitable[CallToolResult]]:
+    """An SDK tool function with the body's own arguments plus ``ctx``, wrapped by policy and audit."""
+    hints = typing.get_type_hints(spec.fn, include_extras=True)
+    params = list(inspect.signature(spec.fn).parameters.values())[1:]
+    params = [p.replace(annotation=hints[p.name]) for p in params]
+    params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
+    returns = Annotated[CallToolResult, spec.output]
+
+    async def handler(**kwargs: Any) -> CallToolResult:
+        ctx = kwargs.pop("ctx", None)
+        return await run_call(spec, rt, ctx, kwargs)
+
+    handler.__name__ = spec.name
+    handler.__doc__ = spec.fn.__doc__
+    handler.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+    handler.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+    return handler
+
+
+async def run_call(
+    spec: ToolSpec, rt: Runtime, ctx: Context | None, arguments: dict[str, Any]
+) -> CallToolResult:
+    call = Call(rt, ctx, client_name(ctx), spec)
+    started = time.perf_counter()
+    outcome = "error"
+    audit_id: str | None = None
+    upid: str | None = None
+    try:
+        rt.policy.check_tool(spec.name, spec.risk)
+        if spec.risk is not Risk.READ:
+            audit_id = rt.audit.intent(call.client, spec.name, spec.risk.value, arguments)
+        reply = await spec.fn(call, **arguments)
+        outcome = str(getattr(reply.data, "outcome", None) or "ok")
+        upid = getattr(reply.data, "upid", None)
+        return CallToolResult(
+            content=[TextContent(type="text", text=reply.text)],
+            structured_content=reply.data.model_dump(mode="json", by_alias=True, exclude_none=True),
+            is_error=False,
+        )
+    except PolicyError as exc:
+        outcome = "refused"
+        raise ToolError(str(exc)) from None
+    except InvalidArgument as exc:
+        outcome = "invalid"
+        raise ToolError(f"invalid argument: {exc}") from None
+    except ProxmoxError as exc:
+        outcome = "proxmox-error"
+        raise ToolError(explain(exc)) from None
+    finally:
+        elapsed = time.perf_counter() - started
+        rt.metrics.tool_calls.labels(spec.name, outcome).inc()
+        rt.metrics.tool_seconds.labels(spec.name).observe(elapsed)
+        if audit_id is not None:
+            rt.audit.outcome(audit_id, call.client, spec.name, outcome, upid)
+
+
+def explain(exc: ProxmoxError) -> str:
+    hint = ""
+    if exc.status == 403:
+        hint = " The pmcp API token lacks this privilege; call `capabilities` to see what it may do."
+    elif exc.status == 401:
+        hint = (
+            " Proxmox rejected the API token; the administrator should check PROXMOX_TOKEN_ID and its secret."
+        )
+    elif exc.status == 0:
+        hint = " Check that Proxmox is up; `pmcp status` on the host shows the connection."
+    return f"{exc}.{hint}"

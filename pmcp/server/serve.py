@@ -1,0 +1,48 @@
+"""``pmcp serve``: check the bind address against the auth settings, then run the app under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+from pmcp import authtokens
+from pmcp.server.config import ConfigError, ServerConfig, is_loopback
+
+
+def check_bind(host: str, config: ServerConfig) -> None:
+    """Refuse a non-loopback address unless clients must present a token from a usable token file."""
+    if is_loopback(host):
+        if config.auth_token_file is None:
+            logging.getLogger("pmcp.server").warning(
+                "no PMCP_AUTH_TOKEN_FILE: clients are not authenticated (allowed on loopback only)"
+            )
+        return
+    if config.auth_token_file is None:
+        raise ConfigError(
+            f"refusing to listen on {host} without client authentication: set PMCP_AUTH_TOKEN_FILE to a "
+            "NAME:TOKEN file (mode 0600), or listen on 127.0.0.1"
+        )
+    try:
+        tokens = authtokens.load(config.auth_token_file)
+    except (OSError, authtokens.TokenFileError) as exc:
+        raise ConfigError(f"PMCP_AUTH_TOKEN_FILE={config.auth_token_file} is not usable: {exc}") from None
+    if not tokens:
+        raise ConfigError(f"PMCP_AUTH_TOKEN_FILE={config.auth_token_file} holds no token; add one first")
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    from pmcp.server.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig.from_env()
+    check_bind(host, config)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        proxy_headers=False,
+        server_header=False,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,117 @@
+"""Backups: list them (by guest or storage) and back a guest up now (vzdump)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from pmcp.server import validate
+from pmcp.server.policy import Risk
+from pmcp.server.registry import Call, Reply, tool
+from pmcp.server.tools.common import (
+    ActionResult,
+    Node,
+    StorageId,
+    Vmid,
+    WaitSeconds,
+    resolve_guest,
+    task_result,
+)
+
+
+class Backup(BaseModel):
+    volid: str
+    storage: str
+    vmid: int | None = None
+    size: int | None = None
+    ctime: int | None = None
+    format: str | None = None
+    notes: str | None = None
+    protected: bool | None = None
+
+
+class BackupList(BaseModel):
+    total: int
+    returned: int
+    storages: list[str]
+    backups: list[Backup]
+
+
+async def _first_online_node(call: Call) -> str:
+    for n in await call.px.get("/nodes") or []:
+        if n.get("status") == "online":
+            return validate.node(n.get("node"))
+    raise validate.InvalidArgument("no online node found to read backups from")
+
+
+@tool(Risk.READ, "List backups", BackupList)
+async def list_backups(
+    call: Call,
+    vmid: Vmid | None = None,
+    storage: StorageId | None = None,
+    node: Node | None = None,
+    limit: Annotated[int, Field(ge=1, le=500, description="At most this many, newest first")] = 50,
+) -> Reply:
+    """Backups (vzdump archives), newest first: of one guest, on one storage, or everywhere visible."""
+    if vmid is not None and node is None:
+        node = (await resolve_guest(call, vmid)).node
+    node = validate.node(node) if node else await _first_online_node(call)
+    if storage:
+        storages = [validate.storage(storage)]
+    else:
+        listed = await call.px.get(validate.api_path("nodes", node, "storage"), content="backup") or []
+        storages = [validate.storage(s["storage"]) for s in listed if s.get("storage")]
+    found: list[Backup] = []
+    for sid in storages:
+        path = validate.api_path("nodes", node, "storage", sid, "content")
+        for v in await call.px.get(path, content="backup", vmid=vmid) or []:
+            found.append(
+                Backup(
+                    volid=str(v.get("volid")),
+                    storage=sid,
+                    vmid=v.get("vmid"),
+                    size=v.get("size"),
+                    ctime=v.get("ctime"),
+                    format=v.get("format"),
+                    notes=v.get("notes"),
+                    protected=bool(v["protected"]) if "protected" in v else None,
+                )
+            )
+    found.sort(key=lambda b: b.ctime or 0, reverse=True)
+    page = found[:limit]
+    scope = f"guest {vmid}" if vmid else "all guests"
+    lines = [
+        f"{len(found)} backup(s) of {scope} on {', '.join(storages) or 'no backup storage'}; "
+        f"showing {len(page)}."
+    ]
+    lines += [f"- {b.volid} ({(b.size or 0) / 1024**3:.2f} GiB, time {b.ctime})" for b in page]
+    data = BackupList(total=len(found), returned=len(page), storages=storages, backups=page)
+    return Reply(data, "\n".join(lines))
+
+
+@tool(Risk.CHANGE, "Back up guest now", ActionResult)
+async def backup_guest(
+    call: Call,
+    vmid: Vmid,
+    storage: StorageId | None = None,
+    mode: Annotated[
+        Literal["snapshot", "suspend", "stop"],
+        Field(
+            description="snapshot: no downtime (default); suspend: brief pause; stop: consistent, downtime"
+        ),
+    ] = "snapshot",
+    notes: Annotated[str | None, Field(max_length=1024, description="Notes stored with the backup")] = None,
+    wait_seconds: WaitSeconds = None,
+) -> Reply:
+    """Back up one guest now with vzdump (zstd) to the given storage or the node's default backup storage."""
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    params: dict[str, object] = {"vmid": str(guest.vmid), "mode": mode, "compress": "zstd"}
+    if storage:
+        params["storage"] = validate.storage(storage)
+    if notes:
+        params["notes-template"] = validate.description(notes)
+    upid = await call.px.post(validate.api_path("nodes", guest.node, "vzdump"), **params)
+    result, text = task_result("backup", guest, await call.wait(str(upid), wait_seconds))
+    return Reply(result, text)

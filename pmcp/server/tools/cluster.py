@@ -1,0 +1,143 @@
+"""The cluster at a glance, and one node's health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from pmcp.server import validate
+from pmcp.server.policy import Risk
+from pmcp.server.registry import Call, Reply, tool
+from pmcp.server.tools.common import Node
+
+
+class NodeSummary(BaseModel):
+    node: str
+    status: str | None = None
+    cpu: float | None = None
+    maxcpu: int | None = None
+    mem: int | None = None
+    maxmem: int | None = None
+    uptime: int | None = None
+
+
+class GuestCounts(BaseModel):
+    vms: int = 0
+    containers: int = 0
+    running: int = 0
+    stopped: int = 0
+    other: int = 0
+
+
+class ClusterOverview(BaseModel):
+    cluster_name: str | None = None
+    quorate: bool | None = None
+    nodes: list[NodeSummary]
+    guests: GuestCounts
+    storage_used: int | None = None
+    storage_total: int | None = None
+
+
+@tool(Risk.READ, "Cluster overview", ClusterOverview)
+async def cluster_overview(call: Call) -> Reply:
+    """Start here: nodes (online?, CPU, memory), guest counts by type and state, quorum, storage use."""
+    status = await call.px.get("/cluster/status") or []
+    resources = await call.px.get("/cluster/resources") or []
+    cluster = next((s for s in status if s.get("type") == "cluster"), {})
+    nodes, counts = [], GuestCounts()
+    used = total = 0
+    for r in resources:
+        kind = r.get("type")
+        if kind == "node":
+            nodes.append(
+                NodeSummary(
+                    node=r.get("node") or r.get("id", "?"),
+                    status=r.get("status"),
+                    cpu=round(float(r.get("cpu") or 0), 4),
+                    maxcpu=r.get("maxcpu"),
+                    mem=r.get("mem"),
+                    maxmem=r.get("maxmem"),
+                    uptime=r.get("uptime"),
+                )
+            )
+        elif kind in ("qemu", "lxc"):
+            if kind == "qemu":
+                counts.vms += 1
+            else:
+                counts.containers += 1
+            st = r.get("status")
+            if st == "running":
+                counts.running += 1
+            elif st == "stopped":
+                counts.stopped += 1
+            else:
+                counts.other += 1
+        elif kind == "storage" and isinstance(r.get("maxdisk"), int):
+            used += int(r.get("disk") or 0)
+            total += int(r["maxdisk"])
+    nodes.sort(key=lambda n: n.node)
+    quorate = cluster.get("quorate")
+    data = ClusterOverview(
+        cluster_name=cluster.get("name"),
+        quorate=bool(quorate) if quorate is not None else (True if len(nodes) <= 1 else None),
+        nodes=nodes,
+        guests=counts,
+        storage_used=used or None,
+        storage_total=total or None,
+    )
+    online = sum(1 for n in nodes if n.status == "online")
+    text = (
+        f"Cluster {data.cluster_name or '(standalone)'}: {online}/{len(nodes)} nodes online, "
+        f"quorate={data.quorate}. Guests: {counts.vms} VMs, {counts.containers} containers "
+        f"({counts.running} running, {counts.stopped} stopped, {counts.other} other)."
+    )
+    for n in nodes:
+        cpu = f"cpu {100 * (n.cpu or 0):.0f}% of {n.maxcpu}"
+        text += f"\n- {n.node}: {n.status}, {cpu}, mem {_pct(n.mem, n.maxmem)}"
+    return Reply(data, text)
+
+
+class NodeStatus(BaseModel):
+    node: str
+    cpu: float | None = None
+    cpus: int | None = None
+    cpu_model: str | None = None
+    loadavg: list[str] | None = None
+    memory: dict[str, int] | None = None
+    rootfs: dict[str, int] | None = None
+    uptime: int | None = None
+    pveversion: str | None = None
+    kernel: str | None = None
+
+
+@tool(Risk.READ, "Node status", NodeStatus)
+async def node_status(call: Call, node: Node) -> Reply:
+    """One node's health: CPU, load, memory, root disk, uptime, Proxmox and kernel versions."""
+    s: dict[str, Any] = await call.px.get(validate.api_path("nodes", validate.node(node), "status")) or {}
+    info = s.get("cpuinfo") or {}
+    kernel = s.get("current-kernel") or {}
+    data = NodeStatus(
+        node=node,
+        cpu=round(float(s.get("cpu") or 0), 4),
+        cpus=info.get("cpus"),
+        cpu_model=info.get("model"),
+        loadavg=[str(x) for x in s.get("loadavg") or []] or None,
+        memory={k: int(v) for k, v in (s.get("memory") or {}).items() if isinstance(v, int | float)} or None,
+        rootfs={k: int(v) for k, v in (s.get("rootfs") or {}).items() if isinstance(v, int | float)} or None,
+        uptime=s.get("uptime"),
+        pveversion=s.get("pveversion"),
+        kernel=kernel.get("release") if isinstance(kernel, dict) else None,
+    )
+    mem = data.memory or {}
+    text = (
+        f"Node {node}: cpu {100 * (data.cpu or 0):.0f}% of {data.cpus}, load {' '.join(data.loadavg or [])}, "
+        f"memory {_pct(mem.get('used'), mem.get('total'))}, uptime {data.uptime}s, {data.pveversion}."
+    )
+    return Reply(data, text)
+
+
+def _pct(used: Any, total: Any) -> str:
+    if not total:
+        return "?"
+    return f"{100 * (used or 0) / total:.0f}% of {total / 1024**3:.1f} GiB"

@@ -1,0 +1,130 @@
+"""Argument types, shared result models and the guest lookup every guest tool starts with."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from pmcp.server import validate
+from pmcp.server.policy import split_tags
+from pmcp.server.proxmox import TaskOutcome
+from pmcp.server.registry import Call
+
+Vmid = Annotated[
+    int, Field(ge=validate.VMID_MIN, le=validate.VMID_MAX, description="Guest ID (VMID) of a VM or container")
+]
+Node = Annotated[
+    str, Field(pattern=validate.NODE_PATTERN, max_length=63, description="Cluster node name, e.g. 'pve1'")
+]
+StorageId = Annotated[
+    str, Field(pattern=validate.STORAGE_PATTERN, max_length=64, description="Storage ID, e.g. 'local'")
+]
+SnapName = Annotated[
+    str,
+    Field(
+        pattern=validate.SNAPNAME_PATTERN,
+        max_length=40,
+        description="Snapshot name: a letter, then letters, digits, '_' or '-' (2-40 characters)",
+    ),
+]
+Upid = Annotated[
+    str,
+    Field(pattern=validate.UPID_PATTERN, max_length=512, description="Task ID (UPID) as returned by a tool"),
+]
+WaitSeconds = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=600,
+        description="How long to wait for the task to finish (default: PMCP_TASK_TIMEOUT, 60 s). "
+        "0 returns at once with the task ID.",
+    ),
+]
+Confirm = Annotated[
+    bool,
+    Field(description="Must be true to act. Without it nothing changes and the plan is returned."),
+]
+GuestType = Literal["qemu", "lxc"]
+
+
+class Guest(BaseModel):
+    vmid: int
+    name: str | None = None
+    node: str
+    type: GuestType
+    status: str | None = None
+    tags: list[str] = []
+    template: bool = False
+
+
+class Plan(BaseModel):
+    action: str
+    effect: str
+    undo: str
+    to_proceed: str
+
+
+class ActionResult(BaseModel):
+    """The outcome of a change: ok / failed / running (still going) / plan (nothing done yet)."""
+
+    outcome: Literal["ok", "failed", "running", "plan"]
+    action: str
+    guest: Guest | None = None
+    upid: str | None = None
+    exitstatus: str | None = None
+    log_tail: list[str] | None = None
+    seconds: float | None = None
+    follow_up: str | None = None
+    plan: Plan | None = None
+    detail: str | None = None
+
+
+async def resolve_guest(call: Call, vmid: int) -> Guest:
+    """Find a guest's node and type (the caller gives only the cluster-unique VMID)."""
+    vmid = validate.vmid(vmid)
+    for item in await call.px.get("/cluster/resources", type="vm") or []:
+        if item.get("vmid") == vmid and item.get("type") in ("qemu", "lxc"):
+            return Guest(
+                vmid=vmid,
+                name=item.get("name"),
+                node=validate.node(item.get("node")),
+                type=item["type"],
+                status=item.get("status"),
+                tags=split_tags(item.get("tags")),
+                template=bool(item.get("template")),
+            )
+    raise validate.InvalidArgument(f"vmid: no VM or container {vmid} in this cluster (see list_guests)")
+
+
+def guest_path(guest: Guest, *rest: str) -> str:
+    return validate.api_path("nodes", guest.node, guest.type, guest.vmid, *rest)
+
+
+def guest_label(guest: Guest) -> str:
+    kind = "VM" if guest.type == "qemu" else "container"
+    return f"{kind} {guest.vmid}" + (f" ({guest.name})" if guest.name else "") + f" on {guest.node}"
+
+
+def task_result(action: str, guest: Guest | None, task: TaskOutcome) -> tuple[ActionResult, str]:
+    """Turn a task outcome into the result and its one-paragraph summary."""
+    what = guest_label(guest) if guest else task.node
+    result = ActionResult(
+        outcome=task.outcome,
+        action=action,
+        guest=guest,
+        upid=task.upid,
+        exitstatus=task.exitstatus,
+        log_tail=task.log_tail or None,
+        seconds=task.seconds,
+    )
+    if task.outcome == "ok":
+        text = f"{action} {what}: done in {task.seconds:g}s (exit status {task.exitstatus})."
+    elif task.outcome == "failed":
+        result.follow_up = "Read the log tail; task_log with this upid shows the whole log."
+        tail = "\n".join(task.log_tail[-5:])
+        text = f"{action} {what}: FAILED (exit status {task.exitstatus!r}).\nLast log lines:\n{tail}"
+    else:
+        result.follow_up = f"Still running; call task_status with upid={task.upid} to follow it."
+        text = f"{action} {what}: still running after {task.seconds:g}s; see task_status upid={task.upid}."
+    return result, text

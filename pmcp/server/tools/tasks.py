@@ -1,0 +1,143 @@
+"""Proxmox tasks: recent ones, one task's outcome, and its log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from pmcp.server import validate
+from pmcp.server.policy import Risk
+from pmcp.server.registry import Call, Reply, tool
+from pmcp.server.tools.common import Node, Upid, Vmid
+
+
+class TaskItem(BaseModel):
+    upid: str
+    node: str | None = None
+    type: str | None = None
+    id: str | None = None
+    user: str | None = None
+    starttime: int | None = None
+    endtime: int | None = None
+    status: str | None = None
+
+
+class TaskList(BaseModel):
+    returned: int
+    tasks: list[TaskItem]
+
+
+@tool(Risk.READ, "List tasks", TaskList)
+async def list_tasks(
+    call: Call,
+    node: Node | None = None,
+    vmid: Vmid | None = None,
+    errors_only: Annotated[bool, Field(description="Only tasks that failed")] = False,
+    limit: Annotated[int, Field(ge=1, le=200)] = 20,
+) -> Reply:
+    """Recent Proxmox tasks (start, backup, snapshot, ...), newest first, on one node or cluster-wide."""
+    if node:
+        raw = (
+            await call.px.get(
+                validate.api_path("nodes", validate.node(node), "tasks"),
+                limit=limit,
+                vmid=vmid,
+                errors=True if errors_only else None,
+                source="all",
+            )
+            or []
+        )
+    else:
+        raw = await call.px.get("/cluster/tasks") or []
+    items = []
+    for t in raw:
+        status = t.get("status")
+        if vmid is not None and str(t.get("id")) != str(vmid):
+            continue
+        if errors_only and (status in (None, "OK", "running") or str(status).startswith("WARNINGS")):
+            continue
+        items.append(
+            TaskItem(
+                upid=str(t.get("upid")),
+                node=t.get("node"),
+                type=t.get("type"),
+                id=str(t.get("id") or "") or None,
+                user=t.get("user"),
+                starttime=t.get("starttime"),
+                endtime=t.get("endtime"),
+                status=status,
+            )
+        )
+    items.sort(key=lambda t: t.starttime or 0, reverse=True)
+    items = items[:limit]
+    lines = [f"{len(items)} task(s), newest first."]
+    lines += [f"- {t.type} {t.id or ''} on {t.node}: {t.status or 'running'} ({t.upid})" for t in items]
+    return Reply(TaskList(returned=len(items), tasks=items), "\n".join(lines))
+
+
+class TaskStatus(BaseModel):
+    upid: str
+    node: str
+    type: str | None = None
+    status: str | None = None
+    exitstatus: str | None = None
+    outcome: Literal["ok", "failed", "running"]
+    starttime: int | None = None
+    log_tail: list[str] | None = None
+
+
+@tool(Risk.READ, "Task status", TaskStatus)
+async def task_status(call: Call, upid: Upid) -> Reply:
+    """Whether a task is still running, and if not whether it succeeded (exit status, log tail on failure)."""
+    upid = validate.upid(upid)
+    node = validate.upid_node(upid)
+    s = await call.px.get(validate.api_path("nodes", node, "tasks", upid, "status")) or {}
+    exitstatus = s.get("exitstatus")
+    if s.get("status") != "stopped":
+        outcome = "running"
+    elif isinstance(exitstatus, str) and (exitstatus == "OK" or exitstatus.startswith("WARNINGS")):
+        outcome = "ok"
+    else:
+        outcome = "failed"
+    tail = await call.px.task_log_tail(node, upid) if outcome == "failed" else None
+    data = TaskStatus(
+        upid=upid,
+        node=node,
+        type=s.get("type"),
+        status=s.get("status"),
+        exitstatus=exitstatus,
+        outcome=outcome,
+        starttime=s.get("starttime"),
+        log_tail=tail,
+    )
+    text = f"Task {s.get('type', '?')} on {node}: {outcome}" + (
+        f" (exit status {exitstatus})" if exitstatus else ""
+    )
+    if tail:
+        text += "\nLast log lines:\n" + "\n".join(tail[-5:])
+    return Reply(data, text)
+
+
+class TaskLog(BaseModel):
+    upid: str
+    start: int
+    lines: list[str]
+
+
+@tool(Risk.READ, "Task log", TaskLog)
+async def task_log(
+    call: Call,
+    upid: Upid,
+    start: Annotated[int, Field(ge=0, description="First line number (0-based)")] = 0,
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+) -> Reply:
+    """The log lines of one task (page with start/limit)."""
+    upid = validate.upid(upid)
+    node = validate.upid_node(upid)
+    raw = (
+        await call.px.get(validate.api_path("nodes", node, "tasks", upid, "log"), start=start, limit=limit)
+        or []
+    )
+    lines = [str(e.get("t", "")) for e in raw if isinstance(e, dict)]
+    return Reply(TaskLog(upid=upid, start=start, lines=lines), "\n".join(lines) or "(empty log)")

@@ -1,0 +1,277 @@
+"""Who is asking and what they may do: tokens, roles, ACLs, and the schema's permission checks.
+
+Follows PVE's rules: ACLs on paths propagate down and a more specific path overrides; at one level a
+user's own ACLs override its groups'; ``NoAccess`` removes everything; a guest or storage in a pool
+also gets the pool's permissions; ``root@pam`` has every privilege; a privilege-separated token gets
+the INTERSECTION of its own ACLs and its user's, a non-separated token its user's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pmcp.sim.errors import ApiError, perm_error
+from pmcp.sim.privileges import PRIVILEGES
+
+if TYPE_CHECKING:
+    from pmcp.sim.state import SimState
+
+ALL_PRIVS = frozenset(PRIVILEGES)
+
+
+@dataclass(frozen=True)
+class Auth:
+    """The authenticated caller: ``userid`` (``mcp@pve``) and, for a token, ``tokenid`` (``mcp``)."""
+
+    userid: str
+    tokenid: str | None = None
+
+    @property
+    def authid(self) -> str:
+        return f"{self.userid}!{self.tokenid}" if self.tokenid else self.userid
+
+    @property
+    def is_root(self) -> bool:
+        return self.userid == "root@pam"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def authenticate(state: SimState, header: str | None) -> Auth:
+    """Check ``Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET``; anything else is a 401."""
+    fail = ApiError(401, "authentication failure")
+    if not header:
+        raise ApiError(401, "No ticket")
+    scheme, _, cred = header.partition("=")
+    if scheme.strip() not in ("PVEAPIToken", "PVEAPIToken "):
+        scheme2, _, cred2 = header.partition(" ")
+        if scheme2 != "PVEAPIToken":
+            raise fail
+        cred = cred2
+    full, sep, secret = cred.strip().rpartition("=")
+    userid, bang, tokenid = full.partition("!")
+    if not (sep and bang and userid and tokenid and secret):
+        raise fail
+    user = state.world["users"].get(userid)
+    token = (user or {}).get("tokens", {}).get(tokenid)
+    if not user or not token or not hmac.compare_digest(token["secret_sha256"], hash_secret(secret)):
+        raise fail
+    now = time.time()
+    if (
+        not user.get("enable", 1)
+        or (user.get("expire") or now + 1) < now
+        or (token.get("expire") or now + 1) < now
+    ):
+        raise fail
+    return Auth(userid, tokenid)
+
+
+def _levels(path: str) -> list[str]:
+    parts = [p for p in path.split("/") if p]
+    return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _acl_privs(state: SimState, path: str, matches: Any) -> set[str]:
+    """PVE's walk from ``/`` to ``path``: each level with matching entries replaces what was inherited."""
+    world = state.world
+    acls = state.acl_index()
+    current: set[str] = set()
+    levels = _levels(path)
+    for i, level in enumerate(levels):
+        final = i == len(levels) - 1
+        entries = [e for e in acls.get(level, ()) if final or e.get("propagate", 1)]
+        if not entries:
+            continue
+        own = [e for e in entries if matches(e) == 2]
+        grp = [e for e in entries if matches(e) == 1]
+        chosen = own or grp
+        if not chosen:
+            continue
+        roles = {e["roleid"] for e in chosen}
+        if "NoAccess" in roles:
+            current = set()
+            continue
+        current = set()
+        for r in roles:
+            current.update(world["roles"].get(r, {}).get("privs", ()))
+    return current
+
+
+def _user_privs(state: SimState, userid: str, path: str) -> set[str]:
+    if userid == "root@pam":
+        return set(ALL_PRIVS)
+    user = state.world["users"].get(userid)
+    if not user or not user.get("enable", 1):
+        return set()
+    groups = set(user.get("groups", ()))
+
+    def matches(e: dict) -> int:
+        if e["type"] == "user" and e["ugid"] == userid:
+            return 2
+        if e["type"] == "group" and e["ugid"] in groups:
+            return 1
+        return 0
+
+    return _acl_privs(state, path, matches)
+
+
+def _token_privs(state: SimState, authid: str, path: str) -> set[str]:
+    return _acl_privs(state, path, lambda e: 2 if e["type"] == "token" and e["ugid"] == authid else 0)
+
+
+def _pool_of(state: SimState, path: str) -> str | None:
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "vms":
+        guest = state.world["guests"].get(parts[1])
+        return guest.get("pool") if guest else None
+    return None
+
+
+def privileges(state: SimState, auth: Auth, path: str) -> frozenset[str]:
+    """Effective privileges of the caller on ``path`` (cached until identity or ACLs change)."""
+    key = (auth.authid, path)
+    cache = state.perm_cache
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    paths = [path]
+    if pool := _pool_of(state, path):
+        paths.append(f"/pool/{pool}")
+    privs: set[str] = set()
+    for p in paths:
+        mine = _user_privs(state, auth.userid, p)
+        if auth.tokenid:
+            token = state.world["users"].get(auth.userid, {}).get("tokens", {}).get(auth.tokenid, {})
+            if token.get("privsep", 1):
+                mine &= _token_privs(state, auth.authid, p)
+        privs |= mine
+    result = frozenset(privs)
+    cache[key] = result
+    return result
+
+
+def has(
+    state: SimState, auth: Auth, path: str, privs: list[str] | tuple[str, ...], any_: bool = False
+) -> bool:
+    held = privileges(state, auth, path)
+    return any(p in held for p in privs) if any_ else all(p in held for p in privs)
+
+
+def require(
+    state: SimState, auth: Auth, path: str, privs: list[str] | tuple[str, ...], any_: bool = False
+) -> None:
+    """Raise PVE's 403 unless the caller holds the privilege(s) on ``path``."""
+    held = privileges(state, auth, path)
+    if any_:
+        if not any(p in held for p in privs):
+            raise perm_error(f"{path}, {'|'.join(privs)}")
+        return
+    for p in privs:
+        if p not in held:
+            raise perm_error(f"{path}, {p}")
+
+
+def _subst(template: str, params: dict[str, Any]) -> str:
+    out = template
+    for k, v in params.items():
+        out = out.replace("{" + k + "}", str(v))
+    return out
+
+
+def _realm(userid: str) -> str:
+    return userid.split("!", 1)[0].rpartition("@")[2]
+
+
+def _userid_group(state: SimState, auth: Auth, params: dict, privs: list[str], opts: dict) -> None:
+    """PVE's ``userid-group``: privilege on /access/groups, or on a group the target user is in.
+
+    A user in no group (like ``root@pam``) can therefore only be changed by someone holding the
+    privilege on ``/access/groups`` itself.
+    """
+    userid = params.get("userid", "")
+    mode = opts.get("groups_param")
+    existing = mode != "create"
+    if existing and userid not in state.world["users"]:
+        raise ApiError(500, f"user '{userid}' does not exist")
+    if mode and params.get("groups"):
+        for g in str(params["groups"]).split(","):
+            if g:
+                require(state, auth, f"/access/groups/{g}", privs, any_=True)
+    if not existing:
+        if not params.get("groups"):
+            require(state, auth, "/access/groups", privs, any_=True)
+        return
+    if has(state, auth, "/access/groups", privs, any_=True):
+        return
+    for g in state.world["users"][userid].get("groups", ()):
+        if has(state, auth, f"/access/groups/{g}", privs, any_=True):
+            return
+    raise perm_error(f"/access/groups, {'|'.join(privs)}")
+
+
+def check(state: SimState, auth: Auth, perms: dict, params: dict[str, Any]) -> None:
+    """Evaluate an endpoint's schema ``permissions`` for the caller; raise 403 when they fail.
+
+    Handles the check trees the served endpoints use: ``perm``, ``perm-modify``, ``userid-param``,
+    ``userid-group``, ``and``, ``or``. ``user: all`` passes here and the handler filters (as PVE's
+    code does); "root@pam only" endpoints refuse everyone else.
+    """
+    raw = perms.get("raw")
+    if raw is None:
+        if "root@pam only" in str(perms.get("check", "")) and auth.authid != "root@pam":
+            raise perm_error("root@pam only")
+        return
+    _eval(state, auth, raw, params)
+
+
+def _eval(state: SimState, auth: Auth, node: list, params: dict[str, Any]) -> None:
+    op = node[0]
+    if op == "and":
+        for sub in node[1:]:
+            _eval(state, auth, sub, params)
+        return
+    if op == "or":
+        first: ApiError | None = None
+        for sub in node[1:]:
+            try:
+                _eval(state, auth, sub, params)
+                return
+            except ApiError as e:
+                first = first or e
+        raise first or perm_error()
+    if op == "perm":
+        opts = dict(zip(node[3::2], node[4::2], strict=False))
+        if opts.get("require_param") and opts["require_param"] not in params:
+            raise perm_error(f"{node[1]}, {'|'.join(node[2])}")
+        require(state, auth, _subst(node[1], params), node[2], any_=bool(opts.get("any")))
+        return
+    if op == "perm-modify":
+        path = _subst(node[1], params)
+        tests = ["Permissions.Modify"]
+        if path.startswith("/storage/"):
+            tests.append("Datastore.Allocate")
+        elif path.startswith("/vms/"):
+            tests.append("VM.Allocate")
+        elif path.startswith("/pool/"):
+            tests.append("Pool.Allocate")
+        require(state, auth, path, tests, any_=True)
+        return
+    if op == "userid-param":
+        userid = str(params.get("userid", ""))
+        if node[1] == "self":
+            if userid and userid == auth.userid:
+                return
+            raise perm_error()
+        require(state, auth, f"/access/realm/{_realm(userid)}", [node[1]])
+        return
+    if op == "userid-group":
+        opts = dict(zip(node[2::2], node[3::2], strict=False))
+        _userid_group(state, auth, params, list(node[1]), opts)
+        return
+    raise perm_error(f"unsupported check {op}")

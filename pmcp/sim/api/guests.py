@@ -1,0 +1,432 @@
+"""QEMU VMs and LXC containers: lists, status, config, power actions and snapshots."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pmcp.sim.api.cluster import guest_figures
+from pmcp.sim.api.common import Ctx, guest_of, node_of, split_list
+from pmcp.sim.errors import ApiError, TaskFailed
+from pmcp.sim.generate import config_digest
+from pmcp.sim.routes import route
+from pmcp.sim.state import SimState
+from pmcp.sim.tasks import effect
+
+KINDS = {"qemu": ("qm", "VM"), "lxc": ("vz", "CT")}
+POWER = {
+    "qemu": ("start", "stop", "shutdown", "reboot", "reset", "suspend", "resume"),
+    "lxc": ("start", "stop", "shutdown", "reboot", "suspend", "resume"),
+}
+_CONFIG_SKIP = {"node", "vmid", "digest", "delete", "revert", "skiplock", "force", "background_delay"}
+
+
+def _name(g: dict[str, Any]) -> str:
+    return g["config"].get("name") or g["config"].get("hostname") or f"VM{g['vmid']}"
+
+
+def _list_entry(g: dict[str, Any], now: float) -> dict[str, Any]:
+    f = guest_figures(g, now)
+    entry = {
+        "vmid": g["vmid"],
+        "name": _name(g),
+        "status": g["status"],
+        "cpu": f["cpu"],
+        "cpus": f["cpus"],
+        "mem": f["mem"],
+        "maxmem": f["maxmem"],
+        "disk": f["disk"],
+        "maxdisk": f["maxdisk"],
+        "uptime": f["uptime"],
+        "netin": f["netin"],
+        "netout": f["netout"],
+        "diskread": f["diskread"],
+        "diskwrite": f["diskwrite"],
+        "tags": g["config"].get("tags", ""),
+    }
+    if g["type"] == "lxc":
+        entry["type"] = "lxc"
+        entry["maxswap"] = g["config"].get("swap", 0) * 1024**2
+    if g["template"]:
+        entry["template"] = 1
+    if g["status"] == "running":
+        entry["pid"] = 10000 + g["vmid"]
+    if g.get("lock"):
+        entry["lock"] = g["lock"]
+    return entry
+
+
+def _status_current(g: dict[str, Any], now: float) -> dict[str, Any]:
+    entry = _list_entry(g, now)
+    entry["ha"] = {"managed": 0}
+    if g["type"] == "qemu":
+        entry["qmpstatus"] = "paused" if g.get("paused") else g["status"]
+        entry["agent"] = 1 if str(g["config"].get("agent", "0")).startswith("1") else 0
+        if g["status"] == "running":
+            entry["running-machine"] = "pc-i440fx-10.0+pve0"
+            entry["running-qemu"] = "10.0.2"
+    elif g.get("paused"):
+        entry["status"] = "paused"
+    return entry
+
+
+def _register(kind: str) -> None:
+    prefix, label = KINDS[kind]
+    base = f"/nodes/{{node}}/{kind}"
+
+    @route("GET", base)
+    def index(ctx: Ctx, p: dict) -> list:
+        node_of(ctx, p["node"])
+        now = time.time()
+        return [
+            _list_entry(g, now)
+            for g in ctx.world["guests"].values()
+            if g["node"] == p["node"] and g["type"] == kind and ctx.has(f"/vms/{g['vmid']}", "VM.Audit")
+        ]
+
+    @route("GET", base + "/{vmid}")
+    def vmdir(ctx: Ctx, p: dict) -> list:
+        guest_of(ctx, p["node"], p["vmid"], kind)
+        subdirs = ["config", "pending", "status", "snapshot", "firewall", "rrd", "rrddata"]
+        return [{"subdir": s} for s in subdirs]
+
+    @route("GET", base + "/{vmid}/status")
+    def statusdir(ctx: Ctx, p: dict) -> list:
+        guest_of(ctx, p["node"], p["vmid"], kind)
+        return [{"subdir": s} for s in ("current", *POWER[kind])]
+
+    @route("GET", base + "/{vmid}/status/current")
+    def current(ctx: Ctx, p: dict) -> dict:
+        return _status_current(guest_of(ctx, p["node"], p["vmid"], kind), time.time())
+
+    @route("GET", base + "/{vmid}/config")
+    def config(ctx: Ctx, p: dict) -> dict:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        if p.get("snapshot"):
+            return dict(_snapshot(g, p["snapshot"], label)["config"])
+        return dict(g["config"])
+
+    @route("GET", base + "/{vmid}/pending")
+    def pending(ctx: Ctx, p: dict) -> list:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        return [{"key": k, "value": v} for k, v in g["config"].items()]
+
+    @route("PUT", base + "/{vmid}/config")
+    def set_config(ctx: Ctx, p: dict) -> None:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        _update_config(ctx, g, p)
+
+    if kind == "qemu":
+
+        @route("POST", base + "/{vmid}/config")
+        def set_config_async(ctx: Ctx, p: dict) -> str:
+            g = guest_of(ctx, p["node"], p["vmid"], kind)
+            _update_config(ctx, g, p)
+            return ctx.state.engine.start(
+                p["node"], "qmconfig", str(p["vmid"]), ctx.auth.authid, log=[f"update VM {p['vmid']}: config"]
+            )
+
+    for action in POWER[kind]:
+        _register_power(kind, base, prefix, label, action)
+
+    @route("DELETE", base + "/{vmid}")
+    def destroy(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        if g["status"] == "running" and not p.get("force"):
+            raise ApiError(500, f"{label} {p['vmid']} is running - destroy failed")
+        if g["config"].get("protection"):
+            raise ApiError(500, f"can't remove {label} {p['vmid']} - protection mode enabled")
+        if g.get("lock") and not p.get("skiplock"):
+            raise ApiError(500, f"{label} is locked ({g['lock']})")
+        args = {"vmid": p["vmid"], "purge": p.get("purge", 0)}
+        return ctx.state.engine.start(
+            p["node"], f"{prefix}destroy", str(p["vmid"]), ctx.auth.authid, "destroy", args
+        )
+
+    @route("POST", base + "/{vmid}/clone")
+    def clone(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        if str(p["newid"]) in ctx.world["guests"]:
+            raise ApiError(500, f"unable to create {label} {p['newid']}: config file already exists")
+        target = p.get("target", p["node"])
+        node_of(ctx, target)
+        if p.get("pool") and p["pool"] not in ctx.world["pools"]:
+            raise ApiError(500, f"pool '{p['pool']}' does not exist")
+        if p.get("snapname"):
+            _snapshot(g, p["snapname"], label)
+        name_key = "name" if kind == "qemu" else "hostname"
+        args = {
+            "vmid": p["vmid"],
+            "newid": p["newid"],
+            "target": target,
+            "name": p.get(name_key) or f"Copy-of-{_name(g)}",
+            "pool": p.get("pool"),
+            "description": p.get("description"),
+        }
+        ident = str(p["vmid"])
+        return ctx.state.engine.start(p["node"], f"{prefix}clone", ident, ctx.auth.authid, "clone", args)
+
+    @route("POST", base + "/{vmid}/migrate")
+    def migrate(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        node_of(ctx, p["target"])
+        if p["target"] == p["node"]:
+            raise ApiError(400, "Parameter verification failed.", {"target": "target is local node."})
+        online = p.get("online") if kind == "qemu" else p.get("restart")
+        if g["status"] == "running" and not online:
+            what = "--online" if kind == "qemu" else "--restart"
+            raise ApiError(500, f"can't migrate running {label} without {what}")
+        args = {"vmid": p["vmid"], "target": p["target"]}
+        return ctx.state.engine.start(
+            p["node"], f"{prefix}migrate", str(p["vmid"]), ctx.auth.authid, "migrate", args
+        )
+
+    @route("GET", base + "/{vmid}/snapshot")
+    def snapshots(ctx: Ctx, p: dict) -> list:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        out = []
+        for s in g["snapshots"]:
+            entry = {k: s[k] for k in ("name", "description", "snaptime", "parent", "vmstate") if k in s}
+            out.append(entry)
+        cur: dict[str, Any] = {
+            "name": "current",
+            "description": "You are here!",
+            "running": int(g["status"] == "running"),
+            "digest": g["config"].get("digest", ""),
+        }
+        if parent := g.get("parent") or (g["snapshots"][-1]["name"] if g["snapshots"] else None):
+            cur["parent"] = parent
+        out.append(cur)
+        return out
+
+    @route("POST", base + "/{vmid}/snapshot")
+    def snapshot_create(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        name = p["snapname"]
+        if name == "current" or name == "vzdump":
+            raise ApiError(500, f"snapshot name '{name}' is reserved")
+        if any(s["name"] == name for s in g["snapshots"]):
+            raise ApiError(500, f"snapshot name '{name}' already used")
+        args = {
+            "vmid": p["vmid"],
+            "name": name,
+            "description": p.get("description", ""),
+            "vmstate": p.get("vmstate", 0),
+        }
+        return ctx.state.engine.start(
+            p["node"], f"{prefix}snapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_create", args
+        )
+
+    @route("GET", base + "/{vmid}/snapshot/{snapname}")
+    def snapshot_dir(ctx: Ctx, p: dict) -> list:
+        _snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"], label)
+        return [{"rollback": {}}, {"config": {}}]
+
+    @route("GET", base + "/{vmid}/snapshot/{snapname}/config")
+    def snapshot_config(ctx: Ctx, p: dict) -> dict:
+        return dict(_snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"], label)["config"])
+
+    @route("PUT", base + "/{vmid}/snapshot/{snapname}/config")
+    def snapshot_config_update(ctx: Ctx, p: dict) -> None:
+        snap = _snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"], label)
+        if "description" in p:
+            snap["description"] = p["description"]
+        ctx.state.changed()
+
+    @route("POST", base + "/{vmid}/snapshot/{snapname}/rollback")
+    def snapshot_rollback(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        _snapshot(g, p["snapname"], label)
+        args = {"vmid": p["vmid"], "name": p["snapname"], "start": p.get("start", 0)}
+        return ctx.state.engine.start(
+            p["node"], f"{prefix}rollback", str(p["vmid"]), ctx.auth.authid, "snapshot_rollback", args
+        )
+
+    @route("DELETE", base + "/{vmid}/snapshot/{snapname}")
+    def snapshot_delete(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        _snapshot(g, p["snapname"], label)
+        args = {"vmid": p["vmid"], "name": p["snapname"]}
+        return ctx.state.engine.start(
+            p["node"], f"{prefix}delsnapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_delete", args
+        )
+
+
+def _snapshot(g: dict[str, Any], name: str, label: str) -> dict[str, Any]:
+    for s in g["snapshots"]:
+        if s["name"] == name:
+            return s
+    raise ApiError(500, f"snapshot '{name}' does not exist")
+
+
+def _update_config(ctx: Ctx, g: dict[str, Any], p: dict[str, Any]) -> None:
+    cfg = g["config"]
+    if p.get("digest") and p["digest"] != cfg.get("digest"):
+        raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
+    if g.get("lock") and not p.get("skiplock"):
+        raise ApiError(500, f"VM is locked ({g['lock']})")
+    for key in split_list(p.get("delete")):
+        cfg.pop(key, None)
+    for key, value in p.items():
+        if key in _CONFIG_SKIP:
+            continue
+        cfg[key] = value
+    if "memory" in p:
+        g["maxmem"] = int(str(p["memory"]).split("=")[-1].split(",")[0]) * 1024**2
+    cfg["digest"] = config_digest(cfg)
+    ctx.state.changed()
+
+
+def _register_power(kind: str, base: str, prefix: str, label: str, action: str) -> None:
+    @route("POST", f"{base}/{{vmid}}/status/{action}")
+    def power(ctx: Ctx, p: dict) -> str:
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        if g["template"] and action == "start":
+            raise ApiError(500, "you can't start a vm if it's a template")
+        if g.get("lock") and not p.get("skiplock"):
+            raise ApiError(500, f"{label} is locked ({g['lock']})")
+        args = {"vmid": p["vmid"], "action": action, "label": label}
+        log = {
+            "start": [f"starting {label} {p['vmid']}"] if kind == "qemu" else [],
+            "shutdown": [f"shutting down {label} {p['vmid']}"],
+        }.get(action, [])
+        return ctx.state.engine.start(
+            p["node"], f"{prefix}{action}", str(p["vmid"]), ctx.auth.authid, "power", args, log
+        )
+
+
+@effect("power")
+def _power(state: SimState, a: dict[str, Any]) -> list[str]:
+    g = state.world["guests"].get(str(a["vmid"]))
+    if g is None:
+        raise TaskFailed(f"Configuration file for {a['label']} {a['vmid']} does not exist")
+    running = g["status"] == "running"
+    action, who = a["action"], f"{a['label']} {a['vmid']}"
+    if action == "start":
+        if running:
+            raise TaskFailed(f"{who} already running")
+        g.update(status="running", started_at=time.time(), paused=False)
+        return []
+    if action == "stop":
+        g.update(status="stopped", started_at=None, paused=False)
+        return []
+    if not running:
+        raise TaskFailed(f"{who} not running")
+    if action == "shutdown":
+        g.update(status="stopped", started_at=None, paused=False)
+    elif action in ("reboot", "reset"):
+        g.update(started_at=time.time(), paused=False)
+    elif action == "suspend":
+        g["paused"] = True
+    elif action == "resume":
+        g["paused"] = False
+    return []
+
+
+@effect("snapshot_create")
+def _snapshot_create(state: SimState, a: dict[str, Any]) -> list[str]:
+    g = state.world["guests"][str(a["vmid"])]
+    if any(s["name"] == a["name"] for s in g["snapshots"]):
+        raise TaskFailed(f"snapshot name '{a['name']}' already used")
+    snap: dict[str, Any] = {"name": a["name"], "description": a["description"], "snaptime": int(time.time())}
+    parent = g.get("parent") or (g["snapshots"][-1]["name"] if g["snapshots"] else None)
+    if parent:
+        snap["parent"] = parent
+    if g["type"] == "qemu":
+        snap["vmstate"] = int(bool(a.get("vmstate")) and g["status"] == "running")
+    snap["config"] = {k: v for k, v in g["config"].items() if k != "digest"}
+    g["snapshots"].append(snap)
+    g["parent"] = a["name"]
+    return [f"snapshotting '{a['name']}'"]
+
+
+@effect("snapshot_rollback")
+def _snapshot_rollback(state: SimState, a: dict[str, Any]) -> list[str]:
+    g = state.world["guests"][str(a["vmid"])]
+    snap = next((s for s in g["snapshots"] if s["name"] == a["name"]), None)
+    if snap is None:
+        raise TaskFailed(f"snapshot '{a['name']}' does not exist")
+    g["config"] = dict(snap["config"])
+    g["config"]["digest"] = config_digest(g["config"])
+    g["parent"] = a["name"]
+    if snap.get("vmstate") or a.get("start"):
+        g.update(status="running", started_at=time.time(), paused=False)
+    else:
+        g.update(status="stopped", started_at=None, paused=False)
+    return [f"rolling back to snapshot '{a['name']}'"]
+
+
+@effect("snapshot_delete")
+def _snapshot_delete(state: SimState, a: dict[str, Any]) -> list[str]:
+    g = state.world["guests"][str(a["vmid"])]
+    snap = next((s for s in g["snapshots"] if s["name"] == a["name"]), None)
+    if snap is None:
+        raise TaskFailed(f"snapshot '{a['name']}' does not exist")
+    for s in g["snapshots"]:
+        if s.get("parent") == a["name"]:
+            if snap.get("parent"):
+                s["parent"] = snap["parent"]
+            else:
+                s.pop("parent", None)
+    if g.get("parent") == a["name"]:
+        g["parent"] = snap.get("parent")
+    g["snapshots"].remove(snap)
+    return [f"deleting snapshot '{a['name']}'"]
+
+
+@effect("destroy")
+def _destroy(state: SimState, a: dict[str, Any]) -> list[str]:
+    g = state.world["guests"].pop(str(a["vmid"]), None)
+    if g is None:
+        raise TaskFailed(f"Configuration file for {a['vmid']} does not exist")
+    if a.get("purge"):
+        state.world["acls"] = [e for e in state.world["acls"] if e["path"] != f"/vms/{a['vmid']}"]
+        state.changed(access=True)
+    return [
+        f'  Logical volume "vm-{a["vmid"]}-disk-0" successfully removed.',
+        f"purging {a['vmid']} from related configurations..",
+    ]
+
+
+@effect("clone")
+def _clone(state: SimState, a: dict[str, Any]) -> list[str]:
+    src = state.world["guests"].get(str(a["vmid"]))
+    if src is None:
+        raise TaskFailed(f"unable to find configuration file for {a['vmid']}")
+    if str(a["newid"]) in state.world["guests"]:
+        raise TaskFailed(f"unable to create VM {a['newid']}: config file already exists")
+    new = json.loads(json.dumps(src))
+    cfg = new["config"]
+    cfg["name" if new["type"] == "qemu" else "hostname"] = a["name"]
+    for key, value in list(cfg.items()):
+        if isinstance(value, str) and f"vm-{a['vmid']}-disk" in value:
+            cfg[key] = value.replace(f"vm-{a['vmid']}-disk", f"vm-{a['newid']}-disk")
+    if a.get("description"):
+        cfg["description"] = a["description"]
+    cfg.pop("template", None)
+    cfg["digest"] = config_digest(cfg)
+    new.update(
+        vmid=a["newid"], node=a["target"], status="stopped", started_at=None, template=0,
+        snapshots=[], pool=a.get("pool"), parent=None, paused=False,
+    )  # fmt: skip
+    state.world["guests"][str(a["newid"])] = new
+    state.changed(access=bool(a.get("pool")))
+    return [f"create full clone of drive scsi0 (local-lvm:vm-{a['vmid']}-disk-0)"]
+
+
+@effect("migrate")
+def _migrate(state: SimState, a: dict[str, Any]) -> list[str]:
+    g = state.world["guests"].get(str(a["vmid"]))
+    if g is None:
+        raise TaskFailed(f"Configuration file for {a['vmid']} does not exist")
+    source = g["node"]
+    g["node"] = a["target"]
+    return [
+        f"starting migration of VM {a['vmid']} to node '{a['target']}'",
+        f"migration finished ({source} -> {a['target']})",
+    ]
+
+
+_register("qemu")
+_register("lxc")

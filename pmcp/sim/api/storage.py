@@ -1,0 +1,307 @@
+"""Storages, their content, and vzdump (which really adds a backup volume to the target storage)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pmcp.sim.api.common import Ctx, node_of, split_list
+from pmcp.sim.errors import ApiError, TaskFailed
+from pmcp.sim.generate import GIB, backup_name
+from pmcp.sim.routes import route
+from pmcp.sim.state import SimState
+from pmcp.sim.tasks import effect
+
+_EXT = {"zstd": ".zst", "gzip": ".gz", "1": ".lzo", "lzo": ".lzo", "0": ""}
+
+
+def storage_of(ctx: Ctx, sid: str) -> dict[str, Any]:
+    s = ctx.world["storages"].get(sid)
+    if s is None:
+        raise ApiError(500, f"storage '{sid}' does not exist")
+    return s
+
+
+def content_key(world: dict[str, Any], node: str, sid: str) -> str:
+    return sid if world["storages"][sid]["shared"] else f"{node}/{sid}"
+
+
+def volumes(world: dict[str, Any], node: str, sid: str) -> list[dict[str, Any]]:
+    """Stored volumes plus the guests' disks (derived, so 5,000 guests cost nothing until listed)."""
+    vols = list(world["content"].get(content_key(world, node, sid), []))
+    if "images" in world["storages"][sid]["content"]:
+        for g in world["guests"].values():
+            if g["node"] == node:
+                vols.append(
+                    {
+                        "volid": f"{sid}:vm-{g['vmid']}-disk-0",
+                        "content": "images" if g["type"] == "qemu" else "rootdir",
+                        "format": "raw",
+                        "size": g["maxdisk"],
+                        "used": int(g["maxdisk"] * g["disk_ratio"]),
+                        "vmid": g["vmid"],
+                        "ctime": 0,
+                    }
+                )
+    return vols
+
+
+def _guest_disks_used(ctx: Ctx) -> dict[str, int]:
+    """Bytes the guests' disks use per node, computed once per state change."""
+    cached = ctx.state.cache.get("guest-disks-used")
+    if cached is None:
+        cached = {}
+        for g in ctx.world["guests"].values():
+            cached[g["node"]] = cached.get(g["node"], 0) + int(g["maxdisk"] * g["disk_ratio"])
+        ctx.state.cache["guest-disks-used"] = cached
+    return cached
+
+
+def storage_status(ctx: Ctx, node: str, sid: str) -> dict[str, Any]:
+    s = ctx.world["storages"][sid]
+    ckey = content_key(ctx.world, node, sid)
+    used = ctx.state.cache.get(("content-used", ckey))
+    if used is None:
+        used = sum(int(v.get("used", v["size"])) for v in ctx.world["content"].get(ckey, []))
+        ctx.state.cache[("content-used", ckey)] = used
+    if "images" in s["content"]:
+        used += _guest_disks_used(ctx).get(node, 0)
+    used += 2 * GIB
+    total = s["total"] * GIB
+    used = min(used, total)
+    return {
+        "type": s["type"],
+        "content": s["content"],
+        "shared": s["shared"],
+        "active": 1,
+        "enabled": 1,
+        "total": total,
+        "used": used,
+        "avail": total - used,
+    }
+
+
+@route("GET", "/storage")
+def storage_index(ctx: Ctx, p: dict) -> list:
+    out = []
+    for sid, s in ctx.world["storages"].items():
+        if p.get("type") and s["type"] != p["type"]:
+            continue
+        if not ctx.has(f"/storage/{sid}", "Datastore.Audit", "Datastore.AllocateSpace"):
+            continue
+        entry = {"storage": sid, **{k: v for k, v in s.items() if k != "total"}, "digest": "0" * 40}
+        out.append(entry)
+    return out
+
+
+@route("GET", "/storage/{storage}")
+def storage_read(ctx: Ctx, p: dict) -> dict:
+    s = storage_of(ctx, p["storage"])
+    return {"storage": p["storage"], **{k: v for k, v in s.items() if k != "total"}, "digest": "0" * 40}
+
+
+@route("GET", "/nodes/{node}/storage")
+def node_storage(ctx: Ctx, p: dict) -> list:
+    node_of(ctx, p["node"])
+    want = set(split_list(p.get("content")))
+    out = []
+    for sid, s in ctx.world["storages"].items():
+        if p.get("storage") and sid != p["storage"]:
+            continue
+        if want and not want & set(s["content"].split(",")):
+            continue
+        if not ctx.has(f"/storage/{sid}", "Datastore.Audit", "Datastore.AllocateSpace"):
+            continue
+        st = storage_status(ctx, p["node"], sid)
+        out.append({"storage": sid, **st, "used_fraction": round(st["used"] / st["total"], 6)})
+    return out
+
+
+@route("GET", "/nodes/{node}/storage/{storage}")
+def storage_dir(ctx: Ctx, p: dict) -> list:
+    node_of(ctx, p["node"])
+    storage_of(ctx, p["storage"])
+    return [{"subdir": s} for s in ("content", "status", "rrd", "rrddata", "prunebackups")]
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/status")
+def storage_status_ep(ctx: Ctx, p: dict) -> dict:
+    node_of(ctx, p["node"])
+    storage_of(ctx, p["storage"])
+    return storage_status(ctx, p["node"], p["storage"])
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/content")
+def storage_content(ctx: Ctx, p: dict) -> list:
+    node_of(ctx, p["node"])
+    storage_of(ctx, p["storage"])
+    full = ctx.has(f"/storage/{p['storage']}", "Datastore.Allocate")
+    out = []
+    for v in volumes(ctx.world, p["node"], p["storage"]):
+        if p.get("content") and v["content"] != p["content"]:
+            continue
+        if "vmid" in p and v.get("vmid") != p["vmid"]:
+            continue
+        if v.get("vmid") and not full and not ctx.has(f"/vms/{v['vmid']}", "VM.Audit"):
+            continue
+        out.append(dict(v))
+    return out
+
+
+def _find_volume(ctx: Ctx, node: str, sid: str, volume: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    volid = volume if ":" in volume else f"{sid}:{volume}"
+    stored = ctx.world["content"].get(content_key(ctx.world, node, sid), [])
+    for v in stored:
+        if v["volid"] == volid:
+            return stored, v
+    for v in volumes(ctx.world, node, sid):
+        if v["volid"] == volid:
+            return [], v
+    raise ApiError(500, f"volume '{volid}' does not exist")
+
+
+def _check_volume_access(ctx: Ctx, sid: str, vol: dict[str, Any]) -> None:
+    """PVE's check_volume_access: Datastore.Allocate, or space on the storage plus a right on the guest."""
+    if ctx.has(f"/storage/{sid}", "Datastore.Allocate"):
+        return
+    ctx.require(f"/storage/{sid}", "Datastore.AllocateSpace")
+    if vol.get("vmid"):
+        priv = "VM.Backup" if vol["content"] == "backup" else "VM.Config.Disk"
+        ctx.require(f"/vms/{vol['vmid']}", priv)
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/content/{volume}")
+def volume_attributes(ctx: Ctx, p: dict) -> dict:
+    node_of(ctx, p["node"])
+    storage_of(ctx, p["storage"])
+    _, v = _find_volume(ctx, p["node"], p["storage"], p["volume"])
+    if not ctx.has(f"/storage/{p['storage']}", "Datastore.Audit", "Datastore.AllocateSpace"):
+        ctx.require(f"/storage/{p['storage']}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True)
+    path = f"/var/lib/vz/{v['volid'].split(':', 1)[1]}"
+    out = {"format": v["format"], "path": path, "size": v["size"], "used": v.get("used", v["size"])}
+    if v.get("notes"):
+        out["notes"] = v["notes"]
+    out["protected"] = int(bool(v.get("protected")))
+    return out
+
+
+@route("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}")
+def volume_delete(ctx: Ctx, p: dict) -> str:
+    node_of(ctx, p["node"])
+    storage_of(ctx, p["storage"])
+    stored, v = _find_volume(ctx, p["node"], p["storage"], p["volume"])
+    _check_volume_access(ctx, p["storage"], v)
+    if not stored:
+        raise ApiError(
+            500, f"unable to delete volume '{v['volid']}' - volume is in use by guest {v.get('vmid')}"
+        )
+    if v.get("protected"):
+        raise ApiError(500, "backup is protected, cannot remove")
+    args = {"key": content_key(ctx.world, p["node"], p["storage"]), "volid": v["volid"]}
+    return ctx.state.engine.start(
+        p["node"], "imgdel", "", ctx.auth.authid, "volume_delete", args, [f"Removed volume '{v['volid']}'"]
+    )
+
+
+@effect("volume_delete")
+def _volume_delete(state: SimState, a: dict[str, Any]) -> list[str]:
+    stored = state.world["content"].get(a["key"], [])
+    state.world["content"][a["key"]] = [v for v in stored if v["volid"] != a["volid"]]
+    return []
+
+
+@route("POST", "/nodes/{node}/vzdump")
+def vzdump(ctx: Ctx, p: dict) -> str:
+    """Back up guests of this node into a storage with ``backup`` content (default ``local``)."""
+    node = p["node"]
+    node_of(ctx, node)
+    if p.get("stdout"):
+        raise ApiError(500, "stdout mode is not supported by the API")
+    sid = p.get("storage", "local")
+    s = storage_of(ctx, sid)
+    if "backup" not in s["content"].split(","):
+        raise ApiError(500, f"storage '{sid}' does not support backups")
+    guests = ctx.world["guests"]
+    if p.get("all"):
+        excluded = set(split_list(p.get("exclude")))
+        vmids = [g["vmid"] for g in guests.values() if g["node"] == node and str(g["vmid"]) not in excluded]
+    else:
+        vmids = [int(v) for v in split_list(p.get("vmid"))]
+        if not vmids:
+            raise ApiError(
+                400, "Parameter verification failed.", {"vmid": "property is missing and it is not optional"}
+            )
+    for vmid in vmids:
+        if str(vmid) not in guests:
+            raise ApiError(500, f"unable to find configuration file for VM {vmid}")
+        ctx.require(f"/vms/{vmid}", "VM.Backup")
+    ctx.require(f"/storage/{sid}", "Datastore.AllocateSpace")
+    args = {
+        "node": node,
+        "storage": sid,
+        "vmids": vmids,
+        "compress": str(p.get("compress", "zstd")),
+        "mode": p.get("mode", "snapshot"),
+        "notes": p.get("notes-template", "{{guestname}}"),
+        "protected": p.get("protected", 0),
+    }
+    opts = " ".join(f"--{k} {v}" for k, v in sorted(p.items()) if k not in ("node", "vmid"))
+    log = [f"INFO: starting new backup job: vzdump {' '.join(map(str, vmids))} {opts} --node {node}".rstrip()]
+    ident = str(vmids[0]) if len(vmids) == 1 else ""
+    return ctx.state.engine.start(node, "vzdump", ident, ctx.auth.authid, "vzdump", args, log)
+
+
+@effect("vzdump")
+def _vzdump(state: SimState, a: dict[str, Any]) -> list[str]:
+    world = state.world
+    key = a["storage"] if world["storages"][a["storage"]]["shared"] else f"{a['node']}/{a['storage']}"
+    content = world["content"].setdefault(key, [])
+    lines: list[str] = []
+    done = 0
+    for vmid in a["vmids"]:
+        g = world["guests"].get(str(vmid))
+        if g is None:
+            raise TaskFailed(f"unable to find configuration file for VM {vmid}")
+        if g["node"] != a["node"]:
+            lines.append(f"WARN: skipping guest {vmid}: not on node {a['node']}")
+            continue
+        ctime = int(time.time())
+        existing = {v["volid"] for v in content}
+        while True:
+            name = backup_name(g["type"], vmid, ctime)
+            ext = _EXT.get(a["compress"], ".zst")
+            if ext != ".zst":
+                name = name[: -len(".zst")] + ext
+            volid = f"{a['storage']}:backup/{name}"
+            if volid not in existing:
+                break
+            ctime += 1
+        guestname = g["config"].get("name") or g["config"].get("hostname") or str(vmid)
+        kind = "qemu" if g["type"] == "qemu" else "lxc"
+        lines += [
+            f"INFO: Starting Backup of VM {vmid} ({kind})",
+            f"INFO: Backup started at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ctime))}",
+            f"INFO: backup mode: {a['mode']}",
+            f"INFO: creating vzdump archive '/var/lib/vz/dump/{name}'",
+        ]
+        size = int(g["maxdisk"] * g["disk_ratio"] * 0.3)
+        content.append(
+            {
+                "volid": volid,
+                "content": "backup",
+                "format": name.split(f"-{vmid}-", 1)[1].split(".", 1)[1],
+                "subtype": kind,
+                "vmid": vmid,
+                "size": size,
+                "ctime": ctime,
+                "notes": a["notes"].replace("{{guestname}}", guestname).replace("{{vmid}}", str(vmid)),
+                "protected": int(bool(a.get("protected"))),
+            }
+        )
+        lines.append(f"INFO: Finished Backup of VM {vmid} (00:00:01)")
+        done += 1
+    lines.append(
+        "INFO: Backup job finished successfully" if done else "INFO: Backup job finished with errors"
+    )
+    state.changed()
+    return lines

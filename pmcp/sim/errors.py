@@ -1,0 +1,44 @@
+"""The errors the simulated API answers with, in Proxmox VE's shape and wording."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An HTTP error response: ``{"data": null, "message": ..., "errors": ...}``.
+
+    ``reason`` is the HTTP reason phrase; PVE puts the message there too, and clients such as
+    proxmoxer show it.
+    """
+
+    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message if message.endswith("\n") else message + "\n"
+        self.errors = errors
+
+    @property
+    def reason(self) -> str:
+        return self.message.strip().splitlines()[0] if self.message.strip() else "error"
+
+    def body(self) -> dict:
+        out: dict = {"data": None, "message": self.message}
+        if self.errors is not None:
+            out["errors"] = self.errors
+        return out
+
+
+def param_error(errors: dict[str, str]) -> ApiError:
+    return ApiError(400, "Parameter verification failed.", errors)
+
+
+def perm_error(desc: str | None = None) -> ApiError:
+    return ApiError(403, f"Permission check failed ({desc})" if desc else "Permission check failed")
+
+
+def not_found(message: str) -> ApiError:
+    """PVE reports most missing objects as 500 with a sentence, not as 404."""
+    return ApiError(500, message)
+
+
+class TaskFailed(Exception):
+    """Raised by a task's effect: the task ends with this message as its exit status."""

@@ -1,0 +1,133 @@
+"""``pvesh`` and ``pveversion`` for the simulator, so the installer's host commands can be tested.
+
+``pvesh get|create|set|delete PATH [--param value ...] [--output-format json]`` maps to
+GET/POST/PUT/DELETE as root (``PMCP_SIM_ROOT_TOKEN``) against ``PMCP_SIM_URL``; prints the result's
+``data`` and, on error, PVE's message on stderr with exit status 255 like the real ``pvesh``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, TextIO
+
+from pmcp.sim.generate import KERNEL, PVE_REPOID, PVE_VERSION
+from pmcp.sim.state import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV
+
+DEFAULT_URL = "http://127.0.0.1:8006"
+METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
+FORMATS = ("json", "json-pretty", "text", "yaml")
+EXIT_ERROR = 255
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> tuple[str, str, dict[str, Any], str]:
+    """``[verb, path, --k v ...]`` -> (method, path, params, output format); repeated keys become lists."""
+    if len(argv) < 2 or argv[0] not in METHODS:
+        raise UsageError("usage: pvesh get|create|set|delete <api_path> [OPTIONS] [--output-format json]")
+    method, path = METHODS[argv[0]], "/" + argv[1].strip("/")
+    params: dict[str, Any] = {}
+    fmt = "text"
+    i = 2
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-"):
+            raise UsageError(f"unexpected argument '{arg}' (options look like --name value)")
+        name = arg.lstrip("-")
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv) and not (argv[i + 1].startswith("--") and len(argv[i + 1]) > 2):
+            value = argv[i + 1]
+            i += 2
+        else:
+            value = "1"
+            i += 1
+        if name == "output-format":
+            if value not in FORMATS:
+                raise UsageError(f"--output-format must be one of {', '.join(FORMATS)}")
+            fmt = value
+        elif name in ("noproxy", "quiet", "human-readable", "noborder", "noheader"):
+            continue
+        elif name in params:
+            prev = params[name]
+            params[name] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            params[name] = value
+    return method, path, params, fmt
+
+
+def render(data: Any, fmt: str) -> str | None:
+    if data is None:
+        return None
+    if fmt == "json":
+        return json.dumps(data, separators=(",", ":"))
+    if isinstance(data, str | int | float) and fmt == "text":
+        return str(data)
+    return json.dumps(data, indent=4, sort_keys=True)
+
+
+def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    from pmcp.sim.testing import call
+
+    try:
+        method, path, params, fmt = parse_args(argv)
+    except UsageError as e:
+        print(e, file=err)
+        return EXIT_ERROR
+    url = os.environ.get("PMCP_SIM_URL", DEFAULT_URL).rstrip("/")
+    token = os.environ.get(ROOT_TOKEN_ENV) or DEFAULT_ROOT_TOKEN
+    insecure = os.environ.get("PMCP_SIM_TLS_INSECURE") == "1"
+    try:
+        status, body = call(
+            url + "/api2/json", method, path, token, params, os.environ.get("PMCP_SIM_CA_FILE"), insecure
+        )
+    except OSError as e:
+        print(
+            f"cannot reach the Proxmox simulator at {url}: {e}\n"
+            f"Start it with `pmcp sim serve` or point PMCP_SIM_URL at it.",
+            file=err,
+        )
+        return EXIT_ERROR
+    if status != 200:
+        message = str(body.get("message") or f"HTTP {status}").rstrip("\n")
+        errors = body.get("errors") or {}
+        if errors:
+            print(f"{status} {message}", file=err)
+            for k, v in errors.items():
+                print(f"{k}: {str(v).rstrip()}", file=err)
+        else:
+            print(message, file=err)
+        return EXIT_ERROR
+    text = render(body.get("data"), fmt)
+    if text is not None:
+        print(text, file=out)
+    return 0
+
+
+def pveversion_text(verbose: bool = False) -> str:
+    version = os.environ.get("PMCP_SIM_PVE_VERSION", PVE_VERSION)
+    line = f"pve-manager/{version}/{PVE_REPOID} (running kernel: {KERNEL})"
+    if not verbose:
+        return line
+    major = version.split(".")[0]
+    return "\n".join(
+        [
+            f"proxmox-ve: {major}.{version.split('.')[1]}.0 (running kernel: {KERNEL})",
+            f"pve-manager: {version} (running version: {version}/{PVE_REPOID})",
+            f"proxmox-kernel-{KERNEL}: {KERNEL.rsplit('-', 1)[0]}",
+            "ceph-fuse: 19.2.3-pve1",
+            "corosync: 3.1.9-pve2",
+            "libpve-access-control: 9.0.3",
+            "libpve-common-perl: 9.0.11",
+            "pve-cluster: 9.0.6",
+            "pve-container: 6.0.13",
+            "pve-firewall: 6.0.3",
+            "pve-qemu-kvm: 10.0.2-4",
+            "qemu-server: 9.0.22",
+        ]
+    )

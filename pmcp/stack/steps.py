@@ -1,0 +1,393 @@
+"""The stack's install steps: secrets, files, image, simulator (demo only), stack. Each is a Step
+(check/apply/undo) so install, demo and uninstall are just orderings of them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pmcp import authtokens
+from pmcp.lifecycle import state as statefile
+from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.paths import InstallPaths
+from pmcp.stack import engine, render
+from pmcp.stack.compose import Compose
+
+FIRST_CLIENT = "default"
+SERVER_SERVICES = ["mcp-server", "caddy"]
+
+
+def _redact_noop(text: str) -> str:
+    return text
+
+
+@dataclass
+class StackContext:
+    """What the stack steps share: paths, config, compose runner, engine client (made on first use)."""
+
+    paths: InstallPaths
+    config: render.StackConfig
+    project: str
+    images_archive: str | None = None
+    health_timeout: float = 180.0
+    redact: Callable[[str], str] = _redact_noop
+    _client: Any = field(default=None, repr=False)
+
+    @property
+    def docker(self) -> Any:
+        if self._client is None:
+            self._client = engine.client()
+        return self._client
+
+    def compose(self, *, all_profiles: bool = False) -> Compose:
+        profiles = ["monitoring"] if (self.config.monitoring or all_profiles) else []
+        return Compose(self.paths, self.project, profiles)
+
+    @property
+    def services(self) -> list[str]:
+        out = list(SERVER_SERVICES)
+        if self.config.monitoring:
+            out.append("prometheus")
+        if self.config.sim:
+            out.append("pve-sim")
+        return out
+
+
+def _secret_files(paths: InstallPaths) -> list[Path]:
+    return [paths.proxmox_token_secret, paths.client_tokens]
+
+
+class SecretsStep:
+    """A first client token, and every secret 0600 owned by the container user (it must read them)."""
+
+    name = "secrets"
+
+    def __init__(self, ctx: StackContext) -> None:
+        self.ctx = ctx
+        self._created_tokens = False
+
+    def _wrong_owner(self) -> list[Path]:
+        if os.geteuid() != 0:
+            return []
+        want = (self.ctx.config.uid, self.ctx.config.gid)
+        out = []
+        for p in _secret_files(self.ctx.paths):
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                if (st.st_uid, st.st_gid) != want or st.st_mode & 0o077:
+                    out.append(p)
+        return out
+
+    def check(self) -> Plan:
+        plan = Plan()
+        tokens = self.ctx.paths.client_tokens
+        if not tokens.exists() or not authtokens.load(tokens):
+            plan.changes.append(f"create a client bearer token {FIRST_CLIENT!r} in {tokens} (0600)")
+        for p in self._wrong_owner():
+            plan.changes.append(f"make {p} 0600, owned by the container user {self.ctx.config.uid}")
+        return plan
+
+    def apply(self) -> None:
+        tokens = self.ctx.paths.client_tokens
+        render.ensure_dirs(self.ctx.paths, self.ctx.config.uid, self.ctx.config.gid)
+        if not tokens.exists() or not authtokens.load(tokens):
+            authtokens.save(tokens, {FIRST_CLIENT: authtokens.new_token()})
+            self._created_tokens = True
+        if os.geteuid() == 0:
+            for p in _secret_files(self.ctx.paths):
+                if p.exists():
+                    os.chown(p, self.ctx.config.uid, self.ctx.config.gid)
+                    os.chmod(p, 0o600)
+
+    def undo(self) -> None:
+        if self._created_tokens:
+            self.ctx.paths.client_tokens.unlink(missing_ok=True)
+
+
+class FilesStep:
+    """Render the templates into the install dir; back up what is replaced; unchanged files are not written."""
+
+    name = "files"
+
+    def __init__(self, ctx: StackContext, purge: bool = False) -> None:
+        self.ctx = ctx
+        self.purge = purge
+        self._written: list[str] = []
+        self._backup_dir: Path | None = None
+        self._started = False
+
+    def _files(self) -> dict[str, render.FileSpec]:
+        upstream = self.ctx.paths.prefix / "caddy.d" / "upstream.caddy"
+        files = render.render(
+            self.ctx.config, upstream=None if upstream.exists() else render.UPSTREAM_DEFAULT
+        )
+        ca = self.ctx.config.proxmox_ca
+        if ca:
+            try:
+                files["pve-root-ca.pem"] = render.FileSpec(Path(ca).read_bytes())
+            except OSError as exc:
+                raise StepError(
+                    f"cannot read the Proxmox CA certificate {ca}: {exc}",
+                    fix="run on the Proxmox host as root (the CA is /etc/pve/pve-root-ca.pem)",
+                ) from exc
+        return files
+
+    def check(self) -> Plan:
+        files = self._files()
+        plan = Plan()
+        for rel in render.differs(self.ctx.paths, files):
+            verb = "replace" if (self.ctx.paths.prefix / rel).exists() else "write"
+            plan.changes.append(f"{verb} {self.ctx.paths.prefix / rel}")
+        missing = [d for d in render.DATA_DIRS if not (self.ctx.paths.prefix / d).is_dir()]
+        if missing:
+            plan.changes.append(f"create {', '.join(missing)} in {self.ctx.paths.prefix}")
+        return plan
+
+    def apply(self) -> None:
+        self._started = True
+        files = self._files()
+        render.ensure_dirs(self.ctx.paths, self.ctx.config.uid, self.ctx.config.gid)
+        replaced = [r for r in render.differs(self.ctx.paths, files) if (self.ctx.paths.prefix / r).exists()]
+        if replaced:
+            from pmcp.lifecycle import backup
+
+            self._backup_dir = backup.backup(self.ctx.paths, "install: replaced " + ", ".join(replaced)).path
+        self._written = render.write(self.ctx.paths, files)
+        statefile.update(self.ctx.paths, config=self.ctx.config.to_dict(), project=self.ctx.project)
+
+    def undo(self) -> None:
+        """After a failed apply: put replaced files back. As uninstall: remove what install wrote."""
+        if self._started:
+            for rel in self._written:
+                src = self._backup_dir / rel if self._backup_dir else None
+                if src and src.exists():
+                    render.write_atomic(self.ctx.paths.prefix / rel, src.read_bytes())
+                else:
+                    (self.ctx.paths.prefix / rel).unlink(missing_ok=True)
+            self._written = []
+            return
+        self._remove_install()
+
+    def _remove_install(self) -> None:
+        prefix = self.ctx.paths.prefix
+        if not prefix.exists():
+            return
+        if self.purge:
+            shutil.rmtree(prefix)
+            return
+        keep = {"backups", "audit"}
+        for child in prefix.iterdir():
+            if child.name in keep:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        with contextlib.suppress(OSError):
+            prefix.rmdir()  # only when nothing was kept
+
+
+class ImageStep:
+    """The images the stack runs: present -> used; --images -> loaded; the MCP image built locally."""
+
+    name = "image"
+
+    def __init__(self, ctx: StackContext, remove_on_undo: bool = True) -> None:
+        self.ctx = ctx
+        self.remove_on_undo = remove_on_undo
+        self._built = False
+
+    def _needed(self) -> list[str]:
+        cfg = self.ctx.config
+        out = [cfg.caddy_image]
+        if cfg.monitoring:
+            out.append(cfg.prometheus_image)
+        return out
+
+    def check(self) -> Plan:
+        cfg = self.ctx.config
+        c = self.ctx.docker
+        plan = Plan()
+        if self.ctx.images_archive:
+            wanted = [cfg.mcp_image, *self._needed()]
+            if not all(engine.image_present(c, i) for i in wanted):
+                plan.changes.append(f"load images from {self.ctx.images_archive}")
+        if not engine.image_present(c, cfg.mcp_image):
+            if engine.self_file() is None:
+                raise StepError(
+                    f"image {cfg.mcp_image} is not present and this pmcp is not a release file to build it from",
+                    fix="run the release file (dist/pmcp, `make dist`), or set PMCP_SELF=/path/to/pmcp",
+                )
+            plan.changes.append(f"build {cfg.mcp_image} from {cfg.base_image} + this pmcp file (no network)")
+        for name in self._needed():
+            if not engine.image_present(c, name):
+                plan.changes.append(f"pull {name}")
+        return plan
+
+    def apply(self) -> None:
+        cfg = self.ctx.config
+        c = self.ctx.docker
+        if self.ctx.images_archive:
+            engine.load_archive(c, Path(self.ctx.images_archive))
+        if not engine.image_present(c, cfg.mcp_image):
+            pmcp_file = engine.self_file()
+            assert pmcp_file is not None
+            engine.build_mcp_image(c, self.ctx.paths.image_dir, cfg.mcp_image, cfg.base_image, pmcp_file)
+            self._built = True
+        for name in self._needed():
+            engine.ensure_pulled(c, name)
+
+    def undo(self) -> None:
+        if not self.remove_on_undo:
+            return
+        with contextlib.suppress(StepError):
+            engine.remove_image(self.ctx.docker, self.ctx.config.mcp_image)
+        (self.ctx.paths.image_dir / "pmcp").unlink(missing_ok=True)
+
+
+def _fingerprints(paths: InstallPaths, ctx: StackContext) -> dict[str, str]:
+    return {
+        "compose": render.fingerprint(
+            paths, ["docker-compose.yml", ".env", "prometheus.yml", "pve-root-ca.pem"]
+        ),
+        "caddy": render.fingerprint(paths, ["Caddyfile", "tls/cert.pem", "tls/key.pem"]),
+        "secrets": render.fingerprint(paths, ["secrets/proxmox-token"]),
+        "image": ctx.config.mcp_image,
+    }
+
+
+def wait_tls(host: str, port: int, server_name: str, timeout: float) -> None:
+    """Poll until Caddy completes a TLS handshake (it creates its CA and certificate on first start)."""
+    deadline = time.monotonic() + timeout
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with (
+                socket.create_connection((host, port), timeout=3) as raw,
+                ctx.wrap_socket(raw, server_hostname=server_name),
+            ):
+                return
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise StepError(
+        f"Caddy does not answer TLS on port {port} after {timeout:g}s",
+        fix="see `pmcp logs caddy`",
+        detail=last,
+    )
+
+
+class StackStep:
+    """compose up, then wait for health (Docker SDK) and for Caddy's TLS; down on undo."""
+
+    name = "stack"
+
+    def __init__(self, ctx: StackContext) -> None:
+        self.ctx = ctx
+        self._was_running = False
+
+    def _recorded(self) -> dict[str, str]:
+        return statefile.load(self.ctx.paths).get("stack_fingerprints", {})
+
+    def check(self) -> Plan:
+        plan = Plan()
+        if not self.ctx.paths.compose_file.exists():
+            return Plan([f"start the stack ({', '.join(self.ctx.services)})"])
+        st = engine.states(self.ctx.docker, self.ctx.project)
+        down = [s for s in self.ctx.services if s not in st or not st[s].ready]
+        if down:
+            plan.changes.append(f"start {', '.join(down)}")
+        now, rec = _fingerprints(self.ctx.paths, self.ctx), self._recorded()
+        changed = [k for k in now if now[k] != rec.get(k)]
+        if changed and not down:
+            plan.changes.append(f"apply changed {', '.join(changed)} (containers recreated)")
+        return plan
+
+    def apply(self) -> None:
+        c = self.ctx.docker
+        self._was_running = bool(engine.states(c, self.ctx.project))
+        compose = self.ctx.compose()
+        compose.config_check()
+        now, rec = _fingerprints(self.ctx.paths, self.ctx), self._recorded()
+        compose.up()
+        recreate = []
+        if rec and now["caddy"] != rec.get("caddy"):
+            recreate.append("caddy")  # a bind-mounted single file is replaced atomically: recreate to see it
+        if rec and now["secrets"] != rec.get("secrets"):
+            recreate.append("mcp-server")
+        if recreate:
+            compose.up(*recreate, recreate=True)
+        engine.wait_healthy(c, self.ctx.project, self.ctx.services, self.ctx.health_timeout, self.ctx.redact)
+        name = self.ctx.config.domain or self.ctx.config.public_names[0]
+        wait_tls("127.0.0.1", self.ctx.config.https_port, name, min(60.0, self.ctx.health_timeout))
+        wait_ca(self.ctx.paths, self.ctx.config, min(60.0, self.ctx.health_timeout))
+        statefile.update(self.ctx.paths, stack_fingerprints=now)
+
+    def undo(self) -> None:
+        if not self.ctx.paths.compose_file.exists():
+            return
+        if self.ctx.config.sim:  # the simulator outlives the stack: identity's undo still talks to it
+            self.ctx.compose(all_profiles=True).run("rm", "-s", "-f", "mcp-server", "caddy", "prometheus")
+        else:
+            self.ctx.compose(all_profiles=True).down()
+        statefile_path = self.ctx.paths.state_file
+        if statefile_path.exists():
+            statefile.update(self.ctx.paths, stack_fingerprints={})
+
+
+def wait_ca(paths: InstallPaths, cfg: render.StackConfig, timeout: float) -> None:
+    """With `tls internal`, clients need Caddy's root CA file: wait until Caddy has written it."""
+    if cfg.domain or cfg.tls_cert:
+        return
+    deadline = time.monotonic() + timeout
+    while not paths.caddy_root_ca.exists():
+        if time.monotonic() > deadline:
+            raise StepError(
+                f"Caddy did not create its root CA at {paths.caddy_root_ca}", fix="pmcp logs caddy"
+            )
+        time.sleep(0.2)
+
+
+class SimulatorStep:
+    """Demo only: the Proxmox simulator as a service of the same project, up before the identity step."""
+
+    name = "simulator"
+
+    def __init__(self, ctx: StackContext) -> None:
+        self.ctx = ctx
+
+    def check(self) -> Plan:
+        st = engine.states(self.ctx.docker, self.ctx.project).get("pve-sim")
+        if st and st.ready:
+            return Plan()
+        return Plan([f"start the Proxmox simulator on 127.0.0.1:{self.ctx.config.sim.port}"])  # type: ignore[union-attr]
+
+    def apply(self) -> None:
+        sim_state = self.ctx.paths.prefix / "sim-state"
+        sim_state.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(sim_state, self.ctx.config.uid, self.ctx.config.gid)
+        compose = self.ctx.compose()
+        compose.up("pve-sim")
+        ca = self.ctx.paths.prefix / render.SIM_CA
+        deadline = time.monotonic() + self.ctx.health_timeout
+        while not ca.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        engine.wait_healthy(
+            self.ctx.docker, self.ctx.project, ["pve-sim"], self.ctx.health_timeout, self.ctx.redact
+        )
+
+    def undo(self) -> None:
+        if self.ctx.paths.compose_file.exists():
+            self.ctx.compose(all_profiles=True).down()

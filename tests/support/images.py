@@ -1,0 +1,216 @@
+"""Debian roots and Docker images for the tests, made offline from the machine's own Debian mirror.
+
+The tests never pull from a registry: ``debootstrap --variant=minbase`` builds a root once, a tarball
+of it is cached under ``/var/cache/pmcp-test/`` (``PMCP_TEST_CACHE`` overrides), and ``docker import``
+turns it into an image in seconds on later runs. A file lock per artifact keeps parallel pytest
+processes from bootstrapping the same root twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get("PMCP_TEST_CACHE", "/var/cache/pmcp-test"))
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+SUITES = ("bookworm", "trixie")
+PYTHON_PACKAGES = ("python3", "ca-certificates")
+CADDY_PACKAGES = ("caddy", "ca-certificates", "wget")
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Layout of the official caddy image, so the stack's compose template works with either.
+CADDY_CHANGES = (
+    f"ENV {PATH_ENV}",
+    "ENV XDG_CONFIG_HOME=/config",
+    "ENV XDG_DATA_HOME=/data",
+    "WORKDIR /srv",
+    "EXPOSE 80 443 2019",
+    'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]',
+)
+PYTHON_CHANGES = (f"ENV {PATH_ENV}", "ENV LANG=C.UTF-8", 'CMD ["python3"]')
+# Never needed at run time and a third of a minbase root.
+PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale")
+
+
+class ImageError(RuntimeError):
+    """Making a test root or image failed; the message says what to fix."""
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers (``scripts/ensure-test-env`` starts one)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def apt_mirror() -> str:
+    """The Debian mirror this machine's apt uses (deb822 ``URIs:`` or one-line ``deb`` entries)."""
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for source in sources:
+        try:
+            text = source.read_text()
+        except OSError:
+            continue
+        for url in re.findall(r"^\s*(?:URIs:|deb(?:\s+\[[^\]]*\])?)\s+(\S+)", text, re.M):
+            if re.search(r"/debian/?$", url):
+                return url.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _apt_proxy_env() -> dict[str, str]:
+    """debootstrap ignores apt.conf; hand it apt's proxy, if any, through the environment."""
+    env = dict(os.environ)
+    try:
+        out = subprocess.run(
+            ["apt-config", "shell", "P", "Acquire::http::Proxy"], capture_output=True, text=True
+        ).stdout
+    except OSError:
+        return env
+    match = re.search(r"P='([^']+)'", out)
+    if match and "http_proxy" not in env:
+        env["http_proxy"] = match[1]
+    return env
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _check_suite(suite: str) -> None:
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
+
+
+def rootfs_tarball(suite: str = "bookworm", flavour: str = "python") -> Path:
+    """A cached tarball of a minbase root with Python 3 (``python``) or Caddy (``caddy``)."""
+    _check_suite(suite)
+    packages = {"python": PYTHON_PACKAGES, "caddy": CADDY_PACKAGES}[flavour]
+    tarball = CACHE_DIR / f"{suite}-{flavour}.tar"
+    if tarball.exists():
+        return tarball
+    with _locked(tarball.name):
+        if tarball.exists():
+            return tarball
+        if shutil.which("debootstrap") is None:
+            raise ImageError("debootstrap is missing. Fix: run scripts/ensure-test-env as root.")
+        with tempfile.TemporaryDirectory(prefix=f"pmcp-{suite}-", dir=CACHE_DIR) as tmp:
+            root = Path(tmp, "root")
+            cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(root)]
+            proc = subprocess.run(
+                [*cmd, apt_mirror()], capture_output=True, text=True, env=_apt_proxy_env(), timeout=900
+            )
+            if proc.returncode != 0:
+                log = Path(root, "debootstrap", "debootstrap.log")
+                detail = log.read_text()[-2000:] if log.exists() else proc.stderr[-2000:]
+                raise ImageError(
+                    f"debootstrap {suite} failed:\n{detail}\nFix: check access to {apt_mirror()}."
+                )
+            for rel in PRUNE:
+                shutil.rmtree(root / rel, ignore_errors=True)
+                (root / rel).mkdir(parents=True, exist_ok=True)
+            if flavour == "caddy":
+                for rel in ("data", "config", "srv"):
+                    (root / rel).mkdir(exist_ok=True)
+            partial = Path(tmp, tarball.name)
+            subprocess.run(
+                ["tar", "--numeric-owner", "--sort=name", "-C", str(root), "-cf", str(partial), "."],
+                check=True,
+            )
+            partial.replace(tarball)
+    return tarball
+
+
+def rootfs(suite: str = "bookworm") -> Path:
+    """A shared, extracted Python root for chroot tests. Treat it as read-only: see ``run_in_rootfs``."""
+    tarball = rootfs_tarball(suite, "python")
+    target = CACHE_DIR / f"rootfs-{suite}-python"
+    if (target / ".complete").exists():
+        return target
+    with _locked(target.name):
+        if not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            subprocess.run(["tar", "--numeric-owner", "-C", str(target), "-xf", str(tarball)], check=True)
+            (target / ".complete").touch()
+    return target
+
+
+def run_in_rootfs(
+    suite: str,
+    argv: Sequence[str],
+    *,
+    files: Mapping[str, Path] | None = None,
+    env: Mapping[str, str] | None = None,
+    network: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` chrooted in a throwaway overlay of ``rootfs(suite)``, with no network by default.
+
+    ``files`` maps absolute paths inside the root to host files copied in first (mode kept). The shared
+    root is never changed: writes land in a temporary upper dir that is removed afterwards.
+    """
+    lower = rootfs(suite)
+    with tempfile.TemporaryDirectory(prefix="pmcp-chroot-") as tmp:
+        upper, work, merged = (Path(tmp, d) for d in ("upper", "work", "merged"))
+        for d in (upper, work, merged):
+            d.mkdir()
+        for inside, host in (files or {}).items():
+            dest = upper / inside.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(host, dest)
+        environ = {"PATH": PATH_ENV.split("=", 1)[1], "HOME": "/root", "LANG": "C.UTF-8", **(env or {})}
+        env_args = [f"{k}={v}" for k, v in environ.items()]
+        script = (
+            f"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work} {merged}"
+            f' && mount -t proc proc {merged}/proc && exec chroot {merged} /usr/bin/env -i "$@"'
+        )
+        unshare = ["unshare", "--mount", "--fork", "--pid", *([] if network else ["--net"])]
+        return subprocess.run(
+            [*unshare, "sh", "-c", script, "sh", *env_args, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def _import(tarball: Path, tag: str, changes: Sequence[str]) -> str:
+    if _image_exists(tag):
+        return tag
+    with _locked(f"image-{tag.replace('/', '_').replace(':', '_')}"):
+        if not _image_exists(tag):
+            cmd = ["docker", "import", *(a for c in changes for a in ("--change", c)), str(tarball), tag]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ImageError(f"docker import {tag} failed: {proc.stderr.strip()}")
+    return tag
+
+
+def python_base_image(suite: str = "bookworm") -> str:
+    """``pmcp-test/python:<suite>``: Debian's python3 (3.11 on bookworm, 3.13 on trixie), no pip."""
+    return _import(rootfs_tarball(suite, "python"), f"pmcp-test/python:{suite}", PYTHON_CHANGES)
+
+
+def caddy_image() -> str:
+    """``pmcp-test/caddy:bookworm``: Debian's caddy in the official image's layout (/data, /config)."""
+    tarball = rootfs_tarball("bookworm", "caddy")
+    return _import(tarball, "pmcp-test/caddy:bookworm", CADDY_CHANGES)

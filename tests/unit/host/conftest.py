@@ -1,0 +1,116 @@
+"""Fixtures for host-step tests: the simulator, and `pvesh` answered by it (as on a real node, as root).
+
+``pvesh`` runs `python -m pmcp sim pvesh` as a real subprocess, exactly as install does with
+``PMCP_PVESH``. ``fast_pvesh`` runs the same shim's entry point in-process (same argv, same output
+and exit status; only the interpreter start-up is skipped) for the tests that make many calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmcp.host.run import Pvesh, PveshError, Result
+
+
+@pytest.fixture
+def sim() -> Iterator[Any]:
+    try:
+        from pmcp.sim.testing import running_sim
+    except ImportError as exc:
+        pytest.skip(f"the simulator is not available yet: {exc}")
+    with running_sim(nodes=1, guests=4, seed=1, task_seconds=0.05) as s:
+        yield s
+
+
+def _sim_env(sim: Any) -> dict[str, str]:
+    return {"PMCP_SIM_URL": sim.url, "PMCP_SIM_ROOT_TOKEN": f"{sim.root_token_id}={sim.root_token_secret}"}
+
+
+@pytest.fixture
+def shim_pvesh(sim: Any) -> Pvesh:
+    return Pvesh([sys.executable, "-m", "pmcp", "sim", "pvesh"], env=_sim_env(sim))
+
+
+class InProcessPvesh(Pvesh):
+    """`pmcp sim pvesh` without a new interpreter per call: argv in, stdout/stderr/exit status out."""
+
+    def _exec(self, argv: list[str]) -> Result:
+        from pmcp.sim.pvesh import run_pvesh
+
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in (self.env or {}).items():
+                mp.setenv(k, v)
+            code = 0
+            with contextlib.suppress(SystemExit):
+                code = run_pvesh(argv[len(self.command) :], out, err)
+        return Result(argv, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def pvesh(sim: Any) -> Pvesh:
+    return InProcessPvesh(["pvesh"], env=_sim_env(sim))
+
+
+@pytest.fixture
+def node(pvesh: Pvesh) -> str:
+    return pvesh.get("/nodes")[0]["node"]
+
+
+SCHEMA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "pve-api"
+VERBS = {"get": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
+
+
+def schema(version: str = "9.1") -> dict[str, Any]:
+    path = SCHEMA_DIR / f"pve-{version}.json"
+    if not path.exists():
+        pytest.skip(f"the PVE API schema is not at {path}")
+    return json.loads(path.read_text())
+
+
+def schema_privileges(version: str) -> set[str]:
+    returns = schema(version)["endpoints"]["/access/roles/{roleid}"]["GET"]["returns"]
+    return {k.rstrip("?") for k in returns}
+
+
+class RecordingPvesh(Pvesh):
+    """The real pvesh shim, plus a record of every call (to check them against the official schema)."""
+
+    def __init__(self, inner: Pvesh, fail_on: tuple[str, str] | None = None) -> None:
+        super().__init__(inner.command, inner.timeout, inner.env)
+        self.inner = inner
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.fail_on = fail_on
+
+    def _exec(self, argv: list[str]) -> Any:
+        return self.inner._exec(argv)
+
+    def call(self, verb: str, path: str, params: Any = None) -> Any:
+        self.calls.append((verb, path, dict(params or {})))
+        if self.fail_on and (verb, path) == self.fail_on:
+            raise PveshError("injected failure", status=500)
+        return super().call(verb, path, params)
+
+
+def assert_calls_in_schema(calls: list[tuple[str, str, dict[str, Any]]]) -> None:
+    endpoints = schema("9.1")["endpoints"]
+    for verb, path, params in calls:
+        method = VERBS[verb]
+        match = None
+        for template, methods in endpoints.items():
+            regex = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
+            if method in methods and re.match(regex, path):
+                match = methods[method]
+                break
+        assert match is not None, f"{method} {path} is not in the PVE API"
+        names = {p["name"] for p in match["parameters"]}
+        assert set(params) <= names, f"{method} {path}: unknown parameters {set(params) - names}"

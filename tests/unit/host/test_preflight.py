@@ -1,0 +1,321 @@
+"""Preflight facts and failures, and ForwardSafety against real iptables in a private network namespace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pmcp.host.preflight import UNIT_NAME, ForwardSafety, Preflight, PreflightOptions, port_free
+from pmcp.host.run import Pvesh
+from pmcp.lifecycle.steps import StepError, run_steps
+from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema
+
+FAKE_PVESH = """
+import json, sys
+if sys.argv[1:3] == ["get", "/nodes"]:
+    print(json.dumps([{"node": n, "status": "online"} for n in sys.argv[0].split("@")[1].split(",")]))
+else:
+    print("no such path", file=sys.stderr); sys.exit(2)
+"""
+
+
+def fake_pvesh(tmp_path: Path, nodes: str = "pve1") -> Pvesh:
+    script = tmp_path / f"pvesh@{nodes}"
+    script.write_text(FAKE_PVESH)
+    return Pvesh([sys.executable, str(script)])
+
+
+def pveversion(text: str) -> list[str]:
+    return ["printf", text]
+
+
+def options(tmp_path: Path, **kw) -> PreflightOptions:
+    base = dict(
+        require_root=False,
+        require_docker=False,
+        pvesh=fake_pvesh(tmp_path),
+        pveversion_cmd=pveversion("pve-manager/9.1.2/abc (running kernel: 6.14.8-2-pve)\n"),
+        ports=[],
+        prefix=tmp_path / "opt" / "proxmox-mcp",
+        min_free_mb=1,
+        sys_class_net=tmp_path / "net",
+        iptables_cmd=["false"],
+    )
+    base.update(kw)
+    return PreflightOptions(**base)
+
+
+def test_facts_on_a_good_host(tmp_path: Path) -> None:
+    step = Preflight(options(tmp_path))
+    plan = step.check()
+    assert not plan.needed
+    assert step.facts.pve_version == "9.1.2" and step.facts.pve_major == 9
+    assert step.facts.node == "pve1"
+    assert step.facts.free_mb > 0
+    assert "Proxmox VE 9.1.2" in plan.notes
+
+
+@pytest.mark.parametrize("text", ["pve-manager/8.4.1/2a5fa54a8503f96d (running kernel: 6.8.12-10-pve)\n"])
+def test_pve8_is_supported(tmp_path: Path, text: str) -> None:
+    step = Preflight(options(tmp_path, pveversion_cmd=pveversion(text)))
+    step.check()
+    assert step.facts.pve_major == 8
+
+
+def test_unsupported_and_missing_pve(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match=r"7\.4\.1 is not supported") as err:
+        Preflight(options(tmp_path, pveversion_cmd=pveversion("pve-manager/7.4.1/abc\n"))).check()
+    assert err.value.fix
+    with pytest.raises(StepError, match="not a Proxmox VE host"):
+        Preflight(options(tmp_path, pveversion_cmd=["/nonexistent/pveversion"])).check()
+
+
+def test_node_choice(tmp_path: Path) -> None:
+    many = fake_pvesh(tmp_path, "pve1,pve2,pve3")
+    step = Preflight(options(tmp_path, pvesh=many, node="pve2"))
+    step.check()
+    assert step.facts.node == "pve2"
+    with pytest.raises(StepError, match="which Proxmox node") as err:
+        Preflight(options(tmp_path, pvesh=many)).check()
+    assert "--node" in err.value.fix
+    with pytest.raises(StepError, match="which Proxmox node"):
+        Preflight(options(tmp_path, pvesh=many, node="nope")).check()
+
+
+def test_busy_port_fails_with_the_owner_hint(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert not port_free("127.0.0.1", port)
+        with pytest.raises(StepError, match=f"port {port} on 127.0.0.1 is already in use") as err:
+            Preflight(options(tmp_path, ports=[("127.0.0.1", port)])).check()
+        assert f"sport = :{port}" in err.value.fix
+    assert port_free("127.0.0.1", port)
+
+
+def test_every_failure_is_listed_with_its_fix(tmp_path: Path) -> None:
+    opts = options(tmp_path, min_free_mb=10**12, pveversion_cmd=pveversion("pve-manager/7.0.1/x"))
+    with pytest.raises(StepError, match="2 preflight checks failed") as err:
+        Preflight(opts).check()
+    lines = err.value.detail.splitlines()
+    assert len(lines) == 2 and all("(fix: " in line for line in lines)
+    assert "MiB free" in err.value.detail
+
+
+def test_root_required(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(StepError, match="must run as root"):
+        Preflight(options(tmp_path, require_root=True)).check()
+
+
+def test_bridges_and_forward_policy_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "net" / "vmbr0").mkdir(parents=True)
+    (tmp_path / "net" / "eth0").mkdir()
+    step = Preflight(options(tmp_path, iptables_cmd=["printf", "-P FORWARD DROP\n-N DOCKER-USER\n"]))
+    plan = step.check()
+    assert step.facts.bridges == ["vmbr0"] and step.facts.forward_policy == "DROP"
+    assert any("vmbr0" in n and "DROP" in n for n in plan.notes)
+
+
+def _docker_reachable() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.docker
+def test_docker_and_compose_facts(tmp_path: Path) -> None:
+    if not _docker_reachable():
+        pytest.skip("no Docker engine reachable (start dockerd)")
+    step = Preflight(options(tmp_path, require_docker=True))
+    step.check()
+    assert step.facts.docker_major >= 20
+    assert step.facts.compose_cmd in (["docker", "compose"], ["docker-compose"]) or step.facts.compose_cmd
+    assert step.facts.compose_version[0].isdigit()
+
+
+def test_unreachable_docker_is_a_clear_failure(tmp_path: Path) -> None:
+    opts = options(tmp_path, require_docker=True, docker_base_url=f"unix://{tmp_path}/nope.sock")
+    opts.compose_finder = lambda: (["docker-compose"], "1.29.2")
+    with pytest.raises(StepError, match="Docker engine not reachable") as err:
+        Preflight(opts).check()
+    assert "systemctl enable --now docker" in err.value.fix
+
+
+def test_compose_finder_failure_is_reported(tmp_path: Path) -> None:
+    def missing() -> tuple[list[str], str]:
+        raise StepError("docker compose not found", fix="apt-get install docker-compose")
+
+    opts = options(tmp_path, require_docker=True, docker_base_url=f"unix://{tmp_path}/nope.sock")
+    opts.compose_finder = missing
+    with pytest.raises(StepError) as err:
+        Preflight(opts).check()
+    assert (
+        "docker compose not found" in err.value.detail and "apt-get install docker-compose" in err.value.fix
+    )
+
+
+# -- ForwardSafety in a private network namespace: the host's own firewall is never touched ----------------
+
+
+@pytest.fixture
+def netns() -> Iterator[list[str]]:
+    if not shutil.which("ip") or not shutil.which("iptables"):
+        pytest.skip("needs iproute2 and iptables")
+    name = "pmcpt-" + uuid.uuid4().hex[:8]
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace (needs root / CAP_SYS_ADMIN)")
+    try:
+        ipt = ["ip", "netns", "exec", name, "iptables"]
+        subprocess.run([*ipt, "-N", "DOCKER-USER"], check=True)
+        subprocess.run([*ipt, "-P", "FORWARD", "DROP"], check=True)
+        yield ipt
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _rules(ipt: list[str]) -> str:
+    return subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
+
+
+def _bridges(tmp_path: Path, *names: str) -> Path:
+    net = tmp_path / "net"
+    for n in names:
+        (net / n).mkdir(parents=True)
+    return net
+
+
+def test_forward_safety_docker28_daemon_option_and_rules(tmp_path: Path, netns: list[str]) -> None:
+    daemon = tmp_path / "docker" / "daemon.json"
+    daemon.parent.mkdir()
+    daemon.write_text('{"log-driver": "json-file"}\n')
+    step = ForwardSafety(
+        "28.1.1", tmp_path / "state", _bridges(tmp_path, "vmbr0", "vmbr1", "eth0"), daemon, netns
+    )
+    plan = step.check()
+    assert len(plan.changes) == 3 and "ip-forward-no-drop" in plan.changes[0]
+    assert run_steps([step]).ok
+    assert json.loads(daemon.read_text()) == {"log-driver": "json-file", "ip-forward-no-drop": True}
+    rules = _rules(netns)
+    assert "-i vmbr0 -o vmbr0" in rules and "-i vmbr1 -o vmbr1" in rules and "eth0" not in rules
+    assert not step.check().needed
+
+    step.undo()
+    assert json.loads(daemon.read_text()) == {"log-driver": "json-file"}
+    assert "vmbr" not in _rules(netns)
+    assert not (tmp_path / "state" / "forward-safety.json").exists()
+
+
+def test_forward_safety_old_docker_rules_and_unit(tmp_path: Path, netns: list[str]) -> None:
+    daemon = tmp_path / "daemon.json"
+    units = tmp_path / "systemd"
+    units.mkdir()
+    calls = tmp_path / "systemctl.log"
+    systemctl = ["sh", "-c", f'echo "$@" >> {calls}', "systemctl"]
+    net = _bridges(tmp_path, "vmbr0")
+    step = ForwardSafety("20.10.24+dfsg1", tmp_path / "state", net, daemon, netns, units, systemctl)
+    plan = step.check()
+    assert plan.changes == [
+        "iptables -I DOCKER-USER -i vmbr0 -o vmbr0 -j ACCEPT (bridged VM traffic)",
+        f"install {units / UNIT_NAME} (re-adds the rules whenever Docker starts)",
+    ]
+    step.apply()
+    assert not daemon.exists()
+    assert "-i vmbr0 -o vmbr0" in _rules(netns)
+    unit = (units / UNIT_NAME).read_text()
+    assert "WantedBy=docker.service" in unit and "-i vmbr0 -o vmbr0" in unit
+    assert calls.read_text().splitlines() == ["daemon-reload", f"enable {UNIT_NAME}"]
+    assert not step.check().needed
+
+    subprocess.run([*netns, "-F", "DOCKER-USER"], check=True)  # what a reboot does to our rule
+    assert step.check().changes == [
+        "iptables -I DOCKER-USER -i vmbr0 -o vmbr0 -j ACCEPT (bridged VM traffic)"
+    ]
+    step.apply()
+
+    step.undo()
+    assert "vmbr0" not in _rules(netns)
+    assert not (units / UNIT_NAME).exists()
+    assert calls.read_text().splitlines()[-2:] == [f"disable {UNIT_NAME}", "daemon-reload"]
+
+
+def test_forward_safety_unit_runs_under_sh(tmp_path: Path, netns: list[str]) -> None:
+    """The unit's ExecStart lines are real shell: run them (in the namespace) and get exactly one rule."""
+    net = _bridges(tmp_path, "vmbr0", "vmbr1")
+    ForwardSafety("20.10.0", tmp_path / "s", net, tmp_path / "d", netns, tmp_path, ["true"]).apply()
+    subprocess.run([*netns, "-F", "DOCKER-USER"], check=True)
+    ns = netns[:4]
+    for line in (tmp_path / UNIT_NAME).read_text().splitlines():
+        if line.startswith("ExecStart="):
+            cmd = line.removeprefix("ExecStart=/bin/sh -c ").strip("'")
+            for _ in range(2):
+                subprocess.run([*ns, "sh", "-c", cmd], check=True)
+    rules = _rules(netns)
+    assert rules.count("-i vmbr0 -o vmbr0") == 1 and rules.count("-i vmbr1 -o vmbr1") == 1
+
+
+def test_forward_safety_nothing_without_bridges(tmp_path: Path) -> None:
+    step = ForwardSafety(
+        "28.0.0", tmp_path / "state", _bridges(tmp_path, "eth0"), tmp_path / "d.json", ["false"]
+    )
+    plan = step.check()
+    assert not plan.needed and "no vmbr bridges" in plan.notes[0]
+    step.apply()
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_forward_safety_without_docker_user_chain(tmp_path: Path, netns: list[str]) -> None:
+    subprocess.run([*netns, "-X", "DOCKER-USER"], check=True)
+    step = ForwardSafety(
+        "20.10.0", tmp_path / "state", _bridges(tmp_path, "vmbr0"), tmp_path / "d.json", netns
+    )
+    with pytest.raises(StepError, match="DOCKER-USER chain is missing") as err:
+        step.check()
+    assert "iptables -P FORWARD ACCEPT" in err.value.fix
+
+
+def test_forward_safety_refuses_broken_daemon_json(tmp_path: Path, netns: list[str]) -> None:
+    daemon = tmp_path / "daemon.json"
+    daemon.write_text("{broken")
+    step = ForwardSafety("28.0.0", tmp_path / "state", _bridges(tmp_path, "vmbr0"), daemon, netns)
+    with pytest.raises(StepError, match="not valid JSON"):
+        step.check()
+    assert daemon.read_text() == "{broken"
+
+
+def test_against_the_simulator_as_demo_runs_it(tmp_path: Path, sim, pvesh) -> None:
+    """`pmcp demo --stack` points PMCP_PVESH/PMCP_PVEVERSION at the simulator: preflight must accept it."""
+    opts = options(
+        tmp_path,
+        pvesh=pvesh,
+        pveversion_cmd=[sys.executable, "-m", "pmcp", "sim", "pveversion"],
+    )
+    rec = RecordingPvesh(pvesh)
+    opts.pvesh = rec
+    step = Preflight(opts)
+    step.check()
+    assert step.facts.pve_major in (8, 9)
+    assert step.facts.node == pvesh.get("/nodes")[0]["node"]
+    assert_calls_in_schema(rec.calls)
+
+
+def test_forward_safety_docker_without_iptables_management(tmp_path: Path, netns: list[str]) -> None:
+    """`"iptables": false` in daemon.json: no DOCKER-USER chain and FORWARD stays ACCEPT: nothing to do."""
+    subprocess.run([*netns, "-X", "DOCKER-USER"], check=True)
+    subprocess.run([*netns, "-P", "FORWARD", "ACCEPT"], check=True)
+    net = _bridges(tmp_path, "vmbr0")
+    step = ForwardSafety("20.10.0", tmp_path / "state", net, tmp_path / "d.json", netns, tmp_path, ["false"])
+    assert not step.check().needed

@@ -1,0 +1,232 @@
+"""ProxmoxIdentity and verify_identity against the simulator through `pmcp sim pvesh`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmcp.host import pve as pve_mod
+from pmcp.host.pve import (
+    FORBIDDEN,
+    ROLE_NAMES,
+    ProxmoxIdentity,
+    is_forbidden,
+    mode_privileges,
+    token_authenticates,
+    verify_identity,
+)
+from pmcp.host.run import Pvesh
+from pmcp.lifecycle.steps import run_steps
+from pmcp.paths import InstallPaths
+from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema, schema_privileges
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> InstallPaths:
+    return InstallPaths.at(tmp_path / "prefix")
+
+
+def ident(pvesh: Pvesh, sim: Any, paths: InstallPaths, **kw: Any) -> ProxmoxIdentity:
+    return ProxmoxIdentity(pvesh, kw.pop("mode", "operator"), paths, api_url=sim.url, **kw)
+
+
+def our_acls(pvesh: Pvesh) -> set[tuple[str, str, str, str]]:
+    return {
+        (a["path"], a["type"], a["ugid"], a["roleid"])
+        for a in pvesh.get("/access/acl")
+        if a["ugid"].startswith("pmcp@pve")
+    }
+
+
+def test_mode_privileges_never_forbidden_on_pve8_and_pve9() -> None:
+    for version in ("8.4", "9.1"):
+        valid = schema_privileges(version)
+        assert {"User.Modify", "Sys.Modify", "Realm.Allocate"} <= valid
+        for mode in ROLE_NAMES:
+            privs = mode_privileges(mode, valid)
+            assert privs and set(privs) <= valid
+            assert not [p for p in privs if is_forbidden(p)]
+            assert not FORBIDDEN & set(privs)
+    assert "SDN.Audit" not in mode_privileges("read-only", schema_privileges("9.1") - {"SDN.Audit"})
+    assert "VM.PowerMgmt" not in mode_privileges("read-only", schema_privileges("9.1"))
+    assert "VM.Snapshot.Rollback" in mode_privileges("admin", schema_privileges("9.1"))
+    assert "VM.Snapshot.Rollback" not in mode_privileges("operator", schema_privileges("9.1"))
+
+
+def test_a_forbidden_privilege_can_never_be_granted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(pve_mod._MODE_PRIVS, "operator", {"VM.Audit", "Permissions.Modify"})
+    with pytest.raises(AssertionError):
+        mode_privileges("operator", {"VM.Audit", "Permissions.Modify"})
+
+
+def test_install_rerun_rotate_uninstall(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    rec = RecordingPvesh(pvesh)
+    step = ident(rec, sim, paths)
+    plan = step.check()
+    assert any(c.startswith("create role PMCPOperator") for c in plan.changes)
+    assert any(c.startswith("create user pmcp@pve") for c in plan.changes)
+    assert any(c.startswith("create API token pmcp@pve!mcp") for c in plan.changes)
+    assert sum(c.startswith("grant PMCPOperator on /") for c in plan.changes) == 2
+    result = run_steps([step])
+    assert result.ok, result.to_dict()
+
+    valid = step.valid_privileges()
+    role = pvesh.get("/access/roles/PMCPOperator")
+    granted = {k for k, v in role.items() if v} if "privs" not in role else set(role["privs"].split(","))
+    assert granted == set(mode_privileges("operator", valid))
+    assert not [p for p in granted if is_forbidden(p)]
+    tokens = pvesh.get("/access/users/pmcp@pve/token")
+    assert [(t["tokenid"], int(t["privsep"])) for t in tokens] == [("mcp", 1)]
+    assert our_acls(pvesh) == {
+        ("/", "user", "pmcp@pve", "PMCPOperator"),
+        ("/", "token", "pmcp@pve!mcp", "PMCPOperator"),
+    }
+    secret_file = paths.proxmox_token_secret
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert paths.secrets_dir.stat().st_mode & 0o777 == 0o700
+    first_secret = secret_file.read_text()
+    assert token_authenticates(sim.url, "pmcp@pve!mcp", first_secret)
+
+    again = ident(rec, sim, paths)
+    plan = again.check()
+    assert not plan.needed, plan.changes
+    assert any("still authenticates" in n for n in plan.notes)
+    assert secret_file.read_text() == first_secret
+
+    rotate = ident(rec, sim, paths, rotate=True)
+    assert rotate.check().changes == ["replace API token pmcp@pve!mcp (--rotate-token)"]
+    rotate.apply()
+    assert secret_file.read_text() != first_secret
+    assert not token_authenticates(sim.url, "pmcp@pve!mcp", first_secret)
+    assert token_authenticates(sim.url, "pmcp@pve!mcp", secret_file.read_text())
+    assert not ident(rec, sim, paths).check().needed
+
+    assert_calls_in_schema(rec.calls)
+
+    ident(rec, sim, paths).undo()
+    assert our_acls(pvesh) == set()
+    assert "pmcp@pve" not in {u["userid"] for u in pvesh.get("/access/users")}
+    assert not {r["roleid"] for r in pvesh.get("/access/roles")} & set(ROLE_NAMES.values())
+    assert not secret_file.exists()
+    assert_calls_in_schema(rec.calls)
+    ident(rec, sim, paths).undo()  # idempotent
+
+
+def test_missing_secret_file_means_broken_token(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    ident(pvesh, sim, paths, mode="read-only").apply()
+    paths.proxmox_token_secret.unlink()
+    plan = ident(pvesh, sim, paths, mode="read-only").check()
+    assert plan.changes == [
+        f"replace API token pmcp@pve!mcp: its secret file {paths.proxmox_token_secret} is missing"
+    ]
+    ident(pvesh, sim, paths, mode="read-only").apply()
+    assert token_authenticates(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret.read_text())
+
+
+def test_verify_identity_refuses_root_changes(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    ident(pvesh, sim, paths, mode="admin").apply()
+    checks = verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="admin")
+    by_name = {c.name: c for c in checks}
+    assert all(c.ok for c in checks), checks
+    assert "403" in by_name["root@pam protected"].detail
+    assert "403" in by_name["password change refused"].detail
+    assert pvesh.get("/access/users/root@pam").get("comment", "") != "pmcp-probe"
+
+
+def test_verify_identity_catches_a_too_powerful_token(pvesh: Pvesh, sim: Any, tmp_path: Path) -> None:
+    pvesh.create("/access/users", userid="big@pve")
+    created = pvesh.create("/access/users/big@pve/token/tok", privsep=0)
+    pvesh.set("/access/acl", path="/", roles="Administrator", users="big@pve")
+    secret = tmp_path / "secret"
+    secret.write_text(created["value"])
+    checks = {c.name: c for c in verify_identity(sim.url, "big@pve!tok", secret, mode="read-only")}
+    assert checks["proxmox token"].ok
+    assert not checks["token permissions"].ok and "User.Modify" in checks["token permissions"].detail
+    assert not checks["root@pam protected"].ok and checks["root@pam protected"].fix
+    assert checks["password change refused"].ok  # PVE refuses tokens here whatever their privileges
+
+
+def test_privsep_token_gets_the_intersection(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    ident(pvesh, sim, paths, mode="operator").apply()
+    # Give the USER more; the privilege-separated token must not gain it.
+    pvesh.set("/access/acl", path="/", roles="Administrator", users="pmcp@pve")
+    checks = {
+        c.name: c
+        for c in verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="operator")
+    }
+    assert checks["token permissions"].ok, checks["token permissions"]
+    assert checks["root@pam protected"].ok
+    plan = ident(pvesh, sim, paths, mode="operator").check()
+    assert "remove stale ACL: Administrator on / for user pmcp@pve" in plan.changes
+
+
+def test_pool_scope_and_mode_change(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    pool = pvesh.get("/pools")[0]["poolid"]
+    ident(pvesh, sim, paths, mode="read-only").apply()
+    step = ident(pvesh, sim, paths, mode="operator", pool=pool)
+    plan = step.check()
+    assert "remove stale ACL: PMCPReadOnly on / for token pmcp@pve!mcp" in plan.changes
+    step.apply()
+    assert our_acls(pvesh) == {
+        (f"/pool/{pool}", "user", "pmcp@pve", "PMCPOperator"),
+        (f"/pool/{pool}", "token", "pmcp@pve!mcp", "PMCPOperator"),
+    }
+    checks = verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="operator", pool=pool)
+    assert all(c.ok for c in checks), checks
+    step.undo()
+    step2 = ident(pvesh, sim, paths, mode="operator", pool=pool)
+    step2.undo()
+    assert not {r["roleid"] for r in pvesh.get("/access/roles")} & set(ROLE_NAMES.values())
+
+
+def test_missing_pool_is_a_clear_error(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    from pmcp.lifecycle.steps import StepError
+
+    with pytest.raises(StepError, match="pool nope does not exist") as err:
+        ident(pvesh, sim, paths, pool="nope").check()
+    assert "pvesh create /pools --poolid nope" in err.value.fix
+
+
+def test_failed_apply_reverts_only_its_own_changes(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    pvesh.create("/access/roles", roleid="PMCPOperator", privs="VM.Audit")  # pre-existing, other privileges
+    failing = RecordingPvesh(pvesh, fail_on=("create", "/access/users/pmcp@pve/token/mcp"))
+    result = run_steps([ident(failing, sim, paths)])
+    assert not result.ok
+    assert "injected failure" in result.steps[-1].error
+    assert "pmcp@pve" not in {u["userid"] for u in pvesh.get("/access/users")}
+    assert pvesh.get("/access/roles/PMCPOperator") in ({"VM.Audit": 1}, {"privs": "VM.Audit"})
+    assert our_acls(pvesh) == set()
+
+
+def test_tls_uses_the_given_ca_and_never_skips_verification(tmp_path: Path) -> None:
+    from pmcp.lifecycle.steps import StepError
+    from pmcp.sim.testing import running_sim
+    from tests.unit.host.conftest import InProcessPvesh
+
+    with running_sim(nodes=1, guests=2, seed=2, tls=True) as tsim:
+        assert tsim.url.startswith("https://") and tsim.ca_file
+        pvesh = InProcessPvesh(["pvesh"], env=tsim.env())
+        paths = InstallPaths.at(tmp_path / "p")
+        step = ProxmoxIdentity(pvesh, "read-only", paths, api_url=tsim.url, verify=tsim.ca_file)
+        step.apply()
+        checks = verify_identity(tsim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, verify=tsim.ca_file)
+        assert all(c.ok for c in checks), checks
+        untrusted = verify_identity(tsim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, verify=True)
+        assert not untrusted[-1].ok and "cannot reach" in untrusted[-1].detail
+        with pytest.raises(StepError, match="cannot reach the Proxmox API"):
+            ProxmoxIdentity(pvesh, "read-only", paths, api_url=tsim.url, verify=True).check()
+
+
+def test_disabled_user_is_enabled_not_rotated(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    ident(pvesh, sim, paths).apply()
+    secret = paths.proxmox_token_secret.read_text()
+    pvesh.set("/access/users/pmcp@pve", enable=0)
+    assert not token_authenticates(sim.url, "pmcp@pve!mcp", secret)
+    step = ident(pvesh, sim, paths)
+    assert step.check().changes == ["enable user pmcp@pve (it is disabled or expired)"]
+    step.apply()
+    assert paths.proxmox_token_secret.read_text() == secret
+    assert token_authenticates(sim.url, "pmcp@pve!mcp", secret)
+    assert not ident(pvesh, sim, paths).check().needed

@@ -1,0 +1,119 @@
+"""Install's own steps without an engine: files, secrets, the step order, options, state."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pmcp import authtokens
+from pmcp.lifecycle import state as statefile
+from pmcp.lifecycle.install import InstallOptions, build, step_line
+from pmcp.lifecycle.steps import StepError, StepResult, run_steps
+from pmcp.paths import InstallPaths
+from pmcp.stack import render
+from pmcp.stack.steps import FilesStep, SecretsStep, StackContext
+
+
+def _ctx(prefix: Path, **kw: object) -> StackContext:
+    cfg = render.StackConfig(
+        mcp_image="pmcp/mcp-server:test",
+        base_image="b",
+        caddy_image="c",
+        prometheus_image="p",
+        proxmox_ca=None,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        **kw,  # type: ignore[arg-type]
+    )
+    return StackContext(paths=InstallPaths.at(prefix), config=cfg, project="pmcp-test")
+
+
+def test_files_step_writes_then_is_already_right(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path / "inst")
+    step = FilesStep(ctx)
+    assert step.check().needed
+    res = run_steps([step])
+    assert res.ok and res.steps[0].status == "changed"
+    assert (ctx.paths.prefix / "caddy.d" / "upstream.caddy").exists()
+    assert statefile.load(ctx.paths)["config"]["mcp_image"] == "pmcp/mcp-server:test"
+    again = run_steps([FilesStep(ctx)])
+    assert again.steps[0].status == "ok", again.steps[0]
+
+
+def test_files_step_backs_up_replaced_files_and_keeps_the_upstream(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path / "inst")
+    run_steps([FilesStep(ctx)])
+    upstream = ctx.paths.prefix / "caddy.d" / "upstream.caddy"
+    upstream.write_text(render.upstream_text("mcp-server-next:8080"))  # as an update leaves it
+    ctx2 = _ctx(tmp_path / "inst", mode="operator")
+    res = run_steps([FilesStep(ctx2)])
+    assert res.steps[0].status == "changed"
+    assert "mcp-server-next" in upstream.read_text()
+    backups = [p for p in ctx.paths.backups_dir.iterdir() if (p / "manifest.json").exists()]
+    assert len(backups) == 1 and "PMCP_MODE=read-only" in (backups[0] / ".env").read_text()
+
+
+def test_files_step_undo_after_failure_restores_and_uninstall_keeps_audit(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path / "inst")
+    run_steps([FilesStep(ctx)])
+    env_before = ctx.paths.env_file.read_bytes()
+
+    class Boom(FilesStep):
+        def apply(self) -> None:
+            super().apply()
+            raise StepError("disk full", fix="free space")
+
+    res = run_steps([Boom(_ctx(tmp_path / "inst", mode="admin"))])
+    assert not res.ok and "undone" in res.steps[0].notes[0]
+    assert ctx.paths.env_file.read_bytes() == env_before
+
+    ctx.paths.audit_log.write_text('{"event": 1}\n')
+    FilesStep(ctx).undo()  # as uninstall: a fresh step
+    assert ctx.paths.audit_log.exists() and ctx.paths.backups_dir.exists()
+    assert not ctx.paths.compose_file.exists() and not ctx.paths.secrets_dir.exists()
+    FilesStep(ctx, purge=True).undo()
+    assert not ctx.paths.prefix.exists()
+
+
+def test_secrets_step_creates_one_client_token_once(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path / "inst")
+    assert run_steps([SecretsStep(ctx)]).steps[0].status == "changed"
+    tokens = authtokens.load(ctx.paths.client_tokens)
+    assert list(tokens) == ["default"]
+    assert stat.S_IMODE(ctx.paths.client_tokens.stat().st_mode) == 0o600
+    assert run_steps([SecretsStep(ctx)]).steps[0].status == "ok"
+    assert authtokens.load(ctx.paths.client_tokens) == tokens  # never rotated by a re-run
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(StepError, match="go together"):
+        InstallOptions(tls_cert="/etc/hostname").validate()
+    with pytest.raises(StepError, match="allow-from"):
+        InstallOptions(allow_from="not-a-cidr").validate()
+    InstallOptions(allow_from="192.0.2.0/24").validate()
+
+
+def test_step_order_host_and_demo(tmp_path: Path) -> None:
+    host = [s.name for s in build(InstallOptions(prefix=str(tmp_path / "a"))).steps]
+    assert host == [
+        "preflight", "vm networking", "proxmox identity", "agent account", "secrets",
+        "files", "image", "stack", "firewall", "client config", "verify",
+    ]
+    demo_opts = InstallOptions(prefix=str(tmp_path / "b"), sim=render.SimService(), host_checks=False)
+    demo = [s.name for s in build(demo_opts).steps]
+    assert demo[:4] == ["files", "image", "simulator", "preflight"]
+    assert demo.index("proxmox identity") < demo.index("stack")
+
+
+def test_options_round_trip_through_state(tmp_path: Path) -> None:
+    opts = InstallOptions(prefix=str(tmp_path), mode="operator", agent_user=None, sim=render.SimService(port=1))
+    back = InstallOptions.from_dict(opts.to_dict())
+    assert back == opts
+
+
+def test_step_line_shows_fix_and_detail() -> None:
+    line = step_line(StepResult("stack", "failed", error="mcp-server exited", fix="pmcp logs", detail="Traceback"))
+    assert "FAILED" in line and "fix:   pmcp logs" in line and "Traceback" in line

@@ -1,0 +1,93 @@
+"""Fixtures: the simulator, the real server on a free loopback port, and the SDK's own client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmcp import authtokens
+from pmcp.server.config import Mode, ServerConfig
+
+
+@dataclass
+class Served:
+    base: str
+    url: str
+    token: str
+    config: ServerConfig
+    sim: Any
+
+    @property
+    def audit_path(self) -> Path:
+        assert self.config.audit_log is not None
+        return self.config.audit_log
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[Any]:
+    testing = pytest.importorskip(
+        "pmcp.sim.testing", reason="the simulator (pmcp.sim.testing) is not built yet"
+    )
+    with testing.running_sim(nodes=3, guests=50, seed=1, task_seconds=0.3, tls=False) as s:
+        yield s
+
+
+@contextmanager
+def serve(sim: Any, workdir: Path, mode: Mode = Mode.ADMIN, **overrides: Any) -> Iterator[Served]:
+    from pmcp.server.app import create_app
+    from pmcp.server.demo import uvicorn_thread
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tokens = workdir / "tokens"
+    token = authtokens.add(tokens, "claude")
+    settings: dict[str, Any] = {
+        "proxmox_url": sim.url,
+        "proxmox_token_id": sim.root_token_id,
+        "proxmox_token_secret": sim.root_token_secret,
+        "auth_token_file": tokens,
+        "allowed_hosts": ("pve.example.com",),
+        "mode": mode,
+        "audit_log": workdir / "audit.jsonl",
+        "task_timeout": 15.0,
+    } | overrides
+    config = ServerConfig(**settings)
+    with uvicorn_thread(create_app(config), "127.0.0.1", 0) as port:
+        base = f"http://127.0.0.1:{port}"
+        yield Served(base, base + "/mcp", token, config, sim)
+
+
+@pytest.fixture(scope="module")
+def server(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve(sim, tmp_path_factory.mktemp("server")) as s:
+        yield s
+
+
+@pytest.fixture
+def make_server(sim: Any, tmp_path: Path):
+    """A server with other settings (mode, protected guests) for one test."""
+
+    def make(**kwargs: Any):
+        return serve(sim, tmp_path / f"srv{len(list(tmp_path.iterdir()))}", **kwargs)
+
+    return make
+
+
+@asynccontextmanager
+async def connect(
+    served: Served, mode: str = "legacy", token: str | None = None, **kwargs: Any
+) -> AsyncIterator[Any]:
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token or served.token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        Client(streamable_http_client(served.url, http_client=http), mode=mode, **kwargs) as client,
+    ):
+        yield client

@@ -1,0 +1,138 @@
+"""Pure logic: configuration from the environment, argument formats, policy, the bind check."""
+
+from __future__ import annotations
+
+import pytest
+
+from pmcp import authtokens
+from pmcp.server import validate
+from pmcp.server.config import ConfigError, Mode, ServerConfig
+from pmcp.server.policy import Policy, PolicyError, Risk
+from pmcp.server.serve import check_bind
+
+
+@pytest.fixture
+def env(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-value\n")
+    return {
+        "PROXMOX_URL": "https://10.0.0.2:8006",
+        "PROXMOX_TOKEN_ID": "pmcp@pve!mcp",
+        "PROXMOX_TOKEN_SECRET_FILE": str(secret),
+    }
+
+
+def test_config_defaults_and_secret_not_in_repr(env):
+    c = ServerConfig.from_env(env)
+    assert c.mode is Mode.READ_ONLY
+    assert c.proxmox_api == "https://10.0.0.2:8006/api2/json"
+    assert (c.token_user, c.token_name) == ("pmcp@pve", "mcp")
+    assert c.proxmox_token_secret == "s3cr3t-value"
+    assert "s3cr3t" not in repr(c)
+    assert c.task_timeout == 60
+
+
+def test_config_parses_lists_and_hosts(env, tmp_path):
+    env |= {
+        "PMCP_ALLOWED_HOSTS": "pve.example.com, 192.0.2.10,2001:db8::1",
+        "PMCP_PROTECTED": "100, 101",
+        "PMCP_MODE": "admin",
+        "PMCP_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    }
+    c = ServerConfig.from_env(env)
+    assert c.protected == {100, 101}
+    hosts = c.transport_hosts()
+    for h in ("pve.example.com", "pve.example.com:*", "192.0.2.10:*", "[2001:db8::1]:*", "127.0.0.1:*"):
+        assert h in hosts
+    assert "https://pve.example.com" in c.transport_origins()
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"PMCP_MODE": "god"}, "PMCP_MODE"),
+        ({"PMCP_PROTECTED": "12"}, "PMCP_PROTECTED"),
+        ({"PROXMOX_TOKEN_ID": "root"}, "PROXMOX_TOKEN_ID"),
+        ({"PROXMOX_TOKEN_SECRET_FILE": "/nonexistent"}, "PROXMOX_TOKEN_SECRET_FILE"),
+        ({"PROXMOX_URL": "http://10.0.0.2:8006"}, "plain http"),
+        ({"PROXMOX_CA_FILE": "/nonexistent.pem"}, "PROXMOX_CA_FILE"),
+        ({"PMCP_MODE": "operator"}, "PMCP_AUDIT_LOG"),
+        ({"PMCP_TASK_TIMEOUT": "9999"}, "PMCP_TASK_TIMEOUT"),
+    ],
+)
+def test_config_errors_name_the_variable(env, change, words):
+    with pytest.raises(ConfigError, match=words):
+        ServerConfig.from_env(env | change)
+
+
+@pytest.mark.parametrize(
+    "bad", ["../access/users", "pve1/../x", "a\x00b", "x" * 100, "", "-pve", "pve 1", 17]
+)
+def test_node_format_rejects(bad):
+    with pytest.raises(validate.InvalidArgument):
+        validate.node(bad)
+
+
+@pytest.mark.parametrize("bad", ["100/../../", 99, 1_000_000_000, "1e3", True, None, "0x64"])
+def test_vmid_format_rejects(bad):
+    with pytest.raises(validate.InvalidArgument):
+        validate.vmid(bad)
+
+
+def test_formats_accept_real_values():
+    assert validate.node("pve-node1") == "pve-node1"
+    assert validate.vmid("100") == 100
+    assert validate.storage("local-lvm") == "local-lvm"
+    assert validate.snapname("before_upgrade-2") == "before_upgrade-2"
+    upid = "UPID:pve1:000003E8:00001B58:6B06D39F:qmstart:100:pmcp@pve!mcp:"
+    assert validate.upid_node(upid) == "pve1"
+    with pytest.raises(validate.InvalidArgument):
+        validate.upid("UPID:../../x:1:2:3:4:5:6:")
+    with pytest.raises(validate.InvalidArgument):
+        validate.snapname("1abc")
+
+
+def test_api_path_encodes_each_segment():
+    upid = "UPID:pve1:000003E8:00001B58:6B06D39F:qmstart:100:pmcp@pve!mcp:"
+    path = validate.api_path("nodes", "pve1", "tasks", upid, "status")
+    assert path.count("/") == 5
+    assert "%3A" in path and "%21" in path
+    for bad in ("..", ".", "", "a\x00"):
+        with pytest.raises(validate.InvalidArgument):
+            validate.api_path("nodes", bad)
+
+
+def _config(mode: Mode, protected=frozenset()) -> ServerConfig:
+    return ServerConfig("https://h:8006", "a@pve!b", "x", mode=mode, protected=frozenset(protected))
+
+
+def test_policy_modes():
+    ro, op, adm = Policy(_config(Mode.READ_ONLY)), Policy(_config(Mode.OPERATOR)), Policy(_config(Mode.ADMIN))
+    assert ro.allows(Risk.READ) and not ro.allows(Risk.CHANGE)
+    assert op.allows(Risk.CHANGE) and not op.allows(Risk.DESTRUCTIVE)
+    assert adm.allows(Risk.DESTRUCTIVE)
+    with pytest.raises(PolicyError, match="PMCP_MODE=admin"):
+        op.check_tool("stop_guest", Risk.DESTRUCTIVE)
+
+
+def test_policy_protection_by_vmid_and_tag():
+    p = Policy(_config(Mode.ADMIN, {100}))
+    with pytest.raises(PolicyError, match="PMCP_PROTECTED"):
+        p.check_guest("stop_guest", 100, [])
+    with pytest.raises(PolicyError, match="pmcp-protected"):
+        p.check_guest("stop_guest", 101, ["web", "pmcp-protected"])
+    p.check_guest("stop_guest", 101, ["web"])
+
+
+def test_bind_refused_without_token_off_loopback(tmp_path):
+    c = _config(Mode.READ_ONLY)
+    check_bind("127.0.0.1", c)
+    for host in ("0.0.0.0", "192.0.2.10", "::"):
+        with pytest.raises(ConfigError, match="PMCP_AUTH_TOKEN_FILE"):
+            check_bind(host, c)
+    empty = tmp_path / "tokens"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="no token"):
+        check_bind("0.0.0.0", ServerConfig("https://h:8006", "a@pve!b", "x", auth_token_file=empty))
+    authtokens.add(empty, "claude")
+    check_bind("0.0.0.0", ServerConfig("https://h:8006", "a@pve!b", "x", auth_token_file=empty))

@@ -1,0 +1,65 @@
+"""`pmcp demo` as a user runs it: a subprocess that serves until SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+
+from .conftest import Served, connect
+
+pytest.importorskip("pmcp.sim.testing", reason="the simulator (pmcp.sim.testing) is not built yet")
+
+
+def test_demo_serves_proves_and_exits_cleanly(tmp_path):
+    info_file = tmp_path / "info.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pmcp",
+            "demo",
+            "--port",
+            "0",
+            "--guests",
+            "20",
+            "--json-info",
+            str(info_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not info_file.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "demo did not start in 60 s"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        info = json.loads(info_file.read_text())
+        assert oct(info_file.stat().st_mode & 0o777) == "0o600"
+        served = Served(info["url"].removesuffix("/mcp"), info["url"], info["token"], None, None)
+
+        async def go():
+            async with connect(served) as client:
+                return await client.call_tool("list_guests", {"limit": 5})
+
+        result = anyio.run(go)
+        assert not result.is_error and result.structured_content["total"] == 20
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert (
+        f'claude mcp add --transport http pmcp {info["url"]} --header "Authorization: Bearer {info["token"]}"'
+        in out
+    )
+    assert "proof:" in out

@@ -1,0 +1,94 @@
+"""The HTTP layer over a real socket: auth first, Host/Origin, body limit, health, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import pytest
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def post_init(server, headers=None, body=None) -> httpx2.Response:
+    h = MCP_HEADERS | {"Authorization": f"Bearer {server.token}"} | (headers or {})
+    return httpx2.post(
+        server.url, content=body if body is not None else json.dumps(INIT), headers=h, timeout=30
+    )
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/metrics", "/anything"])
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token-0123456789", "Basic Zm9vOmJhcg==", "Bearer x"])
+def test_401_with_www_authenticate(server, path, auth):
+    headers = {"Authorization": auth} if auth else {}
+    r = httpx2.post(server.base + path, json=INIT, headers=MCP_HEADERS | headers, timeout=10)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert server.token not in r.text
+
+
+def test_health_needs_no_auth_and_holds_no_secret(server):
+    r = httpx2.get(server.base + "/health", timeout=10)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["proxmox"]["reachable"] is True and body["version"]
+    assert body["proxmox"]["tls_verified"] is False  # the test simulator speaks plain http
+    assert server.config.proxmox_token_secret not in r.text
+
+
+def test_well_known_is_404_without_auth(server):
+    for path in ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server"):
+        assert httpx2.get(server.base + path, timeout=10).status_code == 404
+
+
+def test_metrics_with_auth(server):
+    post_init(server)
+    r = httpx2.get(server.base + "/metrics", headers={"Authorization": f"Bearer {server.token}"}, timeout=10)
+    assert r.status_code == 200
+    assert "pmcp_http_requests_total" in r.text and 'status="401"' in r.text
+
+
+def test_foreign_origin_is_403(server):
+    assert post_init(server, {"Origin": "https://evil.example.net"}).status_code == 403
+    assert post_init(server, {"Origin": "https://pve.example.com"}).status_code == 200
+
+
+def test_public_host_is_accepted_and_unknown_host_refused(server):
+    for host in ("pve.example.com", "pve.example.com:443", "pve.example.com:8443"):
+        r = post_init(server, {"Host": host})
+        assert r.status_code == 200, (host, r.status_code, r.text)
+        assert r.headers.get("mcp-session-id")
+    assert post_init(server, {"Host": "rebind.evil.example"}).status_code == 421
+
+
+def test_body_over_1mib_is_413(server):
+    big = json.dumps(INIT | {"params": INIT["params"] | {"pad": "x" * (1024 * 1024)}})
+    assert post_init(server, body=big).status_code == 413
+
+
+def test_new_token_works_without_restart_and_sessions_are_bound_to_their_token(server):
+    from pmcp import authtokens
+
+    first = post_init(server)
+    session = first.headers["mcp-session-id"]
+    other = authtokens.add(server.config.auth_token_file, "cursor")
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    headers = MCP_HEADERS | {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-06-18"}
+    as_me, as_other = ({"Authorization": f"Bearer {t}"} for t in (server.token, other))
+    mine = httpx2.post(server.url, json=listing, headers=headers | as_me)
+    theirs = httpx2.post(server.url, json=listing, headers=headers | as_other)
+    assert mine.status_code == 200 and "list_guests" in mine.text
+    assert theirs.status_code == 404
+    assert post_init(server, {"Authorization": f"Bearer {other}"}).status_code == 200
+    authtokens.revoke(server.config.auth_token_file, "cursor")
+    assert post_init(server, {"Authorization": f"Bearer {other}"}).status_code == 401

@@ -1,0 +1,420 @@
+"""Every tool against the simulator, through the SDK client over real HTTP, in both protocol eras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+import pmcp.server.tools  # noqa: F401  (declares the tools)
+from pmcp.server.config import Mode
+from pmcp.server.registry import TOOLS
+
+from .conftest import connect
+
+READ = {n for n, s in TOOLS.items() if s.risk.value == "read"}
+CHANGE = {n for n, s in TOOLS.items() if s.risk.value == "change"}
+DESTRUCTIVE = {n for n, s in TOOLS.items() if s.risk.value == "destructive"}
+
+
+def run(fn, *args):
+    return anyio.run(fn, *args)
+
+
+def structured(result) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text if result.content else result
+    assert result.structured_content is not None
+    assert result.content and result.content[0].text
+    return result.structured_content
+
+
+def error_text(result) -> str:
+    assert result.is_error, result.structured_content
+    return result.content[0].text
+
+
+def guests_where(sim, **match) -> list[int]:
+    out = []
+    for vmid, g in sorted(sim.state.world["guests"].items(), key=lambda kv: int(kv[0])):
+        if (
+            all(g.get(k) == v for k, v in match.items())
+            and not g.get("template")
+            and "pmcp-protected" not in str(g.get("config", {}).get("tags", ""))
+        ):
+            out.append(int(vmid))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_initialize_and_list_tools_both_eras(server, mode):
+    async def go():
+        async with connect(server, mode=mode) as client:
+            tools = (await client.list_tools()).tools
+            return client.protocol_version, tools
+
+    version, tools = run(go)
+    assert version == ("2025-11-25" if mode == "legacy" else version)
+    if mode == "auto":
+        assert version >= "2026"
+    assert {t.name for t in tools} == set(TOOLS)
+    for t in tools:
+        assert t.output_schema and t.input_schema["type"] == "object" and t.description
+        ann = t.annotations
+        assert ann.read_only_hint is (t.name in READ)
+        assert ann.destructive_hint is (t.name in DESTRUCTIVE)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [(Mode.READ_ONLY, READ), (Mode.OPERATOR, READ | CHANGE)])
+def test_mode_limits_listing_and_calls(make_server, mode, expected):
+    async def go(served):
+        async with connect(served, mode="auto") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            refused = await client.call_tool("stop_guest", {"vmid": 100, "confirm": True})
+            return names, refused
+
+    with make_server(mode=mode) as served:
+        names, refused = run(go, served)
+    assert names == expected
+    assert "PMCP_MODE=admin" in error_text(refused)
+
+
+def test_read_tools_against_sim(server, sim):
+    vmid = guests_where(sim)[0]
+    node = sim.state.world["guests"][str(vmid)]["node"]
+
+    async def go():
+        out = {}
+        async with connect(server) as client:
+            out["cluster_overview"] = await client.call_tool("cluster_overview", {})
+            out["node_status"] = await client.call_tool("node_status", {"node": node})
+            out["list_guests"] = await client.call_tool("list_guests", {})
+            out["guest_status"] = await client.call_tool("guest_status", {"vmid": vmid})
+            out["guest_config"] = await client.call_tool("guest_config", {"vmid": vmid})
+            out["list_snapshots"] = await client.call_tool("list_snapshots", {"vmid": vmid})
+            out["list_backups"] = await client.call_tool("list_backups", {"vmid": vmid})
+            out["list_storage"] = await client.call_tool("list_storage", {})
+            storages = structured(out["list_storage"])["storages"]
+            sid = next(s["storage"] for s in storages if s["node"] == node)
+            out["storage_content"] = await client.call_tool("storage_content", {"node": node, "storage": sid})
+            out["list_tasks"] = await client.call_tool("list_tasks", {"node": node})
+            out["capabilities"] = await client.call_tool("capabilities", {})
+            out["audit_log"] = await client.call_tool("audit_log", {})
+        return out
+
+    out = run(go)
+    data = {k: structured(v) for k, v in out.items()}
+    ov = data["cluster_overview"]
+    assert len(ov["nodes"]) == 3 and ov["guests"]["vms"] + ov["guests"]["containers"] == 50
+    assert data["list_guests"]["total"] == 50 and data["list_guests"]["returned"] == 40
+    assert data["guest_status"]["guest"]["vmid"] == vmid
+    assert data["guest_config"]["config"]
+    assert data["capabilities"]["permissions"] and data["capabilities"]["mode"] == "admin"
+
+
+def test_list_guests_filters_and_pages(server, sim):
+    async def go():
+        async with connect(server, mode="auto") as client:
+            page1 = structured(await client.call_tool("list_guests", {"limit": 20}))
+            page3 = structured(await client.call_tool("list_guests", {"limit": 20, "offset": 40}))
+            lxc = structured(await client.call_tool("list_guests", {"type": "lxc", "detail": True}))
+            return page1, page3, lxc
+
+    page1, page3, lxc = run(go)
+    assert page1["total"] == 50 and page1["returned"] == 20 and page1["next_offset"] == 20
+    assert page3["returned"] == 10 and "next_offset" not in page3
+    n_lxc = sum(1 for g in sim.state.world["guests"].values() if g["type"] == "lxc")
+    assert lxc["total"] == n_lxc and all(g["type"] == "lxc" and "maxmem" in g for g in lxc["guests"])
+
+
+def test_change_tools_report_outcomes_and_audit(server, sim):
+    vmid = guests_where(sim, type="qemu", status="running")[0]
+    snap = "pmcp_test_snap"
+
+    async def go():
+        r = {}
+        async with connect(server) as client:
+            r["create_snapshot"] = await client.call_tool("create_snapshot", {"vmid": vmid, "name": snap})
+            r["suspend_guest"] = await client.call_tool("suspend_guest", {"vmid": vmid})
+            r["resume_guest"] = await client.call_tool("resume_guest", {"vmid": vmid})
+            r["reboot_guest"] = await client.call_tool("reboot_guest", {"vmid": vmid})
+            r["backup_guest"] = await client.call_tool("backup_guest", {"vmid": vmid})
+            r["shutdown_guest"] = await client.call_tool("shutdown_guest", {"vmid": vmid, "timeout": 30})
+            r["start_guest"] = await client.call_tool("start_guest", {"vmid": vmid})
+            r["reset_guest"] = await client.call_tool("reset_guest", {"vmid": vmid, "confirm": True})
+            r["rollback_snapshot"] = await client.call_tool(
+                "rollback_snapshot", {"vmid": vmid, "name": snap, "confirm": True}
+            )
+            r["delete_snapshot"] = await client.call_tool(
+                "delete_snapshot", {"vmid": vmid, "name": snap, "confirm": True}
+            )
+            r["set_guest_metadata"] = await client.call_tool(
+                "set_guest_metadata", {"vmid": vmid, "tags": ["web", "prod"], "description": "set by test"}
+            )
+            r["stop_guest"] = await client.call_tool("stop_guest", {"vmid": vmid, "confirm": True})
+            r["start_again"] = await client.call_tool("start_guest", {"vmid": vmid})
+        return r
+
+    results = {k: structured(v) for k, v in run(go).items()}
+    for name, data in results.items():
+        assert data["outcome"] == "ok", (name, data)
+        if name != "set_guest_metadata":
+            assert data["upid"].startswith("UPID:") and data["exitstatus"] == "OK"
+    g = sim.state.guest(vmid)
+    assert g["status"] == "running"
+    assert g["config"]["tags"] == "web;prod" and g["config"]["description"] == "set by test"
+    records = [json.loads(x) for x in server.audit_path.read_text().splitlines()]
+    start = [r for r in records if r["tool"] == "start_guest"]
+    assert {r["phase"] for r in start} == {"intent", "outcome"}
+    assert all(r["client"] == "claude" for r in records)
+    assert any(
+        r.get("upid", "").startswith("UPID:") and r["outcome"] == "ok"
+        for r in start
+        if r["phase"] == "outcome"
+    )
+    assert server.token not in server.audit_path.read_text()
+    assert server.config.proxmox_token_secret not in server.audit_path.read_text()
+
+
+def test_task_tools_and_running_outcome(server, sim):
+    vmid = guests_where(sim, type="lxc", status="running")[0]
+
+    async def go():
+        async with connect(server) as client:
+            first = structured(
+                await client.call_tool("create_snapshot", {"vmid": vmid, "name": "quick", "wait_seconds": 0})
+            )
+            status = structured(await client.call_tool("task_status", {"upid": first["upid"]}))
+            await anyio.sleep(1.0)
+            done = structured(await client.call_tool("task_status", {"upid": first["upid"]}))
+            log = structured(await client.call_tool("task_log", {"upid": first["upid"]}))
+            tasks = structured(await client.call_tool("list_tasks", {"vmid": vmid}))
+            return first, status, done, log, tasks
+
+    first, status, done, log, tasks = run(go)
+    assert first["outcome"] == "running" and "task_status" in first["follow_up"]
+    assert status["outcome"] == "running"
+    assert done["outcome"] == "ok" and done["exitstatus"] == "OK"
+    assert log["lines"]
+    assert any(t["upid"] == first["upid"] for t in tasks["tasks"])
+
+
+def test_injected_task_failure_is_reported_failed(server, sim):
+    vmid = guests_where(sim, type="qemu", status="stopped")[0]
+    sim.state.fail_next("qmstart", "disk image missing: vm-disk-0")
+
+    async def go():
+        async with connect(server) as client:
+            return await client.call_tool("start_guest", {"vmid": vmid})
+
+    data = structured(run(go))
+    assert data["outcome"] == "failed"
+    assert "disk image missing" in data["exitstatus"]
+    assert data["log_tail"] and any("disk image missing" in line for line in data["log_tail"])
+    assert sim.state.guest(vmid)["status"] == "stopped"
+    outcome = [json.loads(x) for x in server.audit_path.read_text().splitlines()][-1]
+    assert outcome["phase"] == "outcome" and outcome["outcome"] == "failed"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_progress_notifications_reach_the_client(server, sim, mode):
+    vmid = guests_where(sim, type="qemu", status="running")[-1]
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress, total, message):
+        seen.append((progress, total, message))
+
+    async def go():
+        async with connect(server, mode=mode) as client:
+            return await client.call_tool(
+                "create_snapshot", {"vmid": vmid, "name": f"progress_{mode}"}, progress_callback=on_progress
+            )
+
+    assert structured(run(go))["outcome"] == "ok"
+    assert seen, "no progress notification arrived"
+    assert all(total == 15.0 for _, total, _ in seen) and "running" in (seen[-1][2] or "")
+
+
+def test_destructive_without_confirm_returns_plan_and_changes_nothing(server, sim):
+    vmid = guests_where(sim, type="qemu", status="running")[1]
+    before = len(sim.state.world["tasks"])
+
+    async def go():
+        async with connect(server) as client:
+            return await client.call_tool("stop_guest", {"vmid": vmid})
+
+    data = structured(run(go))
+    assert data["outcome"] == "plan" and data["plan"]["undo"] and "confirm=true" in data["plan"]["to_proceed"]
+    assert "running" in data["plan"]["effect"]
+    assert sim.state.guest(vmid)["status"] == "running"
+    assert len(sim.state.world["tasks"]) == before
+
+
+def test_protected_guests_are_refused_in_admin_mode(make_server, sim):
+    by_id, by_tag = guests_where(sim, type="qemu", status="running")[2:4]
+
+    async def go(served):
+        async with connect(served) as client:
+            await client.call_tool("set_guest_metadata", {"vmid": by_tag, "tags": ["pmcp-protected"]})
+            return [
+                await client.call_tool("stop_guest", {"vmid": by_id, "confirm": True}),
+                await client.call_tool("shutdown_guest", {"vmid": by_tag}),
+                await client.call_tool("create_snapshot", {"vmid": by_tag, "name": "nope"}),
+            ]
+
+    with make_server(protected=frozenset({by_id})) as served:
+        results = run(go, served)
+    assert "PMCP_PROTECTED" in error_text(results[0])
+    assert "pmcp-protected" in error_text(results[1]) and "pmcp-protected" in error_text(results[2])
+    assert sim.state.guest(by_id)["status"] == "running" and sim.state.guest(by_tag)["status"] == "running"
+
+
+BAD_CALLS = [
+    ("node_status", {"node": "../access/users"}),
+    ("node_status", {"node": "pve1/../../access/users"}),
+    ("node_status", {"node": "pve1\x00"}),
+    ("guest_status", {"vmid": "100/../../"}),
+    ("guest_status", {"vmid": "100\x00"}),
+    ("guest_status", {"vmid": 99}),
+    ("storage_content", {"node": "pve1", "storage": "../../access"}),
+    ("create_snapshot", {"vmid": 100, "name": "a/../../b"}),
+    ("create_snapshot", {"vmid": 100, "name": "snap\x00x"}),
+    ("create_snapshot", {"vmid": 100, "name": "x" * 100_000}),
+    ("task_status", {"upid": "UPID:../../access:1:2:3:4:5:6:"}),
+    ("task_log", {"upid": "x" * 100_000}),
+    ("list_guests", {"tag": "a;b"}),
+]
+
+
+def test_path_injection_never_reaches_the_simulator(server, sim):
+    async def go():
+        async with connect(server) as client:
+            sim.state.clear_requests()
+            return [await client.call_tool(name, args) for name, args in BAD_CALLS]
+
+    results = run(go)
+    assert sim.state.requests == []
+    for (name, _), r in zip(BAD_CALLS, results, strict=True):
+        assert r.is_error, name
+
+
+def test_ten_megabyte_argument_is_refused_before_parsing(server, sim):
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 9,
+            "method": "tools/call",
+            "params": {"name": "node_status", "arguments": {"node": "x" * 10_000_000}},
+        }
+    )
+    sim.state.clear_requests()
+    r = httpx2.post(
+        server.url,
+        content=body,
+        headers={
+            "Authorization": f"Bearer {server.token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+        timeout=60,
+    )
+    assert r.status_code == 413
+    assert sim.state.requests == []
+
+
+def test_proxmox_errors_reach_the_model_readably(server, sim):
+    sim.state.inject_errors(403, 1)
+
+    async def go():
+        async with connect(server) as client:
+            return await client.call_tool("cluster_overview", {})
+
+    try:
+        text = error_text(run(go))
+    finally:
+        sim.state.reset_controls()
+    assert "403" in text and "capabilities" in text
+    assert server.config.proxmox_token_secret not in text
+
+
+def test_every_tool_is_exercised():
+    called = {name for name, _ in BAD_CALLS}
+    source = Path(__file__).read_text()
+    missing = [n for n in TOOLS if f'"{n}"' not in source]
+    assert not missing, missing
+    assert called <= set(TOOLS)
+
+
+def test_get_is_retried_but_post_is_not(server, sim):
+    from pmcp.server import validate
+    from pmcp.server.proxmox import ProxmoxClient, ProxmoxError
+
+    px = ProxmoxClient(server.config)
+    vmid = guests_where(sim, type="lxc", status="stopped")[0]
+    node = sim.state.world["guests"][str(vmid)]["node"]
+    try:
+        sim.state.clear_requests()
+        sim.state.inject_errors(503, 2)
+        assert px.request("GET", "/version")["version"]
+        assert [m for m, _ in sim.state.requests] == ["GET", "GET", "GET"]
+        sim.state.clear_requests()
+        sim.state.inject_errors(503, 1)
+        with pytest.raises(ProxmoxError) as err:
+            px.request("POST", validate.api_path("nodes", node, "lxc", vmid, "status", "start"))
+        assert err.value.status == 503
+        assert [m for m, _ in sim.state.requests] == ["POST"]
+        assert sim.state.guest(vmid)["status"] == "stopped"
+    finally:
+        sim.state.reset_controls()
+
+
+def test_tls_is_verified_with_the_ca_file(tmp_path):
+    from pmcp.server.config import ServerConfig
+    from pmcp.server.proxmox import ProxmoxClient, ProxmoxError
+    from pmcp.sim.testing import running_sim
+
+    with running_sim(nodes=1, guests=2, tls=True) as tsim:
+        assert tsim.url.startswith("https://")
+        base = {"proxmox_url": tsim.url, "proxmox_token_id": tsim.root_token_id}
+        good = ProxmoxClient(
+            ServerConfig(
+                **base, proxmox_token_secret=tsim.root_token_secret, proxmox_ca_file=Path(tsim.ca_file)
+            )
+        )
+        assert good.request("GET", "/version")["version"] and good.tls_verified
+        unverified = ProxmoxClient(ServerConfig(**base, proxmox_token_secret=tsim.root_token_secret))
+        with pytest.raises(ProxmoxError, match="PROXMOX_CA_FILE"):
+            unverified.request("GET", "/version")
+        wrong = ProxmoxClient(
+            ServerConfig(**base, proxmox_token_secret="not-the-secret", proxmox_ca_file=Path(tsim.ca_file))
+        )
+        with pytest.raises(ProxmoxError) as err:
+            wrong.request("GET", "/version")
+        assert err.value.status == 401 and "not-the-secret" not in str(err.value)
+
+
+def test_least_privilege_token_gets_readable_403(make_server, sim):
+    assert sim.request("POST", "/access/users", params={"userid": "auditor@pve"})[0] == 200
+    status, body = sim.request("POST", "/access/users/auditor@pve/token/mcp", params={"privsep": 0})
+    assert status == 200
+    acl = {"path": "/", "roles": "PVEAuditor", "users": "auditor@pve"}
+    assert sim.request("PUT", "/access/acl", params=acl)[0] == 200
+    vmid = guests_where(sim, type="qemu", status="stopped")[-1]
+
+    async def go(served):
+        async with connect(served) as client:
+            caps = await client.call_tool("capabilities", {})
+            start = await client.call_tool("start_guest", {"vmid": vmid})
+            return caps, start
+
+    overrides = {"proxmox_token_id": "auditor@pve!mcp", "proxmox_token_secret": body["data"]["value"]}
+    with make_server(mode=Mode.OPERATOR, **overrides) as served:
+        caps, start = run(go, served)
+    perms = structured(caps)["permissions"]
+    assert "VM.Audit" in perms["/"] and "VM.PowerMgmt" not in perms["/"]
+    text = error_text(start)
+    assert "403" in text and "VM.PowerMgmt" in text and "capabilities" in text
+    assert sim.state.guest(vmid)["status"] == "stopped"

@@ -1,0 +1,280 @@
+"""Authorization as PVE does it: roles, ACL paths and propagation, privilege-separated tokens,
+token-forbidden endpoints, root@pam protection, and PVE's wording."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pmcp.sim.testing import RunningSim
+from tests.unit.sim.conftest import make_identity, ok
+
+_ids = itertools.count(1)
+
+
+def uid() -> str:
+    return f"perm{next(_ids)}@pve"
+
+
+def a_vm(sim: RunningSim, **want: object) -> dict:
+    for g in sim.state.world["guests"].values():
+        if g["type"] == "qemu" and not g["template"] and all(g.get(k) == v for k, v in want.items()):
+            return g
+    raise AssertionError(f"no guest with {want}")
+
+
+def start_path(g: dict) -> str:
+    return f"/nodes/{g['node']}/qemu/{g['vmid']}/status/start"
+
+
+ROLE_PRIVS = {
+    "SimAudit": "VM.Audit,Sys.Audit,Datastore.Audit",
+    "SimPower": "VM.Audit,VM.PowerMgmt",
+    "SimUserAdmin": "User.Modify,Sys.Audit",
+}
+
+
+@pytest.mark.parametrize(
+    ("user_role", "token_role", "privsep", "expected"),
+    [
+        # the user lacks VM.PowerMgmt: refused even though the token has it (intersection)
+        ("SimAudit", "SimPower", 1, 403),
+        # the token lacks it while the user has it: refused too
+        ("SimPower", "SimAudit", 1, 403),
+        # both have it
+        ("SimPower", "SimPower", 1, 200),
+        # not privilege-separated: the token is its user
+        ("SimPower", None, 0, 200),
+        ("SimAudit", None, 0, 403),
+    ],
+)
+def test_privsep_token_gets_the_intersection(
+    sim: RunningSim, user_role: str, token_role: str | None, privsep: int, expected: int
+) -> None:
+    for role, privs in ROLE_PRIVS.items():
+        if role not in sim.state.world["roles"]:
+            ok(sim.request("POST", "/access/roles", params={"roleid": role, "privs": privs}))
+    who = make_identity(sim, uid(), role=user_role, token_role=token_role, privsep=privsep)
+    g = a_vm(sim, status="stopped")
+    status, body = sim.request("POST", start_path(g), token=who.token)
+    assert status == expected, body
+    if expected == 403:
+        assert body == {
+            "data": None,
+            "message": f"Permission check failed (/vms/{g['vmid']}, VM.PowerMgmt)\n",
+        }
+
+
+def test_password_change_with_a_token_is_refused_before_any_check(sim: RunningSim) -> None:
+    status, body = sim.request(
+        "PUT", "/access/password", params={"userid": "root@pam", "password": "secret123"}
+    )
+    assert status == 403
+    assert "not available with API token" in body["message"]
+    who = make_identity(sim, uid(), role="SimAudit", privs=ROLE_PRIVS["SimAudit"])
+    userid = who.userid
+    status, body = sim.request(
+        "PUT", "/access/password", token=who.token, params={"userid": userid, "password": "x"}
+    )
+    assert status == 403, "allowtoken=false is checked before parameters and permissions"
+
+
+@pytest.mark.parametrize(
+    ("acl_path", "expected"),
+    [
+        (None, 403),  # no User.Modify anywhere
+        ("/access/groups/admins", 403),  # a group root@pam is not in does not help
+        ("/access/groups", 200),  # only User.Modify on /access/groups itself can modify root@pam
+    ],
+)
+def test_root_pam_is_modifiable_only_with_user_modify_on_access_groups(
+    sim: RunningSim, acl_path: str | None, expected: int
+) -> None:
+    who = make_identity(
+        sim,
+        uid(),
+        role="SimUserAdmin",
+        privs=ROLE_PRIVS["SimUserAdmin"],
+        user_acl=acl_path,
+        token_acl=acl_path,
+    )
+    status, body = sim.request(
+        "PUT", "/access/users/root@pam", token=who.token, params={"comment": "changed"}
+    )
+    assert status == expected, body
+    if expected == 403:
+        assert body["message"].startswith("Permission check failed")
+
+
+def test_user_modify_on_a_group_covers_its_members(sim: RunningSim) -> None:
+    who = make_identity(
+        sim, uid(), role="SimUserAdmin", privs=ROLE_PRIVS["SimUserAdmin"], user_acl="/access/groups/admins",
+        token_acl="/access/groups/admins",
+    )  # fmt: skip
+    status, body = sim.request("PUT", "/access/users/alice@pve", token=who.token, params={"comment": "ok"})
+    assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    "header_token",
+    [
+        "root@pam!pmcp-sim=wrong-secret",
+        "nobody@pve!t=00000000-0000-0000-0000-000000000000",
+        "root@pam!nosuchtoken=00000000-0000-4000-8000-000000000000",
+        "garbage",
+    ],
+)
+def test_bad_token_is_401(sim: RunningSim, header_token: str) -> None:
+    status, body = sim.request("GET", "/version", token=header_token)
+    assert status == 401
+    assert body["data"] is None
+
+
+def test_no_credentials_is_401(sim: RunningSim) -> None:
+    from pmcp.sim.testing import call
+
+    status, _ = call(sim.api_url, "GET", "/nodes", None)
+    assert status == 401
+
+
+@pytest.mark.parametrize(
+    ("acls", "vm_expected", "other_expected"),
+    [
+        ([("/vms", 0)], 403, 403),  # not propagated: /vms itself only
+        ([("/vms", 1)], 200, 200),  # propagated down to every guest
+        ([("/vms/{vmid}", 1)], 200, 403),  # one guest only
+    ],
+)
+def test_acl_propagation(sim: RunningSim, acls: list, vm_expected: int, other_expected: int) -> None:
+    g = a_vm(sim)
+    other = next(
+        x for x in sim.state.world["guests"].values() if x["vmid"] != g["vmid"] and x["type"] == "qemu"
+    )
+    who = make_identity(sim, uid(), privsep=0)
+    for path, propagate in acls:
+        acl = {"path": path.format(vmid=g["vmid"]), "roles": "PVEAuditor", "users": who.userid}
+        ok(sim.request("PUT", "/access/acl", params={**acl, "propagate": propagate}))
+    for guest, expected in ((g, vm_expected), (other, other_expected)):
+        status, body = sim.request(
+            "GET", f"/nodes/{guest['node']}/qemu/{guest['vmid']}/status/current", token=who.token
+        )
+        assert status == expected, (guest["vmid"], body)
+
+
+def test_more_specific_path_overrides_and_noaccess_removes(sim: RunningSim) -> None:
+    g = a_vm(sim, pool=None)  # a pooled guest would also get the pool's permissions (a union, as in PVE)
+    who = make_identity(sim, uid(), privsep=0)
+    ok(sim.request("PUT", "/access/acl", params={"path": "/", "roles": "PVEAuditor", "users": who.userid}))
+    ok(
+        sim.request(
+            "PUT",
+            "/access/acl",
+            params={"path": f"/vms/{g['vmid']}", "roles": "NoAccess", "users": who.userid},
+        )
+    )
+    status, body = sim.request("GET", f"/nodes/{g['node']}/qemu/{g['vmid']}/config", token=who.token)
+    assert status == 403
+    assert body["message"] == f"Permission check failed (/vms/{g['vmid']}, VM.Audit)\n"
+    vms = ok(sim.request("GET", "/cluster/resources", token=who.token, params={"type": "vm"}))
+    assert g["vmid"] not in {v["vmid"] for v in vms}
+    assert len(vms) == len(sim.state.world["guests"]) - 1
+
+
+def test_pool_acl_reaches_the_pools_guests(sim: RunningSim) -> None:
+    pooled = [g for g in sim.state.world["guests"].values() if g.get("pool") == "lab"]
+    assert pooled
+    who = make_identity(sim, uid(), privsep=0)
+    ok(
+        sim.request(
+            "PUT", "/access/acl", params={"path": "/pool/lab", "roles": "PVEAuditor", "users": who.userid}
+        )
+    )
+    vms = ok(sim.request("GET", "/cluster/resources", token=who.token, params={"type": "vm"}))
+    assert {v["vmid"] for v in vms} == {g["vmid"] for g in pooled}
+
+
+def test_token_never_exceeds_its_own_acl(sim: RunningSim) -> None:
+    g = a_vm(sim)
+    who = make_identity(
+        sim, uid(), role="SimAudit", privs=ROLE_PRIVS["SimAudit"], token_acl=f"/vms/{g['vmid']}"
+    )
+    vms = ok(sim.request("GET", "/cluster/resources", token=who.token, params={"type": "vm"}))
+    assert [v["vmid"] for v in vms] == [g["vmid"]]
+    perms = ok(sim.request("GET", "/access/permissions", token=who.token))
+    assert set(perms) == {f"/vms/{g['vmid']}"}
+    assert set(perms[f"/vms/{g['vmid']}"]) == {"VM.Audit", "Sys.Audit", "Datastore.Audit"}
+
+
+def test_permissions_of_others_need_sys_audit_on_access(sim: RunningSim) -> None:
+    who = make_identity(sim, uid(), role="SimPower", privs=ROLE_PRIVS["SimPower"])
+    status, body = sim.request("GET", "/access/permissions", token=who.token, params={"userid": "root@pam"})
+    assert status == 403
+    assert body["message"] == "Permission check failed (/access, Sys.Audit)\n"
+    mine = ok(
+        sim.request("GET", "/access/permissions", token=who.token, params={"userid": f"{who.userid}!tok"})
+    )
+    assert "VM.PowerMgmt" in mine["/"]
+
+
+def test_administrator_lists_every_valid_privilege(sim: RunningSim) -> None:
+    privs = ok(sim.request("GET", "/access/roles/Administrator"))
+    assert len(privs) == 47
+    assert "VM.GuestAgent.Audit" in privs and "VM.Monitor" not in privs
+
+
+@pytest.mark.parametrize(
+    ("roleid", "privs", "status", "needle"),
+    [
+        ("SimBadPriv", "VM.Audit,VM.Monitor", 400, "invalid privilege 'VM.Monitor'"),
+        ("PVEMine", "VM.Audit", 500, "reserved"),
+        ("Administrator", "VM.Audit", 500, "already exists"),
+    ],
+)
+def test_role_creation_errors(sim: RunningSim, roleid: str, privs: str, status: int, needle: str) -> None:
+    got, body = sim.request("POST", "/access/roles", params={"roleid": roleid, "privs": privs})
+    assert got == status
+    assert needle in body["message"] + str(body.get("errors"))
+
+
+def test_role_lifecycle_and_acl_left_behind(sim: RunningSim) -> None:
+    ok(sim.request("POST", "/access/roles", params={"roleid": "SimTmp", "privs": "VM.Audit"}))
+    ok(sim.request("PUT", "/access/roles/SimTmp", params={"privs": "Sys.Audit", "append": 1}))
+    assert ok(sim.request("GET", "/access/roles/SimTmp")) == {"Sys.Audit": 1, "VM.Audit": 1}
+    ok(sim.request("PUT", "/access/acl", params={"path": "/vms", "roles": "SimTmp", "users": "alice@pve"}))
+    ok(sim.request("DELETE", "/access/roles/SimTmp"))
+    acl = ok(sim.request("GET", "/access/acl"))
+    assert {"path": "/vms", "type": "user", "ugid": "alice@pve", "roleid": "SimTmp", "propagate": 1} in acl
+    ok(
+        sim.request(
+            "PUT",
+            "/access/acl",
+            params={"path": "/vms", "roles": "SimTmp", "users": "alice@pve", "delete": 1},
+        )
+    )
+
+
+def test_token_secret_is_shown_once(sim: RunningSim) -> None:
+    userid = uid()
+    ok(sim.request("POST", "/access/users", params={"userid": userid, "comment": "x"}))
+    created = ok(
+        sim.request("POST", f"/access/users/{userid}/token/mcp", params={"privsep": 1, "comment": "c"})
+    )
+    assert created["full-tokenid"] == f"{userid}!mcp"
+    assert set(created) == {"full-tokenid", "info", "value"}
+    assert created["info"]["privsep"] == 1
+    again = ok(sim.request("GET", f"/access/users/{userid}/token/mcp"))
+    assert "value" not in again and created["value"] not in str(sim.request("GET", f"/access/users/{userid}"))
+    assert sim.request("POST", f"/access/users/{userid}/token/mcp")[0] == 500
+    ok(sim.request("DELETE", f"/access/users/{userid}/token/mcp"))
+    assert sim.request("GET", "/version", token=f"{userid}!mcp={created['value']}")[0] == 401
+
+
+def test_vzdump_needs_backup_and_storage_space(sim: RunningSim) -> None:
+    g = a_vm(sim)
+    who = make_identity(sim, uid(), role="SimPower", privs=ROLE_PRIVS["SimPower"])
+    status, body = sim.request(
+        "POST", f"/nodes/{g['node']}/vzdump", token=who.token, params={"vmid": g["vmid"]}
+    )
+    assert status == 403
+    assert body["message"] == f"Permission check failed (/vms/{g['vmid']}, VM.Backup)\n"
