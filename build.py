@@ -349,22 +349,18 @@ def build(output: Path, cache: Path, relock: bool) -> Path:
         normalize_tree(site_packages)
         output.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tmp, output.name)
-        cmd = [
-            sys.executable,
-            "-m",
-            "shiv",
-            "--site-packages",
-            str(site_packages),
-            "--entry-point",
-            ENTRY_POINT,
-        ]
-        cmd += ["--python", SHEBANG, "--reproducible", "--compressed", "--output-file", str(staged)]
+        shiv = [sys.executable, "-m", "shiv", "-e", ENTRY_POINT, "-p", SHEBANG, "--reproducible"]
+        # Uncompressed here: canonicalize() compresses once, at level 9.
+        cmd = [*shiv, "--uncompressed", "--site-packages", str(site_packages), "-o", str(staged)]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"shiv failed:\n{proc.stdout}{proc.stderr}\nFix: `make dev` installs shiv.")
         canonicalize(staged)
-        shutil.move(staged, output)
+        # Atomic: whoever runs dist/pmcp meanwhile sees the old file or the new one, never half of one.
+        part = output.with_name(f".{output.name}.part")
+        shutil.copy2(staged, part)
+        part.replace(output)
     return output
 
 

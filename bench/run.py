@@ -35,9 +35,10 @@ def machine() -> str:
         ram = f"{kib / 2**20:.0f} GiB RAM"
     except (OSError, TypeError):
         ram = "RAM unknown"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{os.cpu_count()} CPUs ({cpu}), {ram}, Linux {platform.release()}, "
-        f"Python {platform.python_version()} (runner)"
+        f"Python {platform.python_version()} (runner); load average at start {load}"
     )
 
 

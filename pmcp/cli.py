@@ -54,7 +54,7 @@ def main() -> None:
     show_default=True,
     help="What the MCP server may do on Proxmox (the role of its API token).",
 )
-@click.option("--pool", metavar="NAME", help="Limit the token to one resource pool (default: the whole tree /).")
+@click.option("--pool", metavar="NAME", help="Limit the token to one resource pool (default: all of /).")
 @click.option(
     "--agent-user",
     default="claude-user",
@@ -66,10 +66,16 @@ def main() -> None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Your certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Its private key (PEM).")
 @click.option("--https-port", default=443, show_default=True, type=int, help="Port Caddy serves HTTPS on.")
-@click.option("--http-port", default=80, show_default=True, type=int, help="HTTP port (redirect, ACME); 0: none.")
-@click.option("--server-port", default=8080, show_default=True, type=int, help="MCP server port on 127.0.0.1.")
+@click.option("--http-port", default=80, show_default=True, help="HTTP port (redirect, ACME), 0: none.")
+@click.option("--server-port", default=8080, show_default=True, type=int, help="Server port on 127.0.0.1.")
 @click.option("--allow-from", metavar="CIDR", help="Firewall rule source for the HTTPS port (pve-firewall).")
-@click.option("--images", type=click.Path(dir_okay=False, exists=True), help="Load images from this archive.")
+@click.option(
+    "--images",
+    "--bundle",
+    "images",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Load images from this archive (pmcp bundle or docker save, gzip).",
+)
 @click.option("--monitoring", is_flag=True, help="Also run Prometheus (127.0.0.1:9090).")
 @click.option("--node", metavar="NAME", help="This Proxmox node's name (default: detected).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
@@ -540,7 +546,7 @@ def demo(
             if exc.name != "pmcp.lifecycle.demo_stack":
                 raise
             raise NotImplementedYet("pmcp demo --stack") from None
-        demo_stack(
+        code = demo_stack(
             prefix=prefix,
             down=down,
             mode=mode,
@@ -549,6 +555,8 @@ def demo(
             guests=guests,
             as_json=False,
         )
+        if code:
+            sys.exit(code)
         return
     from pmcp.server.config import ConfigError
     from pmcp.server.demo import run_demo
@@ -575,6 +583,13 @@ def sim() -> None:
 @click.option("--tls-dir", type=click.Path(file_okay=False), help="Where the CA and certificate live.")
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the certificate.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Persist state in this file.")
+@click.option(
+    "--pve-version",
+    type=click.Choice(["9", "8"]),
+    default="9",
+    show_default=True,
+    help="Proxmox VE major version.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log every request.")
 def sim_serve(
     host: str,
@@ -587,24 +602,24 @@ def sim_serve(
     tls_dir: str | None,
     tls_names: tuple[str, ...],
     state_file: str | None,
+    pve_version: str,
     verbose: bool,
 ) -> None:
     """Serve a simulated Proxmox VE API at /api2/json (root credential: PMCP_SIM_ROOT_TOKEN)."""
     from pmcp.sim.run import serve as run_sim
 
     try:
-        run_sim(host, port, nodes, guests, seed, task_seconds, tls, state_file, tls_dir, tls_names, verbose)
+        run_sim(
+            host, port, nodes, guests, seed, task_seconds, tls, state_file, tls_dir, tls_names, verbose,
+            pve_version=int(pve_version),
+        )  # fmt: skip
     except (OSError, ValueError, RuntimeError) as exc:
         raise click.ClickException(f"cannot start the simulator: {exc}") from None
 
 
 @sim.command(
     "pvesh",
-    context_settings={
-        "ignore_unknown_options": True,
-        "allow_interspersed_args": False,
-        "help_option_names": [],
-    },
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def sim_pvesh(args: tuple[str, ...]) -> None:

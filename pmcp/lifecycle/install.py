@@ -27,6 +27,7 @@ from pmcp.stack.compose import project_name
 from pmcp.stack.steps import (
     FilesStep,
     ImageStep,
+    InstallDirStep,
     SecretsStep,
     SimulatorStep,
     StackContext,
@@ -99,7 +100,7 @@ class InstallOptions:
 
 
 def host_names() -> list[str]:
-    """The names and addresses clients may use for this host (Caddy's certificate and allowed Host headers)."""
+    """Names and addresses clients may use for this host (Caddy's certificate, allowed Host headers)."""
     names: list[str] = []
     fqdn, short = socket.getfqdn(), socket.gethostname()
     for n in (fqdn, short):
@@ -131,11 +132,10 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
 
     pmcp_file = engine.self_file()
     digest = engine.file_digest(pmcp_file) if pmcp_file else ""
-    build_id = images.build_id(digest, images.python_base(), render.template_text("Dockerfile")) if digest else None
     uid = render.CONTAINER_UID if os.geteuid() == 0 else os.getuid()
     gid = render.CONTAINER_UID if os.geteuid() == 0 else os.getgid()
     sim = opts.sim
-    mcp_image = images.mcp_image(__version__, build_id)
+    mcp_image = images.mcp_image_for(digest) if digest else images.mcp_image(__version__)
     if not digest and existing and existing.get("mcp_image"):
         mcp_image = existing["mcp_image"]  # not a release file: keep the image the install runs
     return render.StackConfig(
@@ -384,9 +384,14 @@ def build(
         )
 
     preflight = Deferred("preflight", make_preflight)
-    steps: list[Step] = []
+    steps: list[Step] = [InstallDirStep(paths, purge=purge)]
     if opts.sim:
-        steps += [FilesStep(ctx, purge=purge), ImageStep(ctx, remove_on_undo=not keep_images), SimulatorStep(ctx), preflight]
+        steps += [
+            FilesStep(ctx),
+            ImageStep(ctx, remove_on_undo=not keep_images),
+            SimulatorStep(ctx),
+            preflight,
+        ]
     else:
         steps += [preflight, Deferred("vm networking", make_forward)]
     steps += [
@@ -395,13 +400,15 @@ def build(
         SecretsStep(ctx),
     ]
     if not opts.sim:
-        steps += [FilesStep(ctx, purge=purge), ImageStep(ctx, remove_on_undo=not keep_images)]
+        steps += [FilesStep(ctx), ImageStep(ctx, remove_on_undo=not keep_images)]
     steps += [StackStep(ctx), Deferred("firewall", make_firewall)]
     if opts.client_config:
         steps.append(ClientsStep(paths))
     from pmcp.lifecycle.verify import VerifyStep
 
-    steps.append(VerifyStep(paths.prefix, dry_run=dry_run, identity=identity_info(opts), agent_user=opts.agent_user))
+    steps.append(
+        VerifyStep(paths.prefix, dry_run=dry_run, identity=identity_info(opts), agent_user=opts.agent_user)
+    )
     b.steps = steps
     b.facts = preflight_holder
     return b

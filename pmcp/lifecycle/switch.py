@@ -7,7 +7,7 @@ looping MCP calls: 1-2 failed requests per reload (Caddy 2.6). So Caddy's config
 changes during an update; the switch happens in Docker's DNS instead:
 
 - Caddy proxies to ``mcp-server:8080``, resolved on every new upstream connection (no keep-alive to
-  the upstream, and dial failures retried for a few seconds: see ``UPSTREAM``).
+  the upstream, and dial failures retried for a few seconds: the template ``upstream.caddy``).
 - A **candidate** of the new version (``compose run``: the new image and configuration, no network
   alias, so no traffic) is checked first: health, then a real MCP session with a client token. A
   broken version stops here, before anything serving has changed.
@@ -42,21 +42,6 @@ ROLE_LABEL = "io.pmcp.update-role"  # "standby" or "candidate"; value of PROJECT
 PROJECT_LABEL = "io.pmcp.update-project"
 COMPOSE_LABEL = "com.docker.compose."
 UPSTREAM_FILE = "caddy.d/upstream.caddy"
-# What caddy.d/upstream.caddy must hold for the switch: no keep-alive to the upstream (a pooled
-# connection to a server that is shutting down would race), and a dial that fails is retried (on the
-# other address of the alias) instead of answering 502.
-UPSTREAM = """\
-# Written by pmcp: how Caddy reaches the MCP server. `pmcp update` switches servers in Docker's DNS
-# (the alias mcp-server), never here, so this file does not change during an update.
-reverse_proxy mcp-server:8080 {
-	flush_interval -1
-	lb_try_duration 10s
-	lb_try_interval 100ms
-	transport http {
-		keepalive off
-	}
-}
-"""
 Redact = Callable[[str], str]
 
 
@@ -82,7 +67,10 @@ class Switch:
         found = self.docker.containers.list(
             all=True,
             filters={
-                "label": [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={SERVICE}"]
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={SERVICE}",
+                ]
             },
         )
         regular = [c for c in found if c.labels.get("com.docker.compose.oneoff", "False") != "True"]
@@ -201,9 +189,10 @@ class Switch:
         """caddy.d/upstream.caddy as the switch needs it; reloads Caddy only when it had to change."""
         target = self.paths.prefix / UPSTREAM_FILE
         before = target.read_bytes() if target.exists() else None
-        if before == UPSTREAM.encode():
+        wanted = render.upstream_text().encode()
+        if before == wanted:
             return False
-        render.write_atomic(target, UPSTREAM.encode(), 0o644)
+        render.write_atomic(target, wanted, 0o644)
         try:
             engine.reload_caddy(self.docker, self.project)
         except StepError:

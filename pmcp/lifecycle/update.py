@@ -29,7 +29,7 @@ from pmcp.lifecycle import backup as backups
 from pmcp.lifecycle import state as statefile
 from pmcp.lifecycle.lock import DEFAULT_TIMEOUT, HostLock
 from pmcp.lifecycle.steps import Plan, StepError, StepResult
-from pmcp.lifecycle.switch import SERVICE, Switch, standby_upstream
+from pmcp.lifecycle.switch import SERVICE, UPSTREAM_FILE, Switch
 from pmcp.lifecycle.transcript import Redactor, Transcript
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, images, render
@@ -148,26 +148,19 @@ def _now() -> str:
 # --- what the stack should be -----------------------------------------------------------------------
 
 
-def _image_choice(recorded: str, default: str, env: str) -> str:
-    """Env override, else this version's default when the install used our default repository (so a
-    new pmcp can move Caddy forward), else what the admin chose at install time (a mirror, say)."""
-    if os.environ.get(env):
-        return os.environ[env]
-    if not recorded or recorded.split(":")[0] == default.split(":")[0]:
-        return default
-    return recorded
+def desired_config(state: dict[str, Any]) -> render.StackConfig:
+    """What install would render now for the recorded options, with this pmcp file's image: the very
+    function install uses (so "current" means the same thing to both)."""
+    from pmcp.lifecycle.install import InstallOptions, stack_config
 
-
-def desired_config(recorded: dict[str, Any]) -> render.StackConfig:
-    """The recorded options with this pmcp file's image (tagged by the file's sha256) and templates."""
-    cfg = render.StackConfig.from_dict(recorded)
+    if state.get("options"):
+        return stack_config(InstallOptions.from_dict(state["options"]), existing=state["config"])
+    cfg = render.StackConfig.from_dict(state["config"])  # an install that recorded no options
     self_file = engine.self_file()
     if self_file is not None:
         cfg.digest = engine.file_digest(self_file)
-        cfg.mcp_image = images.mcp_image(__version__, cfg.digest)
-    cfg.base_image = _image_choice(cfg.base_image, images.PYTHON_BASE, "PMCP_PYTHON_BASE_IMAGE")
-    cfg.caddy_image = _image_choice(cfg.caddy_image, images.CADDY, "PMCP_CADDY_IMAGE")
-    cfg.prometheus_image = _image_choice(cfg.prometheus_image, images.PROMETHEUS, "PMCP_PROMETHEUS_IMAGE")
+        build = images.build_id(cfg.digest, cfg.base_image, render.template_text("Dockerfile"))
+        cfg.mcp_image = images.mcp_image(__version__, build)
     return cfg
 
 
@@ -188,7 +181,7 @@ def _load(paths: InstallPaths, cfg: render.StackConfig | None, opts: Options, re
         raise StepError(str(exc), fix=f"restore {paths.state_file} from {paths.backups_dir}") from exc
     if not state.get("config") or not state.get("project") or not paths.compose_file.exists():
         raise StepError(f"no pmcp install at {paths.prefix}", fix="pmcp install (or give its --prefix)")
-    config = cfg or desired_config(state["config"])
+    config = cfg or desired_config(state)
     ctx = StackContext(
         paths,
         config,
@@ -223,10 +216,9 @@ def reasons_due(inst: _Install, force: bool = False) -> tuple[list[str], list[st
         if files.needed:
             reasons.append("configuration files differ from this version's templates")
     phase = _phase_load(inst.paths)
-    if phase or inst.switch.standby() is not None or inst.switch.upstream() != render.UPSTREAM_DEFAULT:
-        reasons.append(
-            "an interrupted update is to be finished" + (f" (phase {phase['phase']})" if phase else "")
-        )
+    if phase or _helpers_left(inst):
+        where = f" (phase {phase.get('phase')})" if phase else ""
+        reasons.append(f"an interrupted update is to be finished{where}")
     server = inst.switch.server()
     if not inst.switch.healthy(server):
         reasons.append(f"{SERVICE} is not running and healthy")
@@ -250,7 +242,7 @@ def check(opts: Options) -> Outcome:
     out.due = bool(out.reasons) or opts.force
     out.to_image = inst.ctx.config.mcp_image
     out.from_image = inst.state["config"].get("mcp_image", "")
-    out.summary = "; ".join(out.reasons) if out.due else "; ".join([f"current ({out.to_image})", *notes])
+    out.summary = "; ".join(out.reasons) if out.due else "; ".join([f"current ({out.from_image})", *notes])
     return out
 
 
@@ -269,14 +261,19 @@ def _compose_up_server(inst: _Install) -> Any:
     return server
 
 
+def _helpers_left(inst: _Install) -> bool:
+    return any(inst.switch.helper(role) is not None for role in ("standby", "candidate"))
+
+
 def _recover(inst: _Install, rec: _Recorder, drain: float) -> None:
-    """Finish what a killed run left: the standby container, Caddy's route, the phase file."""
+    """Finish what a killed run left: candidate and standby containers, half-written configuration."""
     sw, paths = inst.switch, inst.paths
     phase = _phase_load(paths)
-    leftover = sw.standby()
-    if not phase and leftover is None and sw.upstream() == render.UPSTREAM_DEFAULT:
+    if not phase and not _helpers_left(inst):
         return
     with rec.phase("recover", f"finish an interrupted run ({phase.get('phase', 'unknown phase')})") as notes:
+        if sw.remove("candidate", drain=0):
+            notes.append("leftover candidate removed")
         server = sw.server()
         server_ok = False
         if sw.healthy(server):
@@ -285,21 +282,13 @@ def _recover(inst: _Install, rec: _Recorder, drain: float) -> None:
                 server_ok = True
             except StepError as exc:
                 notes.append(f"{SERVICE} fails its check: {exc.message}")
-        if not server_ok and leftover is not None and sw.healthy(leftover):
-            sw.route(standby_upstream())
-            notes.append("the standby (previous version) serves while the configuration is put back")
+        if not server_ok:
             if phase.get("backup"):
                 backups.restore(paths, phase["backup"])
                 notes.append(f"configuration restored from backup {phase['backup']}")
             server = _compose_up_server(inst)
             notes.append(f"{SERVICE}: " + sw.check(server, SERVICE))
-        elif not server_ok:
-            if phase.get("backup"):
-                backups.restore(paths, phase["backup"])
-            server = _compose_up_server(inst)
-            notes.append(f"{SERVICE}: " + sw.check(server, SERVICE))
-        sw.route(render.UPSTREAM_DEFAULT)
-        if sw.remove_standby(drain):
+        if sw.remove("standby", drain):
             notes.append("standby drained and removed")
         _phase_clear(paths)
         inst.state = statefile.load(paths)
@@ -350,30 +339,43 @@ def _watch(inst: _Install, server: Any, grace: float) -> str:
     return row.detail
 
 
-def _back_out(inst: _Install, rec: _Recorder, restore_point: backups.Backup, standby: Any | None) -> None:
-    """After a failure: previous configuration and version back as mcp-server, standby removed.
+def _back_out(inst: _Install, rec: _Recorder, restore_point: backups.Backup, drain: float) -> None:
+    """After a failure: previous configuration and version back as mcp-server, helpers removed.
 
-    If even that fails, the standby (previous version) keeps serving and the error says so; the next
-    run recovers from there.
+    While the standby (previous version) is up it carries the traffic: the failed new server is stopped
+    first, so from then on every connection goes to the standby.
     """
-    sw = inst.switch
+    sw, compose = inst.switch, inst.ctx.compose()
     with rec.phase("back out", f"return to the configuration of backup {restore_point.timestamp}") as notes:
-        if standby is not None and sw.healthy(standby):
-            sw.route(standby_upstream())
+        sw.remove("candidate", drain=0)
+        standby = sw.helper("standby")
+        if sw.healthy(standby):
+            compose.run("stop", "-t", str(int(drain)), SERVICE, check=False)
+            notes.append("the failed server is stopped: the standby (previous version) serves")
         backups.restore(inst.paths, restore_point.timestamp)
         notes.append(f"configuration restored from backup {restore_point.timestamp}")
         try:
             server = _compose_up_server(inst)
             notes.append(f"{SERVICE} (previous version): " + sw.check(server, SERVICE))
         except StepError as exc:
-            if standby is not None and sw.upstream() == standby_upstream():
+            if sw.healthy(sw.helper("standby")):
                 exc.message += "; the standby (previous version) keeps serving"
                 exc.fix = "run `pmcp update` again to finish the recovery"
             raise
-        sw.route(render.UPSTREAM_DEFAULT)
-        if sw.remove_standby(0):
-            notes.append("standby removed")
+        if sw.remove("standby", drain):
+            notes.append("standby drained and removed")
         _phase_clear(inst.paths)
+
+
+def _back_out_after(
+    inst: _Install, rec: _Recorder, restore_point: backups.Backup, exc: BaseException, drain: float
+) -> None:
+    try:
+        _back_out(inst, rec, restore_point, drain)
+    except StepError as again:
+        if isinstance(exc, StepError):
+            exc.detail = "\n".join(x for x in (exc.detail, f"back out also failed: {again.message}") if x)
+            exc.fix = again.fix or exc.fix
 
 
 def _converge(
@@ -387,38 +389,50 @@ def _converge(
     from pmcp.stack.steps import _fingerprints
 
     sw, paths, ctx = inst.switch, inst.paths, inst.ctx
-    standby = None
-    server = sw.server()
-    if sw.healthy(server):
-        with rec.phase("standby", "the running version takes the traffic through a standby") as notes:
-            standby = sw.start_standby(server)
-            _phase_save(paths, phase="standby", backup=restore_point.timestamp)
-            notes.append("standby: " + sw.check(standby, "standby"))
-            sw.route(standby_upstream())
-            notes.append("caddy reloaded: traffic -> standby")
+    upstream = paths.prefix / UPSTREAM_FILE
+    if not upstream.exists() or upstream.read_text(encoding="utf-8") != render.upstream_text():
+        with rec.phase(
+            "caddy upstream", f"{UPSTREAM_FILE}: no upstream keep-alive, retried dials (one reload)"
+        ):
+            sw.ensure_upstream()
+    _phase_save(paths, phase="files", backup=restore_point.timestamp)
     try:
-        with rec.phase("new server", f"{SERVICE} recreated from {ctx.config.mcp_image}") as notes:
+        with rec.phase(
+            "candidate", f"start and check {ctx.config.mcp_image} beside the running server"
+        ) as notes:
             written = write_desired()
             if written:
                 notes.append("files written: " + ", ".join(written))
-            _phase_save(paths, phase="new-server", backup=restore_point.timestamp)
+            candidate = sw.start_candidate(ctx.compose())
+            notes.append("candidate: " + sw.check(candidate, "candidate"))
+            sw.remove("candidate", drain=0)
+        server = sw.server()
+        if sw.healthy(server):
+            with rec.phase("standby", "a copy of the running version shares the traffic") as notes:
+                _phase_save(paths, phase="standby")
+                standby = sw.start_standby(server)
+                notes.append("standby: " + sw.check(standby, "standby"))
+    except Exception:
+        sw.remove("candidate", drain=0)
+        sw.remove("standby", drain=0)
+        with contextlib.suppress(StepError, OSError):
+            backups.restore(paths, restore_point.timestamp)
+        _phase_clear(paths)
+        raise
+    try:
+        with rec.phase("switch", f"{SERVICE} recreated from {ctx.config.mcp_image}") as notes:
+            _phase_save(paths, phase="new-server")
             server = _compose_up_server(inst)
             notes.append(f"{SERVICE}: " + sw.check(server, "new"))
-    except (StepError, Exception) as exc:
-        _back_out_after(inst, rec, restore_point, standby, exc)
-        raise
-    with rec.phase("switch", f"caddy reloaded: traffic -> {SERVICE}"):
-        sw.route(render.UPSTREAM_DEFAULT)
-        _phase_save(paths, phase="switched")
-    try:
-        with rec.phase("grace", f"watch the new server for {opts.grace:g}s") as notes:
+        with rec.phase("grace", f"the new server must stay healthy for {opts.grace:g}s") as notes:
+            _phase_save(paths, phase="grace")
             notes.append("through caddy: " + _watch(inst, server, opts.grace))
-    except (StepError, Exception) as exc:
-        _back_out_after(inst, rec, restore_point, standby, exc)
+    except Exception as exc:
+        _back_out_after(inst, rec, restore_point, exc, opts.drain)
         raise
-    if standby is not None:
-        with rec.phase("drain", "previous version drained and stopped"):
-            sw.remove_standby(opts.drain)
+    if sw.helper("standby") is not None:
+        with rec.phase("drain", "the previous version finishes its requests and stops"):
+            sw.remove("standby", opts.drain)
     others = [s for s in ctx.services if s not in (SERVICE, *NOT_RECREATED)]
     with rec.phase("other services", f"converge {', '.join(others)}") as notes:
         now, recorded = _fingerprints(paths, ctx), inst.state.get("stack_fingerprints", {})
@@ -430,17 +444,6 @@ def _converge(
         engine.wait_healthy(ctx.docker, ctx.project, others, opts.health_timeout, ctx.redact)
         statefile.update(paths, stack_fingerprints=now)
     _phase_clear(paths)
-
-
-def _back_out_after(
-    inst: _Install, rec: _Recorder, restore_point: backups.Backup, standby: Any | None, exc: BaseException
-) -> None:
-    try:
-        _back_out(inst, rec, restore_point, standby)
-    except StepError as again:
-        if isinstance(exc, StepError):
-            exc.detail = "\n".join(x for x in (exc.detail, f"back out also failed: {again.message}") if x)
-            exc.fix = again.fix or exc.fix
 
 
 def _begin(kind: str, opts: Options) -> tuple[InstallPaths, Redactor, Transcript]:
@@ -495,7 +498,7 @@ def update(opts: Options, report: Report | None = None) -> Outcome:
             for n in notes:
                 rec.note(n)
             if not out.reasons and not opts.force:
-                out.summary = f"current: {out.to_image}" + (f" ({notes[0]})" if notes else "")
+                out.summary = f"current: {out.from_image}" + (f" ({notes[0]})" if notes else "")
                 return _finish(inst, out, t)
             _update_run(inst, rec, out, opts)
     except StepError as exc:
@@ -548,6 +551,27 @@ def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> 
     out.summary = f"updated to {out.to_image}"
 
 
+def _backup_state(b: backups.Backup) -> dict[str, Any]:
+    data = json.loads((b.path / "state.json").read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not data.get("config"):
+        raise ValueError(f"backup {b.timestamp} has no stack configuration in its state.json")
+    return data
+
+
+def previous_version(paths: InstallPaths, state: dict[str, Any]) -> backups.Backup:
+    """The newest backup whose server image differs from the running one (the version before this one);
+    the newest backup when every backup has the same image (a configuration-only rollback)."""
+    found = backups.list_backups(paths)
+    if not found:
+        return backups.get(paths)
+    current = state.get("config", {}).get("mcp_image")
+    for b in reversed(found):
+        with contextlib.suppress(OSError, ValueError):
+            if _backup_state(b)["config"].get("mcp_image") != current:
+                return b
+    return found[-1]
+
+
 def rollback(opts: Options, to: str | None = None, report: Report | None = None) -> Outcome:
     """Back to a backup's configuration and image, through the same switch."""
     paths, redact, t = _begin("rollback", opts)
@@ -558,9 +582,8 @@ def rollback(opts: Options, to: str | None = None, report: Report | None = None)
         with HostLock(opts.lock_file, opts.lock_timeout, "pmcp rollback"):
             inst = _load(paths, None, opts, redact)
             _recover(inst, rec, opts.drain)
-            target = backups.get(paths, to)
-            target_state = json.loads((target.path / "state.json").read_text(encoding="utf-8"))
-            cfg = render.StackConfig.from_dict(target_state["config"])
+            target = backups.get(paths, to) if to else previous_version(paths, inst.state)
+            cfg = render.StackConfig.from_dict(_backup_state(target)["config"])
             inst = _load(paths, cfg, opts, redact)
             out.from_image = inst.state["config"].get("mcp_image", "")
             out.to_image = cfg.mcp_image

@@ -182,9 +182,12 @@ async def _mcp_session(t: Target) -> tuple[str, int, str]:
 
     headers = {"Authorization": f"Bearer {t.token}"}
     port = t.config.https_port
-    async with httpx2.AsyncClient(
-        headers=headers, verify=t.ssl_context(), timeout=httpx2.Timeout(30, read=60)
-    ) as http, Client(streamable_http_client(t.url, http_client=http)) as client:
+    async with (
+        httpx2.AsyncClient(
+            headers=headers, verify=t.ssl_context(), timeout=httpx2.Timeout(30, read=60)
+        ) as http,
+        Client(streamable_http_client(t.url, http_client=http)) as client,
+    ):
         tools = (await client.list_tools()).tools
         pick = _pick_read_tool(tools)
         if pick is None:
@@ -222,8 +225,12 @@ def check_mcp(t: Target) -> Row:
         except (OSError, ssl.SSLError):
             status = 0
         if status in (401, 403):
-            return Row("mcp session", FAIL, f"the client token was refused (HTTP {status}) at {t.url}",
-                       f"use a token from {t.paths.client_tokens}, or add one: pmcp client-config --new-token NAME")
+            return Row(
+                "mcp session",
+                FAIL,
+                f"the client token was refused (HTTP {status}) at {t.url}",
+                f"use a token from {t.paths.client_tokens}, or add one: pmcp client-config --new-token NAME",
+            )
         return Row("mcp session", FAIL, f"through {t.url}: {msg}", "pmcp logs mcp-server")
     if not tool:
         return Row(

@@ -192,7 +192,7 @@ class ProxmoxClient:
             except ProxmoxError as exc:  # the task was started: keep its UPID, never turn this into an error
                 status, unreadable = {}, f"(task status unreadable: {exc.message})"
                 if exc.status not in (0, *RETRY_STATUSES):
-                    return TaskOutcome("running", upid, node, task_type, log_tail=[unreadable], seconds=elapsed)
+                    return TaskOutcome("running", upid, node, task_type, None, [unreadable], elapsed)
             if status.get("status") == "stopped":
                 exitstatus = status.get("exitstatus")
                 elapsed = time.monotonic() - started

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -166,7 +167,9 @@ async def run_call(
     try:
         rt.policy.check_tool(spec.name, spec.risk)
         if spec.risk is not Risk.READ:
-            audit_id = rt.audit.intent(call.client, spec.name, spec.risk.value, arguments)
+            audit_id = await anyio.to_thread.run_sync(
+                rt.audit.intent, call.client, spec.name, spec.risk.value, arguments
+            )
         reply = await spec.fn(call, **arguments)
         outcome = str(getattr(reply.data, "outcome", None) or "ok")
         upid = getattr(reply.data, "upid", None)
@@ -184,12 +187,18 @@ async def run_call(
     except ProxmoxError as exc:
         outcome = "proxmox-error"
         raise ToolError(explain(exc)) from None
+    except anyio.get_cancelled_exc_class():
+        outcome = "cancelled"  # the client went away; a started task may still be running in Proxmox
+        raise
     finally:
         elapsed = time.perf_counter() - started
         rt.metrics.tool_calls.labels(spec.name, outcome).inc()
         rt.metrics.tool_seconds.labels(spec.name).observe(elapsed)
-        if audit_id is not None:
-            rt.audit.outcome(audit_id, call.client, spec.name, outcome, upid)
+        if audit_id is not None:  # fsync off the event loop; shielded so a cancelled call still records
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    rt.audit.outcome, audit_id, call.client, spec.name, outcome, upid
+                )
 
 
 def explain(exc: ProxmoxError) -> str:

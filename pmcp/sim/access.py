@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from pmcp.sim.errors import ApiError, perm_error
-from pmcp.sim.privileges import PRIVILEGES
+from pmcp.sim.privileges import privileges_for
 
 if TYPE_CHECKING:
     from pmcp.sim.state import SimState
 
-ALL_PRIVS = frozenset(PRIVILEGES)
+
+def host_privileges(state: SimState) -> frozenset[str]:
+    """The privileges this simulated host knows (PVE 9: 47, PVE 8: 42)."""
+    return frozenset(privileges_for(pve_major(state)))
+
+
+def pve_major(state: SimState) -> int:
+    return int(str(state.world.get("pve_version", "9")).split(".")[0])
 
 
 @dataclass(frozen=True)
@@ -43,9 +52,62 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def authenticate(state: SimState, header: str | None) -> Auth:
-    """Check ``Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET``; anything else is a 401."""
+TICKET_SECONDS = 2 * 3600
+
+
+def issue_ticket(state: SimState, userid: str) -> tuple[str, str]:
+    """A session ticket and its CSRF token (valid two hours, like PVE's)."""
+    now = int(time.time())
+    ticket = f"PVE:{userid}:{now:08X}::{secrets.token_urlsafe(48)}"
+    csrf = f"{now:08X}:{secrets.token_urlsafe(24)}"
+    state.tickets[ticket] = (userid, now + TICKET_SECONDS, csrf)
+    return ticket, csrf
+
+
+def ticket_user(state: SimState, ticket: str) -> str | None:
+    entry = state.tickets.get(ticket)
+    if entry is None or entry[1] < time.time():
+        return None
+    return entry[0]
+
+
+def check_password(state: SimState, userid: str, password: str) -> bool:
+    """root@pam uses the simulator's root password; @pve users the password set through the API."""
+    user = state.world["users"].get(userid)
+    if not user or not user.get("enable", 1):
+        return False
+    if userid == "root@pam":
+        return hmac.compare_digest(password, state.root_password)
+    stored = user.get("password")
+    return bool(stored) and hmac.compare_digest(stored, hashlib.sha256(password.encode()).hexdigest())
+
+
+def _ticket_auth(state: SimState, cookie: str, csrf: str | None, method: str) -> Auth:
+    ticket = ""
+    for part in cookie.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "PVEAuthCookie":
+            ticket = unquote(value)
+    userid = ticket_user(state, ticket) if ticket else None
+    if userid is None:
+        raise ApiError(401, "authentication failure")
+    if method != "GET" and csrf != state.tickets[ticket][2]:
+        raise ApiError(401, "Permission denied - invalid csrf token")
+    return Auth(userid)
+
+
+def authenticate(
+    state: SimState,
+    header: str | None,
+    cookie: str | None = None,
+    csrf: str | None = None,
+    method: str = "GET",
+) -> Auth:
+    """An API token (``Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET``) or a session ticket
+    (``PVEAuthCookie``, plus ``CSRFPreventionToken`` for changes); anything else is a 401."""
     fail = ApiError(401, "authentication failure")
+    if not header and cookie and "PVEAuthCookie=" in cookie:
+        return _ticket_auth(state, cookie, csrf, method)
     if not header:
         raise ApiError(401, "No ticket")
     scheme, _, cred = header.partition("=")
@@ -105,7 +167,7 @@ def _acl_privs(state: SimState, path: str, matches: Any) -> set[str]:
 
 def _user_privs(state: SimState, userid: str, path: str) -> set[str]:
     if userid == "root@pam":
-        return set(ALL_PRIVS)
+        return set(host_privileges(state))
     user = state.world["users"].get(userid)
     if not user or not user.get("enable", 1):
         return set()
@@ -198,7 +260,7 @@ def _userid_group(state: SimState, auth: Auth, params: dict, privs: list[str], o
     mode = opts.get("groups_param")
     existing = mode != "create"
     if existing and userid not in state.world["users"]:
-        raise ApiError(500, f"user '{userid}' does not exist")
+        raise ApiError(500, f"no such user ('{userid}')")
     if mode and params.get("groups"):
         for g in str(params["groups"]).split(","):
             if g:

@@ -10,11 +10,13 @@ import random
 import uuid
 from typing import Any
 
-from pmcp.sim.privileges import BUILTIN_ROLES
+from pmcp.sim.privileges import builtin_roles_for
 
 EPOCH = 1_780_000_000  # 2026-05-28: the generated world's "now" for ctimes and snapshot times
 GIB = 1024**3
 PVE_VERSION = "9.1.2"
+PVE8_VERSION = "8.4.1"
+KERNEL8 = "6.8.12-9-pve"
 PVE_REPOID = "9b3c2e5a8d1f47c6"
 KERNEL = "6.17.2-1-pve"
 
@@ -93,13 +95,18 @@ def lxc_config(
     return cfg
 
 
-def generate(nodes: int = 3, guests: int = 50, seed: int = 1) -> dict[str, Any]:
-    """The initial world: nodes, guests, storages and content, pools, users, roles, ACLs, firewall."""
+def generate(nodes: int = 3, guests: int = 50, seed: int = 1, pve_major: int = 9) -> dict[str, Any]:
+    """The initial world: nodes, guests, storages and content, pools, users, roles, ACLs, firewall.
+
+    ``pve_major=8`` pretends to be Proxmox VE 8.4 (its 42 privileges and built-in roles).
+    """
     rng = random.Random(seed)
     node_names = [f"pve{i + 1}" for i in range(nodes)]
     world: dict[str, Any] = {
         "version": 1,
         "seed": seed,
+        "pve_version": PVE_VERSION if pve_major >= 9 else PVE8_VERSION,
+        "kernel": KERNEL if pve_major >= 9 else KERNEL8,
         "cluster_name": "pmcp-sim",
         "nodes": {},
         "guests": {},
@@ -261,7 +268,7 @@ def generate(nodes: int = 3, guests: int = 50, seed: int = 1) -> dict[str, Any]:
                 }
             )
 
-    world["roles"] = {r: {"privs": sorted(p), "special": 1} for r, p in BUILTIN_ROLES.items()}
+    world["roles"] = {r: {"privs": sorted(p), "special": 1} for r, p in builtin_roles_for(pve_major).items()}
     world["users"] = {
         "root@pam": {
             "enable": 1,

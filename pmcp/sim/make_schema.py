@@ -29,6 +29,7 @@ PARAM_KEYS = (
     "maximum",
     "minLength",
     "maxLength",
+    "requires",
 )
 
 

@@ -58,6 +58,20 @@ PRIVILEGES: tuple[str, ...] = (
     "VM.Snapshot.Rollback",
 )
 
+PVE9_ONLY = frozenset(
+    {
+        "VM.GuestAgent.Audit",
+        "VM.GuestAgent.FileRead",
+        "VM.GuestAgent.FileSystemMgmt",
+        "VM.GuestAgent.FileWrite",
+        "VM.GuestAgent.Unrestricted",
+        "VM.Replicate",
+    }
+)
+PVE8_ONLY = frozenset({"VM.Monitor"})
+PRIVILEGES_8: tuple[str, ...] = tuple(sorted((set(PRIVILEGES) - PVE9_ONLY) | PVE8_ONLY))
+KNOWN = frozenset(PRIVILEGES) | PVE8_ONLY
+
 _VM_ALL = tuple(p for p in PRIVILEGES if p.startswith("VM."))
 _AUDIT = (
     "Datastore.Audit",
@@ -115,3 +129,20 @@ BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
         "VM.PowerMgmt",
     ),
 }
+
+
+def privileges_for(major: int) -> tuple[str, ...]:
+    """The valid privileges of a PVE major version (9: 47, 8: 42)."""
+    return PRIVILEGES if major >= 9 else PRIVILEGES_8
+
+
+def builtin_roles_for(major: int) -> dict[str, tuple[str, ...]]:
+    """Built-in roles of a PVE major version; PVE 8's VM roles carry ``VM.Monitor`` instead."""
+    if major >= 9:
+        return BUILTIN_ROLES
+    valid = set(PRIVILEGES_8)
+    out = {r: tuple(p for p in privs if p in valid) for r, privs in BUILTIN_ROLES.items()}
+    out["Administrator"] = PRIVILEGES_8
+    for role in ("PVEAdmin", "PVEVMAdmin"):
+        out[role] = (*out[role], "VM.Monitor")
+    return out

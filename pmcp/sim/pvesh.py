@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from pmcp.sim.generate import KERNEL, PVE_REPOID, PVE_VERSION
+from pmcp.sim.generate import KERNEL, KERNEL8, PVE_REPOID, PVE_VERSION
 from pmcp.sim.state import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV
 
 DEFAULT_URL = "http://127.0.0.1:8006"
@@ -109,17 +109,35 @@ def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stder
     return 0
 
 
+def _sim_version() -> str:
+    """The version the simulator at PMCP_SIM_URL reports, so pveversion and the API agree."""
+    from pmcp.sim.testing import call
+
+    url = os.environ.get("PMCP_SIM_URL", DEFAULT_URL).rstrip("/") + "/api2/json"
+    token = os.environ.get(ROOT_TOKEN_ENV) or DEFAULT_ROOT_TOKEN
+    insecure = os.environ.get("PMCP_SIM_TLS_INSECURE") == "1"
+    try:
+        status, body = call(
+            url, "GET", "/version", token, None, os.environ.get("PMCP_SIM_CA_FILE"), insecure, 2
+        )
+    except OSError:
+        return PVE_VERSION
+    return str(body["data"]["version"]) if status == 200 else PVE_VERSION
+
+
 def pveversion_text(verbose: bool = False) -> str:
-    version = os.environ.get("PMCP_SIM_PVE_VERSION", PVE_VERSION)
-    line = f"pve-manager/{version}/{PVE_REPOID} (running kernel: {KERNEL})"
+    """``pveversion``: PMCP_SIM_PVE_VERSION, else what the simulator reports, else 9.1.2."""
+    version = os.environ.get("PMCP_SIM_PVE_VERSION") or _sim_version()
+    kernel = KERNEL if int(version.split(".")[0]) >= 9 else KERNEL8
+    line = f"pve-manager/{version}/{PVE_REPOID} (running kernel: {kernel})"
     if not verbose:
         return line
     major = version.split(".")[0]
     return "\n".join(
         [
-            f"proxmox-ve: {major}.{version.split('.')[1]}.0 (running kernel: {KERNEL})",
+            f"proxmox-ve: {major}.{version.split('.')[1]}.0 (running kernel: {kernel})",
             f"pve-manager: {version} (running version: {version}/{PVE_REPOID})",
-            f"proxmox-kernel-{KERNEL}: {KERNEL.rsplit('-', 1)[0]}",
+            f"proxmox-kernel-{kernel}: {kernel.rsplit('-', 1)[0]}",
             "ceph-fuse: 19.2.3-pve1",
             "corosync: 3.1.9-pve2",
             "libpve-access-control: 9.0.3",

@@ -25,10 +25,11 @@ def serve(
     tls_dir: str | None = None,
     tls_names: tuple[str, ...] = (),
     verbose: bool = False,
+    pve_version: int = 9,
     out: TextIO = sys.stdout,
 ) -> None:
     """Serve until SIGINT/SIGTERM; with ``state_file`` the world is saved on every change and on exit."""
-    state = SimState(nodes, guests, seed, task_seconds, state_file=state_file)
+    state = SimState(nodes, guests, seed, task_seconds, state_file=state_file, pve_version=pve_version)
     server = make_server(state, host, port, verbose=verbose)
     scheme = "http"
     ca_line = ""
@@ -54,8 +55,8 @@ def serve(
     else:
         shown_token = f"{state.root_userid}!{state.root_tokenid}=<secret from {ROOT_TOKEN_ENV}>"
     print(
-        f"Proxmox VE simulator ({len(state.world['nodes'])} nodes, {len(state.world['guests'])} guests, "
-        f"seed {state.world.get('seed')})\n"
+        f"Proxmox VE {state.world.get('pve_version')} simulator ({len(state.world['nodes'])} nodes, "
+        f"{len(state.world['guests'])} guests, seed {state.world.get('seed')})\n"
         f"  API:      {scheme}://{shown}:{server.server_address[1]}/api2/json\n"
         f"{ca_line}"
         f"  Auth:     Authorization: PVEAPIToken={shown_token}\n"

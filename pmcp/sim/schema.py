@@ -36,7 +36,7 @@ _DNS = re.compile(
 )
 
 
-def _list_of(check: Any, value: str, what: str) -> str | None:
+def _list_of(check: Any, value: str) -> str | None:
     for item in re.split(r"[,;\s]+", value.strip()):
         if item and (msg := check(item)):
             return msg
@@ -88,31 +88,31 @@ def _fmt_dns(v: str) -> str | None:
 
 
 def _fmt_priv(v: str) -> str | None:
-    from pmcp.sim.privileges import PRIVILEGES
+    from pmcp.sim.privileges import KNOWN
 
-    return None if v in PRIVILEGES else f"invalid privilege '{v}'"
+    return None if v in KNOWN else f"invalid privilege '{v}'"
 
 
 FORMATS: dict[str, Any] = {
     "pve-node": _fmt_node,
-    "pve-node-list": lambda v: _list_of(_fmt_node, v, "node"),
+    "pve-node-list": lambda v: _list_of(_fmt_node, v),
     "pve-configid": _fmt_configid,
-    "pve-configid-list": lambda v: _list_of(_fmt_configid, v, "config"),
+    "pve-configid-list": lambda v: _list_of(_fmt_configid, v),
     "pve-storage-id": _fmt_storage,
-    "pve-storage-id-list": lambda v: _list_of(_fmt_storage, v, "storage"),
+    "pve-storage-id-list": lambda v: _list_of(_fmt_storage, v),
     "pve-userid": _fmt_userid,
-    "pve-userid-list": lambda v: _list_of(_fmt_userid, v, "user"),
-    "pve-tokenid-list": lambda v: _list_of(_fmt_tokenid, v, "token"),
+    "pve-userid-list": lambda v: _list_of(_fmt_userid, v),
+    "pve-tokenid-list": lambda v: _list_of(_fmt_tokenid, v),
     "pve-roleid": _fmt_roleid,
-    "pve-roleid-list": lambda v: _list_of(_fmt_roleid, v, "role"),
+    "pve-roleid-list": lambda v: _list_of(_fmt_roleid, v),
     "pve-groupid": _fmt_groupid,
-    "pve-groupid-list": lambda v: _list_of(_fmt_groupid, v, "group"),
+    "pve-groupid-list": lambda v: _list_of(_fmt_groupid, v),
     "pve-poolid": _fmt_poolid,
     "pve-vmid": _fmt_vmid,
-    "pve-vmid-list": lambda v: _list_of(_fmt_vmid, v, "vmid"),
-    "pve-tag-list": lambda v: _list_of(_fmt_tag, v, "tag"),
+    "pve-vmid-list": lambda v: _list_of(_fmt_vmid, v),
+    "pve-tag-list": lambda v: _list_of(_fmt_tag, v),
     "dns-name": _fmt_dns,
-    "pve-priv-list": lambda v: _list_of(_fmt_priv, v, "priv"),
+    "pve-priv-list": lambda v: _list_of(_fmt_priv, v),
 }
 
 
@@ -228,6 +228,11 @@ def verify(ep: Endpoint, raw: dict[str, Any]) -> dict[str, Any]:
     for name, spec in ep.params.items():
         if not spec.get("optional", False) and name not in raw and name not in errors:
             errors[name] = "property is missing and it is not optional"
+    for name in raw:
+        spec = ep.spec(name)
+        needed = spec.get("requires") if spec else None
+        if isinstance(needed, str) and needed not in raw and needed not in errors:
+            errors[needed] = f"missing property - '{name}' requires this property"
     if errors:
         raise param_error(errors)
     return out

@@ -27,7 +27,15 @@ def _merge(target: dict[str, Any], pairs: dict[str, list[str]]) -> None:
         target[k] = values[0] if len(values) == 1 else values
 
 
-def dispatch(state: SimState, method: str, path: str, params: dict[str, Any], auth_header: str | None) -> Any:
+def dispatch(
+    state: SimState,
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    auth_header: str | None,
+    cookie: str | None = None,
+    csrf: str | None = None,
+) -> Any:
     """Answer one API call (path without the /api2/json prefix); raises ApiError like PVE."""
     routes._load_handlers()
     hit = routes.match(method, path)
@@ -36,8 +44,13 @@ def dispatch(state: SimState, method: str, path: str, params: dict[str, Any], au
     template, path_params = hit
     with state.lock:
         state.engine.tick()
-        auth = access.authenticate(state, auth_header)
         endpoint = schema.endpoints()[(method, template)]
+        try:
+            auth = access.authenticate(state, auth_header, cookie, csrf, method)
+        except ApiError:
+            if endpoint.permissions.get("user") != "world":
+                raise
+            auth = access.Auth("")
         if not endpoint.allowtoken and auth.tokenid:
             raise ApiError(403, "Permission check failed (not available with API token, need proper ticket)")
         p = schema.verify(endpoint, {**params, **path_params})
@@ -66,7 +79,9 @@ def _control(state: SimState, method: str, path: str, params: dict[str, Any], au
         state.inject_latency(float(params.get("seconds", 0)))
         return None
     if (method, path) == ("POST", "/_sim/errors"):
-        state.inject_errors(int(params.get("status", 500)), int(params.get("count", 1)))
+        state.inject_errors(
+            int(params.get("status", 500)), int(params.get("count", 1)), params.get("message")
+        )
         return None
     if (method, path) == ("POST", "/_sim/reset"):
         state.reset_controls()
@@ -132,8 +147,16 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(state.latency)
                 injected = state.take_error()
                 if injected:
-                    raise ApiError(injected, f"injected error {injected}")
-                data = dispatch(state, method, api_path, params, self.headers.get("Authorization"))
+                    raise ApiError(injected[0], injected[1] or f"injected error {injected[0]}")
+                data = dispatch(
+                    state,
+                    method,
+                    api_path,
+                    params,
+                    self.headers.get("Authorization"),
+                    self.headers.get("Cookie"),
+                    self.headers.get("CSRFPreventionToken"),
+                )
                 if isinstance(data, RawJSON):
                     body = b'{"data":' + data.data + b"}"
                 else:
@@ -152,7 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps(
                 {"data": None, "message": f"simulator error: {type(e).__name__}: {e}\n"}
             ).encode()
-        self.send_response(status, reason.replace("\n", " ")[:200])
+        reason = reason.replace("\r", " ").replace("\n", " ")[:200]
+        self.send_response(status, reason.encode("latin-1", "replace").decode("latin-1"))
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "max-age=0")
@@ -180,9 +204,12 @@ def start_ticker(state: SimState, stop: threading.Event, interval: float = 0.05)
     """Complete due tasks and persist the state even when no request arrives."""
 
     def run() -> None:
+        saved = 0.0
         while not stop.wait(interval):
             state.tick()
-            state.save()
+            if state.dirty and time.monotonic() - saved >= 1.0:
+                state.save()
+                saved = time.monotonic()
 
     t = threading.Thread(target=run, name="pmcp-sim-ticker", daemon=True)
     t.start()

@@ -23,6 +23,9 @@ from pmcp.sim.tasks import TaskEngine
 # with PMCP_SIM_ROOT_TOKEN (same format) for both `pmcp sim serve` and `pmcp sim pvesh`.
 DEFAULT_ROOT_TOKEN = "root@pam!pmcp-sim=00000000-0000-4000-8000-000000000000"
 ROOT_TOKEN_ENV = "PMCP_SIM_ROOT_TOKEN"
+# root@pam's password for session tickets (POST /access/ticket), equally a dev credential.
+DEFAULT_ROOT_PASSWORD = "pmcp-sim-root"
+ROOT_PASSWORD_ENV = "PMCP_SIM_ROOT_PASSWORD"
 
 
 def parse_token(text: str) -> tuple[str, str, str]:
@@ -51,14 +54,21 @@ class SimState:
         task_seconds: float = 1.0,
         root_token: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
+        pve_version: int = 9,
     ) -> None:
         self.lock = threading.RLock()
+        self._save_lock = threading.Lock()
         self.task_seconds = task_seconds
         self.state_file = Path(state_file) if state_file else None
         if self.state_file and self.state_file.exists():
-            self.world: dict[str, Any] = json.loads(self.state_file.read_text())
+            try:
+                self.world: dict[str, Any] = json.loads(self.state_file.read_text())
+            except ValueError as e:
+                raise ValueError(
+                    f"state file {self.state_file} is not valid JSON ({e}); delete it to start afresh"
+                ) from e
         else:
-            self.world = generate(nodes, guests, seed)
+            self.world = generate(nodes, guests, seed, pve_version)
             now = time.time()
             for g in self.world["guests"].values():
                 g["started_at"] = now - g.pop("uptime") if g["status"] == "running" else None
@@ -68,16 +78,19 @@ class SimState:
             root_token or root_token_from_env()
         )
         self._install_root_token()
+        self.root_password = os.environ.get(ROOT_PASSWORD_ENV) or DEFAULT_ROOT_PASSWORD
+        self.tickets: dict[str, tuple[str, float, str]] = {}
         self.generation = 0
         self.perm_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._acl_index: dict[str, list[dict]] | None = None
         self.cache: dict[Any, Any] = {}
-        self.fragments: dict[int, tuple[tuple, bytes]] = {}
+        self.fragments: dict[int, tuple[tuple, str]] = {}
+        self.sums: dict[Any, tuple[Any, int]] = {}  # derived totals with the signature they hold for
         self.dirty = self.state_file is not None
         self.requests: list[tuple[str, str]] = []
         self._failures: dict[str, deque[str]] = defaultdict(deque)
         self.latency = 0.0
-        self._errors: deque[int] = deque()
+        self._errors: deque[tuple[int, str | None]] = deque()
         self.engine = TaskEngine(self)
 
     def _install_root_token(self) -> None:
@@ -123,19 +136,22 @@ class SimState:
         """Write the world to ``--state FILE`` atomically, mode 0600 (it holds token hashes)."""
         if not self.state_file or not self.dirty:
             return
-        with self.lock:
-            text = json.dumps(self.world, separators=(",", ":"))
-            self.dirty = False
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".sim-state.")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._save_lock:
+            with self.lock:
+                if not self.dirty:
+                    return
+                text = json.dumps(self.world, separators=(",", ":"))
+                self.dirty = False
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".sim-state.")
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                os.replace(tmp, self.state_file)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     def tick(self) -> None:
         with self.lock:
@@ -144,7 +160,9 @@ class SimState:
     # --- test controls ------------------------------------------------------------------------
 
     def fail_next(self, task_type: str, message: str = "simulated failure") -> None:
-        """Make the next task of ``task_type`` (e.g. ``qmstart``, ``vzdump``) end with ``message``."""
+        """Make the next task of ``task_type`` (e.g. ``qmstart``, ``vzdump``) end with ``message``.
+
+        ``"WARNINGS: N"`` instead makes it succeed (effect applied) with N warnings."""
         with self.lock:
             self._failures[task_type].append(message)
 
@@ -156,12 +174,12 @@ class SimState:
         """Delay every API answer by ``seconds`` (0 turns it off)."""
         self.latency = max(0.0, float(seconds))
 
-    def inject_errors(self, status: int = 500, count: int = 1) -> None:
-        """Answer the next ``count`` API requests with HTTP ``status`` instead of doing them."""
+    def inject_errors(self, status: int = 500, count: int = 1, message: str | None = None) -> None:
+        """Answer the next ``count`` API calls with HTTP ``status`` (and ``message``), doing nothing."""
         with self.lock:
-            self._errors.extend([int(status)] * int(count))
+            self._errors.extend([(int(status), message)] * int(count))
 
-    def take_error(self) -> int | None:
+    def take_error(self) -> tuple[int, str | None] | None:
         with self.lock:
             return self._errors.popleft() if self._errors else None
 

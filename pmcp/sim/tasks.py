@@ -7,6 +7,7 @@ completes, and only when it succeeds. ``SimState.fail_next`` makes the next task
 from __future__ import annotations
 
 import heapq
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 Effect = Callable[["SimState", dict[str, Any]], list[str] | None]
 EFFECTS: dict[str, Effect] = {}
 MAX_TASKS = 5000
+WARNINGS = re.compile(r"^WARNINGS: \d+$")
 
 
 def effect(name: str) -> Callable[[Effect], Effect]:
@@ -76,7 +78,11 @@ class TaskEngine:
         args: dict[str, Any] | None = None,
         log: list[str] | None = None,
         seconds: float | None = None,
+        guests: tuple[int, ...] = (),
+        lock: str | None = None,
     ) -> str:
+        """Start a task; ``guests`` must not be locked (else the task fails like PVE's worker),
+        and with ``lock`` they stay locked (``backup``, ``snapshot``...) until the task ends."""
         world = self.state.world
         world["next_pid"] += 1
         now = time.time()
@@ -88,6 +94,18 @@ class TaskEngine:
             pid = world["next_pid"]
             upid = make_upid(node, pid, pstart, int(now), typ, ident, user)
         fail = self.state.take_failure(typ)
+        held = []
+        for vmid in guests:
+            g = world["guests"].get(str(vmid))
+            if g and g.get("lock") and not fail:
+                label = "VM" if g["type"] == "qemu" else "CT"
+                fail = f"{label} is locked ({g['lock']})"
+        if lock and not fail:
+            for vmid in guests:
+                if g := world["guests"].get(str(vmid)):
+                    g["lock"] = lock
+                    held.append(vmid)
+            self.state.changed()
         task = {
             "upid": upid,
             "node": node,
@@ -101,6 +119,7 @@ class TaskEngine:
             "log": list(log or []),
             "effect": [effect_name, args or {}] if effect_name else None,
             "fail": fail,
+            "locks": held,
         }
         self.tasks[upid] = task
         duration = self.state.task_seconds if seconds is None else seconds
@@ -124,8 +143,9 @@ class TaskEngine:
         task = self.tasks.get(upid)
         if not task or task["status"] != "running":
             return
-        if task.get("fail"):
-            self._finish(task, task["fail"], [f"TASK ERROR: {task['fail']}"])
+        fail = task.get("fail")
+        if fail and not WARNINGS.match(fail):
+            self._finish(task, fail, [f"TASK ERROR: {fail}"])
             return
         lines: list[str] = []
         try:
@@ -136,12 +156,14 @@ class TaskEngine:
             self._finish(task, str(e), [f"TASK ERROR: {e}"])
             return
         warnings = sum(1 for line in lines if line.startswith("WARN"))
+        if fail:
+            warnings = int(fail.split(":")[1])
+            lines.extend(f"WARN: simulated warning {i + 1}" for i in range(warnings))
         task["log"].extend(lines)
         if warnings:
             self._finish(task, f"WARNINGS: {warnings}", [f"TASK WARNINGS: {warnings}"])
         else:
             self._finish(task, "OK", ["TASK OK"])
-        self.state.changed()
 
     def stop(self, upid: str) -> None:
         task = self.tasks.get(upid)
@@ -156,6 +178,10 @@ class TaskEngine:
         task["exitstatus"] = exitstatus
         task["endtime"] = max(int(time.time()), task["starttime"])
         task.pop("effect", None)
+        for vmid in task.pop("locks", None) or ():
+            if g := self.state.world["guests"].get(str(vmid)):
+                g.pop("lock", None)
+        self.state.changed()
 
     def _trim(self) -> None:
         if len(self.tasks) > MAX_TASKS:

@@ -123,9 +123,21 @@ def running_sim(
     root_token: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    pve_version: int = 9,
 ) -> Iterator[RunningSim]:
-    """Start the simulator on a free port in a background thread; stop it on exit."""
-    state = SimState(nodes, guests, seed, task_seconds, root_token=root_token, state_file=state_file)
+    """Start the simulator on a free port in a background thread; stop it on exit.
+
+    ``pve_version=8`` pretends to be Proxmox VE 8.4 (42 privileges, ``VM.Monitor``).
+    """
+    state = SimState(
+        nodes,
+        guests,
+        seed,
+        task_seconds,
+        root_token=root_token,
+        state_file=state_file,
+        pve_version=pve_version,
+    )
     server = make_server(state, host, port)
     ca_file = None
     tmp = None

@@ -136,9 +136,12 @@ class Compose:
         self.run("config", "-q", timeout=60)
 
     def up(self, *services: str, recreate: bool = False) -> None:
+        """`up -d`; recreating named services never touches their dependencies (`--no-deps`)."""
         args = ["up", "-d", "--remove-orphans"]
         if recreate:
             args.append("--force-recreate")
+            if services:
+                args.append("--no-deps")
         self.run(*args, *services)
 
     def down(self) -> None:

@@ -6,6 +6,7 @@ Health is polled quickly (no fixed sleeps) and a failure names the container and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -81,7 +82,7 @@ def load_archive(c: Any, archive: Path) -> list[str]:
     except Exception as exc:
         raise StepError(
             f"could not load images from {archive}",
-            fix="check that the archive is complete (compare its sha256) and was made by `pmcp bundle create`",
+            fix="check that the archive is complete (compare its sha256), made by `pmcp bundle create`",
             detail=str(exc),
         ) from exc
     loaded = []
@@ -103,7 +104,7 @@ def ensure_pulled(c: Any, name: str) -> str:
         raise StepError(
             f"image {name} is not on this host and could not be pulled (offline?)",
             fix=(
-                f"on a machine with network: `docker pull {name} && docker save {name} | gzip > images.tar.gz`"
+                f"on a machine with network: `docker pull {name} && docker save {name} | gzip >images.tar.gz`"
                 " (or `pmcp bundle create`), copy it here, then `pmcp install --images images.tar.gz`"
             ),
             detail=str(exc),
@@ -145,10 +146,8 @@ def build_mcp_image(c: Any, context: Path, tag: str, base: str, pmcp_file: Path)
 def remove_image(c: Any, name: str) -> None:
     from docker.errors import APIError, ImageNotFound
 
-    try:
+    with contextlib.suppress(ImageNotFound, APIError):
         c.images.remove(name)
-    except (ImageNotFound, APIError):
-        pass
 
 
 @dataclass

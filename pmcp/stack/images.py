@@ -43,3 +43,11 @@ def mcp_image(version: str = __version__, digest: str | None = None) -> str:
     repo = os.environ.get("PMCP_MCP_IMAGE_REPO") or MCP_REPO
     tag = f"{version}-{digest[:12]}" if digest else version
     return f"{repo}:{tag}"
+
+
+def mcp_image_for(pmcp_sha256: str, base: str | None = None, version: str = __version__) -> str:
+    """The MCP image tag install uses for a pmcp file (by its sha256) built on ``base``: what
+    `pmcp bundle create` must tag, so an air-gapped install finds the image present and builds nothing."""
+    from pmcp.stack.render import template_text
+
+    return mcp_image(version, build_id(pmcp_sha256, base or python_base(), template_text("Dockerfile")))

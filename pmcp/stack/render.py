@@ -1,4 +1,4 @@
-"""Templates -> install dir: every file written atomically, replaced files backed up, unchanged files untouched.
+"""Templates -> install dir: each file written atomically, replaced files backed up, unchanged ones untouched.
 
 Rendering is pure (a StackConfig in, a dict of file contents out) so a plan can be shown before anything is
 written, and a second install can see that nothing differs and write nothing.
@@ -53,7 +53,7 @@ class SimService:
 
 @dataclass
 class StackConfig:
-    """Everything the templates need; stored (without secrets) in state.json so uninstall/update can rebuild it."""
+    """Everything the templates need; in state.json (no secrets) so uninstall/update can rebuild it."""
 
     mode: str = "read-only"
     proxmox_url: str = "https://127.0.0.1:8006"

@@ -113,13 +113,12 @@ class SecretsStep:
 
 
 class FilesStep:
-    """Render the templates into the install dir; back up what is replaced; unchanged files are not written."""
+    """Render the templates into the install dir; back up what is replaced; leave unchanged files alone."""
 
     name = "files"
 
-    def __init__(self, ctx: StackContext, purge: bool = False) -> None:
+    def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
-        self.purge = purge
         self._written: list[str] = []
         self._backup_dir: Path | None = None
         self._started = False
@@ -164,7 +163,8 @@ class FilesStep:
         statefile.update(self.ctx.paths, config=self.ctx.config.to_dict(), project=self.ctx.project)
 
     def undo(self) -> None:
-        """After a failed apply: put replaced files back. As uninstall: remove what install wrote."""
+        """After a failed apply: put replaced files back. As uninstall: remove the rendered files (the
+        rest of the install dir goes last, with InstallDirStep, after the steps that keep state in it)."""
         if self._started:
             for rel in self._written:
                 src = self._backup_dir / rel if self._backup_dir else None
@@ -174,10 +174,28 @@ class FilesStep:
                     (self.ctx.paths.prefix / rel).unlink(missing_ok=True)
             self._written = []
             return
-        self._remove_install()
+        for rel in render.render(self.ctx.config, upstream=render.UPSTREAM_DEFAULT):
+            (self.ctx.paths.prefix / rel).unlink(missing_ok=True)
 
-    def _remove_install(self) -> None:
-        prefix = self.ctx.paths.prefix
+
+class InstallDirStep:
+    """First step of every install, so uninstall undoes it last: the install dir itself. Backups and the
+    audit log stay unless purge (the agent account's sudoers backups live there until its undo ran)."""
+
+    name = "install dir"
+
+    def __init__(self, paths: InstallPaths, purge: bool = False) -> None:
+        self.paths = paths
+        self.purge = purge
+
+    def check(self) -> Plan:
+        return Plan(notes=[str(self.paths.prefix)])
+
+    def apply(self) -> None:
+        """Nothing: the steps create what they need in it."""
+
+    def undo(self) -> None:
+        prefix = self.paths.prefix
         if not prefix.exists():
             return
         if self.purge:
@@ -205,6 +223,12 @@ class ImageStep:
         self.remove_on_undo = remove_on_undo
         self._built = False
 
+    def _is_bundle(self) -> bool:
+        """`--images` takes a pmcp bundle (checksummed, `pmcp bundle create`) or a plain `docker save`."""
+        from pmcp.lifecycle.bundle import is_bundle
+
+        return bool(self.ctx.images_archive) and is_bundle(self.ctx.images_archive)
+
     def _needed(self) -> list[str]:
         cfg = self.ctx.config
         out = [cfg.caddy_image]
@@ -219,11 +243,16 @@ class ImageStep:
         if self.ctx.images_archive:
             wanted = [cfg.mcp_image, *self._needed()]
             if not all(engine.image_present(c, i) for i in wanted):
+                if self._is_bundle():
+                    from pmcp.lifecycle.bundle import verify_bundle
+
+                    verify_bundle(self.ctx.images_archive)  # a damaged bundle is refused before any change
                 plan.changes.append(f"load images from {self.ctx.images_archive}")
+                return plan
         if not engine.image_present(c, cfg.mcp_image):
             if engine.self_file() is None:
                 raise StepError(
-                    f"image {cfg.mcp_image} is not present and this pmcp is not a release file to build it from",
+                    f"image {cfg.mcp_image} is not present, and this pmcp is not a release file to build it",
                     fix="run the release file (dist/pmcp, `make dist`), or set PMCP_SELF=/path/to/pmcp",
                 )
             plan.changes.append(f"build {cfg.mcp_image} from {cfg.base_image} + this pmcp file (no network)")
@@ -236,7 +265,12 @@ class ImageStep:
         cfg = self.ctx.config
         c = self.ctx.docker
         if self.ctx.images_archive:
-            engine.load_archive(c, Path(self.ctx.images_archive))
+            if self._is_bundle():
+                from pmcp.lifecycle.bundle import load_bundle
+
+                load_bundle(self.ctx.images_archive, client=c)
+            else:
+                engine.load_archive(c, Path(self.ctx.images_archive))
         if not engine.image_present(c, cfg.mcp_image):
             pmcp_file = engine.self_file()
             assert pmcp_file is not None
@@ -251,6 +285,12 @@ class ImageStep:
         with contextlib.suppress(StepError):
             engine.remove_image(self.ctx.docker, self.ctx.config.mcp_image)
         (self.ctx.paths.image_dir / "pmcp").unlink(missing_ok=True)
+
+
+def record_stack(ctx: StackContext) -> None:
+    """Record what the running stack was started from; `pmcp update` calls it after a switch, so the next
+    install sees the stack as already right."""
+    statefile.update(ctx.paths, stack_fingerprints=_fingerprints(ctx.paths, ctx))
 
 
 def _fingerprints(paths: InstallPaths, ctx: StackContext) -> dict[str, str]:

@@ -56,7 +56,9 @@ def pmcp_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack_env(docker_engine: None, pmcp_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def stack_env(
+    docker_engine: None, pmcp_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
     """Environment for installs under test: offline images, this pmcp file, private log dir and lock."""
     sys.path.insert(0, str(ROOT))
     from tests.support import images
@@ -91,7 +93,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pmcp_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def pmcp_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI from source (the same code the zipapp holds)."""
     return subprocess.run(
         [sys.executable, "-m", "pmcp", *args],

@@ -81,6 +81,15 @@ def _apt_proxy_env() -> dict[str, str]:
     return env
 
 
+def _unmount_below(path: Path) -> None:
+    """Unmount what debootstrap left mounted (``/proc``, ``/sys``, ``/dev`` nodes bound in containers)
+    after a failed or killed run, so deleting its tree can never reach the host's files."""
+    prefix = f"{path.resolve()}/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "--lazy", mount], capture_output=True)
+
+
 @contextmanager
 def _locked(name: str) -> Iterator[None]:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -110,29 +119,38 @@ def rootfs_tarball(suite: str = "bookworm", flavour: str = "python") -> Path:
         if shutil.which("debootstrap") is None:
             raise ImageError("debootstrap is missing. Fix: run scripts/ensure-test-env as root.")
         with tempfile.TemporaryDirectory(prefix=f"pmcp-{suite}-", dir=CACHE_DIR) as tmp:
-            root = Path(tmp, "root")
-            cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(root)]
-            proc = subprocess.run(
-                [*cmd, apt_mirror()], capture_output=True, text=True, env=_apt_proxy_env(), timeout=900
-            )
-            if proc.returncode != 0:
-                log = Path(root, "debootstrap", "debootstrap.log")
-                detail = log.read_text()[-2000:] if log.exists() else proc.stderr[-2000:]
-                raise ImageError(
-                    f"debootstrap {suite} failed:\n{detail}\nFix: check access to {apt_mirror()}."
+            try:
+                root = Path(tmp, "root")
+                cmd = [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(packages)}",
+                    suite,
+                    str(root),
+                ]
+                proc = subprocess.run(
+                    [*cmd, apt_mirror()], capture_output=True, text=True, env=_apt_proxy_env(), timeout=900
                 )
-            for rel in PRUNE:
-                shutil.rmtree(root / rel, ignore_errors=True)
-                (root / rel).mkdir(parents=True, exist_ok=True)
-            if flavour == "caddy":
-                for rel in ("data", "config", "srv"):
-                    (root / rel).mkdir(exist_ok=True)
-            partial = Path(tmp, tarball.name)
-            subprocess.run(
-                ["tar", "--numeric-owner", "--sort=name", "-C", str(root), "-cf", str(partial), "."],
-                check=True,
-            )
-            partial.replace(tarball)
+                if proc.returncode != 0:
+                    log = Path(root, "debootstrap", "debootstrap.log")
+                    detail = log.read_text()[-2000:] if log.exists() else proc.stderr[-2000:]
+                    raise ImageError(
+                        f"debootstrap {suite} failed:\n{detail}\nFix: check access to {apt_mirror()}."
+                    )
+                for rel in PRUNE:
+                    shutil.rmtree(root / rel, ignore_errors=True)
+                    (root / rel).mkdir(parents=True, exist_ok=True)
+                if flavour == "caddy":
+                    for rel in ("data", "config", "srv"):
+                        (root / rel).mkdir(exist_ok=True)
+                partial = Path(tmp, tarball.name)
+                subprocess.run(
+                    ["tar", "--numeric-owner", "--sort=name", "-C", str(root), "-cf", str(partial), "."],
+                    check=True,
+                )
+                partial.replace(tarball)
+            finally:
+                _unmount_below(Path(tmp))
     return tarball
 
 

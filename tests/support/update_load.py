@@ -52,7 +52,9 @@ class ClientLoop:
         self._thread.start()
         if not self._ready.wait(wait):
             self._stop.set()
-            raise RuntimeError(f"the client loop did not get a first answer in {wait:g}s: {self.stats.errors}")
+            raise RuntimeError(
+                f"the client loop did not get a first answer in {wait:g}s: {self.stats.errors}"
+            )
         return self
 
     def stop(self) -> LoadStats:
@@ -98,10 +100,13 @@ class ClientLoop:
                         counted = False
                         self._ready.set()
             except Exception as exc:
-                self.stats.requests += 0 if counted else 1  # a session that could not open is a failed request
+                self.stats.requests += (
+                    0 if counted else 1
+                )  # a session that could not open is a failed request
                 self.stats.failed += 1
                 while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
                     exc = exc.exceptions[0]
-                self.stats.errors.append(f"{time.monotonic() - started:.2f}s {type(exc).__name__}: {exc}"[:300])
+                at = time.strftime("%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.2f}"[1:]
+                self.stats.errors.append(f"{at} {type(exc).__name__}: {exc}"[:300])
                 await asyncio.sleep(0.05)
         self.stats.seconds = time.monotonic() - started

@@ -102,8 +102,8 @@ async def storage_content(
         Field(description="Only this content type"),
     ] = None,
     vmid: Vmid | None = None,
-    limit: Annotated[int, Field(ge=1, le=500)] = 50,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    limit: Annotated[int, Field(ge=1, le=500, description="Page size")] = 50,
+    offset: Annotated[int, Field(ge=0, description="Skip this many volumes")] = 0,
 ) -> Reply:
     """The volumes on one storage of one node (disk images, ISOs, templates, backups), paginated."""
     path = validate.api_path("nodes", validate.node(node), "storage", validate.storage(storage), "content")

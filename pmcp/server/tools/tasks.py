@@ -34,7 +34,7 @@ async def list_tasks(
     node: Node | None = None,
     vmid: Vmid | None = None,
     errors_only: Annotated[bool, Field(description="Only tasks that failed")] = False,
-    limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    limit: Annotated[int, Field(ge=1, le=200, description="At most this many tasks")] = 20,
 ) -> Reply:
     """Recent Proxmox tasks (start, backup, snapshot, ...), newest first, on one node or cluster-wide."""
     if node:
@@ -130,7 +130,7 @@ async def task_log(
     call: Call,
     upid: Upid,
     start: Annotated[int, Field(ge=0, description="First line number (0-based)")] = 0,
-    limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Field(ge=1, le=1000, description="At most this many lines")] = 100,
 ) -> Reply:
     """The log lines of one task (page with start/limit)."""
     upid = validate.upid(upid)

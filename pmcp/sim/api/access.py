@@ -14,7 +14,6 @@ from typing import Any
 from pmcp.sim import access as perms
 from pmcp.sim.api.common import Ctx, split_list
 from pmcp.sim.errors import ApiError, param_error
-from pmcp.sim.privileges import PRIVILEGES
 from pmcp.sim.routes import route
 
 REALMS = {
@@ -41,9 +40,10 @@ def _role(ctx: Ctx, roleid: str) -> dict[str, Any]:
     return role
 
 
-def _privs(value: Any) -> list[str]:
+def _privs(ctx: Ctx, value: Any) -> list[str]:
     privs = split_list(value)
-    bad = [p for p in privs if p not in PRIVILEGES]
+    valid = perms.host_privileges(ctx.state)
+    bad = [p for p in privs if p not in valid]
     if bad:
         raise param_error({"privs": f"invalid format - invalid privilege '{bad[0]}'\n"})
     return sorted(set(privs))
@@ -64,6 +64,34 @@ def access_index(ctx: Ctx, p: dict) -> list:
         "permissions",
     )
     return [{"subdir": s} for s in subdirs]
+
+
+@route("GET", "/access/ticket")
+def ticket_dummy(ctx: Ctx, p: dict) -> None:
+    return None
+
+
+@route("POST", "/access/ticket")
+def ticket(ctx: Ctx, p: dict) -> dict:
+    """A session for USER@REALM and its password (or a still-valid ticket, to renew it)."""
+    username = p["username"]
+    if "@" not in username:
+        username = f"{username}@{p.get('realm', 'pam')}"
+    password = p["password"]
+    if password.startswith("PVE:") and perms.ticket_user(ctx.state, password) == username:
+        valid = True
+    else:
+        valid = perms.check_password(ctx.state, username, password)
+    if not valid:
+        raise ApiError(401, "authentication failure")
+    ticket_, csrf = perms.issue_ticket(ctx.state, username)
+    return {
+        "username": username,
+        "ticket": ticket_,
+        "CSRFPreventionToken": csrf,
+        "clustername": ctx.world["cluster_name"],
+        "cap": {},
+    }
 
 
 @route("GET", "/access/domains")
@@ -100,7 +128,7 @@ def role_create(ctx: Ctx, p: dict) -> None:
         raise ApiError(
             500, f"cannot create role '{rid}': names starting with 'PVE' are reserved for built-in roles"
         )
-    ctx.world["roles"][rid] = {"privs": _privs(p.get("privs"))}
+    ctx.world["roles"][rid] = {"privs": _privs(ctx, p.get("privs"))}
     ctx.state.changed(access=True)
 
 
@@ -109,7 +137,7 @@ def role_update(ctx: Ctx, p: dict) -> None:
     role = _role(ctx, p["roleid"])
     if role.get("special"):
         raise ApiError(500, f"update role failed: cannot modify built-in role '{p['roleid']}'")
-    privs = _privs(p.get("privs"))
+    privs = _privs(ctx, p.get("privs"))
     role["privs"] = sorted(set(role["privs"]) | set(privs)) if p.get("append") else privs
     ctx.state.changed(access=True)
 
@@ -445,4 +473,6 @@ def permissions(ctx: Ctx, p: dict) -> dict:
 def password(ctx: Ctx, p: dict) -> None:
     u = _user(ctx, p["userid"])
     u["password"] = _pw(p["password"])
+    if p["userid"] == "root@pam":
+        ctx.state.root_password = p["password"]
     ctx.state.changed()

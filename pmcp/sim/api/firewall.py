@@ -23,10 +23,7 @@ def _fw(ctx: Ctx, p: dict) -> dict[str, Any]:
 
 
 def _listing(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {**r, "pos": i, "ipversion": r.get("ipversion")} if r.get("ipversion") else {**r, "pos": i}
-        for i, r in enumerate(rules)
-    ]
+    return [{**r, "pos": i} for i, r in enumerate(rules)]
 
 
 def _rule(fw: dict[str, Any], pos: int) -> dict[str, Any]:

@@ -104,13 +104,13 @@ def _register(kind: str) -> None:
     def config(ctx: Ctx, p: dict) -> dict:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
         if p.get("snapshot"):
-            return dict(_snapshot(g, p["snapshot"], label)["config"])
+            return dict(_snapshot(g, p["snapshot"])["config"])
         return dict(g["config"])
 
     @route("GET", base + "/{vmid}/pending")
     def pending(ctx: Ctx, p: dict) -> list:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
-        return [{"key": k, "value": v} for k, v in g["config"].items()]
+        return [{"key": k, "value": str(v)} for k, v in g["config"].items()]
 
     @route("PUT", base + "/{vmid}/config")
     def set_config(ctx: Ctx, p: dict) -> None:
@@ -141,8 +141,9 @@ def _register(kind: str) -> None:
             raise ApiError(500, f"{label} is locked ({g['lock']})")
         args = {"vmid": p["vmid"], "purge": p.get("purge", 0)}
         return ctx.state.engine.start(
-            p["node"], f"{prefix}destroy", str(p["vmid"]), ctx.auth.authid, "destroy", args
-        )
+            p["node"], f"{prefix}destroy", str(p["vmid"]), ctx.auth.authid, "destroy", args,
+            guests=(p["vmid"],), lock="destroyed",
+        )  # fmt: skip
 
     @route("POST", base + "/{vmid}/clone")
     def clone(ctx: Ctx, p: dict) -> str:
@@ -154,7 +155,7 @@ def _register(kind: str) -> None:
         if p.get("pool") and p["pool"] not in ctx.world["pools"]:
             raise ApiError(500, f"pool '{p['pool']}' does not exist")
         if p.get("snapname"):
-            _snapshot(g, p["snapname"], label)
+            _snapshot(g, p["snapname"])
         name_key = "name" if kind == "qemu" else "hostname"
         args = {
             "vmid": p["vmid"],
@@ -165,7 +166,16 @@ def _register(kind: str) -> None:
             "description": p.get("description"),
         }
         ident = str(p["vmid"])
-        return ctx.state.engine.start(p["node"], f"{prefix}clone", ident, ctx.auth.authid, "clone", args)
+        return ctx.state.engine.start(
+            p["node"],
+            f"{prefix}clone",
+            ident,
+            ctx.auth.authid,
+            "clone",
+            args,
+            guests=(p["vmid"],),
+            lock="clone",
+        )
 
     @route("POST", base + "/{vmid}/migrate")
     def migrate(ctx: Ctx, p: dict) -> str:
@@ -179,8 +189,9 @@ def _register(kind: str) -> None:
             raise ApiError(500, f"can't migrate running {label} without {what}")
         args = {"vmid": p["vmid"], "target": p["target"]}
         return ctx.state.engine.start(
-            p["node"], f"{prefix}migrate", str(p["vmid"]), ctx.auth.authid, "migrate", args
-        )
+            p["node"], f"{prefix}migrate", str(p["vmid"]), ctx.auth.authid, "migrate", args,
+            guests=(p["vmid"],), lock="migrate",
+        )  # fmt: skip
 
     @route("GET", base + "/{vmid}/snapshot")
     def snapshots(ctx: Ctx, p: dict) -> list:
@@ -215,21 +226,22 @@ def _register(kind: str) -> None:
             "vmstate": p.get("vmstate", 0),
         }
         return ctx.state.engine.start(
-            p["node"], f"{prefix}snapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_create", args
-        )
+            p["node"], f"{prefix}snapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_create", args,
+            guests=(p["vmid"],), lock="snapshot",
+        )  # fmt: skip
 
     @route("GET", base + "/{vmid}/snapshot/{snapname}")
     def snapshot_dir(ctx: Ctx, p: dict) -> list:
-        _snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"], label)
+        _snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"])
         return [{"rollback": {}}, {"config": {}}]
 
     @route("GET", base + "/{vmid}/snapshot/{snapname}/config")
     def snapshot_config(ctx: Ctx, p: dict) -> dict:
-        return dict(_snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"], label)["config"])
+        return dict(_snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"])["config"])
 
     @route("PUT", base + "/{vmid}/snapshot/{snapname}/config")
     def snapshot_config_update(ctx: Ctx, p: dict) -> None:
-        snap = _snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"], label)
+        snap = _snapshot(guest_of(ctx, p["node"], p["vmid"], kind), p["snapname"])
         if "description" in p:
             snap["description"] = p["description"]
         ctx.state.changed()
@@ -237,23 +249,25 @@ def _register(kind: str) -> None:
     @route("POST", base + "/{vmid}/snapshot/{snapname}/rollback")
     def snapshot_rollback(ctx: Ctx, p: dict) -> str:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
-        _snapshot(g, p["snapname"], label)
+        _snapshot(g, p["snapname"])
         args = {"vmid": p["vmid"], "name": p["snapname"], "start": p.get("start", 0)}
         return ctx.state.engine.start(
-            p["node"], f"{prefix}rollback", str(p["vmid"]), ctx.auth.authid, "snapshot_rollback", args
-        )
+            p["node"], f"{prefix}rollback", str(p["vmid"]), ctx.auth.authid, "snapshot_rollback", args,
+            guests=(p["vmid"],), lock="rollback",
+        )  # fmt: skip
 
     @route("DELETE", base + "/{vmid}/snapshot/{snapname}")
     def snapshot_delete(ctx: Ctx, p: dict) -> str:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
-        _snapshot(g, p["snapname"], label)
+        _snapshot(g, p["snapname"])
         args = {"vmid": p["vmid"], "name": p["snapname"]}
         return ctx.state.engine.start(
-            p["node"], f"{prefix}delsnapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_delete", args
-        )
+            p["node"], f"{prefix}delsnapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_delete", args,
+            guests=(p["vmid"],), lock="snapshot-delete",
+        )  # fmt: skip
 
 
-def _snapshot(g: dict[str, Any], name: str, label: str) -> dict[str, Any]:
+def _snapshot(g: dict[str, Any], name: str) -> dict[str, Any]:
     for s in g["snapshots"]:
         if s["name"] == name:
             return s
@@ -284,16 +298,15 @@ def _register_power(kind: str, base: str, prefix: str, label: str, action: str) 
         g = guest_of(ctx, p["node"], p["vmid"], kind)
         if g["template"] and action == "start":
             raise ApiError(500, "you can't start a vm if it's a template")
-        if g.get("lock") and not p.get("skiplock"):
-            raise ApiError(500, f"{label} is locked ({g['lock']})")
         args = {"vmid": p["vmid"], "action": action, "label": label}
         log = {
             "start": [f"starting {label} {p['vmid']}"] if kind == "qemu" else [],
             "shutdown": [f"shutting down {label} {p['vmid']}"],
         }.get(action, [])
         return ctx.state.engine.start(
-            p["node"], f"{prefix}{action}", str(p["vmid"]), ctx.auth.authid, "power", args, log
-        )
+            p["node"], f"{prefix}{action}", str(p["vmid"]), ctx.auth.authid, "power", args, log,
+            guests=() if p.get("skiplock") else (p["vmid"],),
+        )  # fmt: skip
 
 
 @effect("power")
@@ -410,6 +423,7 @@ def _clone(state: SimState, a: dict[str, Any]) -> list[str]:
         vmid=a["newid"], node=a["target"], status="stopped", started_at=None, template=0,
         snapshots=[], pool=a.get("pool"), parent=None, paused=False,
     )  # fmt: skip
+    new.pop("lock", None)
     state.world["guests"][str(a["newid"])] = new
     state.changed(access=bool(a.get("pool")))
     return [f"create full clone of drive scsi0 (local-lvm:vm-{a['vmid']}-disk-0)"]
@@ -422,6 +436,7 @@ def _migrate(state: SimState, a: dict[str, Any]) -> list[str]:
         raise TaskFailed(f"Configuration file for {a['vmid']} does not exist")
     source = g["node"]
     g["node"] = a["target"]
+    state.world["layout"] = state.world.get("layout", 0) + 1
     return [
         f"starting migration of VM {a['vmid']} to node '{a['target']}'",
         f"migration finished ({source} -> {a['target']})",

@@ -47,23 +47,32 @@ def volumes(world: dict[str, Any], node: str, sid: str) -> list[dict[str, Any]]:
 
 
 def _guest_disks_used(ctx: Ctx) -> dict[str, int]:
-    """Bytes the guests' disks use per node, computed once per state change."""
-    cached = ctx.state.cache.get("guest-disks-used")
-    if cached is None:
-        cached = {}
-        for g in ctx.world["guests"].values():
-            cached[g["node"]] = cached.get(g["node"], 0) + int(g["maxdisk"] * g["disk_ratio"])
-        ctx.state.cache["guest-disks-used"] = cached
-    return cached
+    """Bytes the guests' disks use per node; recomputed when guests appear, vanish or move."""
+    guests = ctx.world["guests"]
+    sig = (len(guests), ctx.world.get("layout", 0))
+    hit = ctx.state.sums.get("guest-disks")
+    if hit is None or hit[0] != sig:
+        used: dict[str, int] = {}
+        for g in guests.values():
+            used[g["node"]] = used.get(g["node"], 0) + int(g["maxdisk"] * g["disk_ratio"])
+        hit = (sig, used)
+        ctx.state.sums["guest-disks"] = hit
+    return hit[1]
+
+
+def _content_used(ctx: Ctx, ckey: str) -> int:
+    """Bytes of stored volumes; volumes are only added or removed, so the count is the signature."""
+    vols = ctx.world["content"].get(ckey, [])
+    hit = ctx.state.sums.get(("content", ckey))
+    if hit is None or hit[0] != len(vols):
+        hit = (len(vols), sum(int(v.get("used", v["size"])) for v in vols))
+        ctx.state.sums[("content", ckey)] = hit
+    return hit[1]
 
 
 def storage_status(ctx: Ctx, node: str, sid: str) -> dict[str, Any]:
     s = ctx.world["storages"][sid]
-    ckey = content_key(ctx.world, node, sid)
-    used = ctx.state.cache.get(("content-used", ckey))
-    if used is None:
-        used = sum(int(v.get("used", v["size"])) for v in ctx.world["content"].get(ckey, []))
-        ctx.state.cache[("content-used", ckey)] = used
+    used = _content_used(ctx, content_key(ctx.world, node, sid))
     if "images" in s["content"]:
         used += _guest_disks_used(ctx).get(node, 0)
     used += 2 * GIB
@@ -248,7 +257,10 @@ def vzdump(ctx: Ctx, p: dict) -> str:
     opts = " ".join(f"--{k} {v}" for k, v in sorted(p.items()) if k not in ("node", "vmid"))
     log = [f"INFO: starting new backup job: vzdump {' '.join(map(str, vmids))} {opts} --node {node}".rstrip()]
     ident = str(vmids[0]) if len(vmids) == 1 else ""
-    return ctx.state.engine.start(node, "vzdump", ident, ctx.auth.authid, "vzdump", args, log)
+    local = tuple(v for v in vmids if guests[str(v)]["node"] == node)
+    return ctx.state.engine.start(
+        node, "vzdump", ident, ctx.auth.authid, "vzdump", args, log, guests=local, lock="backup"
+    )
 
 
 @effect("vzdump")

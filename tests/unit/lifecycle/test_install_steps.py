@@ -14,7 +14,7 @@ from pmcp.lifecycle.install import InstallOptions, build, step_line
 from pmcp.lifecycle.steps import StepError, StepResult, run_steps
 from pmcp.paths import InstallPaths
 from pmcp.stack import render
-from pmcp.stack.steps import FilesStep, SecretsStep, StackContext
+from pmcp.stack.steps import FilesStep, InstallDirStep, SecretsStep, StackContext
 
 
 def _ctx(prefix: Path, **kw: object) -> StackContext:
@@ -72,9 +72,11 @@ def test_files_step_undo_after_failure_restores_and_uninstall_keeps_audit(tmp_pa
 
     ctx.paths.audit_log.write_text('{"event": 1}\n')
     FilesStep(ctx).undo()  # as uninstall: a fresh step
+    assert not ctx.paths.compose_file.exists() and ctx.paths.secrets_dir.exists()
+    InstallDirStep(ctx.paths).undo()
     assert ctx.paths.audit_log.exists() and ctx.paths.backups_dir.exists()
-    assert not ctx.paths.compose_file.exists() and not ctx.paths.secrets_dir.exists()
-    FilesStep(ctx, purge=True).undo()
+    assert not ctx.paths.secrets_dir.exists()
+    InstallDirStep(ctx.paths, purge=True).undo()
     assert not ctx.paths.prefix.exists()
 
 
@@ -99,21 +101,35 @@ def test_options_are_validated() -> None:
 def test_step_order_host_and_demo(tmp_path: Path) -> None:
     host = [s.name for s in build(InstallOptions(prefix=str(tmp_path / "a"))).steps]
     assert host == [
-        "preflight", "vm networking", "proxmox identity", "agent account", "secrets",
-        "files", "image", "stack", "firewall", "client config", "verify",
+        "install dir",
+        "preflight",
+        "vm networking",
+        "proxmox identity",
+        "agent account",
+        "secrets",
+        "files",
+        "image",
+        "stack",
+        "firewall",
+        "client config",
+        "verify",
     ]
     demo_opts = InstallOptions(prefix=str(tmp_path / "b"), sim=render.SimService(), host_checks=False)
     demo = [s.name for s in build(demo_opts).steps]
-    assert demo[:4] == ["files", "image", "simulator", "preflight"]
+    assert demo[:5] == ["install dir", "files", "image", "simulator", "preflight"]
     assert demo.index("proxmox identity") < demo.index("stack")
 
 
 def test_options_round_trip_through_state(tmp_path: Path) -> None:
-    opts = InstallOptions(prefix=str(tmp_path), mode="operator", agent_user=None, sim=render.SimService(port=1))
+    opts = InstallOptions(
+        prefix=str(tmp_path), mode="operator", agent_user=None, sim=render.SimService(port=1)
+    )
     back = InstallOptions.from_dict(opts.to_dict())
     assert back == opts
 
 
 def test_step_line_shows_fix_and_detail() -> None:
-    line = step_line(StepResult("stack", "failed", error="mcp-server exited", fix="pmcp logs", detail="Traceback"))
+    line = step_line(
+        StepResult("stack", "failed", error="mcp-server exited", fix="pmcp logs", detail="Traceback")
+    )
     assert "FAILED" in line and "fix:   pmcp logs" in line and "Traceback" in line

@@ -44,13 +44,21 @@ def test_serve_refuses_public_bind_without_token_file(sim, tmp_path):
     assert "PMCP_AUTH_TOKEN_FILE" in proc.stderr and "refusing" in proc.stderr
 
 
-def test_serve_from_environment(sim, tmp_path):
+def test_serve_from_environment(tmp_path):
+    from pmcp.sim.testing import running_sim
+
+    with running_sim(nodes=2, guests=10, tls=True) as tls_sim:
+        _serve_and_call(tls_sim, tmp_path)
+
+
+def _serve_and_call(sim, tmp_path):
     tokens = tmp_path / "tokens"
     token = authtokens.add(tokens, "claude")
     port = free_port()
     env = _env(
         sim,
         tmp_path,
+        PROXMOX_CA_FILE=sim.ca_file,
         PMCP_AUTH_TOKEN_FILE=str(tokens),
         PMCP_ALLOWED_HOSTS="pve.example.com",
         PMCP_MODE="operator",
@@ -69,7 +77,8 @@ def test_serve_from_environment(sim, tmp_path):
         while True:
             assert proc.poll() is None, proc.communicate()
             try:
-                if httpx2.get(base + "/health", timeout=2).json()["proxmox"]["reachable"]:
+                proxmox = httpx2.get(base + "/health", timeout=2).json()["proxmox"]
+                if proxmox["reachable"] and proxmox["tls_verified"]:
                     break
             except httpx2.HTTPError:
                 pass

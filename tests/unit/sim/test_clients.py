@@ -206,3 +206,67 @@ def test_serve_tls_subprocess_with_pvesh_verifying_the_ca(tmp_path: Path) -> Non
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert "pve-root-ca.pem" in out
+
+
+def test_routes_json_lists_what_is_served() -> None:
+    from pmcp.sim.routes import all_routes
+
+    r = pmcp("sim", "routes", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [(x["method"], x["path"]) for x in json.loads(r.stdout)] == all_routes()
+
+
+def test_proxmoxer_password_session_and_password_change() -> None:
+    from proxmoxer.core import ResourceException
+
+    with running_sim(nodes=1, guests=2, tls=True) as sim:
+        host, port = sim.url.split("//")[1].rsplit(":", 1)
+        assert (
+            sim.request("POST", "/access/users", params={"userid": "sess@pve", "password": "first-pass"})[0]
+            == 200
+        )
+
+        def login(password: str) -> proxmoxer.ProxmoxAPI:
+            return proxmoxer.ProxmoxAPI(
+                host, port=int(port), user="sess@pve", password=password, verify_ssl=sim.ca_file
+            )
+
+        px = login("first-pass")
+        assert px.version.get()["release"] == "9.1"
+        px.access.password.put(userid="sess@pve", password="second-pass")
+        with pytest.raises(proxmoxer.AuthenticationError):
+            login("first-pass")
+        assert login("second-pass").version.get()
+        with pytest.raises(ResourceException) as err:
+            px.access.password.put(userid="root@pam", password="stolen-root")
+        assert err.value.status_code == 403
+
+
+def test_ticket_needs_csrf_for_changes(sim: RunningSim) -> None:
+    import urllib.error
+    import urllib.request
+
+    from pmcp.sim.state import DEFAULT_ROOT_PASSWORD
+
+    status, body = call(
+        sim.api_url, "POST", "/access/ticket", None, {"username": "root@pam", "password": "nope"}
+    )
+    assert status == 401
+    params = {"username": "root", "realm": "pam", "password": DEFAULT_ROOT_PASSWORD}
+    status, body = call(sim.api_url, "POST", "/access/ticket", None, params)
+    assert status == 200 and body["data"]["username"] == "root@pam"
+    cookie = f"PVEAuthCookie={body['data']['ticket']}"
+    req = urllib.request.Request(sim.api_url + "/access/roles", data=b"roleid=NoCsrf", method="POST")
+    req.add_header("Cookie", cookie)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 401
+    req.add_header("CSRFPreventionToken", body["data"]["CSRFPreventionToken"])
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
+def test_pveversion_follows_the_simulator() -> None:
+    with running_sim(nodes=1, guests=1, pve_version=8) as sim8:
+        r = pmcp("sim", "pveversion", env=sim8.env())
+        assert r.stdout.startswith("pve-manager/8.4.1/") and "6.8.12" in r.stdout

@@ -140,3 +140,10 @@ def test_nextid(sim: RunningSim) -> None:
     assert str(body["data"]) not in sim.state.world["guests"]
     status, body = sim.request("GET", "/cluster/nextid", params={"vmid": 100})
     assert status == 400 and body["errors"] == {"vmid": "VM 100 already exists"}
+
+
+def test_a_parameter_that_requires_another(sim: RunningSim) -> None:
+    status, body = sim.request("PUT", "/access/users/alice@pve", params={"append": 1})
+    assert status == 400 and body["errors"] == {
+        "groups": "missing property - 'append' requires this property"
+    }

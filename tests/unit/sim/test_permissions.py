@@ -278,3 +278,19 @@ def test_vzdump_needs_backup_and_storage_space(sim: RunningSim) -> None:
     )
     assert status == 403
     assert body["message"] == f"Permission check failed (/vms/{g['vmid']}, VM.Backup)\n"
+
+
+def test_pve8_host_has_its_42_privileges(sim: RunningSim) -> None:
+    from pmcp.sim.testing import running_sim
+
+    with running_sim(nodes=1, guests=2, pve_version=8) as sim8:
+        assert ok(sim8.request("GET", "/version"))["release"] == "8.4"
+        privs = ok(sim8.request("GET", "/access/roles/Administrator"))
+        assert len(privs) == 42 and "VM.Monitor" in privs and "VM.GuestAgent.Audit" not in privs
+        status, body = sim8.request(
+            "POST", "/access/roles", params={"roleid": "New", "privs": "VM.GuestAgent.Audit"}
+        )
+        assert status == 400 and body["errors"]["privs"].startswith("invalid format - invalid privilege")
+        ok(sim8.request("POST", "/access/roles", params={"roleid": "Old", "privs": "VM.Monitor,VM.Audit"}))
+    status, body = sim.request("POST", "/access/roles", params={"roleid": "Old9", "privs": "VM.Monitor"})
+    assert status == 400 and "VM.Monitor" in body["errors"]["privs"], "PVE 9 dropped VM.Monitor"

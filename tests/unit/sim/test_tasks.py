@@ -280,3 +280,26 @@ def test_pools(sim: RunningSim) -> None:
     assert sim.request("DELETE", "/pools", params={"poolid": "simtest"})[0] == 500, "not empty"
     ok(sim.request("PUT", "/pools", params={"poolid": "simtest", "vms": g["vmid"], "delete": 1}))
     ok(sim.request("DELETE", "/pools", params={"poolid": "simtest"}))
+
+
+def test_a_running_backup_locks_the_guest(slow_sim: RunningSim) -> None:
+    sim = slow_sim
+    g = guest(sim, status="stopped")
+    backup = ok(
+        sim.request("POST", f"/nodes/{g['node']}/vzdump", params={"vmid": g["vmid"], "storage": "local"})
+    )
+    assert ok(sim.request("GET", base(g) + "/status/current"))["lock"] == "backup"
+    start = ok(sim.request("POST", base(g) + "/status/start"))
+    assert wait(sim, g["node"], start)["exitstatus"] == "VM is locked (backup)"
+    assert wait(sim, g["node"], backup)["exitstatus"] == "OK"
+    assert "lock" not in ok(sim.request("GET", base(g) + "/status/current"))
+
+
+def test_injected_warnings_still_apply_the_effect(sim: RunningSim) -> None:
+    g = guest(sim, status="stopped")
+    sim.state.fail_next("qmstart", "WARNINGS: 2")
+    upid = ok(sim.request("POST", base(g) + "/status/start"))
+    assert wait(sim, g["node"], upid)["exitstatus"] == "WARNINGS: 2"
+    assert ok(sim.request("GET", base(g) + "/status/current"))["status"] == "running"
+    log = ok(sim.request("GET", f"/nodes/{g['node']}/tasks/{upid}/log"))
+    assert log[-1]["t"] == "TASK WARNINGS: 2"

@@ -1,0 +1,142 @@
+"""`pmcp install` end to end: the CLI contract (dry-run, JSON, exit codes) and the failure paths: a server
+that fails its health check is undone with its log tail, an interrupted install is finished by a re-run.
+Runs against the simulator service (the demo layout), with the real engine and compose."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import demo_opts, pmcp_cli
+
+pytestmark = [pytest.mark.docker, pytest.mark.dist, pytest.mark.slow]
+
+
+def _statuses(result) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {s.name: s.status for s in result.run.steps}
+
+
+def _services(prefix: Path) -> list[str]:
+    from pmcp.stack.compose import project_name
+
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--format",
+            '{{.Label "com.docker.compose.service"}}',
+            "--filter",
+            f"label=com.docker.compose.project={project_name(prefix)}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sorted(out.split())
+
+
+def test_dry_run_json_changes_nothing_and_fails_clearly_off_proxmox(tmp_path: Path) -> None:
+    """Off a Proxmox host, `install --dry-run --json` stops at preflight with the fix, writes nothing."""
+    prefix = tmp_path / "inst"
+    proc = pmcp_cli(
+        "install",
+        "--prefix",
+        str(prefix),
+        "--dry-run",
+        "--json",
+        "--agent-user",
+        "",
+        env={"PMCP_PVESH": "false", "PMCP_PVEVERSION": "false"},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and out["dry_run"] is True
+    pre = out["steps"][1]
+    assert pre["name"] == "preflight" and pre["status"] == "failed" and pre["fix"]
+    assert not prefix.exists()
+
+
+def test_failing_health_check_is_undone_and_rerun_recovers(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """A server that exits (bad configuration): install fails at the stack step with the log tail, the
+    stack is removed; fixing the option and re-running completes from where it stopped."""
+    from pmcp.lifecycle.install import install
+    from pmcp.lifecycle.uninstall import uninstall
+
+    prefix = tmp_path / "bad"
+    opts = demo_opts(prefix, health_timeout=60.0)
+    opts.extra_env = {"PMCP_MODE": "bogus-mode"}
+    try:
+        res = install(opts, kind="demo")
+        assert not res.ok
+        failed = next(s for s in res.run.steps if s.status == "failed")
+        assert failed.name == "stack", res.to_dict()
+        assert "mcp-server" in failed.error and failed.fix
+        assert "bogus" in failed.detail or "mode" in failed.detail.lower(), failed.detail
+        assert "undone" in " ".join(failed.notes)
+        assert _services(prefix) == ["pve-sim"]  # the failed step's containers are gone
+        opts.extra_env = {}
+        again = install(opts, kind="demo")
+        assert again.ok, again.to_dict()
+        st = _statuses(again)
+        assert st["simulator"] == "ok" and st["proxmox identity"] == "ok" and st["stack"] == "changed"
+    finally:
+        uninstall(prefix, purge=True)
+    assert not prefix.exists()
+
+
+def test_interrupted_install_rerun_recovers(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """Ctrl-C right after the image step: nothing half-done is left, and the next run finishes the job."""
+    from pmcp.lifecycle.install import install
+    from pmcp.lifecycle.uninstall import uninstall
+
+    prefix = tmp_path / "intr"
+    opts = demo_opts(prefix)
+
+    def interrupt(r) -> None:  # type: ignore[no-untyped-def]
+        if r.name == "proxmox identity":
+            raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            install(opts, report=interrupt, kind="demo")
+        again = install(opts, kind="demo")
+        assert again.ok, again.to_dict()
+        st = _statuses(again)
+        assert st["files"] == "ok" and st["proxmox identity"] == "ok" and st["stack"] == "changed"
+    finally:
+        uninstall(prefix, purge=True)
+
+
+def test_agent_account_contained_then_restored(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """A real account with blanket sudo and the docker group: install takes both away (verified by the
+    escalation battery), uninstall gives back exactly what was there."""
+    import grp
+
+    from pmcp.lifecycle.install import install
+    from pmcp.lifecycle.uninstall import uninstall
+    from tests.support.accounts import temp_account
+
+    prefix = tmp_path / "agent"
+    with temp_account(groups=("docker",)) as acct:
+        blanket = acct.sudoers_file(f"90-test-{acct.name}", f"{acct.name} ALL=(ALL) NOPASSWD:ALL\n")
+        before = blanket.read_text()
+        opts = demo_opts(prefix, agent_user=acct.name)
+        try:
+            res = install(opts, kind="demo")
+            assert res.ok, res.to_dict()
+            assert _statuses(res)["agent account"] == "changed"
+            agent_rows = [r for r in res.verify if r["check"].startswith("agent:")]
+            assert agent_rows and all(r["result"] == "pass" for r in agent_rows), agent_rows
+            assert acct.name not in grp.getgrnam("docker").gr_mem
+            assert acct.name not in (blanket.read_text() if blanket.exists() else "")
+        finally:
+            undone = uninstall(prefix)
+        assert undone.ok, undone.to_dict()
+        assert blanket.read_text() == before
+        assert acct.name in grp.getgrnam("docker").gr_mem
+        assert (prefix / "backups").is_dir()  # kept without --purge
+        assert not (prefix / "docker-compose.yml").exists() and not (prefix / "secrets").exists()
