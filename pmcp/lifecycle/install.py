@@ -270,7 +270,7 @@ class Skipped:
 
 
 @dataclass
-class Plan_:
+class InstallPlan:
     """The built step list and what the steps share."""
 
     opts: InstallOptions
@@ -288,7 +288,7 @@ def build(
     redact: Callable[[str], str] | None = None,
     recorded: bool = False,
     keep_images: bool = False,
-) -> Plan_:
+) -> InstallPlan:
     """The ordered steps of an install with these options (uninstall runs their undo in reverse).
 
     ``recorded``: use the configuration state.json recorded (uninstall removes what is there, whatever
@@ -306,7 +306,7 @@ def build(
     )
     if redact:
         ctx.redact = redact
-    b = Plan_(opts, paths, ctx)
+    b = InstallPlan(opts, paths, ctx)
     pvesh_cmd, env = pvesh_command(opts), pvesh_env(opts)
 
     def pvesh() -> Any:
@@ -368,20 +368,11 @@ def build(
         return AgentContainment(opts.agent_user, backup_dir=paths.backups_dir / "agent-user")
 
     def make_firewall() -> Step | None:
-        try:
-            from pmcp.host.firewall import FirewallRule
-        except ImportError:
-            return Skipped("firewall", "firewall step not available in this build")
+        from pmcp.host.firewall import FirewallRule
+
         facts = preflight_holder["step"].facts if "step" in preflight_holder else None
-        node = opts.node or (facts.node if facts else None) or statefile.load(paths).get("node")
-        return _construct(
-            FirewallRule,
-            pvesh=pvesh(),
-            node=node,
-            port=opts.https_port,
-            allow_from=opts.allow_from,
-            paths=paths,
-        )
+        node = opts.node or (facts.node if facts else None) or statefile.load(paths).get("node") or ""
+        return FirewallRule(pvesh(), node, port=opts.https_port, allow_from=opts.allow_from)
 
     preflight = Deferred("preflight", make_preflight)
     steps: list[Step] = [InstallDirStep(paths, purge=purge)]
@@ -412,16 +403,6 @@ def build(
     b.steps = steps
     b.facts = preflight_holder
     return b
-
-
-def _construct(cls: Any, **kwargs: Any) -> Any:
-    """Call a host step's constructor with the keyword arguments it declares (their signatures evolve)."""
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return cls(**kwargs)
-    return cls(**{k: v for k, v in kwargs.items() if k in params})
 
 
 def _docker_version() -> str:
@@ -527,10 +508,12 @@ def install(
 
     def on_step(r: StepResult) -> None:
         if transcript:
+            transcript.redact.add_install_secrets(paths)  # secrets this run just created are masked too
             transcript.step(r)
         if report:
             report(r)
 
+    plan: InstallPlan | None = None
     try:
         with HostLock(command=f"pmcp {kind}"):
             plan = build(opts, dry_run=dry_run, redact=transcript.redact if transcript else None)
@@ -554,11 +537,11 @@ def install(
         if not (cfg.domain or cfg.tls_cert):
             result.ca_file = str(paths.caddy_root_ca)
         if not dry_run:
-            pre = plan.facts.get("step") if "plan" in locals() else None
+            pre = plan.facts.get("step") if plan else None
             _record(paths, opts, cfg, run, kind, pre.facts.node if pre else "")
-    for step in plan.steps if "plan" in locals() else []:
-        from pmcp.lifecycle.verify import VerifyStep
+    from pmcp.lifecycle.verify import VerifyStep
 
+    for step in plan.steps if plan else []:
         if isinstance(step, VerifyStep) and step.report:
             result.verify = [r.to_dict() for r in step.report.rows]
     if transcript:

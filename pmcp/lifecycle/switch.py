@@ -18,7 +18,7 @@ changes during an update; the switch happens in Docker's DNS instead:
   accepting connections (new ones go to the standby) and finishes what it has. The new container is
   checked; until it listens, connections are refused and go to the standby.
 - After a grace period in which the new server must stay healthy, the standby is drained the same
-  way (SIGTERM, in-flight requests finish) and removed. If the new one fails within the grace period,
+  way and removed. If the new one fails within the grace period,
   it is stopped, the standby (old version) carries the traffic, and the previous version is put back.
 """
 
@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pmcp import authtokens
+from pmcp.host.run import CommandError, run
 from pmcp.lifecycle.steps import StepError
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, render
@@ -43,6 +46,15 @@ PROJECT_LABEL = "io.pmcp.update-project"
 COMPOSE_LABEL = "com.docker.compose."
 UPSTREAM_FILE = "caddy.d/upstream.caddy"
 Redact = Callable[[str], str]
+
+# Draining a server: stop sending it new connections BEFORE it gets SIGTERM. A server that closes its
+# listening socket resets the connections still in the kernel's accept queue: a request Caddy has
+# already sent there fails (measured: about one 502 every three updates). So the server is first
+# "fenced": in its own network namespace, new connections to its port are refused (SYN -> RST), which
+# Caddy treats as a dial error and retries on the other address of the alias. Once its established
+# connections are done (read from /proc/<pid>/net/tcp), it is stopped with nothing in flight.
+FENCE_RULE = ["INPUT", "!", "-i", "lo", "-p", "tcp", "--dport", str(SERVER_PORT), "--syn",
+              "-j", "REJECT", "--reject-with", "tcp-reset"]  # fmt: skip
 
 
 def _identity(text: str) -> str:
@@ -157,15 +169,45 @@ class Switch:
             time.sleep(engine.POLL)
 
     def remove(self, role: str, drain: float = 10.0) -> bool:
-        """Stop (SIGTERM: the server finishes its in-flight requests) and remove a helper container."""
+        """Drain (when ``drain`` > 0), stop and remove a helper container."""
         ctr = self.helper(role)
         if ctr is None:
             return False
+        if drain > 0:
+            self.drain(ctr, drain)
         with contextlib.suppress(Exception):
-            ctr.stop(timeout=max(int(drain), 0))
+            ctr.stop(timeout=max(int(drain), 1))
         with contextlib.suppress(Exception):
             ctr.remove(force=True)
         return True
+
+    def fence(self, ctr: Any) -> bool:
+        """Refuse new connections to this server (its other connections go on); False if not possible."""
+        nsenter, iptables = shutil.which("nsenter"), shutil.which("iptables")
+        with contextlib.suppress(Exception):
+            ctr.reload()
+        pid = (ctr.attrs.get("State") or {}).get("Pid") or 0
+        if not (nsenter and iptables and pid):
+            return False
+        try:
+            res = run([nsenter, "-t", str(pid), "-n", iptables, "-w", "5", "-I", *FENCE_RULE], timeout=20)
+        except CommandError:
+            return False
+        return res.ok
+
+    def drain(self, ctr: Any, timeout: float) -> str:
+        """Fence the server, then wait (bounded) until its established connections are done."""
+        if not self.fence(ctr):
+            return "not fenced (nsenter/iptables missing): stopped with SIGTERM only"
+        pid = (ctr.attrs.get("State") or {}).get("Pid") or 0
+        deadline = time.monotonic() + timeout
+        while True:
+            left = established(pid, SERVER_PORT)
+            if left == 0:
+                return "fenced and drained"
+            if time.monotonic() >= deadline:
+                return f"fenced; {left} connection(s) still open after {timeout:g}s"
+            time.sleep(0.05)
 
     def address(self, ctr: Any) -> str:
         """http://IP:8080 of a container on the stack's network (reachable from the host)."""
@@ -202,6 +244,21 @@ class Switch:
                 render.write_atomic(target, before, 0o644)
             raise
         return True
+
+
+def established(pid: int, port: int) -> int:
+    """Established TCP connections on a local port in the network namespace of ``pid``."""
+    count = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 def client_token(paths: InstallPaths) -> str:

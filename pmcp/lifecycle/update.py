@@ -50,7 +50,7 @@ class Options:
     bundle: str | None = None
     lock_timeout: float = DEFAULT_TIMEOUT
     grace: float = 10.0
-    drain: float = 10.0
+    drain: float = 30.0
     health_timeout: float = 180.0
     lock_file: str | Path | None = None
     log_dir: str | Path | None = None
@@ -329,7 +329,12 @@ def _watch(inst: _Install, server: Any, grace: float) -> str:
         if time.monotonic() >= deadline:
             break
         time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
-    row = verify.check_mcp(verify.load_target(inst.paths.prefix))
+    target = verify.load_target(inst.paths.prefix)
+    for _ in range(3):  # one transient network error must not roll a good server back
+        row = verify.check_mcp(target)
+        if row.result == verify.PASS:
+            break
+        time.sleep(0.5)
     if row.result != verify.PASS:
         raise StepError(
             f"the new server does not answer through Caddy: {row.detail}",
@@ -348,8 +353,10 @@ def _back_out(inst: _Install, rec: _Recorder, restore_point: backups.Backup, dra
     sw, compose = inst.switch, inst.ctx.compose()
     with rec.phase("back out", f"return to the configuration of backup {restore_point.timestamp}") as notes:
         sw.remove("candidate", drain=0)
-        standby = sw.helper("standby")
+        standby, failed = sw.helper("standby"), sw.server()
         if sw.healthy(standby):
+            if failed is not None:
+                sw.drain(failed, min(drain, 5.0))
             compose.run("stop", "-t", str(int(drain)), SERVICE, check=False)
             notes.append("the failed server is stopped: the standby (previous version) serves")
         backups.restore(inst.paths, restore_point.timestamp)
@@ -422,6 +429,9 @@ def _converge(
     try:
         with rec.phase("switch", f"{SERVICE} recreated from {ctx.config.mcp_image}") as notes:
             _phase_save(paths, phase="new-server")
+            old = sw.server()
+            if old is not None and sw.healthy(sw.helper("standby")):
+                notes.append("previous server: " + sw.drain(old, opts.drain))
             server = _compose_up_server(inst)
             notes.append(f"{SERVICE}: " + sw.check(server, "new"))
         with rec.phase("grace", f"the new server must stay healthy for {opts.grace:g}s") as notes:
@@ -513,6 +523,13 @@ def update(opts: Options, report: Report | None = None) -> Outcome:
     return _finish(inst, out, t)
 
 
+def _rotate(paths: InstallPaths, rec: _Recorder, keep: int) -> None:
+    """After success only: a failed run keeps every backup it might need to go back to."""
+    with rec.phase("rotate backups", f"keep the newest {keep}") as notes:
+        removed = backups.rotate(paths, keep)
+        notes.append(f"removed: {', '.join(removed)}" if removed else "nothing to remove")
+
+
 def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> None:
     paths, ctx = inst.paths, inst.ctx
     files_step = _files_step(inst)
@@ -528,9 +545,6 @@ def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> 
         )
         out.backup = point.timestamp
         notes.append(f"backup {point.timestamp}")
-        removed = backups.rotate(paths, opts.keep)
-        if removed:
-            notes.append(f"rotated out: {', '.join(removed)}")
     from pmcp.stack.steps import ImageStep
 
     image_step = ImageStep(ctx, remove_on_undo=False)
@@ -549,6 +563,7 @@ def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> 
     _converge(inst, rec, opts, point, write_desired)
     out.changed = True
     out.summary = f"updated to {out.to_image}"
+    _rotate(paths, rec, opts.keep)
 
 
 def _backup_state(b: backups.Backup) -> dict[str, Any]:
@@ -628,9 +643,6 @@ def _rollback_run(
         )
         out.backup = point.timestamp
         notes.append(f"backup {point.timestamp}")
-        removed = backups.rotate(paths, max(opts.keep, 2))
-        if removed:
-            notes.append(f"rotated out: {', '.join(removed)}")
     changed_secrets = backups.changed_secrets(paths, target)
     if changed_secrets:
         rec.note(f"secrets changed since the backup and are kept as they are: {', '.join(changed_secrets)}")
@@ -643,3 +655,4 @@ def _rollback_run(
     _converge(inst, rec, opts, point, write_desired)
     out.changed = True
     out.summary = f"rolled back to backup {target.timestamp} ({out.to_image})"
+    _rotate(paths, rec, opts.keep)

@@ -82,9 +82,9 @@ class Target:
     def ssl_context(self) -> ssl.SSLContext:
         if self.config.domain and not self.config.tls_cert:
             return ssl.create_default_context()
-        if self.config.tls_cert:
+        if self.config.tls_cert:  # the copy install made: the user's file may be gone
             ctx = ssl.create_default_context()
-            ctx.load_verify_locations(cafile=self.config.tls_cert)
+            ctx.load_verify_locations(cafile=str(self.paths.prefix / "tls" / "cert.pem"))
             return ctx
         return ssl.create_default_context(cafile=str(self.paths.caddy_root_ca))
 
@@ -270,7 +270,9 @@ def check_containers(t: Target) -> list[Row]:
     return rows
 
 
-def hardening_problems(attrs: dict[str, Any], loopback_only: bool) -> list[str]:
+def hardening_problems(
+    attrs: dict[str, Any], loopback_only: bool, allowed_caps: tuple[str, ...] = ()
+) -> list[str]:
     cfg, host = attrs.get("Config", {}), attrs.get("HostConfig", {})
     problems = []
     user = (cfg.get("User") or "").split(":")[0]
@@ -280,6 +282,10 @@ def hardening_problems(attrs: dict[str, Any], loopback_only: bool) -> list[str]:
         problems.append("root filesystem writable")
     if "ALL" not in [x.upper() for x in host.get("CapDrop") or []]:
         problems.append("capabilities not dropped")
+    added = [c.upper().removeprefix("CAP_") for c in host.get("CapAdd") or []]
+    extra = sorted(set(added) - set(allowed_caps))
+    if extra:
+        problems.append(f"capabilities added: {', '.join(extra)}")
     if not any(o.startswith("no-new-privileges") for o in host.get("SecurityOpt") or []):
         problems.append("no-new-privileges not set")
     if host.get("Privileged"):
@@ -293,7 +299,8 @@ def hardening_problems(attrs: dict[str, Any], loopback_only: bool) -> list[str]:
 
 
 def _hardening(svc: str, attrs: dict[str, Any]) -> Row:
-    problems = hardening_problems(attrs, loopback_only=svc == "mcp-server")
+    allowed = ("NET_BIND_SERVICE",) if svc == "caddy" else ()  # see the compose file: exec needs it
+    problems = hardening_problems(attrs, loopback_only=svc == "mcp-server", allowed_caps=allowed)
     if problems:
         return Row(
             f"{svc} hardening",

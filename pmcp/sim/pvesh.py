@@ -116,13 +116,12 @@ def _sim_version() -> str:
     url = os.environ.get("PMCP_SIM_URL", DEFAULT_URL).rstrip("/") + "/api2/json"
     token = os.environ.get(ROOT_TOKEN_ENV) or DEFAULT_ROOT_TOKEN
     insecure = os.environ.get("PMCP_SIM_TLS_INSECURE") == "1"
+    ca_file = os.environ.get("PMCP_SIM_CA_FILE")
     try:
-        status, body = call(
-            url, "GET", "/version", token, None, os.environ.get("PMCP_SIM_CA_FILE"), insecure, 2
-        )
-    except OSError:
+        status, body = call(url, "GET", "/version", token, None, ca_file, insecure, 2)
+        return str(body["data"]["version"]) if status == 200 else PVE_VERSION
+    except Exception:  # no simulator there (or not one): answer as the default host
         return PVE_VERSION
-    return str(body["data"]["version"]) if status == 200 else PVE_VERSION
 
 
 def pveversion_text(verbose: bool = False) -> str:

@@ -30,6 +30,7 @@ def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM; with ``state_file`` the world is saved on every change and on exit."""
     state = SimState(nodes, guests, seed, task_seconds, state_file=state_file, pve_version=pve_version)
+    state.save()  # fail now, with the reason, when the state file cannot be written
     server = make_server(state, host, port, verbose=verbose)
     scheme = "http"
     ca_line = ""

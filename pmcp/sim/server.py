@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -206,10 +207,14 @@ def start_ticker(state: SimState, stop: threading.Event, interval: float = 0.05)
     def run() -> None:
         saved = 0.0
         while not stop.wait(interval):
-            state.tick()
-            if state.dirty and time.monotonic() - saved >= 1.0:
-                state.save()
-                saved = time.monotonic()
+            try:
+                state.tick()
+                if state.dirty and time.monotonic() - saved >= 1.0:
+                    state.save()
+                    saved = time.monotonic()
+            except Exception as e:  # keep serving; say why the state could not be saved
+                print(f"pmcp sim: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                saved = time.monotonic() + 30
 
     t = threading.Thread(target=run, name="pmcp-sim-ticker", daemon=True)
     t.start()

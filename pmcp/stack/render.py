@@ -24,6 +24,20 @@ UPSTREAM_DEFAULT = "mcp-server:8080"
 CA_IN_CONTAINER = "/run/pmcp/pve-root-ca.pem"
 SIM_CA = "sim-state/tls/pve-root-ca.pem"
 
+# Every file install may write (relative to the prefix): what uninstall removes.
+GENERATED = (
+    "docker-compose.yml",
+    "Caddyfile",
+    ".env",
+    "image/Dockerfile",
+    "image/pmcp",
+    "prometheus.yml",
+    "caddy.d/upstream.caddy",
+    "tls/cert.pem",
+    "tls/key.pem",
+    "pve-root-ca.pem",
+)
+
 # Directories the containers write to (owned by the container user) or read (config).
 DATA_DIRS = ("audit", "caddy-data", "caddy-config", "caddy.d", "tls", "secrets")
 

@@ -174,7 +174,7 @@ class FilesStep:
                     (self.ctx.paths.prefix / rel).unlink(missing_ok=True)
             self._written = []
             return
-        for rel in render.render(self.ctx.config, upstream=render.UPSTREAM_DEFAULT):
+        for rel in render.GENERATED:
             (self.ctx.paths.prefix / rel).unlink(missing_ok=True)
 
 
@@ -187,14 +187,18 @@ class InstallDirStep:
     def __init__(self, paths: InstallPaths, purge: bool = False) -> None:
         self.paths = paths
         self.purge = purge
+        self._started = False
 
     def check(self) -> Plan:
-        return Plan(notes=[str(self.paths.prefix)])
+        """Nothing to do up front: the steps that write create it, so a failed preflight leaves no dir."""
+        return Plan()
 
     def apply(self) -> None:
-        """Nothing: the steps create what they need in it."""
+        self._started = True
 
     def undo(self) -> None:
+        if self._started:  # a failed mkdir left nothing to remove
+            return
         prefix = self.paths.prefix
         if not prefix.exists():
             return

@@ -107,8 +107,69 @@ def test_interrupted_install_rerun_recovers(stack_env: dict[str, str], tmp_path:
         assert again.ok, again.to_dict()
         st = _statuses(again)
         assert st["files"] == "ok" and st["proxmox identity"] == "ok" and st["stack"] == "changed"
+
+        # Changed options on a running stack: your own certificate. Caddy is recreated, the server is not.
+        server_before = _container_id(prefix, "mcp-server")
+        cert, key = _self_signed(tmp_path, "localhost")
+        opts.tls_cert, opts.tls_key = str(cert), str(key)
+        changed = install(opts, kind="demo")
+        assert changed.ok, changed.to_dict()
+        st = _statuses(changed)
+        assert st["files"] == "changed" and st["stack"] == "changed" and st["image"] == "ok"
+        assert _container_id(prefix, "mcp-server") == server_before
+        tls = next(r for r in changed.verify if r["check"] == "tls")
+        assert tls["result"] == "pass", tls
+        assert any("backups" in str(p) for p in prefix.iterdir())
     finally:
         uninstall(prefix, purge=True)
+
+
+def _container_id(prefix: Path, service: str) -> str:
+    from pmcp.stack.compose import project_name
+
+    return subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={project_name(prefix)}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name},IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 def test_agent_account_contained_then_restored(stack_env: dict[str, str], tmp_path: Path) -> None:

@@ -18,8 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,20 +25,11 @@ import pytest
 
 from pmcp.paths import InstallPaths
 from tests.e2e.conftest import ROOT, DemoStack, pmcp_cli
+from tests.support.update_load import make_variant
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 GRACE = "1"
-
-
-def _variant(src: Path, dst: Path, member: str, body: str) -> Path:
-    dst.write_bytes(src.read_bytes())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a second __main__.py is a duplicate name, on purpose
-        with zipfile.ZipFile(dst, "a") as z:
-            z.writestr(member, body)
-    dst.chmod(0o755)
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +38,9 @@ def variants(pmcp_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     broken = "import sys\nsys.stderr.write('this pmcp is broken on purpose (test)\\n')\nsys.exit(3)\n"
     return {
         "v1": pmcp_file,
-        "v2": _variant(pmcp_file, d / "pmcp-v2", "pmcp-test-variant.txt", "v2\n"),
-        "v3": _variant(pmcp_file, d / "pmcp-v3", "pmcp-test-variant.txt", "v3\n"),
-        "broken": _variant(pmcp_file, d / "pmcp-broken", "__main__.py", broken),
+        "v2": make_variant(pmcp_file, d / "pmcp-v2", body="v2\n"),
+        "v3": make_variant(pmcp_file, d / "pmcp-v3", body="v3\n"),
+        "broken": make_variant(pmcp_file, d / "pmcp-broken", "__main__.py", broken),
     }
 
 

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -110,3 +111,18 @@ class ClientLoop:
                 self.stats.errors.append(f"{at} {type(exc).__name__}: {exc}"[:300])
                 await asyncio.sleep(0.05)
         self.stats.seconds = time.monotonic() - started
+
+
+def make_variant(src: Path, dst: Path, member: str = "pmcp-test-variant.txt", body: str = "v2\n") -> Path:
+    """A copy of the pmcp zipapp with one more member: another file, so another image tag (a "new
+    version"). ``member="__main__.py"`` with a body that exits makes a broken version."""
+    import warnings
+    import zipfile
+
+    dst.write_bytes(src.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a second __main__.py is a duplicate name, on purpose
+        with zipfile.ZipFile(dst, "a") as z:
+            z.writestr(member, body)
+    dst.chmod(0o755)
+    return dst

@@ -133,3 +133,35 @@ def test_step_line_shows_fix_and_detail() -> None:
         StepResult("stack", "failed", error="mcp-server exited", fix="pmcp logs", detail="Traceback")
     )
     assert "FAILED" in line and "fix:   pmcp logs" in line and "Traceback" in line
+
+
+def test_uninstall_rebuilds_the_recorded_options(tmp_path: Path) -> None:
+    from pmcp.lifecycle.uninstall import recorded_options
+
+    paths = InstallPaths.at(tmp_path / "inst")
+    opts = InstallOptions(
+        prefix=str(paths.prefix), mode="operator", pool="lab", agent_user=None, https_port=8443
+    )
+    statefile.save(paths, {"options": opts.to_dict()})
+    back = recorded_options(paths.prefix)
+    assert (back.mode, back.pool, back.agent_user, back.https_port) == ("operator", "lab", None, 8443)
+    assert recorded_options(tmp_path / "none").agent_user == "claude-user"  # nothing recorded: defaults
+
+
+def test_status_and_verify_say_how_to_fix_a_missing_install(tmp_path: Path) -> None:
+    from pmcp.lifecycle.status import status
+    from pmcp.lifecycle.verify import load_target
+
+    for call in (status, load_target):
+        with pytest.raises(StepError) as err:
+            call(tmp_path / "nothing")
+        assert "pmcp install" in err.value.fix
+
+
+def test_state_file_is_private_and_atomic(tmp_path: Path) -> None:
+    paths = InstallPaths.at(tmp_path / "inst")
+    statefile.update(paths, url="https://x/mcp")
+    statefile.update(paths, version="1")
+    assert statefile.load(paths) == {"schema": 1, "url": "https://x/mcp", "version": "1"}
+    assert stat.S_IMODE(paths.state_file.stat().st_mode) == 0o600
+    assert not list(paths.prefix.glob(".tmp-*"))

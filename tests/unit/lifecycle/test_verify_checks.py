@@ -36,6 +36,13 @@ def test_each_missing_hardening_is_named() -> None:
     ]
 
 
+def test_added_capabilities_are_named_unless_allowed() -> None:
+    attrs = {**HARD, "HostConfig": {**HARD["HostConfig"], "CapAdd": ["NET_BIND_SERVICE", "SYS_ADMIN"]}}
+    assert hardening_problems(attrs, loopback_only=True, allowed_caps=("NET_BIND_SERVICE",)) == [
+        "capabilities added: SYS_ADMIN"
+    ]
+
+
 def test_report_fails_on_any_fail_not_on_warn() -> None:
     assert Report([Row("a", PASS), Row("b", WARN, fix="x")]).ok
     rep = Report([Row("a", PASS), Row("tls", FAIL, "bad cert", "pmcp logs caddy")])

@@ -130,11 +130,12 @@ def test_pvesh_subprocess_like_the_installer_uses_it(sim: RunningSim) -> None:
 
 
 def test_pveversion() -> None:
-    r = pmcp("sim", "pveversion")
+    nobody = {"PMCP_SIM_URL": f"http://127.0.0.1:{_free_port()}"}
+    r = pmcp("sim", "pveversion", env=nobody)
     assert r.returncode == 0 and r.stdout.startswith("pve-manager/9.1.")
-    r = pmcp("sim", "pveversion", env={"PMCP_SIM_PVE_VERSION": "8.4.1"})
+    r = pmcp("sim", "pveversion", env={**nobody, "PMCP_SIM_PVE_VERSION": "8.4.1"})
     assert r.stdout.startswith("pve-manager/8.4.1/")
-    assert "proxmox-ve: 9." in pmcp("sim", "pveversion", "-v").stdout
+    assert "proxmox-ve: 9." in pmcp("sim", "pveversion", "-v", env=nobody).stdout
 
 
 def _free_port() -> int:

@@ -133,3 +133,35 @@ def test_wait_healthy_waits_for_the_healthcheck(docker: Any, base_image: str, pr
     assert engine.wait_healthy(docker, project, ["ok"], timeout=30)["ok"].health == "healthy"
     with pytest.raises(StepError, match=r"not healthy after 2s"):
         engine.wait_healthy(docker, project, ["never"], timeout=2)
+
+
+def test_caddy_service_can_exec_a_binary_with_file_capabilities(
+    docker: Any, base_image: str, tmp_path: Path
+) -> None:
+    """The official caddy image's binary has cap_net_bind_service=+ep: with the caddy service's own
+    security settings (from the rendered compose file) such a binary must still start."""
+    import shutil
+
+    from pmcp.stack import render
+
+    setcap = shutil.which("setcap") or shutil.which("setcap", path="/usr/sbin:/sbin")
+    if not setcap:
+        pytest.skip("needs setcap (apt-get install libcap2-bin)")
+    text = render.compose_text(render.StackConfig())
+    caddy = text[text.index("\n  caddy:") : text.index("\n  prometheus:")]
+    cap_add = ["NET_BIND_SERVICE"] if "cap_add: [NET_BIND_SERVICE]" in caddy else []
+    assert "cap_drop: [ALL]" in caddy and 'security_opt: ["no-new-privileges:true"]' in caddy
+    binary = tmp_path / "captrue"
+    shutil.copy2("/bin/true", binary)
+    subprocess.run([setcap, "cap_net_bind_service=+ep", str(binary)], check=True)
+    out = docker.containers.run(
+        base_image,
+        ["/captrue"],
+        remove=True,
+        user="10001:10001",
+        cap_drop=["ALL"],
+        cap_add=cap_add,
+        security_opt=["no-new-privileges:true"],
+        volumes={str(binary): {"bind": "/captrue", "mode": "ro"}},
+    )
+    assert out == b""

@@ -143,3 +143,11 @@ def test_find_compose_checks_the_version_first(tmp_path: Path, monkeypatch: pyte
     assert find_compose(refresh=True).version == (1, 29, 2)
     monkeypatch.delenv("PMCP_COMPOSE")
     find_compose(refresh=True) if _composes() else None
+
+
+def test_uninstall_knows_every_generated_file(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("CERT")
+    key.write_text("KEY")
+    files = render.render(_config(tls_cert=str(cert), tls_key=str(key)), upstream=render.UPSTREAM_DEFAULT)
+    assert set(files) <= set(render.GENERATED)
