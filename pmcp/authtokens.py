@@ -42,13 +42,23 @@ def load(path: str | Path) -> dict[str, str]:
 
 
 def save(path: str | Path, tokens: dict[str, str]) -> None:
-    """Write atomically with mode 0600: a reader never sees a half-written file."""
+    """Write atomically with mode 0600: a reader never sees a half-written file.
+
+    The owner of an existing file is kept: the server runs as its own uid and must still read the file
+    after root adds or revokes a client.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(f"{name}:{token}\n" for name, token in sorted(tokens.items()))
+    owner = None
+    if path.exists():
+        st = path.stat()
+        owner = (st.st_uid, st.st_gid)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
     try:
         os.fchmod(fd, 0o600)
+        if owner and owner != (os.geteuid(), os.getegid()) and os.geteuid() == 0:
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(body)
             fh.flush()

@@ -439,7 +439,7 @@ def build_mcp_image(progress: Progress | None = None, client: Any = None) -> str
     client = _docker(client)
     digest = engine.file_digest(pmcp_file)
     base = stack_images.python_base()
-    tag = stack_images.mcp_image(digest=digest)
+    tag = stack_images.mcp_image_for(digest, base)
     if engine.image_present(client, tag):
         return tag
     if progress:

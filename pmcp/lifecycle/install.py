@@ -169,10 +169,11 @@ def pvesh_command(opts: InstallOptions) -> list[str] | None:
     if opts.pvesh:
         return list(opts.pvesh)
     if opts.sim:
-        from pmcp.stack import engine
+        import zipfile
 
-        me = engine.self_file()
-        base = [str(me)] if me else [sys.executable, "-m", "pmcp"]
+        argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+        frozen = argv0 is not None and argv0.is_file() and zipfile.is_zipfile(argv0)
+        base = [str(argv0.resolve())] if frozen and argv0 else [sys.executable, "-m", "pmcp"]
         return [*base, "sim", "pvesh"]
     if os.environ.get("PMCP_PVESH"):
         return shlex.split(os.environ["PMCP_PVESH"])
@@ -364,8 +365,9 @@ def build(
         if not opts.agent_user:
             return Skipped("agent account", "no agent account (--agent-user not given)")
         from pmcp.host.agent_user import AgentContainment
+        from pmcp.host.files import host_state_dir
 
-        return AgentContainment(opts.agent_user, backup_dir=paths.backups_dir / "agent-user")
+        return AgentContainment(opts.agent_user, backup_dir=host_state_dir(paths) / "agent-user")
 
     def make_firewall() -> Step | None:
         from pmcp.host.firewall import FirewallRule

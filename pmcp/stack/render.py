@@ -39,7 +39,7 @@ GENERATED = (
 )
 
 # Directories the containers write to (owned by the container user) or read (config).
-DATA_DIRS = ("audit", "caddy-data", "caddy-config", "caddy.d", "tls", "secrets")
+DATA_DIRS = ("audit", "caddy-data", "caddy-config", "caddy.d", "tls", "secrets", "prometheus-data")
 
 
 class _Tmpl(string.Template):

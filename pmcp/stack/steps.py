@@ -61,8 +61,16 @@ class StackContext:
         return out
 
 
+PROMETHEUS_CLIENT = "prometheus"
+
+
+def prometheus_token_file(paths: InstallPaths) -> Path:
+    """The bare bearer token Prometheus scrapes /metrics with (its own named client token)."""
+    return paths.secrets_dir / "prometheus-token"
+
+
 def _secret_files(paths: InstallPaths) -> list[Path]:
-    return [paths.proxmox_token_secret, paths.client_tokens]
+    return [paths.proxmox_token_secret, paths.client_tokens, prometheus_token_file(paths)]
 
 
 class SecretsStep:
@@ -91,9 +99,21 @@ class SecretsStep:
         tokens = self.ctx.paths.client_tokens
         if not tokens.exists() or not authtokens.load(tokens):
             plan.changes.append(f"create a client bearer token {FIRST_CLIENT!r} in {tokens} (0600)")
+        if self._prometheus_missing():
+            plan.changes.append(f"create a client token {PROMETHEUS_CLIENT!r} for Prometheus' scrapes")
         for p in self._wrong_owner():
             plan.changes.append(f"make {p} 0600, owned by the container user {self.ctx.config.uid}")
         return plan
+
+    def _prometheus_missing(self) -> bool:
+        if not self.ctx.config.monitoring:
+            return False
+        paths = self.ctx.paths
+        try:
+            token = authtokens.load(paths.client_tokens).get(PROMETHEUS_CLIENT)
+            return not token or prometheus_token_file(paths).read_text().strip() != token
+        except OSError:
+            return True
 
     def apply(self) -> None:
         tokens = self.ctx.paths.client_tokens
@@ -101,6 +121,13 @@ class SecretsStep:
         if not tokens.exists() or not authtokens.load(tokens):
             authtokens.save(tokens, {FIRST_CLIENT: authtokens.new_token()})
             self._created_tokens = True
+        if self._prometheus_missing():
+            known = authtokens.load(tokens)
+            known.setdefault(PROMETHEUS_CLIENT, authtokens.new_token())
+            authtokens.save(tokens, known)
+            render.write_atomic(
+                prometheus_token_file(self.ctx.paths), known[PROMETHEUS_CLIENT].encode(), 0o600
+            )
         if os.geteuid() == 0:
             for p in _secret_files(self.ctx.paths):
                 if p.exists():

@@ -21,6 +21,7 @@ class LoadStats:
     requests: int = 0
     failed: int = 0
     longest_gap: float = 0.0
+    longest_gap_at: str = ""
     seconds: float = 0.0
     tool: str = ""
     errors: list[str] = field(default_factory=list)
@@ -30,6 +31,7 @@ class LoadStats:
             "requests": self.requests,
             "failed": self.failed,
             "longest_gap_s": round(self.longest_gap, 3),
+            "longest_gap_at": self.longest_gap_at,
             "seconds": round(self.seconds, 1),
             "tool": self.tool,
             "errors": self.errors[:10],
@@ -96,7 +98,8 @@ class ClientLoop:
                             if getattr(result, "is_error", False) or getattr(result, "isError", False):
                                 raise RuntimeError(f"tool error: {str(result.content)[:200]}")
                         now = time.monotonic()
-                        self.stats.longest_gap = max(self.stats.longest_gap, now - last_ok)
+                        if now - last_ok > self.stats.longest_gap:
+                            self.stats.longest_gap, self.stats.longest_gap_at = now - last_ok, _wall()
                         last_ok = now
                         counted = False
                         self._ready.set()
@@ -107,10 +110,14 @@ class ClientLoop:
                 self.stats.failed += 1
                 while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
                     exc = exc.exceptions[0]
-                at = time.strftime("%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.2f}"[1:]
-                self.stats.errors.append(f"{at} {type(exc).__name__}: {exc}"[:300])
+                self.stats.errors.append(f"{_wall()} {type(exc).__name__}: {exc}"[:300])
                 await asyncio.sleep(0.05)
         self.stats.seconds = time.monotonic() - started
+
+
+def _wall() -> str:
+    """UTC wall-clock time, to line an event up with the update's transcript and the engine's events."""
+    return time.strftime("%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.2f}"[1:]
 
 
 def make_variant(src: Path, dst: Path, member: str = "pmcp-test-variant.txt", body: str = "v2\n") -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -39,3 +40,15 @@ def test_malformed_lines_name_the_line(text: str) -> None:
 
 def test_comments_and_blank_lines_are_ignored() -> None:
     assert authtokens.parse("# clients\n\nci:" + "y" * 20 + "\n") == {"ci": "y" * 20}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_root_keeps_the_servers_ownership(tmp_path: Path) -> None:
+    path = tmp_path / "client-tokens"
+    authtokens.add(path, "first")
+    os.chown(path, 10001, 10001)
+    authtokens.add(path, "second")
+    authtokens.revoke(path, "first")
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == (10001, 10001), "the server (uid 10001) must still read its token file"
+    assert stat.S_IMODE(st.st_mode) == 0o600

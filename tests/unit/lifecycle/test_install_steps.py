@@ -90,6 +90,19 @@ def test_secrets_step_creates_one_client_token_once(tmp_path: Path) -> None:
     assert authtokens.load(ctx.paths.client_tokens) == tokens  # never rotated by a re-run
 
 
+def test_monitoring_gets_its_own_client_token_file(tmp_path: Path) -> None:
+    from pmcp.stack.steps import PROMETHEUS_CLIENT, prometheus_token_file
+
+    ctx = _ctx(tmp_path / "inst", monitoring=True)
+    assert run_steps([SecretsStep(ctx)]).steps[0].status == "changed"
+    tokens = authtokens.load(ctx.paths.client_tokens)
+    assert set(tokens) == {"default", PROMETHEUS_CLIENT}
+    bare = prometheus_token_file(ctx.paths)
+    assert bare.read_text() == tokens[PROMETHEUS_CLIENT]
+    assert stat.S_IMODE(bare.stat().st_mode) == 0o600
+    assert run_steps([SecretsStep(ctx)]).steps[0].status == "ok"
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(StepError, match="go together"):
         InstallOptions(tls_cert="/etc/hostname").validate()

@@ -151,3 +151,11 @@ def test_uninstall_knows_every_generated_file(tmp_path: Path) -> None:
     key.write_text("KEY")
     files = render.render(_config(tls_cert=str(cert), tls_key=str(key)), upstream=render.UPSTREAM_DEFAULT)
     assert set(files) <= set(render.GENERATED)
+
+
+def test_upstream_is_what_the_update_switch_needs() -> None:
+    """`pmcp update` switches servers in Docker's DNS: Caddy must re-resolve on every connection (no
+    keep-alive) and retry a refused dial on the alias' other address instead of answering 502."""
+    text = render.upstream_text()
+    assert "reverse_proxy mcp-server:8080 {" in text
+    assert "keepalive off" in text and "lb_try_duration" in text and "flush_interval -1" in text

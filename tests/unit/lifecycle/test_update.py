@@ -1,0 +1,53 @@
+"""The pure parts of `pmcp update`: which backup a rollback returns to, the drain's connection count."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from pmcp.lifecycle import backup as bk
+from pmcp.lifecycle.switch import established
+from pmcp.lifecycle.update import previous_version
+from pmcp.paths import InstallPaths
+
+
+def _install(tmp_path: Path, image: str) -> InstallPaths:
+    p = InstallPaths.at(tmp_path / "opt")
+    p.prefix.mkdir(exist_ok=True)
+    p.state_file.write_text(json.dumps({"config": {"mcp_image": image}}))
+    p.compose_file.write_text(f"# {image}\n")
+    return p
+
+
+def test_rollback_goes_to_the_newest_backup_of_another_version(tmp_path: Path) -> None:
+    p = _install(tmp_path, "pmcp/mcp-server:0.1.0-aaa")
+    old = bk.backup(p, "update aaa -> bbb")
+    _install(tmp_path, "pmcp/mcp-server:0.1.0-bbb")
+    bk.backup(p, "update --force bbb")  # same version: not a step back
+    state = json.loads(p.state_file.read_text())
+    assert previous_version(p, state).timestamp == old.timestamp
+
+
+def test_rollback_with_one_version_only_takes_the_newest(tmp_path: Path) -> None:
+    p = _install(tmp_path, "pmcp/mcp-server:0.1.0-aaa")
+    bk.backup(p, "one")
+    newest = bk.backup(p, "two")
+    assert (
+        previous_version(p, {"config": {"mcp_image": "pmcp/mcp-server:0.1.0-aaa"}}).timestamp
+        == newest.timestamp
+    )
+
+
+def test_established_counts_connections_on_a_local_port() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert established(os.getpid(), port) == 0
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            with accepted:
+                assert established(os.getpid(), port) == 1  # the accepted end; the client's is ephemeral
+    assert established(10**9, port) == 0  # no such process: nothing to wait for
