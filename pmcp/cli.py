@@ -77,6 +77,11 @@ def main() -> None:
     help="Load images from this archive (pmcp bundle or docker save, gzip).",
 )
 @click.option("--monitoring", is_flag=True, help="Also run Prometheus (127.0.0.1:9090).")
+@click.option(
+    "--auto-update",
+    type=click.Choice(["daily", "weekly", "off"]),
+    help="Run `pmcp update --quiet` on a schedule (systemd timer, else /etc/cron.d/pmcp); off removes it.",
+)
 @click.option("--node", metavar="NAME", help="This Proxmox node's name (default: detected).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; also implied when there is no TTY.")
@@ -316,6 +321,8 @@ def rollback(
             click.echo(json.dumps([b.to_dict() for b in found], indent=2))
         for b in [] if as_json else found:
             click.echo(f"{b.timestamp}  {b.images.get('mcp-server', '?')[:19]}  {b.reason}")
+        if not found and not as_json:
+            click.echo(f"no backups in {InstallPaths.at(prefix).backups_dir}", err=True)
         return
     opts = upd.Options(prefix, keep=keep, lock_timeout=lock_timeout, grace=grace)
     outcome = upd.rollback(opts, to)

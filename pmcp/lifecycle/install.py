@@ -58,6 +58,7 @@ class InstallOptions:
     images: str | None = None
     monitoring: bool = False
     node: str | None = None
+    auto_update: str | None = None  # daily|weekly|off; None leaves the schedule as it is
     # Below: set by the demo and the tests, not by the CLI.
     sim: render.SimService | None = None
     pvesh: list[str] | None = None
@@ -81,6 +82,8 @@ class InstallOptions:
         return opts
 
     def validate(self) -> None:
+        if self.auto_update not in (None, "daily", "weekly", "off"):
+            raise StepError(f"unknown --auto-update {self.auto_update!r}", fix="daily, weekly or off")
         if self.mode not in MODES:
             raise StepError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -397,6 +400,10 @@ def build(
     steps += [StackStep(ctx), Deferred("firewall", make_firewall)]
     if opts.client_config:
         steps.append(ClientsStep(paths))
+    if opts.auto_update:
+        from pmcp.lifecycle.schedule import AutoUpdateStep
+
+        steps.append(AutoUpdateStep(opts.auto_update, prefix=paths.prefix))
     from pmcp.lifecycle.verify import VerifyStep
 
     steps.append(
@@ -500,6 +507,9 @@ def install(
     from pmcp.lifecycle.lock import HostLock
 
     paths = InstallPaths.at(opts.prefix)
+    if opts.auto_update is None and paths.state_file.exists():
+        # a re-run without --auto-update keeps (and records) the schedule chosen before
+        opts.auto_update = (statefile.load(paths).get("options") or {}).get("auto_update")
     try:
         opts.validate()
     except StepError as exc:

@@ -45,13 +45,14 @@ def status(prefix: str | Path) -> dict[str, Any]:
         )
     except StepError as exc:
         services = {"error": {"status": exc.message, "health": "unknown"}}
-    last_update = None
-    try:
-        from pmcp.lifecycle.transcript import last_result
+    last_update = data.get("last_update")  # this install's own record; transcripts are host-wide
+    if not last_update:
+        try:
+            from pmcp.lifecycle.transcript import last_result
 
-        last_update = last_result("update")
-    except Exception:
-        last_update = None
+            last_update = last_result("update")
+        except Exception:
+            last_update = None
     return {
         "prefix": str(paths.prefix),
         "url": data.get("url", ""),
@@ -64,7 +65,7 @@ def status(prefix: str | Path) -> dict[str, Any]:
         "token_age": {"client": _age(paths.client_tokens), "proxmox": _age(paths.proxmox_token_secret)},
         "installed_at": data.get("installed_at", ""),
         "last_install": data.get("last_install"),
-        "last_update": last_update or data.get("last_update"),
+        "last_update": last_update,
     }
 
 

@@ -42,7 +42,7 @@ from pmcp.stack import engine, render
 SERVICE = "mcp-server"
 SERVER_PORT = 8080  # the server's port inside its container (fixed by the compose template)
 ROLE_LABEL = "io.pmcp.update-role"  # "standby" or "candidate"; value of PROJECT_LABEL: the project
-PROJECT_LABEL = "io.pmcp.update-project"
+PROJECT_LABEL = engine.UPDATE_PROJECT_LABEL
 COMPOSE_LABEL = "com.docker.compose."
 UPSTREAM_FILE = "caddy.d/upstream.caddy"
 Redact = Callable[[str], str]

@@ -158,6 +158,15 @@ def transcripts(kind: str, directory: str | Path | None = None) -> list[Path]:
     return sorted(base.glob(f"{kind}-*.log"), key=lambda p: (p.stat().st_mtime, p.name))
 
 
+def prune(kind: str, keep: int = 100, directory: str | Path | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` transcripts of a kind: a nightly cron run must not fill /var/log."""
+    files = transcripts(kind, directory)
+    old = files[: max(len(files) - keep, 0)]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
 def last_result(kind: str, directory: str | Path | None = None) -> dict[str, str] | None:
     """The last run of a kind: {"path", "started", "result", "summary"}; result "unfinished" if none."""
     files = transcripts(kind, directory)

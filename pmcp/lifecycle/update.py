@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pmcp.lifecycle import state as statefile
 from pmcp.lifecycle.lock import DEFAULT_TIMEOUT, HostLock
 from pmcp.lifecycle.steps import Plan, StepError, StepResult
 from pmcp.lifecycle.switch import SERVICE, UPSTREAM_FILE, Switch
-from pmcp.lifecycle.transcript import Redactor, Transcript
+from pmcp.lifecycle.transcript import Redactor, Transcript, prune
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, images, render
 
@@ -265,6 +266,30 @@ def _helpers_left(inst: _Install) -> bool:
     return any(inst.switch.helper(role) is not None for role in ("standby", "candidate"))
 
 
+def compose_processes(project: str) -> list[int]:
+    """Compose commands still running for this project: a killed run's child outlives it (SIGKILL
+    does not reach children), and a recovery must not race with it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode("utf-8", "replace") for w in argv if w]
+        if any("compose" in w for w in words[:3]) and project in words and "-p" in words:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_compose(project: str, timeout: float = 180.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (left := compose_processes(project)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return len(left)
+
+
 def _recover(inst: _Install, rec: _Recorder, drain: float) -> None:
     """Finish what a killed run left: candidate and standby containers, half-written configuration."""
     sw, paths = inst.switch, inst.paths
@@ -272,11 +297,18 @@ def _recover(inst: _Install, rec: _Recorder, drain: float) -> None:
     if not phase and not _helpers_left(inst):
         return
     with rec.phase("recover", f"finish an interrupted run ({phase.get('phase', 'unknown phase')})") as notes:
+        if compose_processes(inst.ctx.project):
+            notes.append("waited for the killed run's compose command to finish")
+            if _wait_compose(inst.ctx.project):
+                raise StepError(
+                    "a compose command of the interrupted run is still running",
+                    fix=f"wait for it (ps -ef | grep {inst.ctx.project}), then run again",
+                )
         if sw.remove("candidate", drain=0):
             notes.append("leftover candidate removed")
         server = sw.server()
         server_ok = False
-        if sw.healthy(server):
+        if server is not None and server.status == "running":  # perhaps still starting: check waits
             try:
                 notes.append(f"{SERVICE}: " + sw.check(server, SERVICE))
                 server_ok = True
@@ -460,7 +492,10 @@ def _begin(kind: str, opts: Options) -> tuple[InstallPaths, Redactor, Transcript
     paths = InstallPaths.at(opts.prefix)
     redact = Redactor()
     redact.add_install_secrets(paths)
-    return paths, redact, Transcript(kind, opts.log_dir, redact)
+    try:
+        return paths, redact, Transcript(kind, opts.log_dir, redact)
+    except OSError:  # /var/log/pmcp not writable: a transcript somewhere beats none
+        return paths, redact, Transcript(kind, Path(tempfile.gettempdir()) / "pmcp-logs", redact)
 
 
 def _finish(inst: _Install | None, out: Outcome, t: Transcript) -> Outcome:
@@ -482,6 +517,8 @@ def _finish(inst: _Install | None, out: Outcome, t: Transcript) -> Outcome:
                 },
             )
     t.finish(out.ok, out.summary)
+    with contextlib.suppress(OSError):
+        prune(out.kind, directory=t.path.parent)
     return out
 
 
@@ -548,16 +585,23 @@ def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> 
     from pmcp.stack.steps import ImageStep
 
     image_step = ImageStep(ctx, remove_on_undo=False)
-    plan: Plan = image_step.check()
-    with rec.phase("image", "; ".join(plan.changes) or f"{ctx.config.mcp_image} present"):
+    with rec.phase("image", f"{ctx.config.mcp_image}") as notes:
+        plan: Plan = image_step.check()
+        notes.extend(plan.changes or ["present"])
         if plan.needed:
             image_step.apply()
 
     def write_desired() -> list[str]:
         render.ensure_dirs(paths, ctx.config.uid, ctx.config.gid)
         written = render.write(paths, files_step._files())
-        statefile.update(paths, config=ctx.config.to_dict(), project=ctx.project)
-        statefile.update(paths, update_skip=None)
+        statefile.update(
+            paths,
+            config=ctx.config.to_dict(),
+            project=ctx.project,
+            mcp_image=ctx.config.mcp_image,
+            version=__version__,
+            update_skip=None,
+        )
         return written
 
     _converge(inst, rec, opts, point, write_desired)

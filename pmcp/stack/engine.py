@@ -150,6 +150,21 @@ def remove_image(c: Any, name: str) -> None:
         c.images.remove(name)
 
 
+UPDATE_PROJECT_LABEL = "io.pmcp.update-project"  # on an update's standby/candidate servers; value: project
+
+
+def remove_labelled(c: Any, label: str, value: str) -> int:
+    """Force-remove every container carrying ``label=value`` (e.g. an update's leftover standby)."""
+    from docker.errors import APIError, NotFound
+
+    removed = 0
+    for ctr in c.containers.list(all=True, filters={"label": f"{label}={value}"}):
+        with contextlib.suppress(NotFound, APIError):
+            ctr.remove(force=True)
+            removed += 1
+    return removed
+
+
 @dataclass
 class ContainerState:
     service: str

@@ -412,6 +412,7 @@ class StackStep:
             self.ctx.compose(all_profiles=True).run("rm", "-s", "-f", "mcp-server", "caddy", "prometheus")
         else:
             self.ctx.compose(all_profiles=True).down()
+        engine.remove_labelled(engine.client(), engine.UPDATE_PROJECT_LABEL, self.ctx.project)
         statefile_path = self.ctx.paths.state_file
         if statefile_path.exists():
             statefile.update(self.ctx.paths, stack_fingerprints={})

@@ -178,3 +178,23 @@ def test_state_file_is_private_and_atomic(tmp_path: Path) -> None:
     assert statefile.load(paths) == {"schema": 1, "url": "https://x/mcp", "version": "1"}
     assert stat.S_IMODE(paths.state_file.stat().st_mode) == 0o600
     assert not list(paths.prefix.glob(".tmp-*"))
+
+
+def test_auto_update_schedule_is_a_step_and_uninstall_removes_it(tmp_path: Path) -> None:
+    with pytest.raises(StepError, match="auto-update"):
+        InstallOptions(auto_update="hourly").validate()
+    opts = InstallOptions(prefix=str(tmp_path / "a"), auto_update="daily")
+    names = [s.name for s in build(opts).steps]
+    assert names.index("stack") < names.index("auto-update schedule") < names.index("verify")
+    assert "auto-update schedule" not in [s.name for s in build(InstallOptions(prefix=str(tmp_path))).steps]
+
+    step = next(s for s in build(opts).steps if s.name == "auto-update schedule")
+    step.systemd, step.cron_file = False, tmp_path / "cron.d" / "pmcp"
+    step.cron_file.parent.mkdir()
+    assert run_steps([step]).steps[0].status == "changed"
+    assert (
+        "pmcp update --quiet" in step.cron_file.read_text() and str(opts.prefix) in step.cron_file.read_text()
+    )
+    assert run_steps([step]).steps[0].status == "ok"
+    step.undo()
+    assert not step.cron_file.exists()

@@ -9,7 +9,7 @@ import pytest
 
 from pmcp import authtokens
 from pmcp.lifecycle.steps import StepResult
-from pmcp.lifecycle.transcript import Redactor, Transcript, last_result
+from pmcp.lifecycle.transcript import Redactor, Transcript, last_result, prune, transcripts
 from pmcp.paths import InstallPaths
 
 SECRET = "3f1c9a0e-7d2b-4c55-9e61-aa0b1c2d3e4f"
@@ -75,3 +75,15 @@ def test_two_transcripts_in_one_second_do_not_clash(tmp_path: Path) -> None:
     a.close()
     b.close()
     assert a.path != b.path
+
+
+def test_prune_keeps_the_newest(tmp_path: Path) -> None:
+    made = []
+    for _ in range(4):
+        t = Transcript("update", tmp_path)
+        t.finish(True)
+        made.append(t.path)
+    Transcript("install", tmp_path).close()
+    assert prune("update", 2, tmp_path) == made[:2]
+    assert transcripts("update", tmp_path) == made[2:]
+    assert len(transcripts("install", tmp_path)) == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 from pmcp.lifecycle import backup as bk
@@ -51,3 +53,23 @@ def test_established_counts_connections_on_a_local_port() -> None:
             with accepted:
                 assert established(os.getpid(), port) == 1  # the accepted end; the client's is ephemeral
     assert established(10**9, port) == 0  # no such process: nothing to wait for
+
+
+def test_a_killed_runs_compose_child_is_found(tmp_path: Path) -> None:
+    from pmcp.lifecycle.update import compose_processes
+
+    fake = tmp_path / "docker-compose"
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    proc = subprocess.Popen([str(fake), "-p", "pmcp-unit-test-project", "up", "-d"])
+    try:
+        for _ in range(100):
+            if compose_processes("pmcp-unit-test-project"):
+                break
+            time.sleep(0.02)
+        assert compose_processes("pmcp-unit-test-project") == [proc.pid]
+        assert compose_processes("another-project") == []
+    finally:
+        proc.kill()
+        proc.wait()
+    assert compose_processes("pmcp-unit-test-project") == []
