@@ -207,7 +207,7 @@ class FilesStep:
 
 class InstallDirStep:
     """First step of every install, so uninstall undoes it last: the install dir itself. Backups and the
-    audit log stay unless purge (the agent account's sudoers backups live there until its undo ran)."""
+    audit log stay unless purge; host-state/ (the host steps' undo records) goes once their undo ran."""
 
     name = "install dir"
 

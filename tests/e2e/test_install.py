@@ -199,5 +199,5 @@ def test_agent_account_contained_then_restored(stack_env: dict[str, str], tmp_pa
         assert undone.ok, undone.to_dict()
         assert blanket.read_text() == before
         assert acct.name in grp.getgrnam("docker").gr_mem
-        assert (prefix / "backups").is_dir()  # kept without --purge
+        assert (prefix / "audit").is_dir()  # the audit log is kept without --purge
         assert not (prefix / "docker-compose.yml").exists() and not (prefix / "secrets").exists()
