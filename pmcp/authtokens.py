@@ -6,11 +6,11 @@ so adding or revoking a client needs no restart.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
+
+from pmcp.files import atomic_write
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TOKEN_BYTES = 32
@@ -48,25 +48,12 @@ def save(path: str | Path, tokens: dict[str, str]) -> None:
     after root adds or revokes a client.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(f"{name}:{token}\n" for name, token in sorted(tokens.items()))
     owner = None
     if path.exists():
         st = path.stat()
         owner = (st.st_uid, st.st_gid)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")
-    try:
-        os.fchmod(fd, 0o600)
-        if owner and owner != (os.geteuid(), os.getegid()) and os.geteuid() == 0:
-            os.fchown(fd, *owner)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, body, 0o600, owner)
 
 
 def add(path: str | Path, name: str) -> str:

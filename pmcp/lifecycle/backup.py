@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
+from pmcp.files import write_json
 from pmcp.lifecycle.steps import StepError
 from pmcp.paths import InstallPaths
 
@@ -136,7 +137,7 @@ def backup(
             versions=dict(versions or {}),
             extra=dict(extra or {}),
         )
-        _write_json(target / MANIFEST, b.to_dict())
+        write_json(target / MANIFEST, b.to_dict())
     except OSError as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise StepError(
@@ -144,21 +145,6 @@ def backup(
             fix=f"free some space or fix the permissions of {paths.backups_dir}, then run again",
         ) from exc
     return b
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load(path: Path) -> Backup | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
+from pmcp.files import atomic_write
 from pmcp.lifecycle import state as statefile
 from pmcp.lifecycle.steps import Plan, RunResult, Step, StepError, StepResult, run_steps
 from pmcp.paths import InstallPaths
@@ -460,7 +461,7 @@ class ClientsStep:
 
     def apply(self) -> None:
         for name, (text, mode) in self._wanted().items():
-            render.write_atomic(self.paths.clients_dir / name, text.encode(), mode)
+            atomic_write(self.paths.clients_dir / name, text.encode(), mode)
 
     def undo(self) -> None:
         import shutil

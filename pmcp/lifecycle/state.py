@@ -4,11 +4,9 @@ rebuild the same steps without asking again. Never a secret; written atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
+from pmcp.files import write_json
 from pmcp.paths import InstallPaths
 
 SCHEMA = 1
@@ -28,18 +26,7 @@ def load(paths: InstallPaths) -> dict[str, Any]:
 def save(paths: InstallPaths, data: dict[str, Any]) -> None:
     paths.prefix.mkdir(parents=True, exist_ok=True)
     data = {"schema": SCHEMA, **{k: v for k, v in data.items() if k != "schema"}}
-    fd, tmp = tempfile.mkstemp(dir=paths.prefix, prefix=".tmp-state-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, paths.state_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(paths.state_file, data)
 
 
 def update(paths: InstallPaths, **changes: Any) -> dict[str, Any]:

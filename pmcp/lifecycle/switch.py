@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import authtokens
+from pmcp.files import atomic_write
 from pmcp.host.run import CommandError, run
 from pmcp.lifecycle.steps import StepError
 from pmcp.paths import InstallPaths
@@ -234,14 +235,14 @@ class Switch:
         wanted = render.upstream_text().encode()
         if before == wanted:
             return False
-        render.write_atomic(target, wanted, 0o644)
+        atomic_write(target, wanted, 0o644)
         try:
             engine.reload_caddy(self.docker, self.project)
         except StepError:
             if before is None:
                 target.unlink(missing_ok=True)
             else:
-                render.write_atomic(target, before, 0o644)
+                atomic_write(target, before, 0o644)
             raise
         return True
 

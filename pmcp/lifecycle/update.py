@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
+from pmcp.files import write_json
 from pmcp.lifecycle import backup as backups
 from pmcp.lifecycle import state as statefile
 from pmcp.lifecycle.lock import DEFAULT_TIMEOUT, HostLock
@@ -133,9 +134,7 @@ def _phase_load(paths: InstallPaths) -> dict[str, Any]:
 
 def _phase_save(paths: InstallPaths, **data: Any) -> None:
     data = {**_phase_load(paths), **data, "pid": os.getpid(), "at": _now()}
-    render.write_atomic(
-        _phase_path(paths), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), 0o600
-    )
+    write_json(_phase_path(paths), data)
 
 
 def _phase_clear(paths: InstallPaths) -> None:

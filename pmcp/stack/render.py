@@ -10,13 +10,13 @@ import hashlib
 import ipaddress
 import os
 import string
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
+from pmcp.files import atomic_write
 from pmcp.paths import InstallPaths
 
 CONTAINER_UID = 10001
@@ -286,32 +286,12 @@ def differs(paths: InstallPaths, files: dict[str, FileSpec]) -> list[str]:
     return out
 
 
-def write_atomic(
-    target: Path, content: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None
-) -> None:
-    """Write so a reader sees the old file or the new one, never half of one; mode set before the rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        if owner and os.geteuid() == 0:
-            os.fchown(fd, *owner)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write(paths: InstallPaths, files: dict[str, FileSpec]) -> list[str]:
     """Write what differs; return the relative paths written. Caller backs up first (see FilesStep)."""
     written = []
     for rel in differs(paths, files):
         spec = files[rel]
-        write_atomic(paths.prefix / rel, spec.content, spec.mode, spec.owner)
+        atomic_write(paths.prefix / rel, spec.content, spec.mode, spec.owner)
         written.append(rel)
     return written
 

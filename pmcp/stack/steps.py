@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import authtokens
+from pmcp.files import atomic_write
 from pmcp.lifecycle import state as statefile
 from pmcp.lifecycle.steps import Plan, StepError
 from pmcp.paths import InstallPaths
@@ -125,9 +126,7 @@ class SecretsStep:
             known = authtokens.load(tokens)
             known.setdefault(PROMETHEUS_CLIENT, authtokens.new_token())
             authtokens.save(tokens, known)
-            render.write_atomic(
-                prometheus_token_file(self.ctx.paths), known[PROMETHEUS_CLIENT].encode(), 0o600
-            )
+            atomic_write(prometheus_token_file(self.ctx.paths), known[PROMETHEUS_CLIENT].encode(), 0o600)
         if os.geteuid() == 0:
             for p in _secret_files(self.ctx.paths):
                 if p.exists():
@@ -196,7 +195,7 @@ class FilesStep:
             for rel in self._written:
                 src = self._backup_dir / rel if self._backup_dir else None
                 if src and src.exists():
-                    render.write_atomic(self.ctx.paths.prefix / rel, src.read_bytes())
+                    atomic_write(self.ctx.paths.prefix / rel, src.read_bytes(), src.stat().st_mode & 0o777)
                 else:
                     (self.ctx.paths.prefix / rel).unlink(missing_ok=True)
             self._written = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pmcp.files import atomic_write
 from tests.e2e.conftest import DemoStack, pmcp_cli, project_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.dist, pytest.mark.slow]
@@ -142,11 +143,11 @@ def test_upstream_switch_is_a_caddy_reload(demo_stack: DemoStack) -> None:
     started = caddy.attrs["State"]["StartedAt"]
     upstream = paths.prefix / "caddy.d" / "upstream.caddy"
     try:
-        render.write_atomic(upstream, render.upstream_text("pve-sim:8006").encode())
+        atomic_write(upstream, render.upstream_text("pve-sim:8006"), 0o644)
         engine.reload_caddy(c, target.project)
         assert _post_status(target, target.token) == 502
     finally:
-        render.write_atomic(upstream, render.upstream_text(render.UPSTREAM_DEFAULT).encode())
+        atomic_write(upstream, render.upstream_text(render.UPSTREAM_DEFAULT), 0o644)
         engine.reload_caddy(c, target.project)
     assert _post_status(target, None) == 401
     caddy.reload()
