@@ -112,7 +112,8 @@ def main() -> int:
             samples = timed(conn, path, token, args.runs, before)
             p95 = statistics.quantiles(samples, n=20)[-1]
             rows.append((label, statistics.median(samples), p95))
-    print(f"Simulator: {args.guests} guests on {args.nodes} nodes, {args.runs} calls each, keep-alive HTTP")
+    print("## Proxmox simulator (pmcp sim)\n")
+    print(f"{args.guests} guests on {args.nodes} nodes, {args.runs} calls each, keep-alive HTTP.")
     print(
         f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}\n"
