@@ -438,7 +438,7 @@ def bundle_create(
     import json
     import os
 
-    from pmcp.lifecycle import bundle as b
+    from pmcp.stack import bundle as b
 
     def progress(line: str) -> None:
         click.echo(line, err=True)
@@ -467,7 +467,7 @@ def bundle_verify(file: str, as_json: bool) -> None:
     """Check a bundle's structure and every image's sha256; changes nothing."""
     import json
 
-    from pmcp.lifecycle import bundle as b
+    from pmcp.stack import bundle as b
 
     try:
         manifest = b.verify_bundle(file, progress=None if as_json else lambda m: click.echo(m, err=True))
@@ -485,7 +485,7 @@ def bundle_verify(file: str, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def bundle_load(file: str) -> None:
     """Verify a bundle, then load its images into the local Docker engine (no network needed)."""
-    from pmcp.lifecycle import bundle as b
+    from pmcp.stack import bundle as b
 
     try:
         loaded = b.load_bundle(file, progress=lambda m: click.echo(m, err=True))

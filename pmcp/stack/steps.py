@@ -255,7 +255,7 @@ class ImageStep:
 
     def _is_bundle(self) -> bool:
         """`--images` takes a pmcp bundle (checksummed, `pmcp bundle create`) or a plain `docker save`."""
-        from pmcp.lifecycle.bundle import is_bundle
+        from pmcp.stack.bundle import is_bundle
 
         return bool(self.ctx.images_archive) and is_bundle(self.ctx.images_archive)
 
@@ -274,7 +274,7 @@ class ImageStep:
             wanted = [cfg.mcp_image, *self._needed()]
             if not all(engine.image_present(c, i) for i in wanted):
                 if self._is_bundle():
-                    from pmcp.lifecycle.bundle import verify_bundle
+                    from pmcp.stack.bundle import verify_bundle
 
                     verify_bundle(self.ctx.images_archive)  # a damaged bundle is refused before any change
                 plan.changes.append(f"load images from {self.ctx.images_archive}")
@@ -296,7 +296,7 @@ class ImageStep:
         c = self.ctx.docker
         if self.ctx.images_archive:
             if self._is_bundle():
-                from pmcp.lifecycle.bundle import load_bundle
+                from pmcp.stack.bundle import load_bundle
 
                 load_bundle(self.ctx.images_archive, client=c)
             else:

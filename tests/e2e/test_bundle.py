@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pmcp.lifecycle.bundle import verify_bundle
+from pmcp.stack.bundle import verify_bundle
 from tests.support.bundles import docker_client, import_tiny, remove
 
 pytestmark = pytest.mark.docker

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pmcp.lifecycle import bundle
-from pmcp.lifecycle.bundle import BundleError
+from pmcp.stack import bundle
+from pmcp.stack.bundle import BundleError
 from tests.support.bundles import tiny_images  # noqa: F401  (fixture)
 
 IMAGES = [
