@@ -1,6 +1,6 @@
 """The whole stack without Proxmox: install against the simulator service, verify, re-run, tear down.
 
-Real engine, real compose (v1 here), real Caddy, the real MCP server in its image, the SDK client.
+Real engine, real compose (v1 here; v2 in test_compose_v2.py), real Caddy, the real MCP server in its image, the SDK client.
 """
 
 from __future__ import annotations

@@ -232,3 +232,44 @@ def caddy_image() -> str:
     """``pmcp-test/caddy:bookworm``: Debian's caddy in the official image's layout (/data, /config)."""
     tarball = rootfs_tarball("bookworm", "caddy")
     return _import(tarball, "pmcp-test/caddy:bookworm", CADDY_CHANGES)
+
+
+def compose_v2_plugin() -> Path:
+    """Docker Compose v2 as a CLI plugin, offline once cached: Debian 13's own ``docker-compose`` package
+    (what Proxmox VE 9 hosts get), fetched with apt from the machine's mirror and signature-checked by apt.
+
+    Returns a Docker config dir whose ``cli-plugins/docker-compose`` makes ``docker compose`` work: set
+    ``DOCKER_CONFIG`` to it. Debian 12 itself has no compose v2 package.
+    """
+    target = CACHE_DIR / "compose-v2"
+    plugin = target / "cli-plugins" / "docker-compose"
+    with _locked("compose-v2"):
+        if plugin.exists():
+            return target
+        work = Path(tempfile.mkdtemp(prefix="compose-v2-", dir=CACHE_DIR))
+        try:
+            (work / "lists" / "partial").mkdir(parents=True)
+            sources = work / "sources.list"
+            sources.write_text(
+                f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {apt_mirror()} trixie main\n"
+            )
+            opts = [
+                "-o", f"Dir::Etc::sourcelist={sources}", "-o", "Dir::Etc::sourceparts=-",
+                "-o", f"Dir::State::Lists={work / 'lists'}", "-o", f"Dir::Cache={work / 'cache'}",
+                "-o", "APT::Sandbox::User=root",
+            ]  # fmt: skip
+            subprocess.run(["apt-get", *opts, "update", "-qq"], check=True, capture_output=True, timeout=300)
+            subprocess.run(
+                ["apt-get", *opts, "download", "docker-compose"],
+                check=True, capture_output=True, cwd=work, timeout=300,
+            )  # fmt: skip
+            deb = next(work.glob("docker-compose_2.*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True, timeout=120)
+            plugin.parent.mkdir(parents=True, exist_ok=True)
+            tmp = plugin.with_suffix(".tmp")
+            shutil.copy2(work / "x/usr/libexec/docker/cli-plugins/docker-compose", tmp)
+            tmp.chmod(0o755)
+            tmp.rename(plugin)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
