@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp.host.files import atomic_write, ensure_dir
-from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run
+from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run, systemctl
 from pmcp.lifecycle.steps import Plan, StepError
 
 DEFAULT_PORTS: tuple[tuple[str, int], ...] = (("0.0.0.0", 443), ("0.0.0.0", 80), ("127.0.0.1", 8080))
@@ -474,13 +474,7 @@ class ForwardSafety:
         atomic_write(self.state_file, json.dumps(state, indent=2) + "\n", 0o600)
 
     def _systemctl(self, *args: str) -> None:
-        fix = "systemctl " + " ".join(args)
-        try:
-            res = run([*self.systemctl, *args], timeout=60)
-        except CommandError as exc:
-            raise StepError(f"cannot run systemctl: {exc.message}", fix=fix) from exc
-        if not res.ok:
-            raise StepError(f"{fix} failed", fix=fix, detail=res.text[-300:])
+        systemctl(self.systemctl, *args)
 
     def apply(self) -> None:
         bridges = self._bridges()

@@ -190,3 +190,16 @@ def pveversion(command: Sequence[str] | None = None, timeout: float = 30.0) -> s
     if not res.ok:
         raise CommandError(f"`{shlex.join(res.argv)}` failed: {res.text[:300]}", res)
     return res.stdout
+
+
+def systemctl(command: Sequence[str], *args: str) -> None:
+    """Run ``systemctl ARGS`` (``command`` is injectable for tests); a failure is a StepError with the fix."""
+    from pmcp.lifecycle.steps import StepError
+
+    fix = "systemctl " + " ".join(args)
+    try:
+        res = run([*command, *args], timeout=60)
+    except CommandError as exc:
+        raise StepError(f"cannot run systemctl: {exc.message}", fix=fix) from exc
+    if not res.ok:
+        raise StepError(f"{fix} failed", fix=fix, detail=res.text[-300:])

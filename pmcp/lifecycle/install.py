@@ -399,6 +399,11 @@ def build(
     if not opts.sim:
         steps += [FilesStep(ctx), ImageStep(ctx, remove_on_undo=not keep_images)]
     steps += [StackStep(ctx), Deferred("firewall", make_firewall)]
+    if opts.allow_from and opts.host_checks:
+        from pmcp.host.firewall import PublishedPortFilter
+
+        # pve-firewall's rule never sees Docker's DNATed traffic: enforce the CIDR in DOCKER-USER too
+        steps.append(PublishedPortFilter(opts.https_port, opts.allow_from))
     if opts.client_config:
         steps.append(ClientsStep(paths))
     if opts.auto_update:

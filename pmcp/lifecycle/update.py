@@ -194,6 +194,20 @@ def _load(paths: InstallPaths, cfg: render.StackConfig | None, opts: Options, re
     return _Install(paths, state, ctx, sw)
 
 
+def _backup_phase(rec: Any, inst: _Install, out: Any, reason: str) -> backups.Backup:
+    """Back up the configuration, the running image ids and the versions before any change."""
+    with rec.phase("backup", f"configuration -> {inst.paths.backups_dir}") as notes:
+        point = backups.backup(
+            inst.paths,
+            reason,
+            images=_running_images(inst),
+            versions={"pmcp": __version__, "server_image": out.from_image},
+        )
+        out.backup = point.timestamp
+        notes.append(f"backup {point.timestamp}")
+    return point
+
+
 def _files_step(inst: _Install) -> Any:
     from pmcp.stack.steps import FilesStep
 
@@ -424,7 +438,7 @@ def _converge(
     write_desired: Callable[[], list[str]],
 ) -> None:
     """The switch itself; ``write_desired`` puts the new configuration files in place."""
-    from pmcp.stack.steps import _fingerprints
+    from pmcp.stack.steps import fingerprints
 
     sw, paths, ctx = inst.switch, inst.paths, inst.ctx
     upstream = paths.prefix / UPSTREAM_FILE
@@ -476,7 +490,7 @@ def _converge(
             sw.remove("standby", opts.drain)
     others = [s for s in ctx.services if s not in (SERVICE, *NOT_RECREATED)]
     with rec.phase("other services", f"converge {', '.join(others)}") as notes:
-        now, recorded = _fingerprints(paths, ctx), inst.state.get("stack_fingerprints", {})
+        now, recorded = fingerprints(paths, ctx), inst.state.get("stack_fingerprints", {})
         compose = ctx.compose()
         compose.run("up", "-d", "--no-deps", *others)
         if recorded and now["caddy"] != recorded.get("caddy"):
@@ -570,17 +584,9 @@ def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> 
     paths, ctx = inst.paths, inst.ctx
     files_step = _files_step(inst)
     with rec.phase("validate", "compose config -q on the new configuration"):
-        files = files_step._files()
+        files = files_step.wanted_files()
         _validate(inst, files)
-    with rec.phase("backup", f"configuration -> {paths.backups_dir}") as notes:
-        point = backups.backup(
-            paths,
-            f"update {out.from_image} -> {out.to_image}",
-            images=_running_images(inst),
-            versions={"pmcp": __version__, "server_image": out.from_image},
-        )
-        out.backup = point.timestamp
-        notes.append(f"backup {point.timestamp}")
+    point = _backup_phase(rec, inst, out, f"update {out.from_image} -> {out.to_image}")
     from pmcp.stack.steps import ImageStep
 
     image_step = ImageStep(ctx, remove_on_undo=False)
@@ -592,7 +598,7 @@ def _update_run(inst: _Install, rec: _Recorder, out: Outcome, opts: Options) -> 
 
     def write_desired() -> list[str]:
         render.ensure_dirs(paths, ctx.config.uid, ctx.config.gid)
-        written = render.write(paths, files_step._files())
+        written = render.write(paths, files_step.wanted_files())
         statefile.update(
             paths,
             config=ctx.config.to_dict(),
@@ -677,15 +683,7 @@ def _rollback_run(
             repo, _, tag = ctx.config.mcp_image.rpartition(":")
             c.images.get(wanted).tag(repo, tag)
             notes.append(f"re-tagged {wanted[:19]} as {ctx.config.mcp_image}")
-    with rec.phase("backup", f"configuration -> {paths.backups_dir}") as notes:
-        point = backups.backup(
-            paths,
-            f"rollback to {target.timestamp}",
-            images=_running_images(inst),
-            versions={"pmcp": __version__, "server_image": out.from_image},
-        )
-        out.backup = point.timestamp
-        notes.append(f"backup {point.timestamp}")
+    point = _backup_phase(rec, inst, out, f"rollback to {target.timestamp}")
     changed_secrets = backups.changed_secrets(paths, target)
     if changed_secrets:
         rec.note(f"secrets changed since the backup and are kept as they are: {', '.join(changed_secrets)}")

@@ -149,7 +149,7 @@ class FilesStep:
         self._backup_dir: Path | None = None
         self._started = False
 
-    def _files(self) -> dict[str, render.FileSpec]:
+    def wanted_files(self) -> dict[str, render.FileSpec]:
         upstream = self.ctx.paths.prefix / "caddy.d" / "upstream.caddy"
         files = render.render(
             self.ctx.config, upstream=None if upstream.exists() else render.UPSTREAM_DEFAULT
@@ -166,7 +166,7 @@ class FilesStep:
         return files
 
     def check(self) -> Plan:
-        files = self._files()
+        files = self.wanted_files()
         plan = Plan()
         for rel in render.differs(self.ctx.paths, files):
             verb = "replace" if (self.ctx.paths.prefix / rel).exists() else "write"
@@ -178,7 +178,7 @@ class FilesStep:
 
     def apply(self) -> None:
         self._started = True
-        files = self._files()
+        files = self.wanted_files()
         render.ensure_dirs(self.ctx.paths, self.ctx.config.uid, self.ctx.config.gid)
         replaced = [r for r in render.differs(self.ctx.paths, files) if (self.ctx.paths.prefix / r).exists()]
         if replaced:
@@ -320,10 +320,10 @@ class ImageStep:
 def record_stack(ctx: StackContext) -> None:
     """Record what the running stack was started from; `pmcp update` calls it after a switch, so the next
     install sees the stack as already right."""
-    statefile.update(ctx.paths, stack_fingerprints=_fingerprints(ctx.paths, ctx))
+    statefile.update(ctx.paths, stack_fingerprints=fingerprints(ctx.paths, ctx))
 
 
-def _fingerprints(paths: InstallPaths, ctx: StackContext) -> dict[str, str]:
+def fingerprints(paths: InstallPaths, ctx: StackContext) -> dict[str, str]:
     return {
         "compose": render.fingerprint(
             paths, ["docker-compose.yml", ".env", "prometheus.yml", "pve-root-ca.pem"]
@@ -378,7 +378,7 @@ class StackStep:
         down = [s for s in self.ctx.services if s not in st or not st[s].ready]
         if down:
             plan.changes.append(f"start {', '.join(down)}")
-        now, rec = _fingerprints(self.ctx.paths, self.ctx), self._recorded()
+        now, rec = fingerprints(self.ctx.paths, self.ctx), self._recorded()
         changed = [k for k in now if now[k] != rec.get(k)]
         if changed and not down:
             plan.changes.append(f"apply changed {', '.join(changed)} (containers recreated)")
@@ -389,7 +389,7 @@ class StackStep:
         self._was_running = bool(engine.states(c, self.ctx.project))
         compose = self.ctx.compose()
         compose.config_check()
-        now, rec = _fingerprints(self.ctx.paths, self.ctx), self._recorded()
+        now, rec = fingerprints(self.ctx.paths, self.ctx), self._recorded()
         compose.up()
         recreate = []
         if rec and now["caddy"] != rec.get("caddy"):

@@ -134,6 +134,23 @@ def demo_opts(prefix: Path, **kw: Any) -> Any:
     return opts
 
 
+def step_statuses(result: Any) -> dict[str, str]:
+    """Step name -> status of an install/uninstall result."""
+    return {s.name: s.status for s in result.run.steps}
+
+
+def project_services(prefix: Path) -> list[str]:
+    """The compose services that have a container (running or not) in the install at ``prefix``."""
+    from pmcp.stack.compose import project_name
+
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--format", '{{.Label "com.docker.compose.service"}}',
+         "--filter", f"label=com.docker.compose.project={project_name(prefix)}"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return sorted(out.split())
+
+
 def project_containers(prefix: Path) -> list[str]:
     from pmcp.stack.compose import project_name
 

@@ -1,6 +1,7 @@
 """The whole stack without Proxmox: install against the simulator service, verify, re-run, tear down.
 
-Real engine, real compose (v1 here; v2 in test_compose_v2.py), real Caddy, the real MCP server in its image, the SDK client.
+Real engine, real compose (v1 here; v2 in test_compose_v2.py), real Caddy, the real MCP server in its
+image, the SDK client.
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ from pathlib import Path
 import pytest
 
 from pmcp.files import atomic_write
-from tests.e2e.conftest import DemoStack, pmcp_cli, project_containers
+from tests.e2e.conftest import DemoStack, pmcp_cli, project_containers, step_statuses
 
 pytestmark = [pytest.mark.docker, pytest.mark.dist, pytest.mark.slow]
-
-
-def _statuses(result) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {s.name: s.status for s in result.run.steps}
 
 
 def test_install_succeeds_and_verifies(demo_stack: DemoStack) -> None:
     res = demo_stack.result
     assert res.ok, "\n".join(f"{s.name}: {s.error}\n{s.detail}" for s in res.run.steps if s.error)
-    st = _statuses(res)
+    st = step_statuses(res)
     for name in ("files", "simulator", "proxmox identity", "secrets", "stack"):
         assert st[name] == "changed", (name, st)
     assert st["image"] in ("changed", "ok")  # "ok" when an earlier stack built the same image
@@ -183,26 +180,6 @@ def test_zz_down_removes_everything_identity_first(demo_stack: DemoStack) -> Non
     if not users.stdout.strip():  # another stack may share the image: then docker keeps it, rightly
         assert subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0
     assert run_demo_stack(str(prefix), True, "read-only", None, None, 5, True) == 0  # --down again: no-op
-
-
-def _services(prefix: Path) -> list[str]:
-    from pmcp.stack.compose import project_name
-
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--format",
-            '{{.Label "com.docker.compose.service"}}',
-            "--filter",
-            f"label=com.docker.compose.project={project_name(prefix)}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return sorted(out.split())
 
 
 def _sim_users(port: int, prefix: Path) -> list[str]:

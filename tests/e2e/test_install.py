@@ -10,33 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import demo_opts, pmcp_cli
+from tests.e2e.conftest import demo_opts, pmcp_cli, project_services, step_statuses
 
 pytestmark = [pytest.mark.docker, pytest.mark.dist, pytest.mark.slow]
-
-
-def _statuses(result) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {s.name: s.status for s in result.run.steps}
-
-
-def _services(prefix: Path) -> list[str]:
-    from pmcp.stack.compose import project_name
-
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--format",
-            '{{.Label "com.docker.compose.service"}}',
-            "--filter",
-            f"label=com.docker.compose.project={project_name(prefix)}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return sorted(out.split())
 
 
 def test_dry_run_json_changes_nothing_and_fails_clearly_off_proxmox(tmp_path: Path) -> None:
@@ -77,11 +53,11 @@ def test_failing_health_check_is_undone_and_rerun_recovers(stack_env: dict[str, 
         assert "mcp-server" in failed.error and failed.fix
         assert "bogus" in failed.detail or "mode" in failed.detail.lower(), failed.detail
         assert "undone" in " ".join(failed.notes)
-        assert _services(prefix) == ["pve-sim"]  # the failed step's containers are gone
+        assert project_services(prefix) == ["pve-sim"]  # the failed step's containers are gone
         opts.extra_env = {}
         again = install(opts, kind="demo")
         assert again.ok, again.to_dict()
-        st = _statuses(again)
+        st = step_statuses(again)
         assert st["simulator"] == "ok" and st["proxmox identity"] == "ok" and st["stack"] == "changed"
     finally:
         uninstall(prefix, purge=True)
@@ -105,7 +81,7 @@ def test_interrupted_install_rerun_recovers(stack_env: dict[str, str], tmp_path:
             install(opts, report=interrupt, kind="demo")
         again = install(opts, kind="demo")
         assert again.ok, again.to_dict()
-        st = _statuses(again)
+        st = step_statuses(again)
         assert st["files"] == "ok" and st["proxmox identity"] == "ok" and st["stack"] == "changed"
 
         # Changed options on a running stack: your own certificate. Caddy is recreated, the server is not.
@@ -114,7 +90,7 @@ def test_interrupted_install_rerun_recovers(stack_env: dict[str, str], tmp_path:
         opts.tls_cert, opts.tls_key = str(cert), str(key)
         changed = install(opts, kind="demo")
         assert changed.ok, changed.to_dict()
-        st = _statuses(changed)
+        st = step_statuses(changed)
         assert st["files"] == "changed" and st["stack"] == "changed" and st["image"] == "ok"
         assert _container_id(prefix, "mcp-server") == server_before
         tls = next(r for r in changed.verify if r["check"] == "tls")
@@ -189,7 +165,7 @@ def test_agent_account_contained_then_restored(stack_env: dict[str, str], tmp_pa
         try:
             res = install(opts, kind="demo")
             assert res.ok, res.to_dict()
-            assert _statuses(res)["agent account"] == "changed"
+            assert step_statuses(res)["agent account"] == "changed"
             agent_rows = [r for r in res.verify if r["check"].startswith("agent:")]
             assert agent_rows and all(r["result"] == "pass" for r in agent_rows), agent_rows
             assert acct.name not in grp.getgrnam("docker").gr_mem

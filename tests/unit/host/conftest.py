@@ -11,7 +11,10 @@ import contextlib
 import io
 import json
 import re
+import shutil
+import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,3 +117,24 @@ def assert_calls_in_schema(calls: list[tuple[str, str, dict[str, Any]]]) -> None
         assert match is not None, f"{method} {path} is not in the PVE API"
         names = {p["name"] for p in match["parameters"]}
         assert set(params) <= names, f"{method} {path}: unknown parameters {set(params) - names}"
+
+
+@pytest.fixture
+def netns() -> Iterator[list[str]]:
+    """`iptables` inside a private network namespace with a DOCKER-USER chain and FORWARD policy DROP."""
+    if not shutil.which("ip") or not shutil.which("iptables"):
+        pytest.skip("needs iproute2 and iptables")
+    name = "pmcpt-" + uuid.uuid4().hex[:8]
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace (needs root / CAP_SYS_ADMIN)")
+    try:
+        ipt = ["ip", "netns", "exec", name, "iptables"]
+        subprocess.run([*ipt, "-N", "DOCKER-USER"], check=True)
+        subprocess.run([*ipt, "-P", "FORWARD", "DROP"], check=True)
+        yield ipt
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def docker_user_rules(ipt: list[str]) -> str:
+    return subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import pytest
 from pmcp.host.preflight import UNIT_NAME, ForwardSafety, Preflight, PreflightOptions, port_free
 from pmcp.host.run import Pvesh
 from pmcp.lifecycle.steps import StepError, run_steps
-from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema
+from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema, docker_user_rules
 
 FAKE_PVESH = """
 import json, sys
@@ -171,26 +168,6 @@ def test_compose_finder_failure_is_reported(tmp_path: Path) -> None:
 # -- ForwardSafety in a private network namespace: the host's own firewall is never touched ----------------
 
 
-@pytest.fixture
-def netns() -> Iterator[list[str]]:
-    if not shutil.which("ip") or not shutil.which("iptables"):
-        pytest.skip("needs iproute2 and iptables")
-    name = "pmcpt-" + uuid.uuid4().hex[:8]
-    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a network namespace (needs root / CAP_SYS_ADMIN)")
-    try:
-        ipt = ["ip", "netns", "exec", name, "iptables"]
-        subprocess.run([*ipt, "-N", "DOCKER-USER"], check=True)
-        subprocess.run([*ipt, "-P", "FORWARD", "DROP"], check=True)
-        yield ipt
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def _rules(ipt: list[str]) -> str:
-    return subprocess.run([*ipt, "-S", "DOCKER-USER"], capture_output=True, text=True, check=True).stdout
-
-
 def _bridges(tmp_path: Path, *names: str) -> Path:
     net = tmp_path / "net"
     for n in names:
@@ -198,7 +175,7 @@ def _bridges(tmp_path: Path, *names: str) -> Path:
     return net
 
 
-def test_forward_safety_docker28_daemon_option_and_rules(tmp_path: Path, netns: list[str]) -> None:
+def test_forward_safety_docker28_daemon_option_anddocker_user_rules(tmp_path: Path, netns: list[str]) -> None:
     daemon = tmp_path / "docker" / "daemon.json"
     daemon.parent.mkdir()
     daemon.write_text('{"log-driver": "json-file"}\n')
@@ -209,13 +186,13 @@ def test_forward_safety_docker28_daemon_option_and_rules(tmp_path: Path, netns: 
     assert len(plan.changes) == 3 and "ip-forward-no-drop" in plan.changes[0]
     assert run_steps([step]).ok
     assert json.loads(daemon.read_text()) == {"log-driver": "json-file", "ip-forward-no-drop": True}
-    rules = _rules(netns)
+    rules = docker_user_rules(netns)
     assert "-i vmbr0 -o vmbr0" in rules and "-i vmbr1 -o vmbr1" in rules and "eth0" not in rules
     assert not step.check().needed
 
     step.undo()
     assert json.loads(daemon.read_text()) == {"log-driver": "json-file"}
-    assert "vmbr" not in _rules(netns)
+    assert "vmbr" not in docker_user_rules(netns)
     assert not (tmp_path / "state" / "forward-safety.json").exists()
 
 
@@ -234,7 +211,7 @@ def test_forward_safety_old_docker_rules_and_unit(tmp_path: Path, netns: list[st
     ]
     step.apply()
     assert not daemon.exists()
-    assert "-i vmbr0 -o vmbr0" in _rules(netns)
+    assert "-i vmbr0 -o vmbr0" in docker_user_rules(netns)
     unit = (units / UNIT_NAME).read_text()
     assert "WantedBy=docker.service" in unit and "-i vmbr0 -o vmbr0" in unit
     assert calls.read_text().splitlines() == ["daemon-reload", f"enable {UNIT_NAME}"]
@@ -247,7 +224,7 @@ def test_forward_safety_old_docker_rules_and_unit(tmp_path: Path, netns: list[st
     step.apply()
 
     step.undo()
-    assert "vmbr0" not in _rules(netns)
+    assert "vmbr0" not in docker_user_rules(netns)
     assert not (units / UNIT_NAME).exists()
     assert calls.read_text().splitlines()[-2:] == [f"disable {UNIT_NAME}", "daemon-reload"]
 
@@ -263,7 +240,7 @@ def test_forward_safety_unit_runs_under_sh(tmp_path: Path, netns: list[str]) -> 
             cmd = line.removeprefix("ExecStart=/bin/sh -c ").strip("'")
             for _ in range(2):
                 subprocess.run([*ns, "sh", "-c", cmd], check=True)
-    rules = _rules(netns)
+    rules = docker_user_rules(netns)
     assert rules.count("-i vmbr0 -o vmbr0") == 1 and rules.count("-i vmbr1 -o vmbr1") == 1
 
 

@@ -198,3 +198,11 @@ def test_auto_update_schedule_is_a_step_and_uninstall_removes_it(tmp_path: Path)
     assert run_steps([step]).steps[0].status == "ok"
     step.undo()
     assert not step.cron_file.exists()
+
+
+def test_allow_from_is_enforced_on_the_published_port_too(tmp_path: Path) -> None:
+    names = [s.name for s in build(InstallOptions(prefix=str(tmp_path), allow_from="192.0.2.0/24")).steps]
+    assert names.index("firewall") < names.index("published port filter") < names.index("verify")
+    assert "published port filter" not in [s.name for s in build(InstallOptions(prefix=str(tmp_path))).steps]
+    demo = InstallOptions(prefix=str(tmp_path), allow_from="192.0.2.0/24", host_checks=False)
+    assert "published port filter" not in [s.name for s in build(demo).steps], "demo: iptables untouched"
