@@ -177,3 +177,27 @@ def test_agent_account_contained_then_restored(stack_env: dict[str, str], tmp_pa
         assert acct.name in grp.getgrnam("docker").gr_mem
         assert (prefix / "audit").is_dir()  # the audit log is kept without --purge
         assert not (prefix / "docker-compose.yml").exists() and not (prefix / "secrets").exists()
+
+
+def test_public_host_name_through_caddy_is_not_refused(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """Behind Caddy the public Host header reaches the server; the SDK's default allowlist (localhost only)
+    would answer 421. Install with this machine's own name as the public name, and verify (a real MCP
+    session with that Host, SNI and certificate) must pass."""
+    import socket
+
+    from pmcp.lifecycle.install import install
+    from pmcp.lifecycle.uninstall import uninstall
+
+    name = socket.gethostname()
+    assert name not in ("localhost", "127.0.0.1") and socket.gethostbyname(name), name
+    prefix = tmp_path / "named"
+    opts = demo_opts(prefix, public_names=[name, "localhost"])
+    try:
+        res = install(opts, kind="demo")
+        assert res.ok, res.to_dict()
+        assert res.url.startswith(f"https://{name}:"), res.url
+        checks = {r["check"]: (r["result"], r.get("detail", "")) for r in res.verify}
+        assert checks["mcp session"][0] == "pass" and name in checks["mcp session"][1], checks
+    finally:
+        undone = uninstall(prefix, purge=True)
+    assert undone.ok, undone.to_dict()
