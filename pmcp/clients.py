@@ -216,27 +216,28 @@ def claude_desktop(target: Target) -> ClientConfig:
     )
 
 
-def cursor(target: Target) -> ClientConfig:
+def _editor_json(target: Target, client: str, title: str, url_key: str, path: str) -> ClientConfig:
+    """Cursor and Windsurf: one `mcpServers` JSON with `${env:VAR}` expansion; only the URL key differs."""
     doc = {
         "mcpServers": {
             target.name: {
-                "url": target.url,
+                url_key: target.url,
                 "headers": {"Authorization": _bearer(target, "${env:" + TOKEN_ENV + "}")},
             }
         }
     }
     notes = []
     if not target.token:
-        notes.append(_token_note(target, f"Set {TOKEN_ENV} in the environment Cursor starts from."))
+        notes.append(_token_note(target, f"Set {TOKEN_ENV} in the environment {title} starts from."))
     notes += _tls_note(
-        target, "add it to the operating system's trust store, or " + _node_trust(target, "Cursor")
+        target, "add it to the operating system's trust store, or " + _node_trust(target, title)
     )
-    return ClientConfig(
-        "cursor",
-        "Cursor",
-        [Snippet("file", "json", _dump(doc), path="~/.cursor/mcp.json", secret=bool(target.token))],
-        notes,
-    )
+    snippet = Snippet("file", "json", _dump(doc), path=path, secret=bool(target.token))
+    return ClientConfig(client, title, [snippet], notes)
+
+
+def cursor(target: Target) -> ClientConfig:
+    return _editor_json(target, "cursor", "Cursor", "url", "~/.cursor/mcp.json")
 
 
 def vscode(target: Target) -> ClientConfig:
@@ -302,34 +303,7 @@ def codex(target: Target) -> ClientConfig:
 
 
 def windsurf(target: Target) -> ClientConfig:
-    doc = {
-        "mcpServers": {
-            target.name: {
-                "serverUrl": target.url,
-                "headers": {"Authorization": _bearer(target, "${env:" + TOKEN_ENV + "}")},
-            }
-        }
-    }
-    notes = []
-    if not target.token:
-        notes.append(_token_note(target, f"Set {TOKEN_ENV} in the environment Windsurf starts from."))
-    notes += _tls_note(
-        target, "add it to the operating system's trust store, or " + _node_trust(target, "Windsurf")
-    )
-    return ClientConfig(
-        "windsurf",
-        "Windsurf",
-        [
-            Snippet(
-                "file",
-                "json",
-                _dump(doc),
-                path="~/.codeium/windsurf/mcp_config.json",
-                secret=bool(target.token),
-            )
-        ],
-        notes,
-    )
+    return _editor_json(target, "windsurf", "Windsurf", "serverUrl", "~/.codeium/windsurf/mcp_config.json")
 
 
 GENERATORS = {
