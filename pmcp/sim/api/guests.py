@@ -32,17 +32,7 @@ def _list_entry(g: dict[str, Any], now: float) -> dict[str, Any]:
         "vmid": g["vmid"],
         "name": _name(g),
         "status": g["status"],
-        "cpu": f["cpu"],
-        "cpus": f["cpus"],
-        "mem": f["mem"],
-        "maxmem": f["maxmem"],
-        "disk": f["disk"],
-        "maxdisk": f["maxdisk"],
-        "uptime": f["uptime"],
-        "netin": f["netin"],
-        "netout": f["netout"],
-        "diskread": f["diskread"],
-        "diskwrite": f["diskwrite"],
+        **f,
         "tags": g["config"].get("tags", ""),
     }
     if g["type"] == "lxc":
