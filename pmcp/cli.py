@@ -547,12 +547,8 @@ def demo(
 ) -> None:
     """Run the real MCP server against the built-in Proxmox simulator, and show how to connect."""
     if stack or down:
-        try:
-            from pmcp.lifecycle.demo_stack import demo_stack
-        except ModuleNotFoundError as exc:
-            if exc.name != "pmcp.lifecycle.demo_stack":
-                raise
-            raise NotImplementedYet("pmcp demo --stack") from None
+        from pmcp.lifecycle.demo_stack import demo_stack
+
         code = demo_stack(
             prefix=prefix,
             down=down,
