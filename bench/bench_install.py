@@ -56,7 +56,7 @@ def _opts(prefix: Path):  # type: ignore[no-untyped-def]
 
 def _compose_up_healthy(prefix: Path) -> float:
     """The baseline: compose up of the same project, until healthy and answering TLS."""
-    from pmcp.lifecycle import state as statefile
+    from pmcp import record as statefile
     from pmcp.paths import InstallPaths
     from pmcp.stack import engine
     from pmcp.stack.compose import Compose

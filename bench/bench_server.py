@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pmcp import authtokens  # noqa: E402
-from pmcp.server.demo import free_port  # noqa: E402
+from pmcp.demo import free_port  # noqa: E402
 from pmcp.sim.state import DEFAULT_ROOT_TOKEN, parse_token  # noqa: E402
 
 USER, TOKEN_NAME, SECRET = parse_token(DEFAULT_ROOT_TOKEN)

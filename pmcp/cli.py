@@ -193,7 +193,7 @@ def update(
     transcript of every run goes to /var/log/pmcp/update-<timestamp>.log.
     """
     from pmcp.lifecycle import update as upd
-    from pmcp.lifecycle.steps import StepError
+    from pmcp.steps import StepError
 
     opts = upd.Options(prefix, force=force, keep=keep, bundle=bundle, lock_timeout=lock_timeout, grace=grace)
     if check:
@@ -221,7 +221,7 @@ def status(prefix: str, as_json: bool) -> None:
     """Show services, health, versions, URL, token age and the last update."""
     from pmcp.lifecycle.status import render_text
     from pmcp.lifecycle.status import status as get_status
-    from pmcp.lifecycle.steps import StepError
+    from pmcp.steps import StepError
 
     try:
         st = get_status(prefix)
@@ -236,8 +236,8 @@ def status(prefix: str, as_json: bool) -> None:
 @json_option
 def verify(prefix: str, as_json: bool) -> None:
     """Prove the install works: a real MCP session through the proxy, and the security checks."""
-    from pmcp.lifecycle.steps import StepError
     from pmcp.lifecycle.verify import run_verify
+    from pmcp.steps import StepError
 
     try:
         report = run_verify(prefix)
@@ -255,7 +255,7 @@ def verify(prefix: str, as_json: bool) -> None:
 def logs(prefix: str, follow: bool, tail: int, service: str | None) -> None:
     """Show the stack's logs (all services, or one: mcp-server, caddy, prometheus)."""
     from pmcp.lifecycle.logs import logs as show_logs
-    from pmcp.lifecycle.steps import StepError
+    from pmcp.steps import StepError
 
     try:
         sys.exit(show_logs(prefix, follow, tail, service))
@@ -313,7 +313,7 @@ def rollback(
     if list_only:
         import json
 
-        from pmcp.lifecycle import backup
+        from pmcp import backup
         from pmcp.paths import InstallPaths
 
         found = backup.list_backups(InstallPaths.at(prefix))
@@ -561,8 +561,8 @@ def demo(
         if code:
             sys.exit(code)
         return
+    from pmcp.demo import run_demo
     from pmcp.server.config import ConfigError
-    from pmcp.server.demo import run_demo
 
     try:
         run_demo(port=port, mode=mode, guests=guests, json_info=json_info, echo=click.echo)

@@ -1,4 +1,4 @@
-"""What touches the Proxmox host: each change is a Step (pmcp.lifecycle.steps) with check/apply/undo.
+"""What touches the Proxmox host: each change is a Step (pmcp.steps) with check/apply/undo.
 
 Install order (uninstall undoes in reverse): ``Preflight`` (changes nothing; ``.facts`` after check()),
 ``ForwardSafety`` (VM bridges keep working under Docker), ``ProxmoxIdentity`` (role, user, token, ACLs),

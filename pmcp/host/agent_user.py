@@ -43,7 +43,7 @@ from typing import Any
 from pmcp.host.checks import Check
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import CommandError, run
-from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.steps import Plan, StepError
 
 REMOVE_GROUPS = ("docker", "sudo", "wheel", "admin")
 MANIFEST = "agent-user.json"  # not "manifest.json": that name marks an `update` backup directory

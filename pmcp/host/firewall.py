@@ -23,7 +23,7 @@ from typing import Any
 
 from pmcp.files import atomic_write
 from pmcp.host.run import CommandError, Pvesh, PveshError, Result, run, systemctl
-from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.steps import Plan, StepError
 
 
 def firewall_enabled(pvesh: Pvesh) -> bool:

@@ -39,7 +39,7 @@ from typing import Any
 
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run, systemctl
-from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.steps import Plan, StepError
 
 DEFAULT_PORTS: tuple[tuple[str, int], ...] = (("0.0.0.0", 443), ("0.0.0.0", 80), ("127.0.0.1", 8080))
 SUPPORTED_PVE = (8, 9)

@@ -36,8 +36,8 @@ from typing import Any
 from pmcp.host.checks import Check
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import Pvesh, PveshError
-from pmcp.lifecycle.steps import Plan, StepError
 from pmcp.paths import InstallPaths
+from pmcp.steps import Plan, StepError
 
 MODES = ("read-only", "operator", "admin")
 ROLE_NAMES = {"read-only": "PMCPReadOnly", "operator": "PMCPOperator", "admin": "PMCPAdmin"}

@@ -194,7 +194,7 @@ def pveversion(command: Sequence[str] | None = None, timeout: float = 30.0) -> s
 
 def systemctl(command: Sequence[str], *args: str) -> None:
     """Run ``systemctl ARGS`` (``command`` is injectable for tests); a failure is a StepError with the fix."""
-    from pmcp.lifecycle.steps import StepError
+    from pmcp.steps import StepError
 
     fix = "systemctl " + " ".join(args)
     try:

@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from pmcp.lifecycle.install import InstallOptions, install
-from pmcp.lifecycle.steps import StepResult
 from pmcp.paths import InstallPaths
 from pmcp.stack.render import SimService
+from pmcp.steps import StepResult
 
 DEMO_HTTPS_PORT = 9443
 DEMO_SERVER_PORT = 9080

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
+from pmcp import record as statefile
 from pmcp.files import atomic_write
-from pmcp.lifecycle import state as statefile
-from pmcp.lifecycle.steps import Plan, RunResult, Step, StepError, StepResult, run_steps
 from pmcp.paths import InstallPaths
 from pmcp.stack import images, render
 from pmcp.stack.compose import project_name
@@ -34,6 +33,7 @@ from pmcp.stack.steps import (
     StackContext,
     StackStep,
 )
+from pmcp.steps import Plan, RunResult, Step, StepError, StepResult, run_steps
 
 DEFAULT_PREFIX = "/opt/proxmox-mcp"
 MODES = ("read-only", "operator", "admin")

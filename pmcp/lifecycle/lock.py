@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from pmcp.lifecycle.steps import StepError
+from pmcp.steps import StepError
 
 DEFAULT_LOCK_FILE = Path("/run/pmcp.lock")
 DEFAULT_TIMEOUT = 60.0

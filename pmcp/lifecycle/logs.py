@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pmcp.lifecycle import state as statefile
-from pmcp.lifecycle.steps import StepError
+from pmcp import record as statefile
 from pmcp.paths import InstallPaths
 from pmcp.stack.compose import Compose, project_name
+from pmcp.steps import StepError
 
 SERVICES = ("mcp-server", "caddy", "prometheus", "pve-sim")
 

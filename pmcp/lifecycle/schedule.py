@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pmcp.host.files import atomic_write
 from pmcp.host.run import CommandError, run
-from pmcp.lifecycle.steps import Plan, StepError
+from pmcp.steps import Plan, StepError
 
 FREQUENCIES = ("daily", "weekly", "off")
 UNIT = "pmcp-update"

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
-from pmcp.lifecycle import state as statefile
-from pmcp.lifecycle.steps import StepError
+from pmcp import record as statefile
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine
 from pmcp.stack.compose import project_name
+from pmcp.steps import StepError
 
 
 def _age(path: Path) -> str:

@@ -36,9 +36,9 @@ from typing import Any
 from pmcp import authtokens
 from pmcp.files import atomic_write
 from pmcp.host.run import CommandError, run
-from pmcp.lifecycle.steps import StepError
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, render
+from pmcp.steps import StepError
 
 SERVICE = "mcp-server"
 SERVER_PORT = 8080  # the server's port inside its container (fixed by the compose template)

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 
 from pmcp import __version__
-from pmcp.lifecycle.steps import RunResult, StepResult
 from pmcp.paths import LOG_DIR, InstallPaths
+from pmcp.steps import RunResult, StepResult
 
 MASK = "***"
 _MIN_SECRET = 6

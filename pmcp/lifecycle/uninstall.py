@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pmcp.lifecycle import state as statefile
+from pmcp import record as statefile
 from pmcp.lifecycle.install import InstallOptions, build
-from pmcp.lifecycle.steps import RunResult, StepError, StepResult, undo_steps
 from pmcp.paths import InstallPaths
+from pmcp.steps import RunResult, StepError, StepResult, undo_steps
 
 
 def recorded_options(prefix: str | Path) -> InstallOptions:

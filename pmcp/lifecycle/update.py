@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
+from pmcp import backup as backups
+from pmcp import record as statefile
 from pmcp.files import write_json
-from pmcp.lifecycle import backup as backups
-from pmcp.lifecycle import state as statefile
 from pmcp.lifecycle.lock import DEFAULT_TIMEOUT, HostLock
-from pmcp.lifecycle.steps import Plan, StepError, StepResult
 from pmcp.lifecycle.switch import SERVICE, UPSTREAM_FILE, Switch
 from pmcp.lifecycle.transcript import Redactor, Transcript, prune
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, images, render
+from pmcp.steps import Plan, StepError, StepResult
 
 EXIT_DUE = 0
 EXIT_CURRENT = 3

@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pmcp import authtokens
-from pmcp.lifecycle import state as statefile
-from pmcp.lifecycle.steps import Plan, StepError
+from pmcp import record as statefile
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine
 from pmcp.stack.render import StackConfig
+from pmcp.steps import Plan, StepError
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 PREFERRED_READ_TOOLS = ("cluster_status", "list_nodes", "get_version", "list_guests")

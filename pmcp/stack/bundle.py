@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pmcp import __version__
-from pmcp.lifecycle.steps import Plan, StepError
 from pmcp.stack import images as stack_images
+from pmcp.steps import Plan, StepError
 
 FORMAT = "pmcp-bundle"
 FORMAT_VERSION = 1

@@ -14,8 +14,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pmcp.lifecycle.steps import StepError
 from pmcp.paths import InstallPaths
+from pmcp.steps import StepError
 
 MIN_V1 = (1, 28, 0)  # profiles
 MIN_V2 = (2, 0, 0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pmcp.lifecycle.steps import StepError
+from pmcp.steps import StepError
 
 POLL = 0.25
 LOG_TAIL = 30

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import authtokens
+from pmcp import record as statefile
 from pmcp.files import atomic_write
-from pmcp.lifecycle import state as statefile
-from pmcp.lifecycle.steps import Plan, StepError
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, render
 from pmcp.stack.compose import Compose
+from pmcp.steps import Plan, StepError
 
 FIRST_CLIENT = "default"
 SERVER_SERVICES = ["mcp-server", "caddy"]
@@ -182,7 +182,7 @@ class FilesStep:
         render.ensure_dirs(self.ctx.paths, self.ctx.config.uid, self.ctx.config.gid)
         replaced = [r for r in render.differs(self.ctx.paths, files) if (self.ctx.paths.prefix / r).exists()]
         if replaced:
-            from pmcp.lifecycle import backup
+            from pmcp import backup
 
             self._backup_dir = backup.backup(self.ctx.paths, "install: replaced " + ", ".join(replaced)).path
         self._written = render.write(self.ctx.paths, files)

@@ -159,7 +159,7 @@ def test_zz_down_removes_everything_identity_first(demo_stack: DemoStack) -> Non
 
     prefix, port = demo_stack.prefix, demo_stack.opts.sim.port
     assert "pmcp@pve" in _sim_users(port, prefix)
-    from pmcp.lifecycle import state as statefile
+    from pmcp import record as statefile
     from pmcp.paths import InstallPaths
 
     image = statefile.load(InstallPaths.at(prefix))["mcp_image"]

@@ -211,7 +211,7 @@ def test_a_second_run_waits_then_exits_clearly(inst: DemoStack, variants: dict[s
 def test_rollback_returns_to_the_previous_version_and_rotates(
     inst: DemoStack, variants: dict[str, Path]
 ) -> None:
-    from pmcp.lifecycle import backup
+    from pmcp import backup
 
     before = _data_digest(inst)
     res = pmcp_cli("rollback", "--prefix", str(inst.prefix), "--grace", GRACE, "--keep", "2", "--json")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pmcp.host.agent_user import AgentContainment, _strip_user, escalation_battery
-from pmcp.lifecycle.steps import StepError, run_steps
+from pmcp.steps import StepError, run_steps
 from tests.support.accounts import SUDOERS_DIR, temp_account
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from pmcp.host.firewall import FirewallRule
 from pmcp.host.run import Pvesh
-from pmcp.lifecycle.steps import StepError
+from pmcp.steps import StepError
 from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema
 
 

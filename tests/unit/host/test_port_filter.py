@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pmcp.host.firewall import PORT_FILTER_UNIT, PublishedPortFilter
-from pmcp.lifecycle.steps import StepError, run_steps
+from pmcp.steps import StepError, run_steps
 from tests.unit.host.conftest import docker_user_rules
 
 

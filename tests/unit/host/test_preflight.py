@@ -12,7 +12,7 @@ import pytest
 
 from pmcp.host.preflight import UNIT_NAME, ForwardSafety, Preflight, PreflightOptions, port_free
 from pmcp.host.run import Pvesh
-from pmcp.lifecycle.steps import StepError, run_steps
+from pmcp.steps import StepError, run_steps
 from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema, docker_user_rules
 
 FAKE_PVESH = """

@@ -18,8 +18,8 @@ from pmcp.host.pve import (
     verify_identity,
 )
 from pmcp.host.run import Pvesh
-from pmcp.lifecycle.steps import run_steps
 from pmcp.paths import InstallPaths
+from pmcp.steps import run_steps
 from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema, schema_privileges
 
 
@@ -182,7 +182,7 @@ def test_pool_scope_and_mode_change(pvesh: Pvesh, sim: Any, paths: InstallPaths)
 
 
 def test_missing_pool_is_a_clear_error(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
-    from pmcp.lifecycle.steps import StepError
+    from pmcp.steps import StepError
 
     with pytest.raises(StepError, match="pool nope does not exist") as err:
         ident(pvesh, sim, paths, pool="nope").check()
@@ -201,8 +201,8 @@ def test_failed_apply_reverts_only_its_own_changes(pvesh: Pvesh, sim: Any, paths
 
 
 def test_tls_uses_the_given_ca_and_never_skips_verification(tmp_path: Path) -> None:
-    from pmcp.lifecycle.steps import StepError
     from pmcp.sim.testing import running_sim
+    from pmcp.steps import StepError
     from tests.unit.host.conftest import InProcessPvesh
 
     with running_sim(nodes=1, guests=2, seed=2, tls=True) as tsim:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from pmcp import authtokens
-from pmcp.lifecycle import state as statefile
+from pmcp import record as statefile
 from pmcp.lifecycle.install import InstallOptions, build, step_line
-from pmcp.lifecycle.steps import StepError, StepResult, run_steps
 from pmcp.paths import InstallPaths
 from pmcp.stack import render
 from pmcp.stack.steps import FilesStep, InstallDirStep, SecretsStep, StackContext
+from pmcp.steps import StepError, StepResult, run_steps
 
 
 def _ctx(prefix: Path, **kw: object) -> StackContext:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pmcp.lifecycle.lock import HostLock, default_lock_path, holder
-from pmcp.lifecycle.steps import StepError
+from pmcp.steps import StepError
 
 HOLD = """
 import sys, time

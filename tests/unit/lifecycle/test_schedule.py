@@ -9,7 +9,7 @@ import pytest
 
 from pmcp.lifecycle import schedule
 from pmcp.lifecycle.schedule import AutoUpdateStep
-from pmcp.lifecycle.steps import StepError, run_steps
+from pmcp.steps import StepError, run_steps
 
 EXE = Path("/usr/local/sbin/pmcp")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pmcp import authtokens
-from pmcp.lifecycle.steps import StepResult
 from pmcp.lifecycle.transcript import Redactor, Transcript, last_result, prune, transcripts
 from pmcp.paths import InstallPaths
+from pmcp.steps import StepResult
 
 SECRET = "3f1c9a0e-7d2b-4c55-9e61-aa0b1c2d3e4f"
 

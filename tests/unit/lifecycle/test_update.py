@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pmcp.lifecycle import backup as bk
+from pmcp import backup as bk
 from pmcp.lifecycle.switch import established
 from pmcp.lifecycle.update import previous_version
 from pmcp.paths import InstallPaths

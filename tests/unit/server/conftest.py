@@ -39,8 +39,8 @@ def sim() -> Iterator[Any]:
 
 @contextmanager
 def serve(sim: Any, workdir: Path, mode: Mode = Mode.ADMIN, **overrides: Any) -> Iterator[Served]:
+    from pmcp.demo import uvicorn_thread
     from pmcp.server.app import create_app
-    from pmcp.server.demo import uvicorn_thread
 
     workdir.mkdir(parents=True, exist_ok=True)
     tokens = workdir / "tokens"

@@ -12,7 +12,7 @@ import anyio
 import httpx2
 
 from pmcp import authtokens
-from pmcp.server.demo import free_port
+from pmcp.demo import free_port
 
 from .conftest import Served, connect
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pmcp.lifecycle.steps import StepError
+from pmcp.steps import StepError
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[3]

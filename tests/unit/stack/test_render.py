@@ -135,7 +135,7 @@ def test_find_compose_checks_the_version_first(tmp_path: Path, monkeypatch: pyte
     fake.write_text("#!/bin/sh\necho 1.25.0\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PMCP_COMPOSE", str(fake))
-    from pmcp.lifecycle.steps import StepError
+    from pmcp.steps import StepError
 
     with pytest.raises(StepError, match=r"too old: .*1\.25\.0"):
         find_compose(refresh=True)

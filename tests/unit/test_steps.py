@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pmcp.lifecycle.steps import Plan, StepError, run_steps, undo_steps
+from pmcp.steps import Plan, StepError, run_steps, undo_steps
 
 
 @dataclass

@@ -23,8 +23,8 @@ from typing import Any
 
 from pmcp import __version__
 from pmcp.files import write_json
-from pmcp.lifecycle.steps import StepError
 from pmcp.paths import InstallPaths
+from pmcp.steps import StepError
 
 MANIFEST = "manifest.json"
 DEFAULT_KEEP = 5

@@ -10,11 +10,8 @@ import sys
 import time
 
 import anyio
-import pytest
 
-from .conftest import Served, connect
-
-pytest.importorskip("pmcp.sim.testing", reason="the simulator (pmcp.sim.testing) is not built yet")
+from tests.unit.server.conftest import Served, connect
 
 
 def test_demo_serves_proves_and_exits_cleanly(tmp_path):

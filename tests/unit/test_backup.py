@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pmcp.lifecycle import backup as bk
-from pmcp.lifecycle.steps import StepError
+from pmcp import backup as bk
 from pmcp.paths import InstallPaths
+from pmcp.steps import StepError
 
 
 @pytest.fixture
