@@ -6,7 +6,9 @@ configured from the environment, verifying the simulator's CA) and this client (
 1. tools/call latency (p50/p99) and throughput of a read tool (``node_status``: one API request)
    through the whole stack, next to a direct proxmoxer call of the same API request to the same
    simulator in the same run: the overhead ratio.
-2. The size of the list_guests answer (bytes of the JSON-RPC result, and bytes/4 as a token
+2. One-guest calls (``guest_status``) at 50 and 5,000 guests: the ratio shows whether a call that
+   names one guest grows with the cluster (target <= 1.3x, issue 16; server/locator.py says how).
+3. The size of the list_guests answer (bytes of the JSON-RPC result, and bytes/4 as a token
    estimate) at 50 and 5,000 guests, default page.
 
 Run: .venv/bin/python bench/bench_server.py [--calls 300]
@@ -154,12 +156,22 @@ def main() -> None:
             dlat, dtotal = direct_calls(sim_url, ca, node, args.calls)
             _, _, small = anyio.run(mcp_calls, url, token, "list_guests", {}, 1)
             sizes.append((50, small))
+            vmid = small.structured_content["guests"][0]["vmid"]
+            one_small, one_small_total, _ = anyio.run(
+                mcp_calls, url, token, "guest_status", {"vmid": vmid}, args.calls
+            )
         rows.append(("MCP tools/call node_status (pmcp, HTTP+SSE)", lat, total))
         rows.append(("direct proxmoxer GET /nodes/{node}/status", dlat, dtotal))
         with stack(5000, Path(tmp) / "b") as (_, _, url, token):
             big_lat, big_total, big = anyio.run(mcp_calls, url, token, "list_guests", {}, 30)
             sizes.append((5000, big))
+            vmid = big.structured_content["guests"][0]["vmid"]
+            one_big, one_big_total, _ = anyio.run(
+                mcp_calls, url, token, "guest_status", {"vmid": vmid}, args.calls
+            )
         rows.append(("MCP tools/call list_guests at 5,000 guests", big_lat, big_total))
+        rows.append(("MCP tools/call guest_status at 50 guests", one_small, one_small_total))
+        rows.append(("MCP tools/call guest_status at 5,000 guests", one_big, one_big_total))
 
     print("## MCP server (pmcp serve) against the simulator\n")
     print(
@@ -174,6 +186,8 @@ def main() -> None:
     ratio = pct(rows[0][1], 0.5) / pct(rows[1][1], 0.5)
     added = (pct(rows[0][1], 0.5) - pct(rows[1][1], 0.5)) * 1000
     print(f"\nOverhead ratio (p50 MCP / p50 direct): **{ratio:.1f}x** (pmcp adds {added:.1f} ms at p50)\n")
+    one = pct(one_big, 0.5) / pct(one_small, 0.5)
+    print(f"One-guest call, 5,000 guests / 50 guests (guest_status p50): **{one:.2f}x** (target <= 1.3x)\n")
     print("| list_guests, default page | total | returned | answer bytes | est. tokens (bytes/4) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for n, result in sizes:

@@ -14,7 +14,7 @@ import logging
 import time
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from pmcp.server.audit import AuditLog
 from pmcp.server.config import MAX_TASK_TIMEOUT, ServerConfig
+from pmcp.server.locator import GuestLocator
 from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy, PolicyError, Risk
 from pmcp.server.proxmox import ProxmoxClient, ProxmoxError, TaskOutcome
@@ -90,6 +91,7 @@ class Runtime:
     policy: Policy
     audit: AuditLog
     metrics: Metrics
+    locator: GuestLocator = field(default_factory=GuestLocator)
 
 
 @dataclass

@@ -44,6 +44,7 @@ async def cluster_overview(call: Call) -> Reply:
     """Start here: nodes (online?, CPU, memory), guest counts by type and state, quorum, storage use."""
     status = await call.px.get("/cluster/status") or []
     resources = await call.px.get("/cluster/resources") or []
+    call.rt.locator.remember(resources)
     cluster = next((s for s in status if s.get("type") == "cluster"), {})
     nodes, counts = [], GuestCounts()
     used = total = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -82,17 +82,46 @@ class ActionResult(BaseModel):
 
 async def resolve_guest(call: Call, vmid: int) -> Guest:
     """Find a guest's node and type (the caller gives only the cluster-unique VMID)."""
+    return (await resolve_guest_status(call, vmid))[0]
+
+
+async def resolve_guest_status(call: Call, vmid: int) -> tuple[Guest, dict[str, Any] | None]:
+    """The guest and, when its node was already known, its live `status/current` (one request).
+
+    Cost does not grow with the cluster on a hit (server/locator.py says why the hint is safe); a miss
+    lists the cluster once, which also refreshes every other guest's entry.
+    """
     vmid = validate.vmid(vmid)
-    for item in await call.px.get("/cluster/resources", type="vm") or []:
-        if item.get("vmid") == vmid and item.get("type") in ("qemu", "lxc"):
-            return Guest(
-                vmid=vmid,
-                name=item.get("name"),
-                node=validate.node(item.get("node")),
-                type=item["type"],
-                status=item.get("status"),
-                tags=split_tags(item.get("tags")),
-                template=bool(item.get("template")),
+    locator = call.rt.locator
+    found = await locator.current(call.px, vmid)
+    if found is not None:
+        (node, kind), s = found
+        state = s.get("status")
+        if kind == "qemu" and state == "running" and s.get("qmpstatus"):
+            state = s["qmpstatus"]  # as /cluster/resources reports it: a paused VM is "paused"
+        guest = Guest(
+            vmid=vmid,
+            name=s.get("name"),
+            node=validate.node(node),
+            type=kind,  # type: ignore[arg-type]  # the locator only records "qemu" or "lxc"
+            status=state,
+            tags=split_tags(s.get("tags")),
+            template=bool(s.get("template")),
+        )
+        return guest, s
+    for item in await locator.listing(call.px):
+        if item.get("vmid") == vmid:
+            return (
+                Guest(
+                    vmid=vmid,
+                    name=item.get("name"),
+                    node=validate.node(item.get("node")),
+                    type=item["type"],
+                    status=item.get("status"),
+                    tags=split_tags(item.get("tags")),
+                    template=bool(item.get("template")),
+                ),
+                None,
             )
     raise validate.InvalidArgument(f"vmid: no VM or container {vmid} in this cluster (see list_guests)")
 

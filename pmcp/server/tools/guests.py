@@ -21,6 +21,7 @@ from pmcp.server.tools.common import (
     guest_label,
     guest_path,
     resolve_guest,
+    resolve_guest_status,
     task_result,
 )
 
@@ -82,11 +83,7 @@ async def list_guests(
 
     Compact by default (vmid, name, node, type, status, tags); `total` counts every match, so page
     with `offset` instead of asking for everything. Use guest_status for one guest's live numbers."""
-    items = [
-        i
-        for i in await call.px.get("/cluster/resources", type="vm") or []
-        if i.get("type") in ("qemu", "lxc")
-    ]
+    items = await call.rt.locator.listing(call.px)
     needle = name.lower() if name else None
     matches = []
     for i in items:
@@ -161,8 +158,9 @@ class GuestStatus(BaseModel):
 @tool(Risk.READ, "Guest status", GuestStatus)
 async def guest_status(call: Call, vmid: Vmid) -> Reply:
     """Live status of one VM or container: state, uptime, CPU, memory, disk, network, lock, HA."""
-    guest = await resolve_guest(call, vmid)
-    s = await call.px.get(guest_path(guest, "status", "current")) or {}
+    guest, s = await resolve_guest_status(call, vmid)
+    if s is None:
+        s = await call.px.get(guest_path(guest, "status", "current")) or {}
     keys = (
         "status",
         "qmpstatus",
