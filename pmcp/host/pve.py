@@ -48,7 +48,10 @@ FORBIDDEN = frozenset(
 
 # Exactly what the server's tools need (pmcp/server/tools), nothing "just in case": reading everything;
 # operator adds power, snapshots, backups (a backup writes to a storage) and tags/notes; admin adds rollback.
-_READ_ONLY = {"Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit", "SDN.Audit"}
+# VM.GuestAgent.Audit (PVE 9 only; guest_network) reads addresses and OS info through the agent. PVE 8 has
+# no such privilege: there it takes VM.Monitor, which also allows `agent/exec` (qemu-server
+# API2/Qemu/Agent.pm), a shell inside every guest, so no mode holds VM.Monitor.
+_READ_ONLY = {"Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit", "SDN.Audit", "VM.GuestAgent.Audit"}
 _OPERATOR = _READ_ONLY | {
     "VM.PowerMgmt",
     "VM.Snapshot",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pmcp.sim.clusterlog import log_event as clusterlog
 from pmcp.sim.errors import TaskFailed
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class TaskEngine:
             "locks": held,
         }
         self.tasks[upid] = task
+        clusterlog(world, node, user, "info", f"starting task {upid}")
         duration = self.state.task_seconds if seconds is None else seconds
         if duration <= 0:
             self.complete(upid)
@@ -177,6 +179,14 @@ class TaskEngine:
         task["status"] = "stopped"
         task["exitstatus"] = exitstatus
         task["endtime"] = max(int(time.time()), task["starttime"])
+        failed = exitstatus != "OK" and not WARNINGS.match(exitstatus)
+        clusterlog(
+            self.state.world,
+            task["node"],
+            task["user"],
+            "err" if failed else "info",
+            f"end task {task['upid']} {exitstatus}",
+        )
         task.pop("effect", None)
         for vmid in task.pop("locks", None) or ():
             if g := self.state.world["guests"].get(str(vmid)):

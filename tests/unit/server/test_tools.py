@@ -286,6 +286,11 @@ BAD_CALLS = [
     ("task_status", {"upid": "UPID:../../access:1:2:3:4:5:6:"}),
     ("task_log", {"upid": "x" * 100_000}),
     ("list_guests", {"tag": "a;b"}),
+    ("guest_network", {"vmid": "100/../agent/exec"}),
+    ("metrics_history", {"node": "../access/users"}),
+    ("metrics_history", {"node": "pve1", "vmid": 100}),
+    ("metrics_history", {"vmid": 100, "timeframe": "../../"}),
+    ("recent_events", {"hours": 100_000}),
 ]
 
 
