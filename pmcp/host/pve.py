@@ -58,8 +58,25 @@ _OPERATOR = _READ_ONLY | {
     "VM.Backup",
     "Datastore.AllocateSpace",
     "VM.Config.Options",
+    "VM.Migrate",  # migrate_guest
 }
-_ADMIN = _OPERATOR | {"VM.Snapshot.Rollback"}
+# Admin adds rollback and provisioning (server/tools/provision.py): clone/restore/template/delete need
+# VM.Allocate (+ VM.Clone), growing a disk VM.Config.Disk, cloud-init VM.Config.Cloudinit; a restore is
+# checked against every key of the restored config (qemu-server check_restore_permissions ->
+# check_vm_modify_config_perm) and its bridges (SDN.Use, PVE 8+).
+_ADMIN = _OPERATOR | {
+    "VM.Snapshot.Rollback",
+    "VM.Allocate",
+    "VM.Clone",
+    "VM.Config.Disk",
+    "VM.Config.CDROM",
+    "VM.Config.CPU",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.HWType",
+    "VM.Config.Cloudinit",
+    "SDN.Use",
+}
 _MODE_PRIVS = {"read-only": _READ_ONLY, "operator": _OPERATOR, "admin": _ADMIN}
 
 REFUSED = (403,)

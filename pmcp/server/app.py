@@ -36,6 +36,7 @@ from pmcp import __version__
 from pmcp.server import tools as _tools  # noqa: F401  (declares every tool)
 from pmcp.server.audit import AuditLog
 from pmcp.server.auth import AuthMiddleware, TokenStore
+from pmcp.server.compact import compact
 from pmcp.server.config import ServerConfig
 from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy
@@ -49,8 +50,10 @@ HEALTH_CACHE_SECONDS = 5.0
 INSTRUCTIONS = """Proxmox VE through pmcp. Start with cluster_overview, then list_guests (filtered, paginated:
 read `total`, page with `offset`). Guests are addressed by VMID alone. Change tools wait for the Proxmox task
 and report outcome ok / failed (with exit status and log tail) / running (follow with task_status).
-Destructive tools (stop_guest, reset_guest, rollback_snapshot, delete_snapshot) change nothing without
-confirm=true: call once without it, show the plan to the user, then confirm. Guests listed in PMCP_PROTECTED
+Destructive tools and every tool that creates or consumes resources (clone_guest, resize_disk, migrate_guest,
+restore_backup, convert_to_template, delete_guest, stop_guest, reset_guest, rollback_snapshot,
+delete_snapshot) change nothing without confirm=true: call once without it, show the plan to the user, then
+confirm. Guests listed in PMCP_PROTECTED
 or tagged pmcp-protected are never changed. `capabilities` says what this server and its token may do."""
 
 
@@ -63,7 +66,13 @@ class PolicyFilteredServer(MCPServer):
 
     async def list_tools(self) -> list[MCPTool]:
         listed = await super().list_tools()
-        return [t for t in listed if t.name in TOOLS and self._policy.allows(TOOLS[t.name].risk)]
+        return [
+            t.model_copy(
+                update={"input_schema": compact(t.input_schema), "output_schema": compact(t.output_schema)}
+            )
+            for t in listed
+            if t.name in TOOLS and self._policy.allows(TOOLS[t.name].risk, TOOLS[t.name].mode)
+        ]
 
 
 def build_mcp(rt: Runtime) -> MCPServer:

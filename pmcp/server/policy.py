@@ -35,15 +35,18 @@ class Policy:
         self.mode = config.mode
         self.protected = config.protected
 
-    def allows(self, risk: Risk) -> bool:
-        return _RANK[self.mode] >= _RANK[REQUIRED_MODE[risk]]
+    def allows(self, risk: Risk, mode: Mode | None = None) -> bool:
+        """``mode`` raises a tool above its risk's mode when its privileges are bigger than its risk
+        (cloning needs VM.Allocate, which also allows deleting: an admin tool, though not destructive)."""
+        return _RANK[self.mode] >= _RANK[mode or REQUIRED_MODE[risk]]
 
-    def check_tool(self, tool: str, risk: Risk) -> None:
-        if not self.allows(risk):
-            need = REQUIRED_MODE[risk].value
+    def check_tool(self, tool: str, risk: Risk, mode: Mode | None = None) -> None:
+        if not self.allows(risk, mode):
+            need = (mode or REQUIRED_MODE[risk]).value
             raise PolicyError(
-                f"{tool} is a {risk.value} tool and this server runs in PMCP_MODE={self.mode.value}; "
-                f"an administrator enables it with PMCP_MODE={need} (or higher) and a server restart"
+                f"{tool} is a {risk.value} tool for PMCP_MODE={need} and this server runs in "
+                f"PMCP_MODE={self.mode.value}; an administrator enables it with PMCP_MODE={need} (or higher) "
+                "and a server restart"
             )
 
     def protection_reason(self, vmid: int, tags: Iterable[str]) -> str | None:

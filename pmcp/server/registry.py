@@ -24,7 +24,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
 from pmcp.server.audit import AuditLog
-from pmcp.server.config import MAX_TASK_TIMEOUT, ServerConfig
+from pmcp.server.config import MAX_TASK_TIMEOUT, Mode, ServerConfig
 from pmcp.server.locator import GuestLocator
 from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy, PolicyError, Risk
@@ -53,6 +53,7 @@ class ToolSpec:
     title: str
     output: type[BaseModel]
     idempotent: bool
+    mode: Mode | None = None  # None: the risk's mode (policy.REQUIRED_MODE)
 
     @property
     def annotations(self) -> ToolAnnotations:
@@ -69,14 +70,16 @@ TOOLS: dict[str, ToolSpec] = {}
 
 
 def tool(
-    risk: Risk, title: str, output: type[BaseModel], *, idempotent: bool = False
+    risk: Risk, title: str, output: type[BaseModel], *, idempotent: bool = False, mode: Mode | None = None
 ) -> Callable[[ToolFn], ToolFn]:
     """Declare a tool; the function name is the tool name and its docstring the description."""
 
     def decorator(fn: ToolFn) -> ToolFn:
         if fn.__name__ in TOOLS:
             raise ValueError(f"tool {fn.__name__} declared twice")
-        TOOLS[fn.__name__] = ToolSpec(fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ)
+        TOOLS[fn.__name__] = ToolSpec(
+            fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ, mode
+        )
         return fn
 
     return decorator
@@ -167,7 +170,7 @@ async def run_call(
     audit_id: str | None = None
     upid: str | None = None
     try:
-        rt.policy.check_tool(spec.name, spec.risk)
+        rt.policy.check_tool(spec.name, spec.risk, spec.mode)
         if spec.risk is not Risk.READ:
             audit_id = await anyio.to_thread.run_sync(
                 rt.audit.intent, call.client, spec.name, spec.risk.value, arguments

@@ -31,8 +31,8 @@ async def capabilities(call: Call) -> Reply:
         if isinstance(privs, dict)
     }
     policy = call.rt.policy
-    available = sorted(n for n, s in TOOLS.items() if policy.allows(s.risk))
-    disabled = sorted(n for n, s in TOOLS.items() if not policy.allows(s.risk))
+    available = sorted(n for n, s in TOOLS.items() if policy.allows(s.risk, s.mode))
+    disabled = sorted(n for n, s in TOOLS.items() if not policy.allows(s.risk, s.mode))
     data = Capabilities(
         mode=policy.mode.value,
         token=call.rt.config.proxmox_token_id,

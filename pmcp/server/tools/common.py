@@ -12,7 +12,7 @@ from pmcp.server.proxmox import TaskOutcome
 from pmcp.server.registry import Call
 
 Vmid = Annotated[
-    int, Field(ge=validate.VMID_MIN, le=validate.VMID_MAX, description="Guest ID (VMID) of a VM or container")
+    int, Field(ge=validate.VMID_MIN, le=validate.VMID_MAX, description="VMID of a VM or container")
 ]
 Node = Annotated[
     str, Field(pattern=validate.NODE_PATTERN, max_length=63, description="Cluster node name, e.g. 'pve1'")
@@ -37,13 +37,12 @@ WaitSeconds = Annotated[
     Field(
         ge=0,
         le=600,
-        description="How long to wait for the task to finish (default: PMCP_TASK_TIMEOUT, 60 s). "
-        "0 returns at once with the task ID.",
+        description="Seconds to wait for the task (default 60; 0 returns the task ID at once)",
     ),
 ]
 Confirm = Annotated[
     bool,
-    Field(description="Must be true to act. Without it nothing changes and the plan is returned."),
+    Field(description="true to act; without it nothing changes and the plan is returned"),
 ]
 GuestType = Literal["qemu", "lxc"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -263,6 +264,14 @@ def vzdump(ctx: Ctx, p: dict) -> str:
     )
 
 
+def remember_backup_config(world: dict[str, Any], volid: str, guest: dict[str, Any]) -> None:
+    """vzdump stores the guest's configuration inside the archive; keep it beside the volume so a
+    restore brings back the configuration of the moment of the backup, not of today."""
+    world.setdefault("backup_configs", {})[volid] = copy.deepcopy(
+        {k: v for k, v in guest.items() if k not in ("snapshots", "lock")}
+    )
+
+
 @effect("vzdump")
 def _vzdump(state: SimState, a: dict[str, Any]) -> list[str]:
     world = state.world
@@ -297,6 +306,7 @@ def _vzdump(state: SimState, a: dict[str, Any]) -> list[str]:
             f"INFO: creating vzdump archive '/var/lib/vz/dump/{name}'",
         ]
         size = int(g["maxdisk"] * g["disk_ratio"] * 0.3)
+        remember_backup_config(world, volid, g)
         content.append(
             {
                 "volid": volid,

@@ -58,18 +58,19 @@ def test_established_counts_connections_on_a_local_port() -> None:
 def test_a_killed_runs_compose_child_is_found(tmp_path: Path) -> None:
     from pmcp.lifecycle.update import compose_processes
 
+    project = f"pmcp-unit-test-{os.getpid()}"  # two test runs on one machine must not see each other
     fake = tmp_path / "docker-compose"
     fake.write_text("#!/bin/sh\nsleep 30\n")
     fake.chmod(0o755)
-    proc = subprocess.Popen([str(fake), "-p", "pmcp-unit-test-project", "up", "-d"])
+    proc = subprocess.Popen([str(fake), "-p", project, "up", "-d"])
     try:
         for _ in range(100):
-            if compose_processes("pmcp-unit-test-project"):
+            if compose_processes(project):
                 break
             time.sleep(0.02)
-        assert compose_processes("pmcp-unit-test-project") == [proc.pid]
+        assert compose_processes(project) == [proc.pid]
         assert compose_processes("another-project") == []
     finally:
         proc.kill()
         proc.wait()
-    assert compose_processes("pmcp-unit-test-project") == []
+    assert compose_processes(project) == []

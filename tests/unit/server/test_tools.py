@@ -18,6 +18,8 @@ from .conftest import connect
 
 READ = {n for n, s in TOOLS.items() if s.risk.value == "read"}
 CHANGE = {n for n, s in TOOLS.items() if s.risk.value == "change"}
+# change tools whose privileges belong to admin (VM.Allocate also deletes; VM.Config.Disk also detaches)
+ADMIN_CHANGE = {n for n, s in TOOLS.items() if s.risk.value == "change" and s.mode == Mode.ADMIN}
 DESTRUCTIVE = {n for n, s in TOOLS.items() if s.risk.value == "destructive"}
 
 
@@ -68,7 +70,9 @@ def test_initialize_and_list_tools_both_eras(server, mode):
         assert ann.destructive_hint is (t.name in DESTRUCTIVE)
 
 
-@pytest.mark.parametrize(("mode", "expected"), [(Mode.READ_ONLY, READ), (Mode.OPERATOR, READ | CHANGE)])
+@pytest.mark.parametrize(
+    ("mode", "expected"), [(Mode.READ_ONLY, READ), (Mode.OPERATOR, READ | (CHANGE - ADMIN_CHANGE))]
+)
 def test_mode_limits_listing_and_calls(make_server, mode, expected):
     async def go(served):
         async with connect(served, mode="auto") as client:
@@ -291,6 +295,14 @@ BAD_CALLS = [
     ("metrics_history", {"node": "pve1", "vmid": 100}),
     ("metrics_history", {"vmid": 100, "timeframe": "../../"}),
     ("recent_events", {"hours": 100_000}),
+    ("clone_guest", {"vmid": 100, "name": "../../x"}),
+    ("clone_guest", {"vmid": 100, "name": "ok", "target_node": "../access"}),
+    ("resize_disk", {"vmid": 100, "disk": "scsi0/../../x", "size": "+1G"}),
+    ("resize_disk", {"vmid": 100, "disk": "scsi0", "size": "-1G"}),
+    ("migrate_guest", {"vmid": 100, "target_node": "pve1/../.."}),
+    ("convert_to_template", {"vmid": "100/../"}),
+    ("restore_backup", {"volume": "local:backup/../../etc/passwd", "node": "pve1"}),
+    ("delete_guest", {"vmid": 99}),
 ]
 
 

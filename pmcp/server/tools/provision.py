@@ -1,0 +1,424 @@
+"""Provisioning: clone (with cloud-init), grow a disk, migrate, make a template, restore a backup to a new
+VMID, delete a guest. Every call that creates, consumes or destroys something answers with a plan first
+(what, where, how much) and acts only with confirm=true.
+
+Modes follow the privileges, not only the risk: cloning, restoring, templating and deleting all need
+VM.Allocate, and in Proxmox VM.Allocate on a guest also allows destroying it (qemu-server API2/Qemu.pm
+destroy_vm checks only VM.Allocate), so they are admin tools; growing a disk needs VM.Config.Disk, which
+also allows detaching and removing disks, so it is admin too. Migration (VM.Migrate) is an operator tool.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from pmcp.server import validate
+from pmcp.server.config import Mode
+from pmcp.server.policy import Risk
+from pmcp.server.registry import Call, Reply, tool
+from pmcp.server.tools.common import (
+    ActionResult,
+    Confirm,
+    Guest,
+    Node,
+    Plan,
+    StorageId,
+    Vmid,
+    WaitSeconds,
+    guest_label,
+    guest_path,
+    resolve_guest,
+    task_result,
+)
+
+GIB = 1024**3
+DISK_RE = re.compile(r"^(?:(?:scsi|sata|ide|virtio)\d{1,2}|rootfs|mp\d{1,3})$")
+SIZE_RE = re.compile(r"^\+?\d+(?:\.\d+)?[KMGT]?$")
+IPCONFIG_RE = re.compile(
+    r"^(?:(?:ip=(?:dhcp|(?:\d{1,3}\.){3}\d{1,3}/\d{1,2})(?:,gw=(?:\d{1,3}\.){3}\d{1,3})?)"
+    r"(?:,ip6=(?:dhcp|auto|[0-9a-fA-F:]+/\d{1,3})(?:,gw6=[0-9a-fA-F:]+)?)?"
+    r"|ip6=(?:dhcp|auto|[0-9a-fA-F:]+/\d{1,3})(?:,gw6=[0-9a-fA-F:]+)?)$"
+)
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SSH_KEY_RE = re.compile(
+    r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+(?: [^\r\n]*)?$"
+)
+
+Name = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}$",
+        description="Name (a DNS name: letters, digits, '-', '.')",
+    ),
+]
+WaitLong = Annotated[
+    int | None,
+    Field(ge=0, le=3600, description="Seconds to wait for the task (default 60; 0 returns at once)"),
+]
+
+
+def _plan_reply(action: str, guest: Guest | None, effect: str, undo: str, tool_name: str) -> Reply:
+    plan = Plan(
+        action=action,
+        effect=effect,
+        undo=undo,
+        to_proceed=f"call {tool_name} again with the same arguments and confirm=true",
+    )
+    text = f"Nothing done yet (confirm=true is required).\nPlan: {effect}\nUndo: {undo}."
+    return Reply(ActionResult(outcome="plan", action=action, guest=guest, plan=plan), text)
+
+
+def _size_of(value: str) -> int:
+    m = re.search(r"(?:^|,)size=(\d+(?:\.\d+)?)([KMGT])?", value)
+    if not m:
+        return 0
+    return int(float(m[1]) * {None: 1, "K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}[m[2]])
+
+
+def _disks(config: dict[str, Any]) -> dict[str, str]:
+    return {
+        k: str(v)
+        for k, v in config.items()
+        if DISK_RE.match(k) and "media=cdrom" not in str(v) and ":" in str(v)
+    }
+
+
+async def _after(call: Call, guest: Guest) -> Guest:
+    """The guest as it is after an action (a change tool answers with the state after, not before)."""
+    try:
+        return await resolve_guest(call, guest.vmid)
+    except validate.InvalidArgument:
+        return guest
+
+
+async def _next_id(call: Call) -> int:
+    return validate.vmid(int(await call.px.get("/cluster/nextid")))
+
+
+@tool(Risk.CHANGE, "Clone guest", ActionResult, mode=Mode.ADMIN)
+async def clone_guest(
+    call: Call,
+    vmid: Vmid,
+    name: Name,
+    newid: Annotated[
+        int | None, Field(ge=100, le=999_999_999, description="New VMID (default: next free)")
+    ] = None,
+    target_node: Node | None = None,
+    full: Annotated[
+        bool | None, Field(description="Full copy (default) or linked clone (templates only)")
+    ] = None,
+    storage: StorageId | None = None,
+    ciuser: Annotated[str | None, Field(description="cloud-init user (VMs)")] = None,
+    ssh_keys: Annotated[
+        list[str] | None, Field(description="cloud-init SSH public keys, one per item")
+    ] = None,
+    ipconfig0: Annotated[
+        str | None, Field(description="cloud-init first NIC: 'ip=dhcp' or 'ip=10.0.0.5/24,gw=10.0.0.1'")
+    ] = None,
+    confirm: Confirm = False,
+    wait_seconds: WaitLong = None,
+) -> Reply:
+    """Clone a template (or a stopped guest) into a new VM or container, optionally with cloud-init user,
+    SSH keys and IP config. Without confirm=true: the plan (new VMID, node, storage, disk space)."""
+    src = await resolve_guest(call, vmid)
+    config = await call.px.get(guest_path(src, "config")) or {}
+    if ciuser is not None and not USER_RE.match(ciuser):
+        raise validate.InvalidArgument("ciuser: a Linux user name (lower case, digits, '_' or '-')")
+    for key in ssh_keys or []:
+        if not SSH_KEY_RE.match(key.strip()):
+            raise validate.InvalidArgument("ssh_keys: each item must be one OpenSSH public key line")
+    if ipconfig0 is not None and not IPCONFIG_RE.match(ipconfig0):
+        raise validate.InvalidArgument("ipconfig0: 'ip=dhcp' or 'ip=ADDRESS/PREFIX[,gw=GATEWAY]'")
+    if src.type == "lxc" and (ciuser or ssh_keys or ipconfig0):
+        raise validate.InvalidArgument("ciuser, ssh_keys and ipconfig0 are cloud-init settings of VMs")
+    linked = full is False
+    if linked and not src.template:
+        raise validate.InvalidArgument(
+            f"full: a linked clone needs a template; {guest_label(src)} is not one"
+        )
+    if not src.template and src.status == "running" and src.type == "lxc":
+        raise validate.InvalidArgument(f"{guest_label(src)} is running: stop it or clone from a snapshot")
+    new = validate.vmid(newid) if newid is not None else await _next_id(call)
+    target = validate.node(target_node) if target_node else src.node
+    size = sum(_size_of(v) for v in _disks(config).values())
+    where = f"storage {validate.storage(storage)}" if storage else "the source's storage"
+    if not confirm:
+        space = "shared with the template" if linked else f"{size / GIB:.1f} GiB"
+        effect = (
+            f"{'linked' if linked else 'full'} clone of {guest_label(src)} as {new} '{name}' "
+            f"on node {target}, disks on {where} ({space})"
+        )
+        if ciuser or ssh_keys or ipconfig0:
+            effect += "; then cloud-init: " + ", ".join(
+                x
+                for x in (
+                    f"user {ciuser}" if ciuser else "",
+                    f"{len(ssh_keys or [])} SSH key(s)" if ssh_keys else "",
+                    f"ipconfig0 {ipconfig0}" if ipconfig0 else "",
+                )
+                if x
+            )
+        return _plan_reply(f"clone {src.vmid} to {new}", src, effect, f"delete_guest {new}", "clone_guest")
+    params: dict[str, Any] = {"newid": new, "target": target}
+    params["name" if src.type == "qemu" else "hostname"] = name
+    if storage and not linked:
+        params["storage"] = validate.storage(storage)
+    # qemu-server clone_vm: `full // !is_template` — a template clones LINKED unless told otherwise
+    params["full"] = not linked
+    upid = await call.px.post(guest_path(src, "clone"), **params)
+    outcome = await call.wait(str(upid), wait_seconds)
+    clone = Guest(vmid=new, name=name, node=target, type=src.type, status="stopped")
+    if outcome.outcome == "ok" and (ciuser or ssh_keys or ipconfig0):
+        ci: dict[str, Any] = {}
+        if ciuser:
+            ci["ciuser"] = ciuser
+        if ssh_keys:
+            # format 'urlencoded' (pve-common JSONSchema pve_verify_urlencoded): spaces and newlines too
+            ci["sshkeys"] = quote("\n".join(k.strip() for k in ssh_keys) + "\n", safe="")
+        if ipconfig0:
+            ci["ipconfig0"] = ipconfig0
+        await call.px.put(guest_path(clone, "config"), **ci)
+    result, text = task_result(f"clone {src.vmid} to {new} of", clone, outcome)
+    if outcome.outcome == "ok":
+        result.guest = await _after(call, clone)
+    return Reply(result, text)
+
+
+@tool(Risk.CHANGE, "Grow a disk", ActionResult, mode=Mode.ADMIN)
+async def resize_disk(
+    call: Call,
+    vmid: Vmid,
+    disk: Annotated[
+        str, Field(pattern=DISK_RE.pattern, description="Disk key, e.g. scsi0 (VM) or rootfs (CT)")
+    ],
+    size: Annotated[str, Field(pattern=SIZE_RE.pattern, description="'+10G' adds 10 GiB; '64G' sets 64 GiB")],
+    confirm: Confirm = False,
+    wait_seconds: WaitSeconds = None,
+) -> Reply:
+    """Grow one disk of a VM or container (Proxmox cannot shrink). Without confirm=true: the plan."""
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    config = await call.px.get(guest_path(guest, "config")) or {}
+    current = _disks(config).get(disk)
+    if current is None:
+        have = ", ".join(sorted(_disks(config))) or "none"
+        raise validate.InvalidArgument(f"disk: {guest_label(guest)} has no disk {disk!r} (it has: {have})")
+    now = _size_of(current)
+    units = {"K": 1024, "M": 1024**2, "G": GIB, "T": 1024**4}
+    m = re.match(r"^(\+)?(\d+(?:\.\d+)?)([KMGT])?$", size)
+    assert m  # the pattern above already held
+    new = int(float(m[2]) * units.get(m[3] or "", 1)) + (now if m[1] else 0)
+    if new < now:
+        raise validate.InvalidArgument(f"size: {disk} is {now / GIB:.1f} GiB; Proxmox cannot shrink a disk")
+    if not confirm:
+        effect = (
+            f"{disk} of {guest_label(guest)} grows from {now / GIB:.1f} GiB to {new / GIB:.1f} GiB "
+            f"(+{(new - now) / GIB:.1f} GiB on {current.split(':')[0]}); the partition and file system "
+            "inside the guest must still be grown there"
+        )
+        return _plan_reply(f"grow {disk}", guest, effect, "None: Proxmox cannot shrink a disk", "resize_disk")
+    upid = await call.px.put(guest_path(guest, "resize"), disk=disk, size=size)
+    result, text = task_result(
+        f"grow {disk} to {new / GIB:.1f} GiB of", guest, await call.wait(str(upid), wait_seconds)
+    )
+    return Reply(result, text)
+
+
+class MigrationCheck(BaseModel):
+    running: bool
+    allowed_nodes: list[str] = []
+    local_disks: list[str] = []
+    local_resources: list[str] = []
+
+
+@tool(Risk.CHANGE, "Migrate guest", ActionResult)
+async def migrate_guest(
+    call: Call,
+    vmid: Vmid,
+    target_node: Node,
+    online: Annotated[
+        bool, Field(description="Live-migrate a running VM (containers restart instead)")
+    ] = True,
+    confirm: Confirm = False,
+    wait_seconds: WaitLong = None,
+) -> Reply:
+    """Move a VM or container to another node. Runs Proxmox's own precondition check first; without
+    confirm=true: the plan (what moves, local disks copied, downtime)."""
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    target = validate.node(target_node)
+    if target == guest.node:
+        raise validate.InvalidArgument(f"target_node: {guest_label(guest)} is already there")
+    running = guest.status == "running"
+    local: list[str] = []
+    if guest.type == "qemu":
+        check = await call.px.get(guest_path(guest, "migrate"), target=target) or {}
+        allowed = check.get("allowed_nodes")
+        if check.get("local_resources"):
+            raise validate.InvalidArgument(
+                f"{guest_label(guest)} uses local resources ({', '.join(check['local_resources'])}): "
+                "Proxmox cannot migrate it"
+            )
+        if isinstance(allowed, list) and target not in allowed:
+            why = (check.get("not_allowed_nodes") or {}).get(target) or "not allowed by Proxmox"
+            raise validate.InvalidArgument(f"target_node: {target} cannot take {guest_label(guest)}: {why}")
+        local = [str(d.get("volid")) for d in check.get("local_disks") or [] if not d.get("cdrom")]
+    if running and not online:
+        raise validate.InvalidArgument(
+            f"{guest_label(guest)} is running: pass online=true or shut it down first"
+        )
+    if not confirm:
+        how = (
+            "live (no downtime)"
+            if running and guest.type == "qemu"
+            else ("with a restart" if running else "offline")
+        )
+        effect = f"{guest_label(guest)} moves to {target}, {how}"
+        if local:
+            effect += f"; local disks copied over the network: {', '.join(local)}"
+        return _plan_reply(
+            f"migrate to {target}", guest, effect, f"migrate_guest back to {guest.node}", "migrate_guest"
+        )
+    params: dict[str, Any] = {"target": target}
+    if running:
+        params["online" if guest.type == "qemu" else "restart"] = True
+    if local and guest.type == "qemu":
+        params["with-local-disks"] = True
+    upid = await call.px.post(guest_path(guest, "migrate"), **params)
+    result, text = task_result(f"migrate to {target} of", guest, await call.wait(str(upid), wait_seconds))
+    if result.outcome == "ok":
+        result.guest = await _after(call, guest)
+    return Reply(result, text)
+
+
+@tool(Risk.CHANGE, "Convert to template", ActionResult, mode=Mode.ADMIN)
+async def convert_to_template(
+    call: Call, vmid: Vmid, confirm: Confirm = False, wait_seconds: WaitSeconds = None
+) -> Reply:
+    """Turn a stopped VM or container without snapshots into a template (to clone from). Irreversible;
+    without confirm=true: the plan."""
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    if guest.template:
+        raise validate.InvalidArgument(f"{guest_label(guest)} is already a template")
+    if not confirm:
+        effect = f"{guest_label(guest)} becomes a template: it can no longer be started, only cloned"
+        return _plan_reply(
+            "convert to template",
+            guest,
+            effect,
+            "None: clone it to get a normal guest back",
+            "convert_to_template",
+        )
+    upid = await call.px.post(guest_path(guest, "template"))
+    if isinstance(upid, str) and upid.startswith("UPID:"):
+        result, text = task_result("convert to template", guest, await call.wait(upid, wait_seconds))
+    else:  # pve-container answers synchronously (null)
+        result, text = (
+            ActionResult(outcome="ok", action="convert to template", guest=guest),
+            f"{guest_label(guest)} is now a template.",
+        )
+    result.guest = await _after(call, guest)
+    return Reply(result, text)
+
+
+@tool(Risk.CHANGE, "Restore backup", ActionResult, mode=Mode.ADMIN)
+async def restore_backup(
+    call: Call,
+    volume: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-zA-Z][a-zA-Z0-9._-]*:backup/[A-Za-z0-9._-]+$",
+            max_length=255,
+            description="Backup volume ID as list_backups shows it (local:backup/vzdump-qemu-100-….vma.zst)",
+        ),
+    ],
+    node: Node,
+    newid: Annotated[
+        int | None, Field(ge=100, le=999_999_999, description="New VMID (default: next free)")
+    ] = None,
+    storage: StorageId | None = None,
+    start_after: Annotated[bool, Field(description="Start the restored guest")] = False,
+    confirm: Confirm = False,
+    wait_seconds: WaitLong = None,
+) -> Reply:
+    """Restore a backup as a NEW guest (never over an existing one: restore to a new VMID, check it, then
+    delete the old guest). Without confirm=true: the plan."""
+    m = re.search(r"vzdump-(qemu|lxc)-(\d+)-", volume)
+    if not m:
+        raise validate.InvalidArgument("volume: not a vzdump backup name (vzdump-qemu-… or vzdump-lxc-…)")
+    kind, source = m[1], int(m[2])
+    node = validate.node(node)
+    new = validate.vmid(newid) if newid is not None else await _next_id(call)
+    existing = [g for g in await call.rt.locator.listing(call.px) if g.get("vmid") == new]
+    if existing:
+        raise validate.InvalidArgument(
+            f"newid: {new} exists; restoring over a guest is not offered. Pick a free VMID (or omit newid)"
+        )
+    label = "VM" if kind == "qemu" else "container"
+    if not confirm:
+        effect = f"backup {volume} (of {source}) is restored as {label} {new} on {node}"
+        effect += (
+            f", disks on storage {validate.storage(storage)}"
+            if storage
+            else ", disks on their original storage"
+        )
+        return _plan_reply(f"restore to {new}", None, effect, f"delete_guest {new}", "restore_backup")
+    params: dict[str, Any] = {"vmid": new}
+    if storage:
+        params["storage"] = validate.storage(storage)
+    if start_after:
+        params["start"] = True
+    if kind == "qemu":
+        params["archive"] = volume
+    else:
+        params.update(ostemplate=volume, restore=True)
+    upid = await call.px.post(validate.api_path("nodes", node, kind), **params)
+    restored = Guest(vmid=new, node=node, type=kind, status="stopped")  # type: ignore[arg-type]
+    result, text = task_result(f"restore {volume} to", restored, await call.wait(str(upid), wait_seconds))
+    if result.outcome == "ok":
+        result.guest = await _after(call, restored)
+    return Reply(result, text)
+
+
+@tool(Risk.DESTRUCTIVE, "Delete guest", ActionResult)
+async def delete_guest(
+    call: Call,
+    vmid: Vmid,
+    purge: Annotated[bool, Field(description="Also remove it from backup jobs, replication and HA")] = True,
+    confirm: Confirm = False,
+    wait_seconds: WaitSeconds = None,
+) -> Reply:
+    """Delete a stopped VM or container and its disks. Refused for guests with Proxmox's own protection
+    flag and for pmcp-protected ones. Without confirm=true: the plan (what is lost)."""
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    config = await call.px.get(guest_path(guest, "config")) or {}
+    if str(config.get("protection", "0")) == "1":
+        raise validate.InvalidArgument(
+            f"{guest_label(guest)} has Proxmox's protection flag set (Options > Protection); "
+            "an administrator must clear it before it can be deleted"
+        )
+    if guest.status != "stopped":
+        raise validate.InvalidArgument(f"{guest_label(guest)} is {guest.status}: shut it down first")
+    disks = _disks(config)
+    if not confirm:
+        size = sum(_size_of(v) for v in disks.values())
+        effect = (
+            f"{guest_label(guest)} and its {len(disks)} disk(s) ({size / GIB:.1f} GiB: "
+            f"{', '.join(v.split(',')[0] for v in disks.values()) or 'none'}) are destroyed"
+        )
+        return _plan_reply(
+            f"delete {guest.vmid}", guest, effect,
+            "None after the fact: back it up first (backup_guest), then restore_backup brings it back",
+            "delete_guest",
+        )  # fmt: skip
+    upid = await call.px.delete(guest_path(guest), purge=purge, **{"destroy-unreferenced-disks": True})
+    result, text = task_result("delete", guest, await call.wait(str(upid), wait_seconds))
+    if result.outcome == "ok":
+        call.rt.locator.forget(guest.vmid)
+    return Reply(result, text)
