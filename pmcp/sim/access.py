@@ -2,8 +2,9 @@
 
 Follows PVE's rules: ACLs on paths propagate down and a more specific path overrides; at one level a
 user's own ACLs override its groups'; ``NoAccess`` removes everything; a guest or storage in a pool
-also gets the pool's permissions; ``root@pam`` has every privilege; a privilege-separated token gets
-the INTERSECTION of its own ACLs and its user's, a non-separated token its user's.
+also gets the pool's permissions unless a ``NoAccess`` on its own path says otherwise; ``root@pam``
+has every privilege; a privilege-separated token gets the INTERSECTION of its own ACLs and its user's,
+a non-separated token its user's. Each rule cites the PVE function it follows.
 """
 
 from __future__ import annotations
@@ -139,11 +140,13 @@ def _levels(path: str) -> list[str]:
     return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _acl_privs(state: SimState, path: str, matches: Any) -> set[str]:
-    """PVE's walk from ``/`` to ``path``: each level with matching entries replaces what was inherited."""
-    world = state.world
+def _roles(state: SimState, path: str, matches: Any) -> dict[str, int]:
+    """pve-access-control PVE/AccessControl.pm ``roles()``: the walk from ``/`` to ``path``; at each
+    level the entries that apply (``propagate`` set, or the final level) REPLACE what was inherited
+    (a user's own entries before its groups'); a final set holding ``NoAccess`` is ``NoAccess`` alone.
+    Returns role -> propagate flag."""
     acls = state.acl_index()
-    current: set[str] = set()
+    roles: dict[str, int] = {}
     levels = _levels(path)
     for i, level in enumerate(levels):
         final = i == len(levels) - 1
@@ -151,18 +154,60 @@ def _acl_privs(state: SimState, path: str, matches: Any) -> set[str]:
         if not entries:
             continue
         own = [e for e in entries if matches(e) == 2]
-        grp = [e for e in entries if matches(e) == 1]
-        chosen = own or grp
-        if not chosen:
-            continue
-        roles = {e["roleid"] for e in chosen}
-        if "NoAccess" in roles:
-            current = set()
-            continue
-        current = set()
-        for r in roles:
-            current.update(world["roles"].get(r, {}).get("privs", ()))
-    return current
+        chosen = own or [e for e in entries if matches(e) == 1]
+        if chosen:
+            roles = {e["roleid"]: int(bool(e.get("propagate", 1))) for e in chosen}
+    if "NoAccess" in roles:
+        return {"NoAccess": roles["NoAccess"]}
+    return roles
+
+
+def _matcher(state: SimState, authid: str) -> Any:
+    """Which ACL entries name ``authid``: a token only its own entries (PVE never gives a token its
+    user's groups), a user its own (2) before its groups' (1)."""
+    if "!" in authid:
+        return lambda e: 2 if e["type"] == "token" and e["ugid"] == authid else 0
+    groups = set(state.world["users"].get(authid, {}).get("groups", ()))
+
+    def matches(e: dict) -> int:
+        if e["type"] == "user" and e["ugid"] == authid:
+            return 2
+        if e["type"] == "group" and e["ugid"] in groups:
+            return 1
+        return 0
+
+    return matches
+
+
+def _pool_members(state: SimState, path: str) -> list[str]:
+    """The pools ``path`` belongs to: a guest (``/vms/ID``) or a storage (``/storage/ID``) member."""
+    parts = path.strip("/").split("/")
+    if len(parts) != 2:
+        return []
+    if parts[0] == "vms":
+        guest = state.world["guests"].get(parts[1])
+        return [guest["pool"]] if guest and guest.get("pool") else []
+    if parts[0] == "storage":
+        return [p for p, d in state.world["pools"].items() if parts[1] in (d.get("storage") or ())]
+    return []
+
+
+def _compiled_privs(state: SimState, authid: str, path: str) -> set[str]:
+    """pve-access-control PVE/RPCEnvironment.pm ``$compile_acl_path`` for one user or token: its roles
+    on ``path``, then the roles it holds on the pools ``path`` belongs to. A ``NoAccess`` on the path
+    is never trumped by pool ACLs; a pool's ``NoAccess`` trumps the path's roles; else pool roles
+    are added. The privileges are the union of the roles' privileges."""
+    matches = _matcher(state, authid)
+    roles = _roles(state, path, matches)
+    pool_roles: set[str] = set()
+    for pool in _pool_members(state, path):
+        pool_roles |= set(_roles(state, f"/pool/{pool}", matches))
+    if pool_roles and "NoAccess" not in roles:
+        roles = {"NoAccess": 0} if "NoAccess" in pool_roles else {**dict.fromkeys(pool_roles, 0), **roles}
+    privs: set[str] = set()
+    for r in roles:
+        privs.update(state.world["roles"].get(r, {}).get("privs", ()))
+    return privs
 
 
 def _user_privs(state: SimState, userid: str, path: str) -> set[str]:
@@ -171,48 +216,24 @@ def _user_privs(state: SimState, userid: str, path: str) -> set[str]:
     user = state.world["users"].get(userid)
     if not user or not user.get("enable", 1):
         return set()
-    groups = set(user.get("groups", ()))
-
-    def matches(e: dict) -> int:
-        if e["type"] == "user" and e["ugid"] == userid:
-            return 2
-        if e["type"] == "group" and e["ugid"] in groups:
-            return 1
-        return 0
-
-    return _acl_privs(state, path, matches)
-
-
-def _token_privs(state: SimState, authid: str, path: str) -> set[str]:
-    return _acl_privs(state, path, lambda e: 2 if e["type"] == "token" and e["ugid"] == authid else 0)
-
-
-def _pool_of(state: SimState, path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    if len(parts) == 2 and parts[0] == "vms":
-        guest = state.world["guests"].get(parts[1])
-        return guest.get("pool") if guest else None
-    return None
+    return _compiled_privs(state, userid, path)
 
 
 def privileges(state: SimState, auth: Auth, path: str) -> frozenset[str]:
-    """Effective privileges of the caller on ``path`` (cached until identity or ACLs change)."""
+    """Effective privileges of the caller on ``path`` (cached until identity or ACLs change), as
+    PVE/RPCEnvironment.pm ``permissions()``: a token that is not privilege-separated is its user; a
+    privilege-separated one gets its own compiled privileges INTERSECTED with its user's (both after
+    pool roles are merged in)."""
     key = (auth.authid, path)
     cache = state.perm_cache
     hit = cache.get(key)
     if hit is not None:
         return hit
-    paths = [path]
-    if pool := _pool_of(state, path):
-        paths.append(f"/pool/{pool}")
-    privs: set[str] = set()
-    for p in paths:
-        mine = _user_privs(state, auth.userid, p)
-        if auth.tokenid:
-            token = state.world["users"].get(auth.userid, {}).get("tokens", {}).get(auth.tokenid, {})
-            if token.get("privsep", 1):
-                mine &= _token_privs(state, auth.authid, p)
-        privs |= mine
+    privs = _user_privs(state, auth.userid, path)
+    if auth.tokenid:  # root@pam's own privsep token: all & its ACLs = its ACLs, as in PVE
+        token = state.world["users"].get(auth.userid, {}).get("tokens", {}).get(auth.tokenid, {})
+        if token.get("privsep", 1):
+            privs &= _compiled_privs(state, auth.authid, path)
     result = frozenset(privs)
     cache[key] = result
     return result

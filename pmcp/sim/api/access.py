@@ -443,6 +443,9 @@ def acl_update(ctx: Ctx, p: dict) -> None:
     ctx.state.changed(access=True)
 
 
+_EFFECTIVE_PATHS = ("/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms")
+
+
 @route("GET", "/access/permissions")
 def permissions(ctx: Ctx, p: dict) -> dict:
     """Effective privileges per path, for the caller or (with Sys.Audit on /access) anyone."""
@@ -458,8 +461,12 @@ def permissions(ctx: Ctx, p: dict) -> dict:
     if p.get("path"):
         paths = [p["path"]]
     else:
+        # PVE/RPCEnvironment.pm get_effective_permissions: the top-level paths, every ACL path and
+        # every pool member's path (/vms/ID, /storage/ID); paths without privileges are left out
         paths = sorted(
-            {"/", *(e["path"] for e in ctx.world["acls"])} | {f"/pool/{x}" for x in ctx.world["pools"]}
+            {*_EFFECTIVE_PATHS, *(e["path"] for e in ctx.world["acls"])}
+            | {f"/vms/{g['vmid']}" for g in ctx.world["guests"].values() if g.get("pool")}
+            | {f"/storage/{s}" for d in ctx.world["pools"].values() for s in d.get("storage") or ()}
         )
     out: dict[str, dict[str, int]] = {}
     for path in paths:

@@ -163,7 +163,7 @@ def test_acl_propagation(sim: RunningSim, acls: list, vm_expected: int, other_ex
 
 
 def test_more_specific_path_overrides_and_noaccess_removes(sim: RunningSim) -> None:
-    g = a_vm(sim, pool=None)  # a pooled guest would also get the pool's permissions (a union, as in PVE)
+    g = a_vm(sim, pool=None)
     who = make_identity(sim, uid(), privsep=0)
     ok(sim.request("PUT", "/access/acl", params={"path": "/", "roles": "PVEAuditor", "users": who.userid}))
     ok(
@@ -192,6 +192,64 @@ def test_pool_acl_reaches_the_pools_guests(sim: RunningSim) -> None:
     )
     vms = ok(sim.request("GET", "/cluster/resources", token=who.token, params={"type": "vm"}))
     assert {v["vmid"] for v in vms} == {g["vmid"] for g in pooled}
+
+
+def _acl(sim: RunningSim, path: str, role: str, **who: str) -> None:
+    ok(sim.request("PUT", "/access/acl", params={"path": path, "roles": role, **who}))
+
+
+def _vm_config(sim: RunningSim, g: dict, token: str) -> int:
+    return sim.request("GET", f"/nodes/{g['node']}/qemu/{g['vmid']}/config", token=token)[0]
+
+
+def test_noaccess_on_a_guest_is_not_trumped_by_its_pools_acl(sim: RunningSim) -> None:
+    """PVE/RPCEnvironment.pm $compile_acl_path: "NoAccess must not be trumped by pool ACLs"."""
+    g = a_vm(sim, pool="lab")
+    who = make_identity(sim, uid(), privsep=1)
+    tok = f"{who.userid}!tok"
+    for kind, name in (("users", who.userid), ("tokens", tok)):
+        _acl(sim, "/pool/lab", "PVEAuditor", **{kind: name})
+    assert _vm_config(sim, g, who.token) == 200
+    _acl(sim, f"/vms/{g['vmid']}", "NoAccess", tokens=tok)
+    assert _vm_config(sim, g, who.token) == 403
+    perms = ok(sim.request("GET", "/access/permissions", token=who.token))
+    assert f"/vms/{g['vmid']}" not in perms
+    assert any(p.startswith("/vms/") for p in perms)  # the pool's other guests (pool member paths)
+
+
+def test_a_pools_noaccess_trumps_the_guests_own_acl(sim: RunningSim) -> None:
+    """PVE/RPCEnvironment.pm $compile_acl_path: "but pool ACL NoAccess trumps regular ACL"."""
+    g = a_vm(sim, pool="lab")
+    who = make_identity(sim, uid(), privsep=0)
+    _acl(sim, "/vms", "PVEAuditor", users=who.userid)
+    assert _vm_config(sim, g, who.token) == 200
+    _acl(sim, "/pool/lab", "NoAccess", users=who.userid)
+    assert _vm_config(sim, g, who.token) == 403
+    assert _vm_config(sim, a_vm(sim, pool=None), who.token) == 200
+
+
+def test_token_and_user_are_intersected_after_pool_roles_are_merged(sim: RunningSim) -> None:
+    """The user holds VM.Audit through /vms, the token through the guest's pool: PVE merges pool roles
+    into each side first (RPCEnvironment.pm $compile_acl_path), then intersects: allowed."""
+    g = a_vm(sim, pool="lab")
+    who = make_identity(sim, uid(), privsep=1)
+    _acl(sim, "/vms", "PVEAuditor", users=who.userid)
+    _acl(sim, "/pool/lab", "PVEAuditor", tokens=f"{who.userid}!tok")
+    assert _vm_config(sim, g, who.token) == 200
+    assert _vm_config(sim, a_vm(sim, pool=None), who.token) == 403
+
+
+def test_a_pools_storage_gets_the_pools_roles(sim: RunningSim) -> None:
+    """RPCEnvironment.pm $compile_acl_path: pool roles apply to /storage/ID members too."""
+    sid = "backup-nfs"
+    ok(sim.request("PUT", "/pools", params={"poolid": "lab", "storage": sid}))
+    who = make_identity(sim, uid(), privsep=0)
+    _acl(sim, "/pool/lab", "PVEAuditor", users=who.userid)
+    node = next(iter(sim.state.world["nodes"]))
+    status, _ = sim.request("GET", f"/nodes/{node}/storage/{sid}/content", token=who.token)
+    assert status == 200
+    perms = ok(sim.request("GET", "/access/permissions", token=who.token))
+    assert "Datastore.Audit" in perms[f"/storage/{sid}"]
 
 
 def test_token_never_exceeds_its_own_acl(sim: RunningSim) -> None:
