@@ -82,6 +82,12 @@ def main() -> None:
     type=click.Choice(["daily", "weekly", "off"]),
     help="Run `pmcp update --quiet` on a schedule (systemd timer, else /etc/cron.d/pmcp); off removes it.",
 )
+@click.option(
+    "--protect",
+    metavar="VMIDS",
+    help="Guests the agent may never touch (e.g. 100,105; '' clears): PMCP_PROTECTED and a NoAccess ACL "
+    "for the token. Guests tagged pmcp-protected get one too. Default: what the last install recorded.",
+)
 @click.option("--node", metavar="NAME", help="This Proxmox node's name (default: detected).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; also implied when there is no TTY.")

@@ -12,6 +12,7 @@ class Check:
     ok: bool
     detail: str = ""
     fix: str = ""
+    warn: bool = False  # ok, but out of step: `verify` shows "warn" with the fix
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,19 +7,40 @@ configurable (``PMCP_PVESH``), so the tests drive the same code against the simu
 Least privilege by construction: the role is the mode's privilege list intersected with what THIS host knows
 (``GET /access/roles/Administrator``: PVE 8 and 9 differ), and it can never contain a privilege that allows
 touching users, ACLs, realms, groups or the node's system (``FORBIDDEN``) — asserted before every role write.
-``verify_identity`` proves it from the token's side: effective permissions, and two refused calls.
+``verify_identity`` proves it from the token's side: effective permissions, scope, and refused calls.
+
+Where the ACLs go (no ``--pool``), because an ACL on ``/`` reaches more than the tools use:
+    ``/`` (not propagated)                  read-only role: ``GET /cluster/status`` checks Sys.Audit on ``/``
+    ``/nodes /storage /pool /sdn``          read-only role: what the read tools list
+    ``/vms``                                the mode's role: power, snapshots, backups act on ``/vms/ID``
+    ``/storage/ID`` (content ``backup``)    the mode's role (operator, admin): vzdump needs
+                                            Datastore.AllocateSpace on the backup storage
+    ``/vms/ID`` of each protected guest     ``NoAccess`` (PMCP_PROTECTED and the ``pmcp-protected`` tag)
+Never the mode's role on ``/``: pve-manager PVE/API2/Nodes.pm ``stopall`` (and startall, suspendall)
+accept VM.PowerMgmt on ``/`` for every guest of the node at once. Nothing propagates to ``/access`` (users,
+ACLs). With ``--pool NAME`` the mode's role goes on ``/pool/NAME`` instead (PVE gives a pool's guests and
+storages the pool's roles), plus the same ``NoAccess`` entries: pve-access-control
+PVE/RPCEnvironment.pm ``$compile_acl_path`` never lets a pool ACL trump a guest's ``NoAccess``.
+
+What pmcp made is recorded (state.json ``identity_acls``): a re-run removes only those of its ACLs that
+are no longer wanted, keeps every other ACL of the user or token (an admin's ``NoAccess`` stays) and
+says so in the plan. An install recorded before this list existed adopts only entries with pmcp's own
+roles (``PMCP*``). Protection converges on every ``pmcp install`` re-run; ``pmcp verify`` warns when a
+guest is protected (listed or tagged later) but the token still holds privileges on it.
 
 Interfaces (stable, used by pmcp.lifecycle):
     MODES = ("read-only", "operator", "admin");  ROLE_NAMES[mode];  FORBIDDEN;  mode_privileges(mode, valid)
     ProxmoxIdentity(pvesh, mode, paths, pool=None, rotate=False, userid="pmcp@pve", tokenid="mcp",
-                    role=None, api_url="https://127.0.0.1:8006", verify=None, secret_owner=None)  -- a Step
+                    role=None, api_url="https://127.0.0.1:8006", verify=None, secret_owner=None,
+                    protected=())  -- a Step
         verify: CA file path, True (system CAs) or False; None = /etc/pve/pve-root-ca.pem when present
         secret_owner: (uid, gid) for the secret file when the container user must read it (default root)
-        .name == "proxmox identity"; .token_full_id ("pmcp@pve!mcp"); .acl_path ("/" or "/pool/NAME")
+        protected: VMIDs that get NoAccess (guests tagged pmcp-protected are added from the cluster)
+        .name == "proxmox identity"; .token_full_id ("pmcp@pve!mcp"); .acl_path ("/vms" or "/pool/NAME")
         check() -> Plan; apply(); undo()  (undo after a failed apply reverts only that apply's changes;
         on a fresh object it tears the identity down: ACLs, tokens, user, roles -- the order PVE needs)
-    verify_identity(api_url, token_full_id, secret_file, verify=None, mode="read-only", pool=None)
-        -> list[Check]
+    verify_identity(api_url, token_full_id, secret_file, verify=None, mode="read-only", pool=None,
+                    protected=()) -> list[Check]
     token_authenticates(api_url, token_full_id, secret, verify=None) -> bool  (IdentityError: unreachable)
 """
 
@@ -33,6 +54,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pmcp import record as statefile
 from pmcp.host.checks import Check
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import Pvesh, PveshError
@@ -81,6 +103,26 @@ _MODE_PRIVS = {"read-only": _READ_ONLY, "operator": _OPERATOR, "admin": _ADMIN}
 
 REFUSED = (403,)
 PVE_CA = Path("/etc/pve/pve-root-ca.pem")
+
+PROTECTED_TAG = "pmcp-protected"  # the server's policy.PROTECTED_TAG (the host side never imports the server)
+RECORD_KEY = "identity_acls"  # state.json: the ACLs pmcp made, [path, type, ugid, role]
+READ_PATHS = (("/", 0), ("/nodes", 1), ("/storage", 1), ("/pool", 1), ("/sdn", 1))
+MODE_PATH = "/vms"
+
+AclKey = tuple[str, str, str, str]  # (path, "user"|"token", ugid, role)
+
+
+def split_tags(text: str | None) -> set[str]:
+    """Proxmox's tags: one string separated by ';', ',' or spaces (the server's policy reads them so)."""
+    return {t.strip().lower() for t in (text or "").replace(",", ";").replace(" ", ";").split(";") if t}
+
+
+def acl_command(key: AclKey, delete: bool = False) -> str:
+    """The pvesh line an admin runs to add or remove one ACL entry by hand."""
+    path, kind, ugid, role = key
+    who = "--users" if kind == "user" else "--tokens"
+    line = f"pvesh set /access/acl --path {path} --roles {role} {who} '{ugid}'"
+    return line + (" --delete 1" if delete else "")
 
 
 class IdentityError(Exception):
@@ -160,6 +202,7 @@ class ProxmoxIdentity:
         api_url: str = "https://127.0.0.1:8006",
         verify: bool | str | None = None,
         secret_owner: tuple[int, int] | None = None,
+        protected: Iterable[int] = (),
     ) -> None:
         if mode not in MODES:
             raise StepError(f"unknown mode {mode!r}", fix=f"use --mode {'|'.join(MODES)}")
@@ -178,6 +221,7 @@ class ProxmoxIdentity:
         self.api_url = api_url
         self.verify = verify
         self.secret_owner = secret_owner
+        self.protected = frozenset(int(v) for v in protected)
         self._journal: list[tuple[Any, ...]] | None = None
         self._rotated = False
 
@@ -187,7 +231,12 @@ class ProxmoxIdentity:
 
     @property
     def acl_path(self) -> str:
-        return f"/pool/{self.pool}" if self.pool else "/"
+        """Where the mode's role goes: ``/vms`` (never ``/``: see the module's docstring), or the pool."""
+        return f"/pool/{self.pool}" if self.pool else MODE_PATH
+
+    @property
+    def read_role(self) -> str:
+        return ROLE_NAMES["read-only"] if self.role == ROLE_NAMES[self.mode] else self.role
 
     @property
     def secret_file(self) -> Path:
@@ -269,15 +318,120 @@ class ProxmoxIdentity:
             raise self._pve_error("cannot list pools", exc) from exc
         return any(p.get("poolid") == self.pool for p in pools)
 
-    def _desired_acls(self) -> set[tuple[str, str, str, str]]:
-        return {
-            (self.acl_path, "user", self.userid, self.role),
-            (self.acl_path, "token", self.token_full_id, self.role),
-        }
+    def backup_storages(self) -> list[str]:
+        """Storages that hold backups: vzdump needs Datastore.AllocateSpace there, nowhere else."""
+        try:
+            storages = self.pvesh.get("/storage") or []
+        except PveshError as exc:
+            raise self._pve_error("cannot list storages", exc) from exc
+        return sorted(
+            str(st["storage"])
+            for st in storages
+            if "backup" in {c.strip() for c in str(st.get("content") or "").split(",")}
+        )
+
+    def protected_guests(self) -> dict[int, str]:
+        """VMID -> why it is protected: listed (PMCP_PROTECTED) or tagged ``pmcp-protected`` now."""
+        why = {v: "listed in PMCP_PROTECTED" for v in self.protected}
+        try:
+            guests = self.pvesh.get("/cluster/resources", type="vm") or []
+        except PveshError as exc:
+            raise self._pve_error("cannot list guests (/cluster/resources)", exc) from exc
+        for g in guests:
+            if PROTECTED_TAG in split_tags(g.get("tags")) and g.get("vmid") is not None:
+                why.setdefault(int(g["vmid"]), f"tagged {PROTECTED_TAG}")
+        return dict(sorted(why.items()))
+
+    def _desired_acls(self, protected: Iterable[int] | None = None) -> dict[AclKey, int]:
+        """Every ACL entry this identity should have -> its propagate flag (user and token alike)."""
+        if protected is None:
+            protected = self.protected_guests()
+        places: list[tuple[str, str, int]] = []
+        if self.pool:
+            places.append((self.acl_path, self.role, 1))
+        else:
+            places += [(path, self.read_role, prop) for path, prop in READ_PATHS]
+            places.append((MODE_PATH, self.role, 1))
+            if self.role != self.read_role:
+                places += [(f"/storage/{sid}", self.role, 1) for sid in self.backup_storages()]
+        places += [(f"/vms/{vmid}", "NoAccess", 1) for vmid in sorted(protected)]
+        out: dict[AclKey, int] = {}
+        for path, role, prop in places:
+            out[(path, "user", self.userid, role)] = prop
+            out[(path, "token", self.token_full_id, role)] = prop
+        return out
 
     @staticmethod
-    def _acl_key(a: dict[str, Any]) -> tuple[str, str, str, str]:
+    def _acl_key(a: dict[str, Any]) -> AclKey:
         return (a.get("path", ""), a.get("type", ""), a.get("ugid", ""), a.get("roleid", ""))
+
+    # -- what pmcp made (state.json) ---------------------------------------------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        try:
+            return statefile.load(self.paths)
+        except ValueError as exc:
+            raise StepError(str(exc), fix=f"restore {self.paths.state_file} from backups/") from exc
+
+    def owned_acls(self, current: Iterable[AclKey]) -> set[AclKey]:
+        """The ACLs pmcp made: the record; for an install made before the record existed, the entries
+        with pmcp's own roles (only pmcp creates those roles)."""
+        recorded = self._record().get(RECORD_KEY)
+        if recorded is None:
+            ours = set(ROLE_NAMES.values()) | {self.role}
+            return {k for k in current if k[3] in ours}
+        return {tuple(k) for k in recorded if isinstance(k, list) and len(k) == 4}  # type: ignore[misc]
+
+    def _save_owned(self, owned: set[AclKey]) -> None:
+        """Written after every ACL change, so a run killed half-way still knows what it made."""
+        if not self.paths.state_file.exists() and not owned:
+            return
+        statefile.update(self.paths, **{RECORD_KEY: [list(k) for k in sorted(owned)]})
+
+    def _own(self, key: AclKey, owned: bool) -> None:
+        keys = self.owned_acls(self._current_keys())
+        keys = keys | {key} if owned else keys - {key}
+        self._save_owned(keys)
+
+    def _current_keys(self) -> set[AclKey]:
+        return {self._acl_key(a) for a in self._acls()}
+
+    @staticmethod
+    def _describe(key: AclKey) -> str:
+        path, kind, ugid, role = key
+        return f"{role} on {path} for {kind} {ugid}"
+
+    def acl_plan(self) -> tuple[list[str], list[str]]:
+        """(changes, notes) for the ACLs: what a run adds, removes or only reports."""
+        protected = self.protected_guests()
+        desired = self._desired_acls(protected)
+        current = {self._acl_key(a): a for a in self._acls()}
+        owned = self.owned_acls(current)
+        changes: list[str] = []
+        notes: list[str] = []
+        for key in sorted(set(desired) - set(current)):
+            path, kind, ugid, role = key
+            if role == "NoAccess":
+                vmid = int(path.rsplit("/", 1)[1])
+                changes.append(f"deny {path} to {kind} {ugid} (NoAccess: guest {vmid} is {protected[vmid]})")
+            else:
+                prop = "" if desired[key] else " (not propagated)"
+                changes.append(f"grant {role} on {path}{prop} to {kind} {ugid}")
+        for key in sorted(set(desired) & set(current)):
+            if key in owned and int(bool(current[key].get("propagate", 1))) != desired[key]:
+                changes.append(f"set propagate={desired[key]} on {self._describe(key)}")
+        for key in sorted(set(current) - set(desired)):
+            if key in owned:
+                widen = ""
+                if key[3] == "NoAccess":
+                    widen = f": {key[0]} is no longer protected, the token may act on it again"
+                changes.append(f"remove ACL pmcp made: {self._describe(key)}{widen}")
+            else:
+                notes.append(
+                    f"warning: kept ACL pmcp did not make: {self._describe(key)} "
+                    f"(to remove it: {acl_command(key, delete=True)})"
+                )
+        return changes, notes
 
     def _secret(self) -> str | None:
         try:
@@ -313,12 +467,14 @@ class ProxmoxIdentity:
             raise StepError(
                 f"pool {self.pool} does not exist", fix=f"pvesh create /pools --poolid {self.pool}"
             )
-        have = self._role_privs(self.role)
-        if have is None:
-            plan.changes.append(f"create role {self.role} ({len(want)} privileges)")
-        elif have != want:
-            diff = [f"+{p}" for p in sorted(want - have)] + [f"-{p}" for p in sorted(have - want)]
-            plan.changes.append(f"update role {self.role}: {' '.join(diff)}")
+        for role, privs in self._roles_wanted(valid).items():
+            have = self._role_privs(role)
+            if have is None:
+                plan.changes.append(f"create role {role} ({len(privs)} privileges)")
+            elif have != set(privs):
+                diff = [f"+{p}" for p in sorted(set(privs) - have)]
+                diff += [f"-{p}" for p in sorted(have - set(privs))]
+                plan.changes.append(f"update role {role}: {' '.join(diff)}")
         user_entry = self._user()
         user = user_entry is not None
         if user_entry is None:
@@ -340,12 +496,17 @@ class ProxmoxIdentity:
                 plan.changes.append(f"make API token {self.token_full_id} privilege-separated")
             if self._secret_mode_wrong():
                 plan.changes.append(f"protect {self.secret_file} (0600, directory 0700)")
-        current = {self._acl_key(a) for a in self._acls()}
-        for path, kind, ugid, role in sorted(self._desired_acls() - current):
-            plan.changes.append(f"grant {role} on {path} to {kind} {ugid}")
-        for path, kind, ugid, role in sorted(current - self._desired_acls()):
-            plan.changes.append(f"remove stale ACL: {role} on {path} for {kind} {ugid}")
+        changes, notes = self.acl_plan()
+        plan.changes += changes
+        plan.notes += notes
         return plan
+
+    def _roles_wanted(self, valid: set[str]) -> dict[str, list[str]]:
+        """The mode's role, and the read-only role that the read paths carry (when they differ)."""
+        roles = {self.role: mode_privileges(self.mode, valid)}
+        if not self.pool and self.read_role != self.role:
+            roles[self.read_role] = mode_privileges("read-only", valid)
+        return roles
 
     def _secret_mode_wrong(self) -> bool:
         try:
@@ -359,24 +520,25 @@ class ProxmoxIdentity:
     def apply(self) -> None:
         self._journal = []
         valid = self.valid_privileges()
-        want = mode_privileges(self.mode, valid)
-        assert not any(is_forbidden(p) for p in want)
+        roles = self._roles_wanted(valid)
+        assert not any(is_forbidden(p) for privs in roles.values() for p in privs)
         try:
-            self._apply_role(want)
+            for role, want in roles.items():
+                self._apply_role(role, want)
             self._apply_user()
             self._apply_token()
             self._apply_acls()
         except PveshError as exc:
             raise self._pve_error("Proxmox refused a change", exc) from exc
 
-    def _apply_role(self, want: list[str]) -> None:
-        have = self._role_privs(self.role)
+    def _apply_role(self, role: str, want: list[str]) -> None:
+        have = self._role_privs(role)
         if have is None:
-            self.pvesh.create("/access/roles", roleid=self.role, privs=",".join(want))
-            self._journal_add(("role-created", self.role))
+            self.pvesh.create("/access/roles", roleid=role, privs=",".join(want))
+            self._journal_add(("role-created", role))
         elif have != set(want):
-            self.pvesh.set(f"/access/roles/{self.role}", privs=",".join(want))
-            self._journal_add(("role-updated", self.role, sorted(have)))
+            self.pvesh.set(f"/access/roles/{role}", privs=",".join(want))
+            self._journal_add(("role-updated", role, sorted(have)))
 
     def _apply_user(self) -> None:
         user = self._user()
@@ -422,17 +584,27 @@ class ProxmoxIdentity:
             os.chown(self.secret_file, *self.secret_owner)
 
     def _apply_acls(self) -> None:
+        """Deny first, then grant, then remove: the token is never wider in between than before or after.
+        Only ACLs pmcp made are removed; the others are kept (check() lists them)."""
         desired = self._desired_acls()
         current = {self._acl_key(a): a for a in self._acls()}
-        for key, entry in current.items():
-            if key not in desired:
-                self._set_acl(
-                    key[0], key[1], key[2], key[3], delete=True, propagate=entry.get("propagate", 1)
-                )
-                self._journal_add(("acl-removed", *key))
-        for key in sorted(desired - set(current)):
-            self._set_acl(*key, delete=False)
+        owned = self.owned_acls(current)
+        if self._record().get(RECORD_KEY) is None:
+            self._save_owned(owned)  # adopt what an older pmcp made, once
+        order = sorted(set(desired) - set(current), key=lambda k: (k[3] != "NoAccess", k))
+        for key in order:
+            self._set_acl(*key, delete=False, propagate=desired[key])
             self._journal_add(("acl-added", *key))
+            owned.add(key)
+            self._save_owned(owned)
+        for key in sorted(set(desired) & set(current) & owned):
+            if int(bool(current[key].get("propagate", 1))) != desired[key]:
+                self._set_acl(*key, delete=False, propagate=desired[key])
+        for key in sorted((set(current) - set(desired)) & owned):
+            self._set_acl(*key, delete=True, propagate=current[key].get("propagate", 1))
+            self._journal_add(("acl-removed", *key, current[key].get("propagate", 1)))
+            owned.discard(key)
+            self._save_owned(owned)
 
     def _set_acl(self, path: str, kind: str, ugid: str, role: str, delete: bool, propagate: Any = 1) -> None:
         params: dict[str, Any] = {"path": path, "roles": role, "propagate": 1 if propagate else 0}
@@ -460,9 +632,11 @@ class ProxmoxIdentity:
         for entry in reversed(journal):
             kind = entry[0]
             if kind == "acl-added":
-                self._set_acl(*entry[1:], delete=True)
+                self._set_acl(*entry[1:5], delete=True)
+                self._own(entry[1:5], False)
             elif kind == "acl-removed":
-                self._set_acl(*entry[1:], delete=False)
+                self._set_acl(*entry[1:5], delete=False, propagate=entry[5])
+                self._own(entry[1:5], True)
             elif kind == "token-created":
                 with contextlib.suppress(PveshError):
                     self.pvesh.delete(f"/access/users/{self.userid}/token/{self.tokenid}")
@@ -479,6 +653,8 @@ class ProxmoxIdentity:
         """Uninstall: ACLs, then tokens, then the user, then the roles (deleting a role leaves its ACLs)."""
         for a in self._acls():
             self._set_acl(*self._acl_key(a), delete=True, propagate=a.get("propagate", 1))
+        if self.paths.state_file.exists():
+            self._save_owned(set())
         if self._user_exists():
             with contextlib.suppress(PveshError):
                 for t in self.pvesh.get(f"/access/users/{self.userid}/token") or []:
@@ -512,8 +688,11 @@ def verify_identity(
     verify: bool | str | None = None,
     mode: str = "read-only",
     pool: str | None = None,
+    protected: Iterable[int] = (),
 ) -> list[Check]:
-    """Prove the token's limits from its side: it works, holds no forbidden privilege, cannot touch root."""
+    """Prove the token's limits from its side: it works, holds no forbidden privilege and nothing beyond
+    its mode, holds nothing on ``/access`` and no more than reading on ``/`` itself, cannot see a protected
+    guest, and is refused a change to root@pam and to the ACLs."""
     fix = "pmcp install --rotate-token"
     try:
         secret = Path(secret_file).read_text().strip()
@@ -539,7 +718,7 @@ def verify_identity(
             held = {p for privs in perms.values() for p, v in (privs or {}).items() if v}
             bad = sorted(p for p in held if is_forbidden(p))
             extra = sorted(held - _MODE_PRIVS.get(mode, set()))
-            scope = f"/pool/{pool}" if pool else "/"
+            scope = f"/pool/{pool}" if pool else MODE_PATH
             at_scope = {p for p, v in (perms.get(scope) or {}).items() if v}
             if bad:
                 checks.append(Check("token permissions", False, f"token holds {', '.join(bad)}", fix))
@@ -553,6 +732,9 @@ def verify_identity(
                 checks.append(
                     Check("token permissions", True, f"{len(at_scope)} privileges on {scope}, none forbidden")
                 )
+            checks.append(_scope_check(perms))
+
+        checks.append(_protected_check(api, headers, verify, protected))
 
         # The current comment when the token can read it: even if PVE wrongly allowed it, nothing changes.
         comment = "pmcp-probe"
@@ -562,26 +744,73 @@ def verify_identity(
         resp = _request("PUT", api + "/access/users/root@pam", headers, verify, data={"comment": comment})
         checks.append(_refused("root@pam protected", "PUT /access/users/root@pam", resp))
 
-        probe = secrets.token_urlsafe(24)
+        # PUT /access/password proves nothing: PVE refuses it to every token (allowtoken => 0). An ACL
+        # change can fail: perm-modify needs Permissions.Modify (PVE/API2/ACL.pm update_acl), and a token
+        # that had it could grant itself anything. If it was not refused, it removed an ACL entry that
+        # cannot exist (a random realm path): nothing changes.
+        probe_path = f"/access/realm/pmcp-probe-{secrets.token_hex(6)}"
         resp = _request(
             "PUT",
-            api + "/access/password",
+            api + "/access/acl",
             headers,
             verify,
-            data={"userid": "root@pam", "password": probe, "confirmation-password": probe},
+            data={"path": probe_path, "roles": "NoAccess", "tokens": token_full_id, "delete": 1},
         )
-        checks.append(_refused("password change refused", "PUT /access/password", resp))
+        checks.append(_refused("acl change refused", "PUT /access/acl", resp, "can change ACLs"))
     except IdentityError as exc:
         checks.append(Check("proxmox api", False, str(exc), "check PROXMOX_URL and the CA file"))
     return checks
 
 
-def _refused(name: str, call: str, resp: Any) -> Check:
+def _refused(name: str, call: str, resp: Any, what: str = "can change root@pam") -> Check:
     if resp.status_code in REFUSED:
         return Check(name, True, f"{call}: HTTP {resp.status_code} {_message(resp)}")
     return Check(
         name,
         False,
-        f"{call} was NOT refused (HTTP {resp.status_code}): the token can change root@pam",
-        "pmcp uninstall && pmcp install (recreates the role without user privileges)",
+        f"{call} was NOT refused (HTTP {resp.status_code}): the token {what}",
+        "remove the ACLs that give pmcp@pve more (pvesh get /access/acl), then pmcp install "
+        "(or pmcp uninstall && pmcp install: recreates the role without user privileges)",
     )
+
+
+def _scope_check(perms: dict[str, dict[str, Any]]) -> Check:
+    """Nothing on /access (users, ACLs), and on / itself at most reading: pve-manager PVE/API2/Nodes.pm
+    stopall/startall/suspendall take VM.PowerMgmt on / as leave to act on every guest of a node."""
+    on_access = sorted(p for p, v in (perms.get("/access") or {}).items() if v)
+    on_root = sorted(p for p, v in (perms.get("/") or {}).items() if v and p not in _MODE_PRIVS["read-only"])
+    fix = "pmcp install (re-run: it moves pmcp's ACLs off / and removes the ones it made there)"
+    if on_access:
+        return Check("token scope", False, f"holds {', '.join(on_access)} on /access", fix)
+    if on_root:
+        return Check("token scope", False, f"holds {', '.join(on_root)} on / (e.g. stopall)", fix)
+    return Check("token scope", True, "nothing on /access; on / only reading")
+
+
+def _protected_check(
+    api: str, headers: dict[str, str], verify: bool | str | None, listed: Iterable[int]
+) -> Check:
+    """A protected guest the token can still see is one its NoAccess ACL does not cover yet: listed after
+    the install, or tagged ``pmcp-protected`` since. The server refuses it meanwhile; a re-run converges."""
+    resp = _request("GET", api + "/cluster/resources", headers, verify, params={"type": "vm"})
+    if resp.status_code != 200:
+        return Check(
+            "protected guests", False, f"GET /cluster/resources: HTTP {resp.status_code}", "pmcp logs"
+        )
+    listed = set(listed)
+    exposed = []
+    for g in resp.json().get("data") or []:
+        vmid = g.get("vmid")
+        if vmid in listed or PROTECTED_TAG in split_tags(g.get("tags")):
+            exposed.append(int(vmid))
+    if exposed:
+        ids = ", ".join(str(v) for v in sorted(exposed))
+        return Check(
+            "protected guests",
+            True,
+            f"the token still reaches protected guest(s) {ids} (no NoAccess ACL yet); the server refuses "
+            "changes to them meanwhile",
+            "pmcp install (re-run: adds a NoAccess ACL for each protected guest)",
+            warn=True,
+        )
+    return Check("protected guests", True, "no protected guest is visible to the token (NoAccess)")

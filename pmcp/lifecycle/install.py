@@ -60,6 +60,9 @@ class InstallOptions:
     monitoring: bool = False
     node: str | None = None
     auto_update: str | None = None  # daily|weekly|off; None leaves the schedule as it is
+    protect: str | None = (
+        None  # VMIDs "100,105" (PMCP_PROTECTED + NoAccess ACLs); None keeps the recorded list
+    )
     # Below: set by the demo and the tests, not by the CLI.
     sim: render.SimService | None = None
     pvesh: list[str] | None = None
@@ -87,6 +90,9 @@ class InstallOptions:
             raise StepError(f"unknown --auto-update {self.auto_update!r}", fix="daily, weekly or off")
         if self.mode not in MODES:
             raise StepError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
+        for item in protected_list(self):
+            if not 100 <= item <= 999999999:
+                raise StepError(f"--protect: {item} is not a VMID", fix="e.g. --protect 100,105")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise StepError("--tls-cert and --tls-key go together", fix="give both, or neither")
         for f in (self.tls_cert, self.tls_key, self.images):
@@ -101,6 +107,16 @@ class InstallOptions:
                 raise StepError(
                     f"--allow-from {self.allow_from}: {exc}", fix="e.g. --allow-from 192.0.2.0/24"
                 ) from exc
+
+
+def protected_list(opts: InstallOptions) -> list[int]:
+    """The guests pmcp protects (--protect, plus a PMCP_PROTECTED the demo or tests put in extra_env)."""
+    text = f"{opts.protect or ''},{opts.extra_env.get('PMCP_PROTECTED', '')}"
+    items = [v.strip() for v in text.replace(" ", ",").split(",") if v.strip()]
+    bad = [v for v in items if not v.isdigit()]
+    if bad:
+        raise StepError(f"--protect: {bad[0]!r} is not a VMID", fix="e.g. --protect 100,105")
+    return sorted({int(v) for v in items})
 
 
 def host_names() -> list[str]:
@@ -163,6 +179,7 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         uid=uid,
         gid=gid,
         monitoring=opts.monitoring,
+        protected=",".join(str(v) for v in protected_list(opts)),
         extra_env=dict(opts.extra_env),
         sim=sim,
     )
@@ -363,6 +380,7 @@ def build(
             api_url=api_url(opts),
             verify=api_verify(opts),
             secret_owner=(cfg.uid, cfg.gid) if os.geteuid() == 0 else None,
+            protected=protected_list(opts),
         )
 
     def make_agent() -> Step | None:
@@ -516,6 +534,9 @@ def install(
     if opts.auto_update is None and paths.state_file.exists():
         # a re-run without --auto-update keeps (and records) the schedule chosen before
         opts.auto_update = (statefile.load(paths).get("options") or {}).get("auto_update")
+    if opts.protect is None and paths.state_file.exists():
+        # a re-run without --protect keeps the protected guests: dropping them would widen the token
+        opts.protect = (statefile.load(paths).get("options") or {}).get("protect")
     try:
         opts.validate()
     except StepError as exc:

@@ -322,10 +322,16 @@ def check_identity(t: Target) -> list[Row]:
             verify=t.identity.get("verify", True),
             mode=t.config.mode,
             pool=t.identity.get("pool"),
+            protected=protected_vmids(t.config.protected),
         )
     except Exception as exc:
         return [Row("proxmox identity", FAIL, _root_cause(exc), "pmcp install")]
-    return [Row(c.name, PASS if c.ok else FAIL, c.detail, c.fix) for c in checks]
+    return [Row(c.name, (WARN if c.warn else PASS) if c.ok else FAIL, c.detail, c.fix) for c in checks]
+
+
+def protected_vmids(text: str | None) -> list[int]:
+    """PMCP_PROTECTED as install records it ("100,105"); anything else is left to the server's check."""
+    return [int(v) for v in (text or "").replace(" ", ",").split(",") if v.strip().isdigit()]
 
 
 def check_agent(t: Target) -> list[Row]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pmcp import record as statefile
 from pmcp.host import pve as pve_mod
 from pmcp.host.pve import (
     FORBIDDEN,
@@ -40,6 +41,20 @@ def our_acls(pvesh: Pvesh) -> set[tuple[str, str, str, str]]:
     }
 
 
+BACKUP_STORAGES = ("backup-nfs", "local")  # the simulator's storages with content "backup"
+
+
+def scoped(role: str, protected: tuple[int, ...] = ()) -> set[tuple[str, str, str, str]]:
+    """The ACLs pmcp makes without --pool: reading on / (not propagated) and the top-level trees, the
+    mode's role on /vms and the backup storages, NoAccess on each protected guest -- for user and token."""
+    places = [(p, "PMCPReadOnly") for p in ("/", "/nodes", "/storage", "/pool", "/sdn")]
+    places.append(("/vms", role))
+    if role != "PMCPReadOnly":
+        places += [(f"/storage/{sid}", role) for sid in BACKUP_STORAGES]
+    places += [(f"/vms/{v}", "NoAccess") for v in protected]
+    return {(p, k, who, r) for p, r in places for k, who in (("user", "pmcp@pve"), ("token", "pmcp@pve!mcp"))}
+
+
 def test_mode_privileges_never_forbidden_on_pve8_and_pve9() -> None:
     for version in ("8.4", "9.1"):
         valid = schema_privileges(version)
@@ -68,7 +83,8 @@ def test_install_rerun_rotate_uninstall(pvesh: Pvesh, sim: Any, paths: InstallPa
     assert any(c.startswith("create role PMCPOperator") for c in plan.changes)
     assert any(c.startswith("create user pmcp@pve") for c in plan.changes)
     assert any(c.startswith("create API token pmcp@pve!mcp") for c in plan.changes)
-    assert sum(c.startswith("grant PMCPOperator on /") for c in plan.changes) == 2
+    assert sum(c.startswith("grant PMCPOperator on /") for c in plan.changes) == 6  # /vms + 2 storages
+    assert "grant PMCPReadOnly on / (not propagated) to token pmcp@pve!mcp" in plan.changes
     result = run_steps([step])
     assert result.ok, result.to_dict()
 
@@ -79,10 +95,8 @@ def test_install_rerun_rotate_uninstall(pvesh: Pvesh, sim: Any, paths: InstallPa
     assert not [p for p in granted if is_forbidden(p)]
     tokens = pvesh.get("/access/users/pmcp@pve/token")
     assert [(t["tokenid"], int(t["privsep"])) for t in tokens] == [("mcp", 1)]
-    assert our_acls(pvesh) == {
-        ("/", "user", "pmcp@pve", "PMCPOperator"),
-        ("/", "token", "pmcp@pve!mcp", "PMCPOperator"),
-    }
+    assert our_acls(pvesh) == scoped("PMCPOperator")
+    assert {tuple(k) for k in statefile.load(paths)["identity_acls"]} == scoped("PMCPOperator")
     secret_file = paths.proxmox_token_secret
     assert secret_file.stat().st_mode & 0o777 == 0o600
     assert paths.secrets_dir.stat().st_mode & 0o777 == 0o700
@@ -107,6 +121,7 @@ def test_install_rerun_rotate_uninstall(pvesh: Pvesh, sim: Any, paths: InstallPa
 
     ident(rec, sim, paths).undo()
     assert our_acls(pvesh) == set()
+    assert statefile.load(paths)["identity_acls"] == []
     assert "pmcp@pve" not in {u["userid"] for u in pvesh.get("/access/users")}
     assert not {r["roleid"] for r in pvesh.get("/access/roles")} & set(ROLE_NAMES.values())
     assert not secret_file.exists()
@@ -131,7 +146,10 @@ def test_verify_identity_refuses_root_changes(pvesh: Pvesh, sim: Any, paths: Ins
     by_name = {c.name: c for c in checks}
     assert all(c.ok for c in checks), checks
     assert "403" in by_name["root@pam protected"].detail
-    assert "403" in by_name["password change refused"].detail
+    assert "403" in by_name["acl change refused"].detail
+    assert (
+        by_name["token scope"].ok and by_name["protected guests"].ok and not by_name["protected guests"].warn
+    )
     assert pvesh.get("/access/users/root@pam").get("comment", "") != "pmcp-probe"
 
 
@@ -145,7 +163,10 @@ def test_verify_identity_catches_a_too_powerful_token(pvesh: Pvesh, sim: Any, tm
     assert checks["proxmox token"].ok
     assert not checks["token permissions"].ok and "User.Modify" in checks["token permissions"].detail
     assert not checks["root@pam protected"].ok and checks["root@pam protected"].fix
-    assert checks["password change refused"].ok  # PVE refuses tokens here whatever their privileges
+    # the ACL probe can fail (PUT /access/password could not: PVE refuses it to every token)
+    assert not checks["acl change refused"].ok and "can change ACLs" in checks["acl change refused"].detail
+    assert not checks["token scope"].ok and "/access" in checks["token scope"].detail
+    assert "pmcp-probe" not in str(pvesh.get("/access/acl"))  # the probe changed nothing
 
 
 def test_privsep_token_gets_the_intersection(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
@@ -159,7 +180,8 @@ def test_privsep_token_gets_the_intersection(pvesh: Pvesh, sim: Any, paths: Inst
     assert checks["token permissions"].ok, checks["token permissions"]
     assert checks["root@pam protected"].ok
     plan = ident(pvesh, sim, paths, mode="operator").check()
-    assert "remove stale ACL: Administrator on / for user pmcp@pve" in plan.changes
+    assert not plan.needed, plan.changes  # pmcp did not make it: kept, and said so
+    assert any("kept ACL pmcp did not make: Administrator on / for user pmcp@pve" in n for n in plan.notes)
 
 
 def test_pool_scope_and_mode_change(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
@@ -167,7 +189,7 @@ def test_pool_scope_and_mode_change(pvesh: Pvesh, sim: Any, paths: InstallPaths)
     ident(pvesh, sim, paths, mode="read-only").apply()
     step = ident(pvesh, sim, paths, mode="operator", pool=pool)
     plan = step.check()
-    assert "remove stale ACL: PMCPReadOnly on / for token pmcp@pve!mcp" in plan.changes
+    assert "remove ACL pmcp made: PMCPReadOnly on / for token pmcp@pve!mcp" in plan.changes
     step.apply()
     assert our_acls(pvesh) == {
         (f"/pool/{pool}", "user", "pmcp@pve", "PMCPOperator"),
@@ -230,3 +252,146 @@ def test_disabled_user_is_enabled_not_rotated(pvesh: Pvesh, sim: Any, paths: Ins
     assert paths.proxmox_token_secret.read_text() == secret
     assert token_authenticates(sim.url, "pmcp@pve!mcp", secret)
     assert not ident(pvesh, sim, paths).check().needed
+
+
+# -- item: a token no bigger than its mode ------------------------------------------------------------------
+
+
+def as_token(sim: Any, paths: InstallPaths, method: str, api_path: str, **params: Any) -> tuple[int, Any]:
+    token = f"pmcp@pve!mcp={paths.proxmox_token_secret.read_text().strip()}"
+    return sim.request(method, api_path, token=token, params=params or None)
+
+
+def guests(pvesh: Pvesh) -> list[dict[str, Any]]:
+    return [g for g in pvesh.get("/cluster/resources", type="vm") if not g.get("template")]
+
+
+def test_the_token_holds_nothing_on_root_or_access(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    """VM.PowerMgmt on / is leave to stop every guest of a node (pve-manager Nodes.pm stopall); Sys.Audit
+    propagated from / reads every user and ACL. The ACLs go on /vms, the storages and the read trees."""
+    ident(pvesh, sim, paths, mode="admin").apply()
+    status, body = as_token(sim, paths, "GET", "/access/permissions", path="/")
+    assert status == 200
+    assert set(body["data"]["/"]) <= {"Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit", "SDN.Audit"}
+    users = {u["userid"] for u in as_token(sim, paths, "GET", "/access/users")[1]["data"]}
+    assert users <= {"pmcp@pve"}  # no Sys.Audit on /access: nobody else
+    g = guests(pvesh)[0]
+    assert as_token(sim, paths, "GET", f"/nodes/{g['node']}/{g['type']}/{g['vmid']}/config")[0] == 200
+    # Datastore.AllocateSpace only where backups go: not on the disk-image storage
+    status, body = as_token(sim, paths, "GET", "/access/permissions", path="/storage/local-lvm")
+    assert "Datastore.AllocateSpace" not in body["data"]["/storage/local-lvm"]
+    assert "Datastore.Audit" in body["data"]["/storage/local-lvm"]
+    status, body = as_token(sim, paths, "GET", "/access/permissions", path="/storage/local")
+    assert "Datastore.AllocateSpace" in body["data"]["/storage/local"]
+    checks = {
+        c.name: c for c in verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="admin")
+    }
+    assert all(c.ok for c in checks.values()), checks
+
+    # the scope check can fail: the old layout (the mode's role on /) is caught
+    for kind, who in (("users", "pmcp@pve"), ("tokens", "pmcp@pve!mcp")):
+        pvesh.set("/access/acl", path="/", roles="PMCPAdmin", **{kind: who})
+    checks = {
+        c.name: c for c in verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="admin")
+    }
+    assert not checks["token scope"].ok and "VM.PowerMgmt" in checks["token scope"].detail
+
+
+def test_protected_guests_get_noaccess_and_converge(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    listed, tagged, later, free = (g for g in guests(pvesh)[:4])
+    pvesh.set(f"/nodes/{tagged['node']}/{tagged['type']}/{tagged['vmid']}/config", tags="pmcp-protected")
+    step = ident(pvesh, sim, paths, protected=[listed["vmid"]])
+    plan = step.check()
+    for g, why in ((listed, "listed in PMCP_PROTECTED"), (tagged, "tagged pmcp-protected")):
+        vmid = g["vmid"]
+        assert f"deny /vms/{vmid} to token pmcp@pve!mcp (NoAccess: guest {vmid} is {why})" in plan.changes
+    step.apply()
+    assert our_acls(pvesh) == scoped("PMCPOperator", (listed["vmid"], tagged["vmid"]))
+
+    def reach(g: dict[str, Any]) -> int:
+        return as_token(
+            sim, paths, "POST", f"/nodes/{g['node']}/{g['type']}/{g['vmid']}/snapshot", snapname="leak"
+        )[0]
+
+    assert reach(listed) == 403 and reach(tagged) == 403  # a leaked token cannot touch them either
+    assert reach(free) == 200
+    visible = {g["vmid"] for g in as_token(sim, paths, "GET", "/cluster/resources", type="vm")[1]["data"]}
+    assert listed["vmid"] not in visible and tagged["vmid"] not in visible and free["vmid"] in visible
+
+    def protected_check() -> Any:
+        checks = verify_identity(
+            sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="operator", protected=[listed["vmid"]]
+        )
+        return next(c for c in checks if c.name == "protected guests")
+
+    assert protected_check().ok and not protected_check().warn
+    # tagged after the install: the server refuses it already; verify warns until a re-run converges
+    pvesh.set(f"/nodes/{later['node']}/{later['type']}/{later['vmid']}/config", tags="pmcp-protected")
+    warn = protected_check()
+    assert warn.ok and warn.warn and str(later["vmid"]) in warn.detail and "pmcp install" in warn.fix
+    again = ident(pvesh, sim, paths, protected=[listed["vmid"]])
+    assert [c for c in again.check().changes if c.startswith("deny")] == [
+        f"deny /vms/{later['vmid']} to {k} (NoAccess: guest {later['vmid']} is tagged pmcp-protected)"
+        for k in ("token pmcp@pve!mcp", "user pmcp@pve")
+    ]
+    again.apply()
+    assert reach(later) == 403 and not protected_check().warn
+
+    # no longer listed: pmcp removes its own NoAccess, and the plan says the token widens
+    plan = ident(pvesh, sim, paths, protected=[]).check()
+    assert (
+        f"remove ACL pmcp made: NoAccess on /vms/{listed['vmid']} for token pmcp@pve!mcp: "
+        f"/vms/{listed['vmid']} is no longer protected, the token may act on it again"
+    ) in plan.changes
+    ident(pvesh, sim, paths, protected=[]).apply()
+    assert reach(listed) == 200 and reach(tagged) == 403
+
+
+def test_noaccess_holds_inside_a_pool_scope(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    """With --pool the role sits on /pool/NAME; a guest's NoAccess is not trumped by it (RPCEnvironment)."""
+    pool = "production"
+    member = next(g for g in guests(pvesh) if g.get("pool") == pool)
+    ident(pvesh, sim, paths, pool=pool, protected=[member["vmid"]]).apply()
+    path = f"/nodes/{member['node']}/{member['type']}/{member['vmid']}/config"
+    assert as_token(sim, paths, "GET", path)[0] == 403
+
+
+# -- item: a re-install removes only what pmcp made -------------------------------------------------------
+
+
+def test_reinstall_keeps_an_admins_noaccess(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    ident(pvesh, sim, paths).apply()
+    g = guests(pvesh)[0]
+    pvesh.set("/access/acl", path=f"/vms/{g['vmid']}", roles="NoAccess", tokens="pmcp@pve!mcp")
+    plan = ident(pvesh, sim, paths).check()
+    assert not plan.needed, plan.changes
+    assert any(
+        f"kept ACL pmcp did not make: NoAccess on /vms/{g['vmid']} for token pmcp@pve!mcp" in n
+        and "--delete 1" in n
+        for n in plan.notes
+    )
+    ident(pvesh, sim, paths).apply()
+    ident(pvesh, sim, paths, mode="read-only").apply()  # a mode change rewrites pmcp's own ACLs only
+    assert (f"/vms/{g['vmid']}", "token", "pmcp@pve!mcp", "NoAccess") in our_acls(pvesh)
+    path = f"/nodes/{g['node']}/{g['type']}/{g['vmid']}/config"
+    assert as_token(sim, paths, "GET", path)[0] == 403
+
+
+def test_an_older_install_is_adopted_by_role_only(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    """An install made before the record: its ACLs on / carry pmcp's roles; an admin's do not."""
+    ident(pvesh, sim, paths).apply()
+    data = statefile.load(paths)
+    del data["identity_acls"]
+    statefile.save(paths, data)
+    for a in pvesh.get("/access/acl"):
+        if a["ugid"].startswith("pmcp@pve"):
+            kind = "users" if a["type"] == "user" else "tokens"
+            pvesh.set("/access/acl", path=a["path"], roles=a["roleid"], delete=1, **{kind: a["ugid"]})
+    for kind, who in (("users", "pmcp@pve"), ("tokens", "pmcp@pve!mcp")):
+        pvesh.set("/access/acl", path="/", roles="PMCPOperator", **{kind: who})  # what 0.x made
+    pvesh.set("/access/acl", path="/vms/101", roles="NoAccess", tokens="pmcp@pve!mcp")  # the admin's
+    plan = ident(pvesh, sim, paths).check()
+    assert "remove ACL pmcp made: PMCPOperator on / for token pmcp@pve!mcp" in plan.changes
+    ident(pvesh, sim, paths).apply()
+    assert our_acls(pvesh) == scoped("PMCPOperator") | {("/vms/101", "token", "pmcp@pve!mcp", "NoAccess")}
+    assert ["/vms/101", "token", "pmcp@pve!mcp", "NoAccess"] not in statefile.load(paths)["identity_acls"]
