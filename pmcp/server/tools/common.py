@@ -122,7 +122,11 @@ async def resolve_guest_status(call: Call, vmid: int) -> tuple[Guest, dict[str, 
                 ),
                 None,
             )
-    raise validate.InvalidArgument(f"vmid: no VM or container {vmid} in this cluster (see list_guests)")
+    call.rt.policy.check_guest(call.spec.name, vmid, ())  # a listed guest is hidden by its NoAccess ACL
+    raise validate.InvalidArgument(
+        f"vmid: no VM or container {vmid} that this server's token can see (see list_guests); "
+        "protected guests are hidden from it"
+    )
 
 
 def guest_path(guest: Guest, *rest: str) -> str:

@@ -435,3 +435,26 @@ def test_least_privilege_token_gets_readable_403(make_server, sim):
     text = error_text(start)
     assert "403" in text and "VM.PowerMgmt" in text and "capabilities" in text
     assert sim.state.guest(vmid)["status"] == "stopped"
+
+
+def test_a_guest_hidden_by_its_noaccess_acl_is_named_as_protected(make_server, sim):
+    """pmcp install gives each protected guest a NoAccess ACL: the token no longer sees it, and the
+    agent is told why rather than "no such guest"."""
+    hidden = guests_where(sim, type="qemu", pool=None)[0]
+    sim.request("POST", "/access/users", params={"userid": "hid@pve"})
+    secret = sim.request("POST", "/access/users/hid@pve/token/tk", params={"privsep": 1})[1]["data"]["value"]
+    for kind, who in (("users", "hid@pve"), ("tokens", "hid@pve!tk")):
+        sim.request("PUT", "/access/acl", params={"path": "/", "roles": "PVEVMAdmin", kind: who})
+    sim.request(
+        "PUT", "/access/acl", params={"path": f"/vms/{hidden}", "roles": "NoAccess", "tokens": "hid@pve!tk"}
+    )
+
+    async def go(served):
+        async with connect(served) as client:
+            return await client.call_tool("stop_guest", {"vmid": hidden, "confirm": True})
+
+    with make_server(
+        protected=frozenset({hidden}), proxmox_token_id="hid@pve!tk", proxmox_token_secret=secret
+    ) as served:
+        result = run(go, served)
+    assert "PMCP_PROTECTED" in error_text(result)
