@@ -44,16 +44,18 @@ def load(path: str | Path) -> dict[str, str]:
 def save(path: str | Path, tokens: dict[str, str]) -> None:
     """Write atomically with mode 0600: a reader never sees a half-written file.
 
-    The owner of an existing file is kept: the server runs as its own uid and must still read the file
-    after root adds or revokes a client.
+    The owner and group-read bit of an existing file are kept (never more than 0640): the server reads it
+    through its group (root:GID 0640) and must still read it after root adds or revokes a client.
     """
     path = Path(path)
     body = "".join(f"{name}:{token}\n" for name, token in sorted(tokens.items()))
     owner = None
+    mode = 0o600
     if path.exists():
         st = path.stat()
         owner = (st.st_uid, st.st_gid)
-    atomic_write(path, body, 0o600, owner)
+        mode |= st.st_mode & 0o040
+    atomic_write(path, body, mode, owner)
 
 
 def add(path: str | Path, name: str) -> str:

@@ -34,7 +34,8 @@ Interfaces (stable, used by pmcp.lifecycle):
                     role=None, api_url="https://127.0.0.1:8006", verify=None, secret_owner=None,
                     protected=())  -- a Step
         verify: CA file path, True (system CAs) or False; None = /etc/pve/pve-root-ca.pem when present
-        secret_owner: (uid, gid) for the secret file when the container user must read it (default root)
+        secret_owner: (uid, gid) of the secret file when the containers must read it: root:GID, file 0640 in
+            a 0750 dir (group-readable); None: the caller's own, 0600 in 0700
         protected: VMIDs that get NoAccess (guests tagged pmcp-protected are added from the cluster)
         .name == "proxmox identity"; .token_full_id ("pmcp@pve!mcp"); .acl_path ("/vms" or "/pool/NAME")
         check() -> Plan; apply(); undo()  (undo after a failed apply reverts only that apply's changes;
@@ -515,7 +516,13 @@ class ProxmoxIdentity:
             return False
         if self.secret_owner and (st.st_uid, st.st_gid) != tuple(self.secret_owner):
             return True
-        return (st.st_mode & 0o777) != 0o600 or (self.secret_file.parent.stat().st_mode & 0o777) != 0o700
+        file_mode, dir_mode = self._secret_modes()
+        return (st.st_mode & 0o777) != file_mode or (
+            self.secret_file.parent.stat().st_mode & 0o777
+        ) != dir_mode
+
+    def _secret_modes(self) -> tuple[int, int]:
+        return (0o640, 0o750) if self.secret_owner else (0o600, 0o700)
 
     def apply(self) -> None:
         self._journal = []
@@ -574,12 +581,15 @@ class ProxmoxIdentity:
         self._rotated = True
 
     def _write_secret(self, secret: str | None) -> None:
-        """Store (or only re-protect) the token secret: dir 0700, file 0600, root (or ``secret_owner``)."""
-        ensure_dir(self.paths.secrets_dir, 0o700)
+        """Store (or only re-protect) the token secret: 0600 in 0700, or root:GID 0640 in 0750."""
+        file_mode, dir_mode = self._secret_modes()
+        ensure_dir(self.paths.secrets_dir, dir_mode)
+        if self.secret_owner:
+            os.chown(self.paths.secrets_dir, *self.secret_owner)
         if secret is not None:
-            atomic_write(self.secret_file, secret, 0o600)
+            atomic_write(self.secret_file, secret, file_mode)
         elif self.secret_file.exists():
-            os.chmod(self.secret_file, 0o600)
+            os.chmod(self.secret_file, file_mode)
         if self.secret_owner and self.secret_file.exists():
             os.chown(self.secret_file, *self.secret_owner)
 

@@ -152,8 +152,13 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
 
     pmcp_file = engine.self_file()
     digest = engine.file_digest(pmcp_file) if pmcp_file else ""
-    uid = render.CONTAINER_UID if os.geteuid() == 0 else os.getuid()
-    gid = render.CONTAINER_UID if os.geteuid() == 0 else os.getgid()
+    if os.geteuid() == 0:
+        # an install keeps its id (its data dirs are owned by it); a fresh one takes an id no host account
+        # uses, so no account shares the containers' files (verify fails when one appears later)
+        uid = int((existing or {}).get("uid") or render.free_container_id())
+        gid = int((existing or {}).get("gid") or uid)
+    else:
+        uid, gid = os.getuid(), os.getgid()
     sim = opts.sim
     mcp_image = images.mcp_image_for(digest) if digest else images.mcp_image(__version__)
     if not digest and existing and existing.get("mcp_image"):
@@ -379,7 +384,7 @@ def build(
             rotate=opts.rotate_token,
             api_url=api_url(opts),
             verify=api_verify(opts),
-            secret_owner=(cfg.uid, cfg.gid) if os.geteuid() == 0 else None,
+            secret_owner=render.secret_owner(cfg.gid)[0],
             protected=protected_list(opts),
         )
 

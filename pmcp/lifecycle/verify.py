@@ -359,6 +359,45 @@ def check_tls_insecure(t: Target) -> Row:
     return Row("proxmox tls", PASS, f"{t.config.proxmox_url} verified with {whose}")
 
 
+def check_container_ids(t: Target) -> Row:
+    """No host account shares the containers' uid or gid, and secrets/ is root's, group-readable only."""
+    import os
+    import stat
+
+    from pmcp.stack import render
+
+    if os.geteuid() != 0:
+        return Row("container ids", SKIP, "not root: the containers run as the caller")
+    uid, gid = t.config.uid, t.config.gid
+    found = render.host_accounts_using(uid, gid)
+    if found:
+        return Row(
+            "container ids",
+            FAIL,
+            f"the containers' uid/gid {uid}:{gid} belongs to a host account: {', '.join(found)} "
+            "(it could reach what the containers own)",
+            "give that account another id (usermod -u / groupmod -g), or pmcp uninstall && pmcp install "
+            "(a fresh install takes an id no account uses)",
+        )
+    bad = []
+    for p, mode in [(t.paths.secrets_dir, render.SECRET_DIR_MODE)] + [
+        (f, render.SECRET_MODE) for f in sorted(t.paths.secrets_dir.glob("*")) if not f.name.startswith(".")
+    ]:
+        st = p.lstat()
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) or (st.st_uid, st.st_gid) != (0, gid):
+            bad.append(f"{p.name} owned {st.st_uid}:{st.st_gid}")
+        elif stat.S_IMODE(st.st_mode) != mode:
+            bad.append(f"{p.name} mode {stat.S_IMODE(st.st_mode):o}")
+    if bad:
+        return Row(
+            "container ids",
+            FAIL,
+            f"secrets/ not root:{gid} 0750 with 0640 files: {', '.join(bad)}",
+            "pmcp install (re-run: re-protects secrets/)",
+        )
+    return Row("container ids", PASS, f"{uid}:{gid} used by no host account; secrets/ root:{gid}, 0750/0640")
+
+
 def run_verify(
     prefix: str | Path, identity: dict[str, Any] | None = None, agent_user: str | None = ""
 ) -> Report:
@@ -373,6 +412,7 @@ def run_verify(
     rows.append(check_unauthenticated(t))
     rows.append(check_mcp(t))
     rows.extend(check_identity(t))
+    rows.append(check_container_ids(t))
     rows.extend(check_agent(t))
     rows.append(check_tls_insecure(t))
     return Report(rows)

@@ -19,7 +19,11 @@ from pmcp import __version__
 from pmcp.files import atomic_write
 from pmcp.paths import InstallPaths
 
-CONTAINER_UID = 10001
+CONTAINER_UID = 10001  # the first id tried; a fresh install takes the first one no host account uses
+SECRET_MODE = 0o640  # as root: secrets are root:GID 0640 in a root:GID 0750 dir; the containers read them
+SECRET_DIR_MODE = (
+    0o750  # through their group, and an account sharing their uid can neither read nor chmod them
+)
 UPSTREAM_DEFAULT = "mcp-server:8080"
 CA_IN_CONTAINER = "/run/pmcp/pve-root-ca.pem"
 SIM_CA = "sim-state/tls/pve-root-ca.pem"
@@ -297,7 +301,8 @@ def write(paths: InstallPaths, files: dict[str, FileSpec]) -> list[str]:
 
 
 def ensure_dirs(paths: InstallPaths, uid: int, gid: int) -> list[str]:
-    """Create the data directories the containers use; return the ones created."""
+    """Create the data directories the containers use; return the ones created. ``secrets/`` stays
+    root's (group-readable by the containers' group) when root runs this."""
     created = []
     paths.prefix.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.prefix, 0o755)
@@ -307,8 +312,43 @@ def ensure_dirs(paths: InstallPaths, uid: int, gid: int) -> list[str]:
             d.mkdir(mode=0o700 if name in ("secrets", "caddy-data", "audit") else 0o755)
             created.append(name)
         if os.geteuid() == 0:
-            os.chown(d, uid, gid)
+            if name == "secrets":
+                os.chown(d, 0, gid)
+                os.chmod(d, SECRET_DIR_MODE)
+            else:
+                os.chown(d, uid, gid)
     return created
+
+
+def secret_owner(gid: int) -> tuple[tuple[int, int] | None, int]:
+    """(owner, mode) of a secret file: root:GID 0640 as root, else the caller's own file 0600."""
+    return ((0, gid), SECRET_MODE) if os.geteuid() == 0 else (None, 0o600)
+
+
+def host_accounts_using(uid: int, gid: int) -> list[str]:
+    """Host accounts or groups that hold the containers' uid or gid (they would share its files)."""
+    import grp
+    import pwd
+
+    found = [f"user {p.pw_name} (uid {uid})" for p in pwd.getpwall() if p.pw_uid == uid]
+    found += [
+        f"user {p.pw_name} (primary gid {gid})" for p in pwd.getpwall() if p.pw_gid == gid and p.pw_uid != uid
+    ]
+    found += [f"group {g.gr_name} (gid {gid})" for g in grp.getgrall() if g.gr_gid == gid]
+    return found
+
+
+def free_container_id(start: int = CONTAINER_UID) -> int:
+    """The first id from ``start`` that no host account uses as uid, primary gid or group id."""
+    import grp
+    import pwd
+
+    used = {p.pw_uid for p in pwd.getpwall()} | {p.pw_gid for p in pwd.getpwall()}
+    used |= {g.gr_gid for g in grp.getgrall()}
+    n = start
+    while n in used:
+        n += 1
+    return n
 
 
 def fingerprint(paths: InstallPaths, rels: list[str]) -> str:

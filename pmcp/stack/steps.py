@@ -75,7 +75,7 @@ def _secret_files(paths: InstallPaths) -> list[Path]:
 
 
 class SecretsStep:
-    """A first client token, and every secret 0600 owned by the container user (it must read them)."""
+    """A first client token, and every secret root's, 0640, readable by the containers' group (as root)."""
 
     name = "secrets"
 
@@ -84,14 +84,14 @@ class SecretsStep:
         self._created_tokens = False
 
     def _wrong_owner(self) -> list[Path]:
-        if os.geteuid() != 0:
+        owner, mode = render.secret_owner(self.ctx.config.gid)
+        if owner is None:
             return []
-        want = (self.ctx.config.uid, self.ctx.config.gid)
         out = []
         for p in _secret_files(self.ctx.paths):
             with contextlib.suppress(FileNotFoundError):
                 st = p.stat()
-                if (st.st_uid, st.st_gid) != want or st.st_mode & 0o077:
+                if (st.st_uid, st.st_gid) != owner or st.st_mode & 0o777 != mode:
                     out.append(p)
         return out
 
@@ -103,7 +103,9 @@ class SecretsStep:
         if self._prometheus_missing():
             plan.changes.append(f"create a client token {PROMETHEUS_CLIENT!r} for Prometheus' scrapes")
         for p in self._wrong_owner():
-            plan.changes.append(f"make {p} 0600, owned by the container user {self.ctx.config.uid}")
+            plan.changes.append(
+                f"make {p} root's, 0640, readable by the containers' group {self.ctx.config.gid}"
+            )
         return plan
 
     def _prometheus_missing(self) -> bool:
@@ -127,11 +129,16 @@ class SecretsStep:
             known.setdefault(PROMETHEUS_CLIENT, authtokens.new_token())
             authtokens.save(tokens, known)
             atomic_write(prometheus_token_file(self.ctx.paths), known[PROMETHEUS_CLIENT].encode(), 0o600)
-        if os.geteuid() == 0:
+        owner, mode = render.secret_owner(self.ctx.config.gid)
+        if owner is not None:
             for p in _secret_files(self.ctx.paths):
+                if p.is_symlink():
+                    raise StepError(
+                        f"{p} is a symbolic link, not a secret file", fix=f"rm {p} && pmcp install"
+                    )
                 if p.exists():
-                    os.chown(p, self.ctx.config.uid, self.ctx.config.gid)
-                    os.chmod(p, 0o600)
+                    os.chown(p, *owner)
+                    os.chmod(p, mode)
 
     def undo(self) -> None:
         if self._created_tokens:

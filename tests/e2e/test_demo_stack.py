@@ -49,9 +49,19 @@ def test_secrets_are_private_files_not_env(demo_stack: DemoStack) -> None:
     from pmcp import authtokens
     from pmcp.paths import InstallPaths
 
+    from pmcp import record as statefile
+
     paths = InstallPaths.at(demo_stack.prefix)
+    gid = statefile.load(paths)["config"]["gid"]
+    # root's, read by the containers through their group (the mcp-server just did: verify passed)
     for secret in (paths.client_tokens, paths.proxmox_token_secret):
-        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        st = secret.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, 0o640), secret
+    dst = paths.secrets_dir.stat()
+    assert (dst.st_uid, dst.st_gid, stat.S_IMODE(dst.st_mode)) == (0, gid, 0o750)
+    checks = {r["check"]: r["result"] for r in demo_stack.result.verify}
+    assert checks["container ids"] == "pass" and checks["token scope"] == "pass"
+    assert checks["acl change refused"] == "pass" and checks["protected guests"] == "pass"
     env = paths.env_file.read_text()
     for token in authtokens.load(paths.client_tokens).values():
         assert token not in env

@@ -52,3 +52,18 @@ def test_root_keeps_the_servers_ownership(tmp_path: Path) -> None:
     st = path.stat()
     assert (st.st_uid, st.st_gid) == (10001, 10001), "the server (uid 10001) must still read its token file"
     assert stat.S_IMODE(st.st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_root_keeps_the_group_read_of_a_root_owned_file(tmp_path: Path) -> None:
+    """secrets/ is root:GID 0640: the server reads its tokens through its group, also after a change."""
+    path = tmp_path / "client-tokens"
+    authtokens.add(path, "first")
+    os.chown(path, 0, 10001)
+    os.chmod(path, 0o640)
+    authtokens.add(path, "second")
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 10001, 0o640)
+    os.chmod(path, 0o666)
+    authtokens.revoke(path, "first")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # never wider than group-read

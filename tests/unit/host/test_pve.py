@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -395,3 +396,14 @@ def test_an_older_install_is_adopted_by_role_only(pvesh: Pvesh, sim: Any, paths:
     ident(pvesh, sim, paths).apply()
     assert our_acls(pvesh) == scoped("PMCPOperator") | {("/vms/101", "token", "pmcp@pve!mcp", "NoAccess")}
     assert ["/vms/101", "token", "pmcp@pve!mcp", "NoAccess"] not in statefile.load(paths)["identity_acls"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_the_secret_is_roots_and_readable_by_the_containers_group(
+    pvesh: Pvesh, sim: Any, paths: InstallPaths
+) -> None:
+    ident(pvesh, sim, paths, secret_owner=(0, 10001)).apply()
+    st, dst = paths.proxmox_token_secret.stat(), paths.secrets_dir.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 10001, 0o640)
+    assert (dst.st_uid, dst.st_gid, dst.st_mode & 0o777) == (0, 10001, 0o750)
+    assert not ident(pvesh, sim, paths, secret_owner=(0, 10001)).check().needed

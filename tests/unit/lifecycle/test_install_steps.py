@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,12 +81,23 @@ def test_files_step_undo_after_failure_restores_and_uninstall_keeps_audit(tmp_pa
     assert not ctx.paths.prefix.exists()
 
 
+def _assert_secret(ctx: Any, path: Path) -> None:
+    """As root: root:GID 0640 in a root:GID 0750 secrets/ (the containers read through their group; an
+    account sharing their uid reads nothing); otherwise the caller's own 0600 file."""
+    st, dst = path.stat(), ctx.paths.secrets_dir.stat()
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, ctx.config.gid, 0o640)
+        assert (dst.st_uid, dst.st_gid, stat.S_IMODE(dst.st_mode)) == (0, ctx.config.gid, 0o750)
+    else:
+        assert stat.S_IMODE(st.st_mode) == 0o600
+
+
 def test_secrets_step_creates_one_client_token_once(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path / "inst")
     assert run_steps([SecretsStep(ctx)]).steps[0].status == "changed"
     tokens = authtokens.load(ctx.paths.client_tokens)
     assert list(tokens) == ["default"]
-    assert stat.S_IMODE(ctx.paths.client_tokens.stat().st_mode) == 0o600
+    _assert_secret(ctx, ctx.paths.client_tokens)
     assert run_steps([SecretsStep(ctx)]).steps[0].status == "ok"
     assert authtokens.load(ctx.paths.client_tokens) == tokens  # never rotated by a re-run
 
@@ -99,7 +111,7 @@ def test_monitoring_gets_its_own_client_token_file(tmp_path: Path) -> None:
     assert set(tokens) == {"default", PROMETHEUS_CLIENT}
     bare = prometheus_token_file(ctx.paths)
     assert bare.read_text() == tokens[PROMETHEUS_CLIENT]
-    assert stat.S_IMODE(bare.stat().st_mode) == 0o600
+    _assert_secret(ctx, bare)
     assert run_steps([SecretsStep(ctx)]).steps[0].status == "ok"
 
 

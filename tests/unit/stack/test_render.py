@@ -81,7 +81,9 @@ def test_write_is_atomic_idempotent_and_modes(tmp_path: Path) -> None:
     written = render.write(paths, files)
     assert set(written) == set(files)
     assert stat.S_IMODE((paths.prefix / ".env").stat().st_mode) == 0o640
-    assert stat.S_IMODE(paths.secrets_dir.stat().st_mode) == 0o700
+    # as root secrets/ is root's and group-readable by the containers' group only
+    assert stat.S_IMODE(paths.secrets_dir.stat().st_mode) == (0o750 if os.geteuid() == 0 else 0o700)
+    assert paths.secrets_dir.stat().st_uid == 0 or os.geteuid() != 0
     before = {rel: (paths.prefix / rel).stat().st_mtime_ns for rel in files}
     assert render.write(paths, render.render(_config(), upstream=render.UPSTREAM_DEFAULT)) == []
     assert {rel: (paths.prefix / rel).stat().st_mtime_ns for rel in files} == before
