@@ -47,9 +47,8 @@ def test_install_succeeds_and_verifies(demo_stack: DemoStack) -> None:
 
 def test_secrets_are_private_files_not_env(demo_stack: DemoStack) -> None:
     from pmcp import authtokens
-    from pmcp.paths import InstallPaths
-
     from pmcp import record as statefile
+    from pmcp.paths import InstallPaths
 
     paths = InstallPaths.at(demo_stack.prefix)
     gid = statefile.load(paths)["config"]["gid"]
