@@ -68,7 +68,11 @@ def main() -> None:
 @click.option("--https-port", default=443, show_default=True, type=int, help="Port Caddy serves HTTPS on.")
 @click.option("--http-port", default=80, show_default=True, help="HTTP port (redirect, ACME), 0: none.")
 @click.option("--server-port", default=8080, show_default=True, type=int, help="Server port on 127.0.0.1.")
-@click.option("--allow-from", metavar="CIDR", help="Firewall rule source for the HTTPS port (pve-firewall).")
+@click.option(
+    "--allow-from",
+    metavar="CIDR",
+    help="Only this IPv4 CIDR may reach the HTTPS port (pve-firewall + DOCKER-USER); published on IPv4 only.",
+)
 @click.option(
     "--images",
     "--bundle",

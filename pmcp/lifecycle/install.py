@@ -102,11 +102,17 @@ class InstallOptions:
             import ipaddress
 
             try:
-                ipaddress.ip_network(self.allow_from, strict=False)
+                net = ipaddress.ip_network(self.allow_from, strict=False)
             except ValueError as exc:
                 raise StepError(
                     f"--allow-from {self.allow_from}: {exc}", fix="e.g. --allow-from 192.0.2.0/24"
                 ) from exc
+            if net.version != 4:
+                # the HTTPS port is then published on IPv4 only, and the DOCKER-USER filter is iptables
+                raise StepError(
+                    f"--allow-from {self.allow_from}: only an IPv4 CIDR is supported",
+                    fix="e.g. --allow-from 192.0.2.0/24 (the HTTPS port is then published on IPv4 only)",
+                )
 
 
 def protected_list(opts: InstallOptions) -> list[int]:
@@ -185,6 +191,7 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         gid=gid,
         monitoring=opts.monitoring,
         protected=",".join(str(v) for v in protected_list(opts)),
+        ipv4_only=bool(opts.allow_from),
         extra_env=dict(opts.extra_env),
         sim=sim,
     )

@@ -266,12 +266,12 @@ def check_containers(t: Target) -> list[Row]:
                 "" if st.ready else f"pmcp logs {svc}",
             )
         )
-        rows.append(_hardening(svc, ctr.attrs))
+        rows.append(_hardening(svc, ctr.attrs, t.config.ipv4_only))
     return rows
 
 
 def hardening_problems(
-    attrs: dict[str, Any], loopback_only: bool, allowed_caps: tuple[str, ...] = ()
+    attrs: dict[str, Any], loopback_only: bool, allowed_caps: tuple[str, ...] = (), ipv4_only: bool = False
 ) -> list[str]:
     cfg, host = attrs.get("Config", {}), attrs.get("HostConfig", {})
     problems = []
@@ -295,12 +295,19 @@ def hardening_problems(
             for b in binds or []:
                 if b.get("HostIp") not in ("127.0.0.1", "::1"):
                     problems.append(f"port published on {b.get('HostIp') or '0.0.0.0'}")
+    if ipv4_only:  # --allow-from: its DOCKER-USER filter is IPv4, so nothing may listen on IPv6
+        for port, binds in (host.get("PortBindings") or {}).items():
+            for b in binds or []:
+                if ":" in (b.get("HostIp") or ":"):
+                    problems.append(f"{port} published on IPv6 too ({b.get('HostIp') or 'all addresses'})")
     return problems
 
 
-def _hardening(svc: str, attrs: dict[str, Any]) -> Row:
+def _hardening(svc: str, attrs: dict[str, Any], ipv4_only: bool = False) -> Row:
     allowed = ("NET_BIND_SERVICE",) if svc == "caddy" else ()  # see the compose file: exec needs it
-    problems = hardening_problems(attrs, loopback_only=svc == "mcp-server", allowed_caps=allowed)
+    problems = hardening_problems(
+        attrs, loopback_only=svc == "mcp-server", allowed_caps=allowed, ipv4_only=ipv4_only and svc == "caddy"
+    )
     if problems:
         return Row(
             f"{svc} hardening",

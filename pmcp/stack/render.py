@@ -97,6 +97,7 @@ class StackConfig:
     gid: int = CONTAINER_UID
     monitoring: bool = False
     health_interval: str = "2s"
+    ipv4_only: bool = False  # --allow-from: publish HTTPS on 0.0.0.0 only (the DOCKER-USER filter is IPv4)
     extra_env: dict[str, str] = field(default_factory=dict)
     sim: SimService | None = None
 
@@ -190,7 +191,7 @@ def compose_text(cfg: StackConfig) -> str:
             "server_port": cfg.server_port,
             "health_interval": cfg.health_interval,
             "server_depends": "    depends_on:\n      - pve-sim\n" if cfg.sim else "",
-            "https_bind": str(cfg.https_port),
+            "https_bind": f"0.0.0.0:{cfg.https_port}" if cfg.ipv4_only else str(cfg.https_port),
             "http_ports": http_ports,
             "prometheus_port": cfg.prometheus_port,
             "sim_service": sim,

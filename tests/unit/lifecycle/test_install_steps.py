@@ -218,3 +218,16 @@ def test_allow_from_is_enforced_on_the_published_port_too(tmp_path: Path) -> Non
     assert "published port filter" not in [s.name for s in build(InstallOptions(prefix=str(tmp_path))).steps]
     demo = InstallOptions(prefix=str(tmp_path), allow_from="192.0.2.0/24", host_checks=False)
     assert "published port filter" not in [s.name for s in build(demo).steps], "demo: iptables untouched"
+
+
+def test_allow_from_publishes_https_on_ipv4_only() -> None:
+    from pmcp.lifecycle.install import stack_config
+
+    opts = InstallOptions(prefix="/nonexistent", allow_from="192.0.2.0/24", https_port=8443)
+    cfg = stack_config(opts)
+    assert cfg.ipv4_only
+    assert '- "0.0.0.0:8443:8443"' in render.compose_text(cfg)
+    assert '- "8443:8443"' in render.compose_text(stack_config(InstallOptions(prefix="/x", https_port=8443)))
+    with pytest.raises(StepError, match="only an IPv4 CIDR") as err:
+        InstallOptions(allow_from="2001:db8::/32").validate()
+    assert "IPv4 only" in err.value.fix

@@ -62,3 +62,18 @@ def test_picks_a_read_tool_without_required_arguments() -> None:
     tools = [_tool("delete_guest", False), _tool("guest_status", True, ["vmid"]), _tool("list_nodes", True)]
     assert _pick_read_tool(tools) == "list_nodes"
     assert _pick_read_tool([_tool("delete_guest", False)]) is None
+
+
+def test_allow_from_flags_an_https_port_published_on_ipv6() -> None:
+    """--allow-from's DOCKER-USER filter is IPv4: a port Docker also publishes on [::] bypasses it."""
+    both = {**HARD, "HostConfig": {**HARD["HostConfig"], "PortBindings": {"8443/tcp": [{"HostIp": ""}]}}}
+    v6 = {**HARD, "HostConfig": {**HARD["HostConfig"], "PortBindings": {"8443/tcp": [{"HostIp": "::"}]}}}
+    v4 = {**HARD, "HostConfig": {**HARD["HostConfig"], "PortBindings": {"8443/tcp": [{"HostIp": "0.0.0.0"}]}}}
+    assert hardening_problems(both, loopback_only=False, ipv4_only=True) == [
+        "8443/tcp published on IPv6 too (all addresses)"
+    ]
+    assert hardening_problems(v6, loopback_only=False, ipv4_only=True) == [
+        "8443/tcp published on IPv6 too (::)"
+    ]
+    assert hardening_problems(v4, loopback_only=False, ipv4_only=True) == []
+    assert hardening_problems(both, loopback_only=False) == []  # no --allow-from: both families are fine
