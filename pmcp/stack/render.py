@@ -316,9 +316,22 @@ def ensure_dirs(paths: InstallPaths, uid: int, gid: int) -> list[str]:
             if name == "secrets":
                 os.chown(d, 0, gid)
                 os.chmod(d, SECRET_DIR_MODE)
+                _protect_secret_files(d, gid)
             else:
                 os.chown(d, uid, gid)
     return created
+
+
+def _protect_secret_files(secrets_dir: Path, gid: int) -> None:
+    """An install made before secrets/ was root's (files 0600 of the container uid): make each regular file
+    root:GID 0640, so `pmcp update` converges it too. Links and other non-files are left alone."""
+    import stat
+
+    for f in secrets_dir.iterdir():
+        st = f.lstat()
+        if stat.S_ISREG(st.st_mode) and not f.name.startswith(".") and (st.st_uid, st.st_gid) != (0, gid):
+            os.chown(f, 0, gid, follow_symlinks=False)
+            os.chmod(f, SECRET_MODE)
 
 
 def secret_owner(gid: int) -> tuple[tuple[int, int] | None, int]:

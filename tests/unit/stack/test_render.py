@@ -164,3 +164,24 @@ def test_upstream_is_what_the_update_switch_needs() -> None:
     # Caddy flushes text/event-stream at once by itself; a forced flush_interval -1 was measured to
     # truncate a response now and then during the switch (bench_update), so it must not come back.
     assert "flush_interval" not in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_ensure_dirs_moves_an_older_installs_secrets_to_root(tmp_path: Path) -> None:
+    """Before, secrets/ and its files were the container uid's (0700/0600): an account sharing that uid read
+    them. ensure_dirs (install and update) makes them root:GID 0750/0640; a symlink is not followed."""
+    paths = InstallPaths.at(tmp_path / "inst")
+    paths.secrets_dir.mkdir(parents=True, mode=0o700)
+    token = paths.secrets_dir / "proxmox-token"
+    token.write_text("s")
+    target = tmp_path / "elsewhere"
+    target.write_text("x")
+    (paths.secrets_dir / "link").symlink_to(target)
+    for p in (paths.secrets_dir, token, target):
+        os.chown(p, 10001, 10001)
+    token.chmod(0o600)
+    render.ensure_dirs(paths, 10001, 10001)
+    st = token.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 10001, 0o640)
+    assert paths.secrets_dir.stat().st_uid == 0
+    assert target.stat().st_uid == 10001  # the link's target is untouched
