@@ -118,6 +118,11 @@ def split_tags(text: str | None) -> set[str]:
     return {t.strip().lower() for t in (text or "").replace(",", ";").replace(" ", ";").split(";") if t}
 
 
+def _under(path: str, parent: str) -> bool:
+    """``path`` is strictly below ``parent`` in the ACL tree (``/`` is above everything)."""
+    return path != parent and (parent == "/" or path.startswith(parent.rstrip("/") + "/"))
+
+
 def acl_command(key: AclKey, delete: bool = False) -> str:
     """The pvesh line an admin runs to add or remove one ACL entry by hand."""
     path, kind, ugid, role = key
@@ -428,8 +433,12 @@ class ProxmoxIdentity:
                     widen = f": {key[0]} is no longer protected, the token may act on it again"
                 changes.append(f"remove ACL pmcp made: {self._describe(key)}{widen}")
             else:
+                below = sorted(
+                    {d[0] for d in desired if d[3] != "NoAccess" and d[1] == key[1] and _under(d[0], key[0])}
+                )
+                over = f"; pmcp's more specific ACLs override it on {', '.join(below)}" if below else ""
                 notes.append(
-                    f"warning: kept ACL pmcp did not make: {self._describe(key)} "
+                    f"warning: kept ACL pmcp did not make: {self._describe(key)}{over} "
                     f"(to remove it: {acl_command(key, delete=True)})"
                 )
         return changes, notes

@@ -372,6 +372,13 @@ def test_reinstall_keeps_an_admins_noaccess(pvesh: Pvesh, sim: Any, paths: Insta
         for n in plan.notes
     )
     ident(pvesh, sim, paths).apply()
+    # an admin's NoAccess above pmcp's ACLs is kept too, and the plan says where pmcp's override it
+    pvesh.set("/access/acl", path="/storage", roles="NoAccess", tokens="pmcp@pve!mcp")
+    notes = ident(pvesh, sim, paths).check().notes
+    assert any(
+        "NoAccess on /storage for token" in n and "override it on /storage/backup-nfs, /storage/local" in n
+        for n in notes
+    ), notes
     ident(pvesh, sim, paths, mode="read-only").apply()  # a mode change rewrites pmcp's own ACLs only
     assert (f"/vms/{g['vmid']}", "token", "pmcp@pve!mcp", "NoAccess") in our_acls(pvesh)
     path = f"/nodes/{g['node']}/{g['type']}/{g['vmid']}/config"
