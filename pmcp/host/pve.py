@@ -242,7 +242,8 @@ class ProxmoxIdentity:
 
     @property
     def read_role(self) -> str:
-        return ROLE_NAMES["read-only"] if self.role == ROLE_NAMES[self.mode] else self.role
+        """The role of the read paths: always the read-only one (a custom --role never reaches ``/``)."""
+        return ROLE_NAMES["read-only"]
 
     @property
     def secret_file(self) -> Path:
