@@ -765,7 +765,8 @@ def verify_identity(
         checks.append(_refused("root@pam protected", "PUT /access/users/root@pam", resp))
 
         # PUT /access/password proves nothing: PVE refuses it to every token (allowtoken => 0). An ACL
-        # change can fail: perm-modify needs Permissions.Modify (PVE/API2/ACL.pm update_acl), and a token
+        # change can fail: on /access/realm/X it needs Permissions.Modify (pve-access-control
+        # PVE/RPCEnvironment.pm check_perm_modify, for PVE/API2/ACL.pm update_acl), and a token
         # that had it could grant itself anything. If it was not refused, it removed an ACL entry that
         # cannot exist (a random realm path): nothing changes.
         probe_path = f"/access/realm/pmcp-probe-{secrets.token_hex(6)}"

@@ -397,7 +397,7 @@ def acl_read(ctx: Ctx, p: dict) -> list:
 def acl_update(ctx: Ctx, p: dict) -> None:
     """Add (or with ``delete=1`` remove) role assignments for users, groups and tokens on a path."""
     path = "/" + "/".join(x for x in p["path"].split("/") if x)
-    if not _ACL_PATH.match(path):
+    if not p.get("delete") and not _ACL_PATH.match(path):  # ACL.pm update_acl: check_path only when adding
         raise param_error({"path": f"invalid ACL path '{p['path']}'"})
     roles_ = split_list(p["roles"])
     world = ctx.world
