@@ -118,6 +118,18 @@ def split_tags(text: str | None) -> set[str]:
     return {t.strip().lower() for t in (text or "").replace(",", ";").replace(" ", ";").split(";") if t}
 
 
+def _prop(entry: dict[str, Any]) -> int:
+    return int(bool(entry.get("propagate", 1)))
+
+
+def _batches(keys: Iterable[AclKey], prop: dict[AclKey, int]) -> list[list[AclKey]]:
+    """Entries grouped by (path, role, propagate), in first-seen order: one API call each."""
+    groups: dict[tuple[str, str, int], list[AclKey]] = {}
+    for k in keys:
+        groups.setdefault((k[0], k[3], prop[k]), []).append(k)
+    return list(groups.values())
+
+
 def _under(path: str, parent: str) -> bool:
     """``path`` is strictly below ``parent`` in the ACL tree (``/`` is above everything)."""
     return path != parent and (parent == "/" or path.startswith(parent.rstrip("/") + "/"))
@@ -425,7 +437,7 @@ class ProxmoxIdentity:
                 prop = "" if desired[key] else " (not propagated)"
                 changes.append(f"grant {role} on {path}{prop} to {kind} {ugid}")
         for key in sorted(set(desired) & set(current)):
-            if key in owned and int(bool(current[key].get("propagate", 1))) != desired[key]:
+            if key in owned and _prop(current[key]) != desired[key]:
                 changes.append(f"set propagate={desired[key]} on {self._describe(key)}")
         for key in sorted(set(current) - set(desired)):
             if key in owned:
@@ -611,20 +623,37 @@ class ProxmoxIdentity:
         owned = self.owned_acls(current)
         if self._record().get(RECORD_KEY) is None:
             self._save_owned(owned)  # adopt what an older pmcp made, once
-        order = sorted(set(desired) - set(current), key=lambda k: (k[3] != "NoAccess", k))
-        for key in order:
-            self._set_acl(*key, delete=False, propagate=desired[key])
-            self._journal_add(("acl-added", *key))
-            owned.add(key)
+        missing = set(desired) - set(current)
+        for batch in _batches(sorted(missing, key=lambda k: (k[3] != "NoAccess", k)), desired):
+            self._set_acls(batch, delete=False, propagate=desired[batch[0]])
+            for key in batch:
+                self._journal_add(("acl-added", *key))
+            owned.update(batch)
             self._save_owned(owned)
-        for key in sorted(set(desired) & set(current) & owned):
-            if int(bool(current[key].get("propagate", 1))) != desired[key]:
-                self._set_acl(*key, delete=False, propagate=desired[key])
-        for key in sorted((set(current) - set(desired)) & owned):
-            self._set_acl(*key, delete=True, propagate=current[key].get("propagate", 1))
-            self._journal_add(("acl-removed", *key, current[key].get("propagate", 1)))
-            owned.discard(key)
+        moved = [k for k in sorted(set(desired) & set(current) & owned) if _prop(current[k]) != desired[k]]
+        for batch in _batches(moved, desired):
+            self._set_acls(batch, delete=False, propagate=desired[batch[0]])
+        stale = {k: _prop(current[k]) for k in (set(current) - set(desired)) & owned}
+        for batch in _batches(sorted(stale), stale):
+            self._set_acls(batch, delete=True)
+            for key in batch:
+                self._journal_add(("acl-removed", *key, stale[key]))
+            owned.difference_update(batch)
             self._save_owned(owned)
+
+    def _set_acls(self, keys: list[AclKey], delete: bool, propagate: int = 1) -> None:
+        """One PUT /access/acl for the user and the token on one path and role (it takes lists of both)."""
+        path, role = keys[0][0], keys[0][3]
+        params: dict[str, Any] = {"path": path, "roles": role, "propagate": propagate}
+        users = [k[2] for k in keys if k[1] == "user"]
+        tokens = [k[2] for k in keys if k[1] == "token"]
+        if users:
+            params["users"] = ",".join(users)
+        if tokens:
+            params["tokens"] = ",".join(tokens)
+        if delete:
+            params["delete"] = 1
+        self.pvesh.set("/access/acl", params)
 
     def _set_acl(self, path: str, kind: str, ugid: str, role: str, delete: bool, propagate: Any = 1) -> None:
         params: dict[str, Any] = {"path": path, "roles": role, "propagate": 1 if propagate else 0}
