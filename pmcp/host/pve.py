@@ -25,8 +25,9 @@ PVE/RPCEnvironment.pm ``$compile_acl_path`` never lets a pool ACL trump a guest'
 What pmcp made is recorded (state.json ``identity_acls``): a re-run removes only those of its ACLs that
 are no longer wanted, keeps every other ACL of the user or token (an admin's ``NoAccess`` stays) and
 says so in the plan. An install recorded before this list existed adopts only entries with pmcp's own
-roles (``PMCP*``). Protection converges on every ``pmcp install`` re-run; ``pmcp verify`` warns when a
-guest is protected (listed or tagged later) but the token still holds privileges on it.
+roles (``PMCP*``). Protection converges on every ``pmcp install`` re-run; ``pmcp update`` (cron) only adds
+the NoAccess of a guest protected since (``deny_protected``: it never grants or removes); ``pmcp verify``
+warns when a protected guest is still within the token's reach.
 
 Interfaces (stable, used by pmcp.lifecycle):
     MODES = ("read-only", "operator", "admin");  ROLE_NAMES[mode];  FORBIDDEN;  mode_privileges(mode, valid)
@@ -373,12 +374,41 @@ class ProxmoxIdentity:
             places.append((MODE_PATH, self.role, 1))
             if self.role != self.read_role:
                 places += [(f"/storage/{sid}", self.role, 1) for sid in self.backup_storages()]
-        places += [(f"/vms/{vmid}", "NoAccess", 1) for vmid in sorted(protected)]
         out: dict[AclKey, int] = {}
         for path, role, prop in places:
             out[(path, "user", self.userid, role)] = prop
             out[(path, "token", self.token_full_id, role)] = prop
+        return {**out, **self._noaccess_acls(protected)}
+
+    def _noaccess_acls(self, protected: Iterable[int]) -> dict[AclKey, int]:
+        out: dict[AclKey, int] = {}
+        for vmid in sorted(protected):
+            out[(f"/vms/{vmid}", "user", self.userid, "NoAccess")] = 1
+            out[(f"/vms/{vmid}", "token", self.token_full_id, "NoAccess")] = 1
         return out
+
+    def deny_protected(self) -> list[str]:
+        """Narrowing only, for `pmcp update` (cron): add the NoAccess ACL of each guest protected since the
+        last install (a tag added later), record it, and say which. Never grants or removes an ACL: that
+        can widen the token, and only `pmcp install` does it, with its plan shown."""
+        protected = self.protected_guests()
+        want = self._noaccess_acls(protected)
+        current = {self._acl_key(a): a for a in self._acls()}
+        missing = sorted(set(want) - set(current))
+        if not missing:
+            return []
+        owned = self.owned_acls(current)
+        try:
+            for batch in _batches(missing, want):
+                self._set_acls(batch, delete=False)
+                owned.update(batch)
+                self._save_owned(owned)
+        except PveshError as exc:
+            raise self._pve_error("Proxmox refused a NoAccess ACL", exc) from exc
+        vmids = sorted({int(k[0].rsplit("/", 1)[1]) for k in missing})
+        return [
+            f"denied /vms/{v} to {self.token_full_id} (NoAccess: guest {v} is {protected[v]})" for v in vmids
+        ]
 
     @staticmethod
     def _acl_key(a: dict[str, Any]) -> AclKey:

@@ -553,6 +553,7 @@ def update(opts: Options, report: Report | None = None) -> Outcome:
             out.from_image = inst.state["config"].get("mcp_image", "")
             out.to_image = inst.ctx.config.mcp_image
             _recover(inst, rec, opts.drain)
+            _deny_protected(inst, rec)
             out.reasons, notes = reasons_due(inst, opts.force)
             out.due = bool(out.reasons)
             for n in notes:
@@ -571,6 +572,39 @@ def update(opts: Options, report: Report | None = None) -> Outcome:
             t.finish(False, "interrupted")
             raise
     return _finish(inst, out, t)
+
+
+def _deny_protected(inst: _Install, rec: _Recorder) -> None:
+    """Every run, due or not: a guest protected since the last install (tagged pmcp-protected, say) gets its
+    NoAccess ACL, so `--auto-update` picks a tag up within a day. It only narrows the token (granting and
+    removing are `pmcp install`'s, with the plan shown); when Proxmox cannot be asked it warns and goes on."""
+    ident = inst.state.get("identity") or {}
+    if not ident.get("token_id"):
+        return
+    from pmcp.host.pve import ProxmoxIdentity
+    from pmcp.host.run import Pvesh
+    from pmcp.lifecycle.install import InstallOptions, protected_list
+
+    opts = InstallOptions.from_dict(inst.state.get("options") or {})
+    env = {**os.environ, **ident["pvesh_env"]} if ident.get("pvesh_env") else None
+    userid, _, tokenid = str(ident["token_id"]).partition("!")
+    step = ProxmoxIdentity(
+        Pvesh(ident.get("pvesh"), env=env),
+        inst.ctx.config.mode,
+        inst.paths,
+        pool=ident.get("pool"),
+        userid=userid,
+        tokenid=tokenid,
+        protected=protected_list(opts),
+    )
+    try:
+        denied = step.deny_protected()
+    except StepError as exc:
+        rec.note(f"warning: protected guests not converged ({exc.message}); pmcp install does it")
+        return
+    if denied:
+        with rec.phase("protected guests", "NoAccess for newly protected guests") as notes:
+            notes.extend(denied)
 
 
 def _rotate(paths: InstallPaths, rec: _Recorder, keep: int) -> None:

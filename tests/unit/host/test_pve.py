@@ -414,3 +414,48 @@ def test_the_secret_is_roots_and_readable_by_the_containers_group(
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 10001, 0o640)
     assert (dst.st_uid, dst.st_gid, dst.st_mode & 0o777) == (0, 10001, 0o750)
     assert not ident(pvesh, sim, paths, secret_owner=(0, 10001)).check().needed
+
+
+def test_update_only_narrows_a_tag_added_later(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    """`pmcp update` (cron) adds the NoAccess of a guest tagged since the install, and nothing else: it
+    neither grants a missing ACL nor removes one (that can widen the token; install shows its plan)."""
+    import sys
+    from types import SimpleNamespace
+
+    from pmcp.lifecycle.update import Outcome, _deny_protected, _Recorder
+    from pmcp.stack.render import StackConfig
+    from tests.unit.host.conftest import _sim_env
+
+    ident(pvesh, sim, paths, protected=[]).apply()
+    first, later = guests(pvesh)[:2]
+    pvesh.set(f"/nodes/{later['node']}/{later['type']}/{later['vmid']}/config", tags="pmcp-protected")
+    pvesh.set("/access/acl", path="/sdn", roles="PMCPReadOnly", delete=1, tokens="pmcp@pve!mcp")  # a gap
+    inst = SimpleNamespace(
+        paths=paths,
+        ctx=SimpleNamespace(config=StackConfig(mode="operator")),
+        state={
+            "options": {"protect": str(first["vmid"])},
+            "identity": {
+                "token_id": "pmcp@pve!mcp",
+                "pvesh": [sys.executable, "-m", "pmcp", "sim", "pvesh"],
+                "pvesh_env": _sim_env(sim),
+            },
+        },
+    )
+    out = Outcome("update")
+    _deny_protected(inst, _Recorder(out, None, None))  # type: ignore[arg-type]
+    assert [s.name for s in out.steps] == ["protected guests"]
+    assert out.steps[0].notes == [
+        f"denied /vms/{g['vmid']} to pmcp@pve!mcp (NoAccess: guest {g['vmid']} is {why})"
+        for g, why in ((first, "listed in PMCP_PROTECTED"), (later, "tagged pmcp-protected"))
+    ]
+    assert (
+        as_token(sim, paths, "GET", f"/nodes/{later['node']}/{later['type']}/{later['vmid']}/config")[0]
+        == 403
+    )
+    assert ("/sdn", "token", "pmcp@pve!mcp", "PMCPReadOnly") not in our_acls(pvesh)  # not granted by update
+    recorded = {tuple(k) for k in statefile.load(paths)["identity_acls"]}
+    assert (f"/vms/{later['vmid']}", "token", "pmcp@pve!mcp", "NoAccess") in recorded
+    again = Outcome("update")
+    _deny_protected(inst, _Recorder(again, None, None))  # type: ignore[arg-type]
+    assert again.steps == []  # nothing to do: no phase, no noise in cron's output
