@@ -890,7 +890,7 @@ def _protected_check(
             True,
             f"the token still reaches protected guest(s) {ids} (no NoAccess ACL yet); the server refuses "
             "changes to them meanwhile",
-            "pmcp install (re-run: adds a NoAccess ACL for each protected guest)",
+            "pmcp update or pmcp install (either adds a NoAccess ACL for each protected guest)",
             warn=True,
         )
     return Check("protected guests", True, "no protected guest is visible to the token (NoAccess)")
