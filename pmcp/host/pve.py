@@ -13,8 +13,9 @@ Where the ACLs go (no ``--pool``), because an ACL on ``/`` reaches more than the
     ``/`` (not propagated)                  read-only role: ``GET /cluster/status`` checks Sys.Audit on ``/``
     ``/nodes /storage /pool /sdn``          read-only role: what the read tools list
     ``/vms``                                the mode's role: power, snapshots, backups act on ``/vms/ID``
-    ``/storage/ID`` (content ``backup``)    the mode's role (operator, admin): vzdump needs
-                                            Datastore.AllocateSpace on the backup storage
+    ``/storage/ID`` (content ``backup``)    operator's role: vzdump needs Datastore.AllocateSpace there
+    ``/storage``, ``/sdn`` (admin)           admin's role: clone/restore/grow allocate disks on any storage
+                                            (Datastore.AllocateSpace), a restore uses bridges (SDN.Use)
     ``/vms/ID`` of each protected guest     ``NoAccess`` (PMCP_PROTECTED and the ``pmcp-protected`` tag)
 Never the mode's role on ``/``: pve-manager PVE/API2/Nodes.pm ``stopall`` (and startall, suspendall)
 accept VM.PowerMgmt on ``/`` for every guest of the node at once. Nothing propagates to ``/access`` (users,
@@ -370,9 +371,19 @@ class ProxmoxIdentity:
         if self.pool:
             places.append((self.acl_path, self.role, 1))
         else:
-            places += [(path, self.read_role, prop) for path, prop in READ_PATHS]
+            privs = _MODE_PRIVS[self.mode]
+            # a mode that allocates disks (clone, restore, grow) needs Datastore.AllocateSpace on any
+            # storage it puts them on, and one that picks bridges SDN.Use on /sdn/zones/...: its role
+            # goes on the whole tree; otherwise the tree only reads
+            wide = {
+                "/storage": bool(privs & {"VM.Allocate", "VM.Config.Disk"}),
+                "/sdn": "SDN.Use" in privs,
+            }
+            places += [
+                (path, self.role if wide.get(path) else self.read_role, prop) for path, prop in READ_PATHS
+            ]
             places.append((MODE_PATH, self.role, 1))
-            if self.role != self.read_role:
+            if self.role != self.read_role and not wide["/storage"]:
                 places += [(f"/storage/{sid}", self.role, 1) for sid in self.backup_storages()]
         out: dict[AclKey, int] = {}
         for path, role, prop in places:

@@ -270,7 +270,7 @@ def guests(pvesh: Pvesh) -> list[dict[str, Any]]:
 def test_the_token_holds_nothing_on_root_or_access(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
     """VM.PowerMgmt on / is leave to stop every guest of a node (pve-manager Nodes.pm stopall); Sys.Audit
     propagated from / reads every user and ACL. The ACLs go on /vms, the storages and the read trees."""
-    ident(pvesh, sim, paths, mode="admin").apply()
+    ident(pvesh, sim, paths, mode="operator").apply()
     status, body = as_token(sim, paths, "GET", "/access/permissions", path="/")
     assert status == 200
     assert set(body["data"]["/"]) <= pve_mod._MODE_PRIVS["read-only"]
@@ -278,23 +278,33 @@ def test_the_token_holds_nothing_on_root_or_access(pvesh: Pvesh, sim: Any, paths
     assert users <= {"pmcp@pve"}  # no Sys.Audit on /access: nobody else
     g = guests(pvesh)[0]
     assert as_token(sim, paths, "GET", f"/nodes/{g['node']}/{g['type']}/{g['vmid']}/config")[0] == 200
-    # Datastore.AllocateSpace only where backups go: not on the disk-image storage
+    # operator: Datastore.AllocateSpace only where backups go, not on the disk-image storage
     status, body = as_token(sim, paths, "GET", "/access/permissions", path="/storage/local-lvm")
     assert "Datastore.AllocateSpace" not in body["data"]["/storage/local-lvm"]
     assert "Datastore.Audit" in body["data"]["/storage/local-lvm"]
     status, body = as_token(sim, paths, "GET", "/access/permissions", path="/storage/local")
     assert "Datastore.AllocateSpace" in body["data"]["/storage/local"]
-    checks = {
-        c.name: c for c in verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="admin")
-    }
-    assert all(c.ok for c in checks.values()), checks
+
+    def checks_for(mode: str) -> dict[str, Any]:
+        found = verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode=mode)
+        return {c.name: c for c in found}
+
+    assert all(c.ok for c in checks_for("operator").values())
+
+    # admin allocates disks (clone, restore, grow) and picks bridges: its role covers /storage and /sdn,
+    # and still holds nothing beyond reading on / itself
+    ident(pvesh, sim, paths, mode="admin").apply()
+    status, body = as_token(sim, paths, "GET", "/access/permissions", path="/storage/local-lvm")
+    assert "Datastore.AllocateSpace" in body["data"]["/storage/local-lvm"]
+    assert ("/storage/local", "token", "pmcp@pve!mcp", "PMCPAdmin") not in our_acls(pvesh)  # /storage has it
+    status, body = as_token(sim, paths, "GET", "/access/permissions", path="/")
+    assert set(body["data"]["/"]) <= pve_mod._MODE_PRIVS["read-only"]
+    assert all(c.ok for c in checks_for("admin").values())
 
     # the scope check can fail: the old layout (the mode's role on /) is caught
     for kind, who in (("users", "pmcp@pve"), ("tokens", "pmcp@pve!mcp")):
         pvesh.set("/access/acl", path="/", roles="PMCPAdmin", **{kind: who})
-    checks = {
-        c.name: c for c in verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="admin")
-    }
+    checks = checks_for("admin")
     assert not checks["token scope"].ok and "VM.PowerMgmt" in checks["token scope"].detail
 
 
