@@ -231,3 +231,16 @@ def test_allow_from_publishes_https_on_ipv4_only() -> None:
     with pytest.raises(StepError, match="only an IPv4 CIDR") as err:
         InstallOptions(allow_from="2001:db8::/32").validate()
     assert "IPv4 only" in err.value.fix
+
+
+def test_protect_takes_vmids_and_feeds_the_server_and_the_identity() -> None:
+    from pmcp.lifecycle.install import protected_list, stack_config
+
+    opts = InstallOptions(prefix="/nonexistent", protect="105, 100", extra_env={"PMCP_PROTECTED": "101"})
+    assert protected_list(opts) == [100, 101, 105]
+    assert stack_config(opts).protected == "100,101,105"
+    assert "PMCP_PROTECTED=100,101,105" in render.env_text(stack_config(opts))
+    for bad in ("web1", "42"):
+        with pytest.raises(StepError, match="--protect") as err:
+            InstallOptions(protect=bad).validate()
+        assert "--protect 100,105" in err.value.fix
