@@ -260,6 +260,22 @@ def require(
             raise perm_error(f"{path}, {p}")
 
 
+def _perm_modify_privs(path: str) -> list[str]:
+    """PVE/RPCEnvironment.pm check_perm_modify: Permissions.Modify, or the path kind's Allocate."""
+    tests = ["Permissions.Modify"]
+    if path.startswith("/storage/"):
+        tests.append("Datastore.Allocate")
+    elif path.startswith("/vms/"):
+        tests.append("VM.Allocate")
+    elif path.startswith("/pool/"):
+        tests.append("Pool.Allocate")
+    return tests
+
+
+def may_modify(state: SimState, auth: Auth, path: str) -> bool:
+    return has(state, auth, path, _perm_modify_privs(path), any_=True)
+
+
 def _subst(template: str, params: dict[str, Any]) -> str:
     out = template
     for k, v in params.items():
@@ -336,14 +352,7 @@ def _eval(state: SimState, auth: Auth, node: list, params: dict[str, Any]) -> No
         return
     if op == "perm-modify":
         path = _subst(node[1], params)
-        tests = ["Permissions.Modify"]
-        if path.startswith("/storage/"):
-            tests.append("Datastore.Allocate")
-        elif path.startswith("/vms/"):
-            tests.append("VM.Allocate")
-        elif path.startswith("/pool/"):
-            tests.append("Pool.Allocate")
-        require(state, auth, path, tests, any_=True)
+        require(state, auth, path, _perm_modify_privs(path), any_=True)
         return
     if op == "userid-param":
         userid = str(params.get("userid", ""))

@@ -386,9 +386,12 @@ def group_delete(ctx: Ctx, p: dict) -> None:
 
 @route("GET", "/access/acl")
 def acl_read(ctx: Ctx, p: dict) -> list:
+    # PVE/API2/ACL.pm read_acl: everything with Sys.Audit on /access, else only the entries on paths the
+    # caller may modify (RPCEnvironment.pm check_perm_modify)
+    audit = ctx.has("/access", "Sys.Audit")
     out = []
     for e in ctx.world["acls"]:
-        if ctx.has(e["path"], "Sys.Audit", "Permissions.Modify"):
+        if audit or perms.may_modify(ctx.state, ctx.auth, e["path"]):
             out.append({k: e[k] for k in ("path", "type", "ugid", "roleid", "propagate")})
     return out
 

@@ -352,3 +352,19 @@ def test_pve8_host_has_its_42_privileges(sim: RunningSim) -> None:
         ok(sim8.request("POST", "/access/roles", params={"roleid": "Old", "privs": "VM.Monitor,VM.Audit"}))
     status, body = sim.request("POST", "/access/roles", params={"roleid": "Old9", "privs": "VM.Monitor"})
     assert status == 400 and "VM.Monitor" in body["errors"]["privs"], "PVE 9 dropped VM.Monitor"
+
+
+def test_acl_list_needs_sys_audit_on_access_or_leave_to_modify_the_path(sim: RunningSim) -> None:
+    """PVE/API2/ACL.pm read_acl: all entries with Sys.Audit on /access, else only those on paths the
+    caller may modify (check_perm_modify: VM.Allocate on /vms/ID, ...). Sys.Audit on a path is not enough."""
+    g = a_vm(sim)
+    auditor = make_identity(sim, uid(), privsep=0)
+    _acl(sim, "/", "PVEAuditor", users=auditor.userid)
+    _acl(sim, "/access", "NoAccess", users=auditor.userid)
+    assert ok(sim.request("GET", "/access/acl", token=auditor.token)) == []
+    vmadmin = make_identity(sim, uid(), privsep=0)
+    _acl(sim, f"/vms/{g['vmid']}", "PVEVMAdmin", users=vmadmin.userid)
+    seen = {(e["path"], e["ugid"]) for e in ok(sim.request("GET", "/access/acl", token=vmadmin.token))}
+    assert seen and all(path == f"/vms/{g['vmid']}" for path, _ in seen)
+    everyone = ok(sim.request("GET", "/access/acl"))  # root: Sys.Audit on /access
+    assert len(everyone) > len(seen)
