@@ -276,6 +276,7 @@ def test_the_token_holds_nothing_on_root_or_access(pvesh: Pvesh, sim: Any, paths
     assert set(body["data"]["/"]) <= pve_mod._MODE_PRIVS["read-only"]
     users = {u["userid"] for u in as_token(sim, paths, "GET", "/access/users")[1]["data"]}
     assert users <= {"pmcp@pve"}  # no Sys.Audit on /access: nobody else
+    assert as_token(sim, paths, "GET", "/access/acl")[1]["data"] == []  # nor any ACL (ACL.pm read_acl)
     g = guests(pvesh)[0]
     assert as_token(sim, paths, "GET", f"/nodes/{g['node']}/{g['type']}/{g['vmid']}/config")[0] == 200
     # operator: Datastore.AllocateSpace only where backups go, not on the disk-image storage
