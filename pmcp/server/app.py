@@ -57,12 +57,27 @@ confirm. Guests listed in PMCP_PROTECTED
 or tagged pmcp-protected are never changed. `capabilities` says what this server and its token may do."""
 
 
+UNSERVED_METHODS = (
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+)
+
+
 class PolicyFilteredServer(MCPServer):
     """Lists only the tools the configured mode allows (calls to others are refused with the reason)."""
 
     def __init__(self, policy: Policy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._policy = policy
+        # The SDK registers prompt and resource handlers on every server, so `initialize` advertised both
+        # capabilities with nothing behind them, and an unknown prompt answered JSON-RPC error code 0 with
+        # a traceback on the console. Without the handlers the capabilities are not advertised
+        # (lowlevel Server.get_capabilities derives them from the handlers) and such calls get -32601.
+        for method in UNSERVED_METHODS:
+            self._lowlevel_server._request_handlers.pop(method, None)
 
     async def list_tools(self) -> list[MCPTool]:
         listed = await super().list_tools()
