@@ -160,6 +160,27 @@ def test_upstream_switch_is_a_caddy_reload(demo_stack: DemoStack) -> None:
     assert caddy.attrs["State"]["StartedAt"] == started and caddy.attrs["RestartCount"] == 0
 
 
+def test_the_server_starts_from_bytecode_compiled_into_its_image(demo_stack: DemoStack) -> None:
+    """The image unpacks and compiles the file at build time (Dockerfile): a start reads .pyc files from
+    the read-only image instead of unpacking into a tmpfs and compiling every module again."""
+    from pmcp.lifecycle.verify import load_target
+    from pmcp.stack import engine
+
+    target = load_target(demo_stack.prefix)
+    server = engine.project_containers(engine.client(), target.project)["mcp-server"]
+    assert "SHIV_ROOT=/opt/pmcp" in server.attrs["Config"]["Env"]
+    assert not any(m.startswith("/run/shiv") for m in server.attrs["HostConfig"].get("Tmpfs") or {})
+    code = (
+        "import glob, mcp, pmcp.server.app; "
+        "pyc = glob.glob('/opt/pmcp/*/site-packages/mcp/**/__pycache__/*.pyc', recursive=True); "
+        "print(len(pyc), mcp.__file__)"
+    )
+    rc, out = server.exec_run(["python3", "-c", code])
+    assert rc == 0, out.decode()
+    count, where = out.decode().split()
+    assert int(count) > 50 and where.startswith("/opt/pmcp/"), out.decode()
+
+
 def test_zz_down_removes_everything_identity_first(demo_stack: DemoStack) -> None:
     """Last in the module: `--down` undoes every step; the Proxmox identity is gone while the simulator
     still runs; no file, container or image is left."""

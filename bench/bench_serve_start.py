@@ -1,0 +1,135 @@
+"""How long `pmcp serve` takes from spawn to its first answered `initialize` (a markdown section).
+
+Three ways to start the same dist/pmcp, interleaved so machine noise hits all alike:
+- as the container ran it before: a fresh SHIV_ROOT (unpack on start) and PYTHONDONTWRITEBYTECODE=1 (the
+  root file system is read-only, so every start compiled every imported module again);
+- unpacked, no bytecode: what the same container does on a later start if nothing is compiled;
+- unpacked and compiled once (`compileall --invalidation-mode unchecked-hash`): what the image now does at
+  build time (stack/templates/Dockerfile), so a start only reads .pyc files.
+Target (issue 16): <= 0.8 s to the first answered initialize.
+
+Run: .venv/bin/python bench/bench_serve_start.py [--runs 7] [--python /usr/bin/python3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pmcp import authtokens  # noqa: E402
+from pmcp.demo import free_port  # noqa: E402
+from pmcp.sim.testing import running_sim  # noqa: E402
+
+TARGET_S = 0.8
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "bench", "version": "1"},
+    },
+}
+
+
+def first_answer(argv: list[str], env: dict[str, str], port: int, token: str) -> float:
+    """Seconds from spawn to an HTTP 200 answer to initialize on /mcp."""
+    body = json.dumps(INIT).encode()
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "Host": f"127.0.0.1:{port}",
+    }
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pmcp serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", data=body, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    resp.read()
+                    if resp.status == 200:
+                        return time.perf_counter() - start
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument(
+        "--python", default="/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
+    )
+    ap.add_argument("--file", type=Path, default=ROOT / "dist" / "pmcp")
+    args = ap.parse_args()
+    if not args.file.exists():
+        print(f"{args.file} is missing. Fix: make dist", file=sys.stderr)
+        return 1
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SHIV_", "PMCP_", "PROXMOX_", "PYTHON"))}
+    with running_sim(nodes=1, guests=10) as sim, tempfile.TemporaryDirectory(prefix="pmcp-bench-") as tmp:
+        tokens = Path(tmp, "tokens")
+        token = authtokens.add(tokens, "bench")
+        secret = Path(tmp, "secret")
+        secret.write_text(sim.root_token_secret)
+        server_env = base | {
+            "PROXMOX_URL": sim.url,
+            "PROXMOX_TOKEN_ID": sim.root_token_id,
+            "PROXMOX_TOKEN_SECRET_FILE": str(secret),
+            "PMCP_AUTH_TOKEN_FILE": str(tokens),
+        }
+        unpacked = Path(tmp, "unpacked")
+        compiled = Path(tmp, "compiled")
+        for root in (unpacked, compiled):
+            subprocess.run([args.python, str(args.file), "--version"], env=base | {"SHIV_ROOT": str(root)},
+                           check=True, capture_output=True)  # fmt: skip
+        compile_cmd = ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+        subprocess.run([args.python, *compile_cmd, str(compiled)], capture_output=True)
+        runs: dict[str, list[float]] = {"fresh": [], "unpacked": [], "compiled": []}
+        for i in range(args.runs):
+            for kind in runs:
+                port = free_port()
+                root = Path(tmp, f"fresh{i}") if kind == "fresh" else Path(tmp, kind)
+                env = server_env | {"SHIV_ROOT": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+                argv = [args.python, str(args.file), "serve", "--host", "127.0.0.1", "--port", str(port)]
+                runs[kind].append(first_answer(argv, env, port, token))
+    version = subprocess.run([args.python, "-V"], capture_output=True, text=True).stdout.strip()
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    print("## Server start: spawn to first answered initialize\n")
+    print(
+        f"`{args.python}` ({version}), dist/pmcp, {args.runs} runs each, interleaved, simulator.\n"
+    )
+    print("| start | median s | ratio to compiled | target |")
+    print("| --- | ---: | ---: | --- |")
+    labels = {
+        "fresh": "fresh SHIV_ROOT, no bytecode (the container before)",
+        "unpacked": "unpacked, no bytecode",
+        "compiled": "unpacked and compiled at build time (the container now)",
+    }
+    for kind, label in labels.items():
+        ok = "meets" if med[kind] <= TARGET_S else "**misses**"
+        print(f"| {label} | {med[kind]:.2f} | {med[kind] / med['compiled']:.2f}x | <= {TARGET_S} s: {ok} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
