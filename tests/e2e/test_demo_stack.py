@@ -171,7 +171,8 @@ def test_the_server_starts_from_bytecode_compiled_into_its_image(demo_stack: Dem
     assert "SHIV_ROOT=/opt/pmcp" in server.attrs["Config"]["Env"]
     assert not any(m.startswith("/run/shiv") for m in server.attrs["HostConfig"].get("Tmpfs") or {})
     code = (
-        "import glob, mcp, pmcp.server.app; "
+        "import glob, sys; sys.path.insert(0, glob.glob('/opt/pmcp/*/site-packages')[0]); "
+        "import mcp, pmcp.server.app; "
         "pyc = glob.glob('/opt/pmcp/*/site-packages/mcp/**/__pycache__/*.pyc', recursive=True); "
         "print(len(pyc), mcp.__file__)"
     )
