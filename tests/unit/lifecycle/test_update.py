@@ -60,9 +60,10 @@ def test_a_killed_runs_compose_child_is_found(tmp_path: Path) -> None:
 
     project = f"pmcp-unit-test-{os.getpid()}"  # two test runs on one machine must not see each other
     fake = tmp_path / "docker-compose"
-    fake.write_text("#!/bin/sh\nsleep 30\n")
+    # `read` is a shell builtin: no child process that, between fork and exec, would carry this cmdline too
+    fake.write_text("#!/bin/sh\nread line\n")
     fake.chmod(0o755)
-    proc = subprocess.Popen([str(fake), "-p", project, "up", "-d"])
+    proc = subprocess.Popen([str(fake), "-p", project, "up", "-d"], stdin=subprocess.PIPE)
     try:
         for _ in range(100):
             if compose_processes(project):
