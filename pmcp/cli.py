@@ -61,6 +61,12 @@ def main() -> None:
     show_default=True,
     help="The agent's OS account to contain (skipped with a notice when absent; '' to skip).",
 )
+@click.option(
+    "--edit-shared-sudoers",
+    is_flag=True,
+    help="Let pmcp also take the agent out of /etc/sudoers and of sudo rules other accounts share "
+    "(backed up; uninstall restores them). Without it, install refuses and names each line.",
+)
 @click.option("--rotate-token", is_flag=True, help="Replace the Proxmox API token even if it still works.")
 @click.option("--domain", metavar="NAME", help="Public DNS name: Caddy gets a certificate by ACME.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Your certificate (PEM).")

@@ -48,6 +48,7 @@ class InstallOptions:
     mode: str = "read-only"
     pool: str | None = None
     agent_user: str | None = "claude-user"
+    edit_shared_sudoers: bool = False  # also edit /etc/sudoers and rules other accounts share (backed up)
     rotate_token: bool = False
     domain: str | None = None
     tls_cert: str | None = None
@@ -401,7 +402,11 @@ def build(
         from pmcp.host.agent_user import AgentContainment
         from pmcp.host.files import host_state_dir
 
-        return AgentContainment(opts.agent_user, backup_dir=host_state_dir(paths) / "agent-user")
+        return AgentContainment(
+            opts.agent_user,
+            backup_dir=host_state_dir(paths) / "agent-user",
+            edit_shared=opts.edit_shared_sudoers,
+        )
 
     def make_firewall() -> Step | None:
         from pmcp.host.firewall import FirewallRule

@@ -11,6 +11,7 @@ import pytest
 from pmcp.host.agent_user import AgentContainment, _strip_user, escalation_battery
 from pmcp.steps import StepError, run_steps
 from tests.support.accounts import SUDOERS_DIR, temp_account
+from tests.support.private_etc import in_private_etc
 
 
 def _sudoers_valid() -> bool:
@@ -58,6 +59,10 @@ def test_absent_user_is_skipped(tmp_path: Path) -> None:
 
 
 def test_contain_verify_rerun_undo(tmp_path: Path) -> None:
+    in_private_etc(_contain_verify_rerun_undo, tmp_path)
+
+
+def _contain_verify_rerun_undo(tmp_path: Path) -> None:
     with temp_account(groups=("docker", "sudo")) as acct:
         cloud = acct.sudoers_file(
             f"90-cloud-init-{acct.name}",
@@ -67,7 +72,7 @@ def test_contain_verify_rerun_undo(tmp_path: Path) -> None:
         before = {c.name: c for c in escalation_battery(acct.name)}
         assert not before["sudo: root shell"].ok
         assert not before["sudo: any command"].ok
-        assert not before["groups: no docker/sudo"].ok
+        assert not before["groups: none root-equivalent"].ok
 
         step = _step(acct, tmp_path)
         plan = step.check()
@@ -100,6 +105,10 @@ def test_contain_verify_rerun_undo(tmp_path: Path) -> None:
 
 
 def test_undo_after_admin_edit_keeps_the_edit(tmp_path: Path) -> None:
+    in_private_etc(_undo_after_admin_edit_keeps_the_edit, tmp_path)
+
+
+def _undo_after_admin_edit_keeps_the_edit(tmp_path: Path) -> None:
     with temp_account(groups=()) as acct:
         cloud = acct.sudoers_file(f"90-ci-{acct.name}", f"{acct.name} ALL=(ALL) NOPASSWD:ALL\n")
         step = _step(acct, tmp_path)
@@ -112,6 +121,10 @@ def test_undo_after_admin_edit_keeps_the_edit(tmp_path: Path) -> None:
 
 
 def test_invalid_template_is_never_installed(tmp_path: Path) -> None:
+    in_private_etc(_invalid_template_is_never_installed, tmp_path)
+
+
+def _invalid_template_is_never_installed(tmp_path: Path) -> None:
     with temp_account(groups=()) as acct:
         step = _step(acct, tmp_path, template="{user} ALL=(ALL) NOPASSWD: this is not sudoers ((\n")
         result = run_steps([step])
@@ -124,6 +137,10 @@ def test_invalid_template_is_never_installed(tmp_path: Path) -> None:
 
 
 def test_bad_template_raises_steperror_directly(tmp_path: Path) -> None:
+    in_private_etc(_bad_template_raises_steperror_directly, tmp_path)
+
+
+def _bad_template_raises_steperror_directly(tmp_path: Path) -> None:
     with temp_account(groups=()) as acct:
         step = _step(acct, tmp_path, template="{user} ALL=\n")
         with pytest.raises(StepError):
@@ -137,7 +154,11 @@ def test_rejects_unsafe_user_name(tmp_path: Path) -> None:
         AgentContainment(user="bob ALL=(ALL) ALL", sudoers_dir=tmp_path, backup_dir=tmp_path)
 
 
-def test_interrupted_write_leaves_nothing_sudo_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_leaves_nothing_sudo_reads(tmp_path: Path) -> None:
+    in_private_etc(_interrupted_write_leaves_nothing_sudo_reads, tmp_path)
+
+
+def _interrupted_write_leaves_nothing_sudo_reads(tmp_path: Path) -> None:
     with temp_account(groups=()) as acct:
         step = _step(acct, tmp_path)
 
@@ -145,7 +166,7 @@ def test_interrupted_write_leaves_nothing_sudo_reads(tmp_path: Path, monkeypatch
             assert path.name.startswith(".") and "." in path.name[1:]
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(step, "_validate", interrupted)
+        step._validate = interrupted  # type: ignore[method-assign]
         with pytest.raises(KeyboardInterrupt):
             step.apply()
         assert not (SUDOERS_DIR / f"pmcp-agent-{acct.name}").exists()
