@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
-from pmcp.files import write_json
+from pmcp.files import fix_owner_mode, write_json
 from pmcp.paths import InstallPaths
 from pmcp.steps import StepError
 
@@ -92,7 +92,7 @@ def secret_hashes(paths: InstallPaths) -> dict[str, str]:
 
 def _new_dir(paths: InstallPaths) -> tuple[str, Path]:
     paths.backups_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(paths.backups_dir, 0o700)
+    fix_owner_mode(paths.backups_dir, 0o700)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name, n = stamp, 1
     while True:

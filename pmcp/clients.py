@@ -503,10 +503,17 @@ def _load_tokens(token_file: Path, required: bool) -> dict[str, str]:
     return {}
 
 
-def export_ca(root_ca: Path, dest: Path) -> Path:
-    """Copy Caddy's root certificate (public, 0644) to where the user wants it."""
+def export_ca(root_ca: Path, dest: Path, base: Path | None = None) -> Path:
+    """Copy Caddy's root certificate (public, 0644) to where the user wants it. ``base``: the trusted
+    directory above the container-owned one; from there no symlink is followed and only a PEM
+    certificate is accepted (root must not copy a host file a compromised Caddy pointed it to)."""
+    from pmcp.files import UnsafeFile, read_certificate
+
     try:
-        pem = root_ca.read_bytes()
+        if base is not None:
+            pem = read_certificate(base, root_ca.relative_to(base)).encode("ascii")
+        else:
+            pem = root_ca.read_bytes()
     except FileNotFoundError:
         raise ClientConfigError(
             f"Caddy's root certificate is not at {root_ca}: Caddy creates it on first start (check "
@@ -514,6 +521,8 @@ def export_ca(root_ca: Path, dest: Path) -> Path:
         ) from None
     except PermissionError:
         raise ClientConfigError(f"cannot read {root_ca}: {AS_ROOT}") from None
+    except UnsafeFile as exc:
+        raise ClientConfigError(f"refusing to export Caddy's root CA: {exc.strerror}") from None
     if b"BEGIN CERTIFICATE" not in pem:
         raise ClientConfigError(f"{root_ca} is not a PEM certificate; restart Caddy to recreate it")
     dest = dest.resolve()
@@ -555,7 +564,7 @@ def prepare(
     chosen = ""
     if tokens or show_token or token_name:
         chosen = pick_token_name(tokens, token_name)
-    ca_file = str(export_ca(paths.caddy_root_ca, Path(ca_cert))) if ca_cert else None
+    ca_file = str(export_ca(paths.caddy_root_ca, Path(ca_cert), paths.prefix)) if ca_cert else None
     target = Target(
         name=name,
         url=url,

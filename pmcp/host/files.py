@@ -5,19 +5,18 @@ Files are written with ``pmcp.files.atomic_write`` (re-exported here for the hos
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pmcp.files import atomic_write
+from pmcp.files import atomic_write, fix_owner_mode
 from pmcp.paths import InstallPaths
 
-__all__ = ["atomic_write", "ensure_dir", "host_state_dir"]
+__all__ = ["atomic_write", "ensure_dir", "fix_owner_mode", "host_state_dir"]
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> None:
     """Create ``path`` (and parents) and force its mode: secrets directories must not stay group-readable."""
     path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, mode)
+    fix_owner_mode(path, mode)  # never through a symlink
 
 
 def host_state_dir(paths: InstallPaths) -> Path:

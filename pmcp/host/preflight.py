@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmcp.files import path_fix, unsafe_path
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run, systemctl
 from pmcp.steps import Plan, StepError
@@ -164,6 +165,7 @@ class Preflight:
             self._check_compose()
         self._check_ports(client)
         self._check_disk()
+        self._check_prefix()
         self._check_forwarding()
         if client is not None:
             with contextlib.suppress(Exception):
@@ -314,6 +316,18 @@ class Preflight:
                     f"free space under {place} (docker system prune; apt-get clean)",
                 )
         self.facts.free_mb = min(free)
+
+    def _check_prefix(self) -> None:
+        """Root runs compose, reads state and builds images from the install dir: nobody else may be able
+        to change it, or what is in it, or any directory above it."""
+        if os.geteuid() != 0:
+            return
+        problem = unsafe_path(self.options.prefix)
+        if problem:
+            self._fail(
+                f"the install dir {self.options.prefix} is not safe for root: {problem}",
+                f"{path_fix(self.options.prefix)}, or choose a --prefix under root-owned directories",
+            )
 
     def _check_forwarding(self) -> None:
         o = self.options

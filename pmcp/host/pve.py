@@ -59,7 +59,7 @@ from typing import Any
 
 from pmcp import record as statefile
 from pmcp.host.checks import Check
-from pmcp.host.files import atomic_write, ensure_dir
+from pmcp.host.files import atomic_write, ensure_dir, fix_owner_mode
 from pmcp.host.run import Pvesh, PveshError
 from pmcp.paths import InstallPaths
 from pmcp.steps import Plan, StepError
@@ -648,13 +648,13 @@ class ProxmoxIdentity:
         file_mode, dir_mode = self._secret_modes()
         ensure_dir(self.paths.secrets_dir, dir_mode)
         if self.secret_owner:
-            os.chown(self.paths.secrets_dir, *self.secret_owner)
+            fix_owner_mode(self.paths.secrets_dir, dir_mode, self.secret_owner)
         if secret is not None:
             atomic_write(self.secret_file, secret, file_mode)
-        elif self.secret_file.exists():
-            os.chmod(self.secret_file, file_mode)
-        if self.secret_owner and self.secret_file.exists():
-            os.chown(self.secret_file, *self.secret_owner)
+        elif os.path.lexists(self.secret_file):
+            fix_owner_mode(self.secret_file, file_mode)  # never through a symlink
+        if self.secret_owner and os.path.lexists(self.secret_file):
+            fix_owner_mode(self.secret_file, file_mode, self.secret_owner)
 
     def _apply_acls(self) -> None:
         """Deny first, then grant, then remove: the token is never wider in between than before or after.

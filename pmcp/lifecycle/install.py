@@ -20,7 +20,7 @@ from typing import Any
 
 from pmcp import __version__
 from pmcp import record as statefile
-from pmcp.files import atomic_write
+from pmcp.files import UnsafeFile, atomic_write
 from pmcp.paths import InstallPaths
 from pmcp.stack import images, render
 from pmcp.stack.compose import project_name
@@ -483,13 +483,18 @@ class ClientsStep:
                     out["claude-code.sh"] = (snip.text.rstrip() + "\n", 0o644)
                 elif snip.kind == "file":
                     out[Path(snip.path).name or ".mcp.json"] = (snip.text.rstrip() + "\n", 0o644)
-        if self.paths.caddy_root_ca.exists():
-            out["caddy-root-ca.crt"] = (self.paths.caddy_root_ca.read_text(), 0o644)
+        from pmcp.lifecycle.verify import caddy_ca_pem
+
+        ca = caddy_ca_pem(self.paths)
+        if ca is not None:
+            out["caddy-root-ca.crt"] = (ca, 0o644)
         return out
 
     def check(self) -> Plan:
         try:
             wanted = self._wanted()
+        except UnsafeFile as exc:
+            raise StepError(str(exc.strerror), fix="pmcp logs caddy") from None
         except Exception as exc:
             return Plan(notes=[f"client configuration skipped: {exc}"])
         plan = Plan()
@@ -591,7 +596,8 @@ def install(
         result.url = cfg.url
         result.token_file = str(paths.client_tokens)
         if not (cfg.domain or cfg.tls_cert):
-            result.ca_file = str(paths.caddy_root_ca)
+            copy = paths.clients_dir / "caddy-root-ca.crt"  # root's checked copy, not Caddy's own file
+            result.ca_file = str(copy if copy.is_file() else paths.caddy_root_ca)
         if not dry_run:
             pre = plan.facts.get("step") if plan else None
             _record(paths, opts, cfg, run, kind, pre.facts.node if pre else "")

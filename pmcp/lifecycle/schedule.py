@@ -5,6 +5,10 @@ or sees a failed unit (systemd) only when something went wrong. A systemd timer 
 catches up a run missed while the host was off (``Persistent=true``) and spreads hosts over half an hour
 (``RandomizedDelaySec``). It is a Step, so ``pmcp install --auto-update`` plans, applies and undoes it
 like any other change; every path and the ``systemctl`` command are injectable for tests.
+
+Root runs the scheduled file unattended, so it must be one nobody else can change: the file and every
+directory above it root-owned and not group/other-writable. Otherwise install refuses, with the
+``install -o root -m 0755`` command that makes such a copy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmcp.files import unsafe_component
 from pmcp.host.files import atomic_write
 from pmcp.host.run import CommandError, run
 from pmcp.steps import Plan, StepError
@@ -145,7 +150,23 @@ class AutoUpdateStep:
             files[self.cron_file] = cron_text(self.frequency, self.exe, self.prefix)
         return files
 
+    def _refuse_unsafe_exe(self) -> None:
+        """Root will run ``exe`` unattended, every night: only a file nobody but root can change. The
+        file install was started from may be the agent's (a download in its home, /tmp): refused."""
+        if self.frequency == "off":
+            return
+        found = unsafe_component(self.exe)
+        if found is None and self.exe.exists() and not self.exe.is_file():
+            found = (self.exe, f"{self.exe} is not a regular file")
+        if found:
+            raise StepError(
+                f"the auto-update would run {self.exe} as root, but {found[1]}",
+                fix=f"install -o root -g root -m 0755 {self.exe} {DEFAULT_EXE} && "
+                f"{DEFAULT_EXE} install --auto-update {self.frequency} ...  (the same options)",
+            )
+
     def check(self) -> Plan:
+        self._refuse_unsafe_exe()
         plan = Plan()
         for path, text in self.wanted().items():
             current = _read(path)
@@ -159,6 +180,7 @@ class AutoUpdateStep:
         return plan
 
     def apply(self) -> None:
+        self._refuse_unsafe_exe()
         wanted = self.wanted()
         self._previous = {path: _read(path) for path in wanted}
         timer_was = self._previous[self.timer_file] is not None
@@ -202,6 +224,19 @@ def _put(path: Path, text: str | None) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text, mode=0o644)
+
+
+def scheduled_exe(systemd_dir: Path = SYSTEMD_DIR, cron_file: Path = CRON_FILE) -> Path | None:
+    """The pmcp file the installed schedule runs as root (None: no schedule)."""
+    service = _read(systemd_dir / f"{UNIT}.service") or ""
+    for line in service.splitlines():
+        if line.startswith("ExecStart="):
+            return Path(shlex.split(line.removeprefix("ExecStart="))[0])
+    for line in (_read(cron_file) or "").splitlines():
+        parts = line.split()
+        if len(parts) > 6 and not line.startswith("#") and parts[5] == "root":
+            return Path(shlex.split(" ".join(parts[6:]))[0])
+    return None
 
 
 def current(systemd_dir: Path = SYSTEMD_DIR, cron_file: Path = CRON_FILE) -> str:

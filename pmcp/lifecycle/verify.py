@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pmcp import authtokens
 from pmcp import record as statefile
+from pmcp.files import UnsafeFile, read_certificate
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine
 from pmcp.stack.render import StackConfig
@@ -84,9 +85,28 @@ class Target:
             return ssl.create_default_context()
         if self.config.tls_cert:  # the copy install made: the user's file may be gone
             ctx = ssl.create_default_context()
-            ctx.load_verify_locations(cafile=str(self.paths.prefix / "tls" / "cert.pem"))
+            ctx.load_verify_locations(cadata=read_certificate(self.paths.prefix, "tls/cert.pem"))
             return ctx
-        return ssl.create_default_context(cafile=str(self.paths.caddy_root_ca))
+        pem = caddy_ca_pem(self.paths)
+        if pem is None:
+            raise FileNotFoundError(f"Caddy's root CA {self.paths.caddy_root_ca} does not exist (yet)")
+        return ssl.create_default_context(cadata=pem)
+
+
+def caddy_ca_pem(paths: InstallPaths) -> str | None:
+    """Caddy's root CA, read from the directory the Caddy container owns without following a symlink, as
+    a PEM certificate and nothing else (None while Caddy has not written it). Root copies it 0644 for
+    clients: without these checks a compromised Caddy could make root publish any host file."""
+    try:
+        return read_certificate(paths.prefix, paths.caddy_root_ca.relative_to(paths.prefix))
+    except FileNotFoundError:
+        return None
+    except UnsafeFile as exc:
+        raise UnsafeFile(
+            exc.errno,
+            f"{exc.strerror}; refusing to use Caddy's root CA (a compromised Caddy container?): "
+            f"check `pmcp logs caddy`, then remove {paths.caddy_root_ca.parent} and re-run pmcp install",
+        ) from None
 
 
 def load_target(prefix: str | Path) -> Target:
@@ -352,6 +372,40 @@ def check_agent(t: Target) -> list[Row]:
     ]
 
 
+def check_root_paths(t: Target) -> list[Row]:
+    """What root runs and reads unattended must be changeable by root only: the install dir (and every
+    directory above it) and the file the auto-update schedule runs."""
+    import os
+
+    from pmcp.files import path_fix, unsafe_component
+    from pmcp.lifecycle import schedule
+
+    if os.geteuid() != 0:
+        return [Row("install dir", SKIP, "not run as root: ownership not checked")]
+    rows = []
+    found = unsafe_component(t.paths.prefix)
+    rows.append(
+        Row("install dir", FAIL, found[1], path_fix(t.paths.prefix))
+        if found
+        else Row("install dir", PASS, f"{t.paths.prefix} and every directory above it: root's only")
+    )
+    exe = schedule.scheduled_exe()
+    if exe is not None:
+        found = unsafe_component(exe)
+        rows.append(
+            Row(
+                "auto-update file",
+                FAIL,
+                f"root runs {exe} on schedule, but {found[1]}",
+                f"install -o root -g root -m 0755 {exe} {schedule.DEFAULT_EXE} && "
+                f"{schedule.DEFAULT_EXE} install --auto-update daily ...",
+            )
+            if found
+            else Row("auto-update file", PASS, f"{exe}: root's only")
+        )
+    return rows
+
+
 def check_tls_insecure(t: Target) -> Row:
     if t.config.tls_insecure:
         return Row(
@@ -421,6 +475,7 @@ def run_verify(
     rows.extend(check_identity(t))
     rows.append(check_container_ids(t))
     rows.extend(check_agent(t))
+    rows.extend(check_root_paths(t))
     rows.append(check_tls_insecure(t))
     return Report(rows)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import stat
 import string
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
-from pmcp.files import atomic_write
+from pmcp.files import atomic_write, fix_owner_mode
 from pmcp.paths import InstallPaths
 
 CONTAINER_UID = 10001  # the first id tried; a fresh install takes the first one no host account uses
@@ -306,19 +307,18 @@ def ensure_dirs(paths: InstallPaths, uid: int, gid: int) -> list[str]:
     root's (group-readable by the containers' group) when root runs this."""
     created = []
     paths.prefix.mkdir(parents=True, exist_ok=True)
-    os.chmod(paths.prefix, 0o755)
+    fix_owner_mode(paths.prefix, 0o755)  # never through a symlink
     for name in DATA_DIRS:
         d = paths.prefix / name
-        if not d.exists():
+        if not os.path.lexists(d):
             d.mkdir(mode=0o700 if name in ("secrets", "caddy-data", "audit") else 0o755)
             created.append(name)
         if os.geteuid() == 0:
             if name == "secrets":
-                os.chown(d, 0, gid)
-                os.chmod(d, SECRET_DIR_MODE)
+                fix_owner_mode(d, SECRET_DIR_MODE, (0, gid))  # never through a symlink
                 _protect_secret_files(d, gid)
             else:
-                os.chown(d, uid, gid)
+                fix_owner_mode(d, stat.S_IMODE(os.lstat(d).st_mode), (uid, gid))
     return created
 
 
@@ -330,8 +330,9 @@ def _protect_secret_files(secrets_dir: Path, gid: int) -> None:
     for f in secrets_dir.iterdir():
         st = f.lstat()
         if stat.S_ISREG(st.st_mode) and not f.name.startswith(".") and (st.st_uid, st.st_gid) != (0, gid):
-            os.chown(f, 0, gid, follow_symlinks=False)
-            os.chmod(f, SECRET_MODE)
+            fix_owner_mode(
+                f, SECRET_MODE, (0, gid)
+            )  # through an O_NOFOLLOW descriptor: no check-then-use race
 
 
 def secret_owner(gid: int) -> tuple[tuple[int, int] | None, int]:

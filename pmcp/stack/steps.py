@@ -16,7 +16,7 @@ from typing import Any
 
 from pmcp import authtokens
 from pmcp import record as statefile
-from pmcp.files import atomic_write
+from pmcp.files import UnsafeFile, atomic_write, fix_owner_mode
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, render
 from pmcp.stack.compose import Compose
@@ -90,7 +90,7 @@ class SecretsStep:
         out = []
         for p in _secret_files(self.ctx.paths):
             with contextlib.suppress(FileNotFoundError):
-                st = p.stat()
+                st = p.lstat()  # a symlink is never "right": apply refuses it
                 if (st.st_uid, st.st_gid) != owner or st.st_mode & 0o777 != mode:
                     out.append(p)
         return out
@@ -132,13 +132,14 @@ class SecretsStep:
         owner, mode = render.secret_owner(self.ctx.config.gid)
         if owner is not None:
             for p in _secret_files(self.ctx.paths):
-                if p.is_symlink():
-                    raise StepError(
-                        f"{p} is a symbolic link, not a secret file", fix=f"rm {p} && pmcp install"
-                    )
-                if p.exists():
-                    os.chown(p, *owner)
-                    os.chmod(p, mode)
+                if os.path.lexists(p):
+                    try:
+                        fix_owner_mode(p, mode, owner)  # through an O_NOFOLLOW descriptor
+                    except UnsafeFile as exc:
+                        raise StepError(
+                            f"refusing to change the owner of {p}: {exc.strerror}",
+                            fix=f"rm {p} && pmcp install   (a new secret is created)",
+                        ) from None
 
     def undo(self) -> None:
         if self._created_tokens:
@@ -455,7 +456,7 @@ class SimulatorStep:
         sim_state = self.ctx.paths.prefix / "sim-state"
         sim_state.mkdir(exist_ok=True)
         if os.geteuid() == 0:
-            os.chown(sim_state, self.ctx.config.uid, self.ctx.config.gid)
+            fix_owner_mode(sim_state, 0o755, (self.ctx.config.uid, self.ctx.config.gid))
         compose = self.ctx.compose()
         compose.up("pve-sim")
         ca = self.ctx.paths.prefix / render.SIM_CA

@@ -36,6 +36,18 @@ def _enter(copy: str) -> None:
     subprocess.run(["mount", "--bind", copy, "/etc"], check=True, capture_output=True)
 
 
+def _copy_etc(copy: str) -> None:
+    """cp -a /etc, tolerating files that vanish while it copies (other tests' lock files, e.g.
+    /etc/passwd.lock while useradd runs elsewhere on this machine)."""
+    res = subprocess.run(["cp", "-a", "/etc", copy], capture_output=True, text=True)
+    errors = [e for e in res.stderr.splitlines() if e.strip()]
+    if res.returncode != 0 and not all("No such file or directory" in e for e in errors):
+        raise RuntimeError(f"cannot copy /etc: {res.stderr[-500:]}")
+    for needed in ("passwd", "group", "shadow", "sudoers"):
+        if not os.path.exists(os.path.join(copy, needed)):
+            raise RuntimeError(f"cannot copy /etc: {needed} missing in the copy ({res.stderr[-300:]})")
+
+
 def in_private_etc(body: Callable[..., T], *args: Any) -> T:
     """``body(*args)`` in a child process that sees a private, writable copy of /etc; its return value
     (picklable) comes back, its failure fails the calling test with the child's traceback."""
@@ -47,7 +59,7 @@ def in_private_etc(body: Callable[..., T], *args: Any) -> T:
     base = tempfile.mkdtemp(prefix="pmcp-etc-")
     copy = os.path.join(base, "etc")
     try:
-        subprocess.run(["cp", "-a", "/etc", copy], check=True, capture_output=True)
+        _copy_etc(copy)
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through the pipe

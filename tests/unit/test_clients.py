@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from pmcp import authtokens, clients
 from pmcp.cli import main
 from pmcp.paths import InstallPaths
+from tests.support.certs import self_signed_pem
 
 URL = "https://pve.example.com:8443/mcp"
-PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+PEM = self_signed_pem()
 
 
 @pytest.fixture

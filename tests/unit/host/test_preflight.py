@@ -296,3 +296,16 @@ def test_forward_safety_docker_without_iptables_management(tmp_path: Path, netns
     net = _bridges(tmp_path, "vmbr0")
     step = ForwardSafety("20.10.0", tmp_path / "state", net, tmp_path / "d.json", netns, tmp_path, ["false"])
     assert not step.check().needed
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs root (a directory owned by another uid)")
+def test_install_dir_under_a_directory_others_control_is_refused(tmp_path: Path) -> None:
+    import os
+
+    home = tmp_path / "agent-home"
+    home.mkdir()
+    os.chown(home, 12345, 12345)
+    with pytest.raises(StepError) as exc:
+        Preflight(options(tmp_path, prefix=home / "pmcp")).check()
+    assert f"{home} is owned by uid 12345" in exc.value.message
+    assert f"chown root:root {home} && chmod go-w {home}" in exc.value.fix

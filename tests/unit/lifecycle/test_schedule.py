@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,3 +101,36 @@ def test_systemd_detection(tmp_path: Path) -> None:
     assert not schedule.systemd_running(tmp_path / "nope")
     (tmp_path / "sd").mkdir()
     assert schedule.systemd_running(tmp_path / "sd")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (files owned by another uid)")
+def test_a_file_the_agent_can_change_is_never_scheduled(tmp_path: Path) -> None:
+    """Before: the unit ran whatever file install was started from, e.g. one in the agent's home."""
+    home = tmp_path / "home"
+    home.mkdir()
+    exe = home / "pmcp"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    os.chown(home, 12345, 12345)  # the agent's directory: it can swap the file
+    step = AutoUpdateStep(
+        "daily",
+        prefix=Path("/opt/x"),
+        exe=exe,
+        systemd=False,
+        cron_file=tmp_path / "cron",
+        systemd_dir=tmp_path,
+    )
+    result = run_steps([step])
+    assert not result.ok and not (tmp_path / "cron").exists()
+    assert f"{home} is owned by uid 12345" in result.steps[0].error
+    assert f"install -o root -g root -m 0755 {exe} /usr/local/sbin/pmcp" in result.steps[0].fix
+
+    os.chown(home, 0, 0)
+    exe.chmod(0o775)  # root's, but group-writable
+    assert "writable by its group" in run_steps([step]).steps[0].error
+    os.chown(exe, 12345, 0)
+    exe.chmod(0o755)
+    assert "owned by uid 12345" in run_steps([step]).steps[0].error
+    os.chown(exe, 0, 0)
+    assert run_steps([step]).ok  # root-owned 0755 in root-owned directories
+    assert schedule.scheduled_exe(tmp_path, tmp_path / "cron") == exe
