@@ -150,7 +150,14 @@ def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 def test_agent_account_contained_then_restored(stack_env: dict[str, str], tmp_path: Path) -> None:
     """A real account with blanket sudo and the docker group: install takes both away (verified by the
-    escalation battery), uninstall gives back exactly what was there."""
+    escalation battery), uninstall gives back exactly what was there. In a private copy of /etc (own mount
+    namespace): never the test machine's own accounts and sudoers."""
+    from tests.support.private_etc import in_private_etc
+
+    in_private_etc(_agent_account_contained_then_restored, tmp_path)
+
+
+def _agent_account_contained_then_restored(tmp_path: Path) -> None:
     import grp
 
     from pmcp.lifecycle.install import install
