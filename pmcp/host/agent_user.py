@@ -778,7 +778,8 @@ def sudo_checks(
         checks.append(Check("sudo: rules", False, f"sudo lets {user} run: {listed}{where}", _hole(user)))
     else:
         n = sum(len(e.commands) for e in listing.entries)
-        checks.append(Check("sudo: rules", True, f"only pmcp's drop-in ({n} exact commands)"))
+        what = f"only pmcp's drop-in ({n} exact commands)" if n else "no sudo rule"
+        checks.append(Check("sudo: rules", True, what))
     bad = dangerous_defaults(listing, allowed)
     if bad:
         dl = sd.defaults_lines(files)
