@@ -554,6 +554,11 @@ class AgentContainment:
             plan.changes.append(f"install {self.dropin} (read-only commands with fixed arguments, NOEXEC)")
         for name in rem.groups:
             plan.changes.append(f"remove {self.user} from group {name} ({rem.group_reasons.get(name, '')})")
+        if rem.groups:
+            plan.notes.append(
+                f"{self.user}'s running sessions keep their groups until they end: "
+                f"loginctl terminate-user {self.user} (verify checks)"
+            )
         return plan, rem
 
     def check(self) -> Plan:
@@ -841,6 +846,39 @@ def root_groups(user: str, sudoers_file: Path = Path("/etc/sudoers")) -> tuple[l
     return bad, sorted(acct.groups)
 
 
+def sessions_holding(
+    user: str, sudoers_file: Path = Path("/etc/sudoers"), proc: Path = Path("/proc")
+) -> list[str]:
+    """Processes of ``user`` whose credentials still carry a root-equivalent or rule-owning group.
+
+    Leaving a group changes /etc/group, not running processes: the kernel keeps a session's supplementary
+    groups until it ends, and sudo's default ``group_source=static`` trusts the caller's group vector. So
+    a shell the agent opened before install keeps `%ops` rules and the docker socket until it is ended.
+    """
+    pw = pwd.getpwnam(user)
+    files = sd.policy_files(sudoers_file) if sudoers_file.is_file() else []
+    names = set(ROOT_GROUPS) | sd.rule_groups(files)
+    gids: dict[int, str] = {}
+    for name in names:
+        with contextlib.suppress(KeyError):
+            gids[grp.getgrnam(name).gr_gid] = name
+    out = []
+    for status in sorted(proc.glob("[0-9]*/status")):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # the process ended
+        uids = {int(x) for x in fields.get("Uid", "").split()}
+        if pw.pw_uid not in uids:
+            continue
+        held = sorted({gids[int(g)] for g in fields.get("Groups", "").split() if int(g) in gids})
+        if held:
+            out.append(
+                f"pid {status.parent.name} ({fields.get('Name', '?').strip()}) still holds {', '.join(held)}"
+            )
+    return out
+
+
 def escalation_battery(
     user: str,
     sudo: str = "sudo",
@@ -870,6 +908,18 @@ def escalation_battery(
             not bad,
             f"{user} is in {', '.join(bad)}" if bad else f"{user} groups: {', '.join(groups)}",
             _hole(user) if bad else "",
+        )
+    )
+    held = sessions_holding(user, sudoers_file)
+    checks.append(
+        Check(
+            "groups: running processes",
+            not held,
+            "; ".join(held) if held else f"no process of {user} holds a root-equivalent group",
+            f"end {user}'s sessions so they pick up the new groups: loginctl terminate-user {user} "
+            f"(or pkill -KILL -u {user})"
+            if held
+            else "",
         )
     )
 

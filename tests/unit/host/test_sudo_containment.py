@@ -236,3 +236,36 @@ def test_the_battery_tries_every_rule_sudo_lists(tmp_path: Path) -> None:
     assert not checks["sudo: rules"][0] and "/usr/bin/tee" in checks["sudo: rules"][1]
     assert "70-tee:1" in checks["sudo: rules"][1]
     assert not checks["sudo: /usr/bin/tee"][0] and "without a password" in checks["sudo: /usr/bin/tee"][1]
+
+
+def _old_session(tmp: str) -> dict[str, Any]:
+    with temp_account(groups=("pmcpt-ops",)) as acct:
+        _dropin("20-ops", "%pmcpt-ops ALL=(root) NOPASSWD: /usr/bin/find\n")
+        # a shell the agent opened before install: it waits, then tries the group's rule
+        shell = subprocess.Popen(
+            ["runuser", "-u", acct.name, "--", "sh", "-c", "read x; sudo -n find /etc/hostname -exec id \\;"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            result = run_steps([AgentContainment(acct.name, backup_dir=Path(tmp) / "b")])
+            checks = {c.name: (c.ok, c.detail, c.fix) for c in escalation_battery(acct.name)}
+            out, _ = shell.communicate("go\n", timeout=30)
+        finally:
+            if shell.poll() is None:
+                shell.kill()
+        return {"ok": result.ok, "notes": result.steps[0].notes, "checks": checks, "old_shell": out,
+                "fresh": _root_via_find(acct.name), "user": acct.name}  # fmt: skip
+
+
+def test_sessions_opened_before_install_are_reported(tmp_path: Path) -> None:
+    """Leaving a group changes /etc/group, not a running session: the kernel keeps its groups and sudo
+    trusts them. Verify names the processes and the command that ends them."""
+    out = in_private_etc(_old_session, str(tmp_path))
+    assert out["ok"] and any("loginctl terminate-user" in n for n in out["notes"])
+    assert "uid=0" not in out["fresh"]
+    assert "uid=0(root)" in out["old_shell"]  # why the check exists
+    ok, detail, fix = out["checks"]["groups: running processes"]
+    assert not ok and "pmcpt-ops" in detail and f"loginctl terminate-user {out['user']}" in fix
