@@ -332,7 +332,7 @@ class AgentContainment:
                     Refusal(
                         line,
                         why + "; pmcp does not edit the main sudoers file on its own",
-                        f"remove it: visudo (edits {self.sudoers_file}), {flag_fix}",
+                        f"remove that line with `visudo` (it edits {self.sudoers_file}), {flag_fix}",
                     )
                 )
                 return False
@@ -358,10 +358,12 @@ class AgentContainment:
                 if via.how in ("user", "uid", "primary") and not (
                     via.how == "primary" and _group_shared(via.group, self.user)
                 ):
-                    what = {"user": "names", "uid": "names the uid of", "primary": "is for the own group of"}
-                    why = f"{via.item} {what[via.how]} {self.user}" + (
-                        f" (User_Alias {alias})" if alias else ""
-                    )
+                    what = {
+                        "user": f"it names {self.user}",
+                        "uid": f"{via.item} is {self.user}'s uid",
+                        "primary": f"{via.item} is {self.user}'s own group",
+                    }
+                    why = what[via.how] + (f" (in User_Alias {alias})" if alias else "")
                     if editable(where, why):
                         op = ops.setdefault(where, _Op())
                         if alias:
@@ -534,13 +536,18 @@ class AgentContainment:
         listing = self._listing()
         rem = self._remedy(listing)
         if rem.refusals:
-            first = rem.refusals[0]
-            raise StepError(
-                f"{self.user} can become root through sudo rules pmcp will not change on its own: "
-                + "; ".join(r.text() for r in rem.refusals),
-                fix=first.fix,
-                detail="\n".join(f"{r.text()}\n  fix: {r.fix}" for r in rem.refusals),
-            )
+            refs = rem.refusals
+            if len(refs) == 1:
+                message = f"{self.user} keeps a sudo right pmcp will not remove on its own: {refs[0].text()}"
+                fix = refs[0].fix
+            else:
+                message = (
+                    f"{self.user} keeps {len(refs)} sudo rights pmcp will not remove on its own: "
+                    + ", ".join(r.line.where() for r in refs)
+                    + " (each line and its fix below)"
+                )
+                fix = f"the fix under each line below, or let pmcp edit them: pmcp install {SHARED_FLAG}"
+            raise StepError(message, fix=fix, detail="\n".join(f"{r.text()}\n  fix: {r.fix}" for r in refs))
         if rem.unexplained:
             raise StepError(
                 f"sudo lets {self.user} run {', '.join(rem.unexplained)}, from no sudoers file pmcp can "
