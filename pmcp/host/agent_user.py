@@ -410,9 +410,10 @@ class AgentContainment:
         refused: set[tuple[str, str]] = set()
 
         def refuse_default(line: sd.Line, setting: str, why: str) -> None:
-            if (line.where(), setting) in refused:
+            key = (line.where(), re.sub(r'[\s"]', "", setting))
+            if key in refused:
                 return
-            refused.add((line.where(), setting))
+            refused.add(key)
             rem.refusals.append(
                 Refusal(
                     line,
@@ -538,11 +539,15 @@ class AgentContainment:
         if rem.refusals:
             refs = rem.refusals
             if len(refs) == 1:
-                message = f"{self.user} keeps a sudo right pmcp will not remove on its own: {refs[0].text()}"
+                message = (
+                    f"{self.user} can still become root through a sudoers line pmcp will not change on its "
+                    f"own: {refs[0].text()}"
+                )
                 fix = refs[0].fix
             else:
                 message = (
-                    f"{self.user} keeps {len(refs)} sudo rights pmcp will not remove on its own: "
+                    f"{self.user} can still become root through {len(refs)} sudoers lines pmcp will not "
+                    "change on its own: "
                     + ", ".join(r.line.where() for r in refs)
                     + " (each line and its fix below)"
                 )
