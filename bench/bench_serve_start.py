@@ -115,9 +115,7 @@ def main() -> int:
     version = subprocess.run([args.python, "-V"], capture_output=True, text=True).stdout.strip()
     med = {k: statistics.median(v) for k, v in runs.items()}
     print("## Server start: spawn to first answered initialize\n")
-    print(
-        f"`{args.python}` ({version}), dist/pmcp, {args.runs} runs each, interleaved, simulator.\n"
-    )
+    print(f"`{args.python}` ({version}), dist/pmcp, {args.runs} runs each, interleaved, simulator.\n")
     print("| start | median s | ratio to compiled | target |")
     print("| --- | ---: | ---: | --- |")
     labels = {
