@@ -96,6 +96,27 @@ def description(value: object) -> str:
     return value
 
 
+_NOTES_VAR = re.compile(r"\{\{([^\s{}]+)\}\}")
+NOTES_VARS = ("cluster", "guestname", "node", "vmid")
+
+
+def notes_template(value: object) -> str:
+    """Backup notes as vzdump's ``notes-template`` takes them (pve-manager PVE/VZDump.pm
+    $verify_notes_template): one line, so a line break is written ``\\n`` and a backslash ``\\\\``;
+    ``{{...}}`` only for the four variables it fills in."""
+    text = description(value)
+    unknown = sorted({m.group(1) for m in _NOTES_VAR.finditer(text)} - set(NOTES_VARS))
+    if unknown:
+        raise InvalidArgument(
+            f"notes: unknown variable(s) {', '.join(unknown)}; vzdump fills in only "
+            + ", ".join("{{" + v + "}}" for v in NOTES_VARS)
+        )
+    escaped = text.replace("\\", "\\\\").replace("\r\n", "\n").replace("\n", "\\n")
+    if len(escaped) > 1024:  # the schema's maxLength for notes-template
+        raise InvalidArgument("notes: at most 1024 characters (line breaks and backslashes count twice)")
+    return escaped
+
+
 def api_path(*segments: str | int) -> str:
     """Join already-validated segments into an API path, each percent-encoded as one segment."""
     out = []

@@ -192,11 +192,12 @@ def _pool_members(state: SimState, path: str) -> list[str]:
     return []
 
 
-def _compiled_privs(state: SimState, authid: str, path: str) -> set[str]:
+def _compiled(state: SimState, authid: str, path: str) -> dict[str, int]:
     """pve-access-control PVE/RPCEnvironment.pm ``$compile_acl_path`` for one user or token: its roles
     on ``path``, then the roles it holds on the pools ``path`` belongs to. A ``NoAccess`` on the path
     is never trumped by pool ACLs; a pool's ``NoAccess`` trumps the path's roles; else pool roles
-    are added. The privileges are the union of the roles' privileges."""
+    are added with flag 0 ("never set propagation for pool-derived ACLs"). Returns privilege ->
+    propagate flag, 1 if any role holding it propagates (``$privs->{$p} ||= $roles->{$role}``)."""
     matches = _matcher(state, authid)
     roles = _roles(state, path, matches)
     pool_roles: set[str] = set()
@@ -204,26 +205,27 @@ def _compiled_privs(state: SimState, authid: str, path: str) -> set[str]:
         pool_roles |= set(_roles(state, f"/pool/{pool}", matches))
     if pool_roles and "NoAccess" not in roles:
         roles = {"NoAccess": 0} if "NoAccess" in pool_roles else {**dict.fromkeys(pool_roles, 0), **roles}
-    privs: set[str] = set()
-    for r in roles:
-        privs.update(state.world["roles"].get(r, {}).get("privs", ()))
+    privs: dict[str, int] = {}
+    for r, flag in roles.items():
+        for priv in state.world["roles"].get(r, {}).get("privs", ()):
+            privs[priv] = privs.get(priv, 0) or flag
     return privs
 
 
-def _user_privs(state: SimState, userid: str, path: str) -> set[str]:
+def _user_privs(state: SimState, userid: str, path: str) -> dict[str, int]:
     if userid == "root@pam":
-        return set(host_privileges(state))
+        return dict.fromkeys(host_privileges(state), 1)
     user = state.world["users"].get(userid)
     if not user or not user.get("enable", 1):
-        return set()
-    return _compiled_privs(state, userid, path)
+        return {}
+    return _compiled(state, userid, path)
 
 
-def privileges(state: SimState, auth: Auth, path: str) -> frozenset[str]:
-    """Effective privileges of the caller on ``path`` (cached until identity or ACLs change), as
-    PVE/RPCEnvironment.pm ``permissions()``: a token that is not privilege-separated is its user; a
-    privilege-separated one gets its own compiled privileges INTERSECTED with its user's (both after
-    pool roles are merged in)."""
+def privilege_flags(state: SimState, auth: Auth, path: str) -> dict[str, int]:
+    """PVE/RPCEnvironment.pm ``permissions()``: privilege -> propagate flag on ``path`` (a key present
+    is a held privilege, whatever its value; cached until identity or ACLs change). A token that is
+    not privilege-separated is its user; a privilege-separated one gets its own compiled privileges
+    INTERSECTED with its user's, flags ANDed (both after pool roles are merged in)."""
     key = (auth.authid, path)
     cache = state.perm_cache
     hit = cache.get(key)
@@ -233,10 +235,15 @@ def privileges(state: SimState, auth: Auth, path: str) -> frozenset[str]:
     if auth.tokenid:  # root@pam's own privsep token: all & its ACLs = its ACLs, as in PVE
         token = state.world["users"].get(auth.userid, {}).get("tokens", {}).get(auth.tokenid, {})
         if token.get("privsep", 1):
-            privs &= _compiled_privs(state, auth.authid, path)
-    result = frozenset(privs)
-    cache[key] = result
-    return result
+            mine = _compiled(state, auth.authid, path)
+            privs = {p: int(bool(privs[p] and flag)) for p, flag in mine.items() if p in privs}
+    cache[key] = privs
+    return privs
+
+
+def privileges(state: SimState, auth: Auth, path: str) -> frozenset[str]:
+    """Effective privileges of the caller on ``path``."""
+    return frozenset(privilege_flags(state, auth, path))
 
 
 def has(
@@ -321,6 +328,10 @@ def check(state: SimState, auth: Auth, perms: dict, params: dict[str, Any]) -> N
     ``userid-group``, ``and``, ``or``. ``user: all`` passes here and the handler filters (as PVE's
     code does); "root@pam only" endpoints refuse everyone else.
     """
+    # pve-access-control RPCEnvironment.pm check_api2_permissions: "return 1 if $username eq
+    # 'root@pam'" -- a root@pam session only; a token's username is USER@REALM!TOKENID.
+    if auth.authid == "root@pam":
+        return
     raw = perms.get("raw")
     if raw is None:
         if "root@pam only" in str(perms.get("check", "")) and auth.authid != "root@pam":

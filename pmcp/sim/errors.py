@@ -41,4 +41,9 @@ def not_found(message: str) -> ApiError:
 
 
 class TaskFailed(Exception):
-    """Raised by a task's effect: the task ends with this message as its exit status."""
+    """Raised by a task's effect: the task ends with this message as its exit status (after
+    ``lines``, the log the effect wrote before it failed)."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = list(lines or [])

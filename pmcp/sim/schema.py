@@ -17,14 +17,14 @@ from pmcp.sim.errors import param_error
 
 SUBSET_FILE = Path(__file__).with_name("schema_subset.json")
 
-_BOOL_TRUE = re.compile(r"^(1|true|yes|on)$", re.IGNORECASE)
-_BOOL_FALSE = re.compile(r"^(0|false|no|off)$", re.IGNORECASE)
 _INT = re.compile(r"^-?\d+$")
 _NUM = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 _NODE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$")
-_CONFIGID = re.compile(r"^[a-z][a-z0-9_]+$")
-_STORAGEID = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$")
+# pve-common src/PVE/JSONSchema.pm: "our $CONFIGID_RE = qr/[a-z][a-z0-9_-]+/i;" and parse_id
+# (pve-storage-id): m/^[a-z][a-z0-9\-\_\.]*[a-z0-9]$/i -- both case-insensitive.
+_CONFIGID = re.compile(r"^[a-z][a-z0-9_-]+$", re.IGNORECASE)
+_STORAGEID = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$", re.IGNORECASE)
 _USERID = re.compile(r"^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+$")
 _TOKENID = re.compile(r"^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$")
 _ROLEID = re.compile(r"^[A-Za-z0-9.\-_]+$")
@@ -168,13 +168,13 @@ def _check_one(spec: dict, raw: Any) -> tuple[Any, str | None]:
     if isinstance(raw, list):
         raw = raw[-1] if typ != "string" else ",".join(str(x) for x in raw)
     if typ == "boolean":
+        # pve-common JSONSchema.pm check_type: a JSON boolean, or exactly '1' / '0' (the
+        # "true|yes|on" forms are commented out there): "type check ('boolean') failed - got 'true'".
         if isinstance(raw, bool):
             return int(raw), None
         s = str(raw)
-        if _BOOL_TRUE.match(s):
-            return 1, None
-        if _BOOL_FALSE.match(s):
-            return 0, None
+        if s in ("1", "0"):
+            return int(s), None
         return None, f"type check ('boolean') failed - got '{s}'"
     if typ == "integer":
         s = str(raw)

@@ -54,8 +54,12 @@ def dispatch(
             auth = access.Auth("")
         if not endpoint.allowtoken and auth.tokenid:
             raise ApiError(403, "Permission check failed (not available with API token, need proper ticket)")
-        p = schema.verify(endpoint, {**params, **path_params})
-        access.check(state, auth, endpoint.permissions, p)
+        # pve-manager PVE/HTTPServer.pm rest_handler: token allowed, then check_api2_permissions on
+        # the raw (unverified) parameters, and only then the handler, which verifies them
+        # (pve-common RESTHandler.pm handle): a caller without the privilege gets 403, not 400.
+        raw = {**params, **path_params}
+        access.check(state, auth, endpoint.permissions, raw)
+        p = schema.verify(endpoint, raw)
         return routes.ROUTES[(method, template)](Ctx(state, auth), p)
 
 
@@ -142,8 +146,10 @@ class _Handler(BaseHTTPRequestHandler):
                 api_path = path[len(API_PREFIX) :].rstrip("/") or "/"
                 with state.lock:
                     state.requests.append((method, api_path))
+                    state.calls.append((method, api_path, tuple(sorted(params))))
                     if len(state.requests) > MAX_LOGGED:
                         del state.requests[: MAX_LOGGED // 2]
+                        del state.calls[: MAX_LOGGED // 2]
                 if state.latency:
                     time.sleep(state.latency)
                 injected = state.take_error()

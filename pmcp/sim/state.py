@@ -1,7 +1,8 @@
 """The simulator's in-process state: the world (JSON-able), its lock, persistence and test controls.
 
-Tests reach it as ``sim.state``: ``fail_next``, ``inject_latency``, ``inject_errors`` and the
-``requests`` log of ``(method, api_path)`` pairs (api path without ``/api2/json``, no query).
+Tests reach it as ``sim.state``: ``fail_next``, ``inject_latency``, ``inject_errors``, the
+``requests`` log of ``(method, api_path)`` pairs (api path without ``/api2/json``, no query) and
+the ``calls`` log of ``(method, api_path, parameter names)`` (query and body, as sent).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class SimState:
         self.sums: dict[Any, tuple[Any, int]] = {}  # derived totals with the signature they hold for
         self.dirty = self.state_file is not None
         self.requests: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, str, tuple[str, ...]]] = []  # (method, path, parameter names)
         self._failures: dict[str, deque[str]] = defaultdict(deque)
         self.latency = 0.0
         self._errors: deque[tuple[int, str | None]] = deque()
@@ -186,6 +188,7 @@ class SimState:
     def clear_requests(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.calls.clear()
 
     def reset_controls(self) -> None:
         with self.lock:

@@ -155,7 +155,7 @@ class TaskEngine:
                 name, args = task["effect"]
                 lines = list(EFFECTS[name](self.state, args) or [])
         except TaskFailed as e:
-            self._finish(task, str(e), [f"TASK ERROR: {e}"])
+            self._finish(task, str(e), [*e.lines, f"TASK ERROR: {e}"])
             return
         warnings = sum(1 for line in lines if line.startswith("WARN"))
         if fail:

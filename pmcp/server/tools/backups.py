@@ -101,7 +101,14 @@ async def backup_guest(
             description="snapshot: no downtime (default); suspend: brief pause; stop: consistent, downtime"
         ),
     ] = "snapshot",
-    notes: Annotated[str | None, Field(max_length=1024, description="Notes stored with the backup")] = None,
+    notes: Annotated[
+        str | None,
+        Field(
+            max_length=1000,
+            description="Notes stored with the backup; {{guestname}}, {{vmid}}, {{node}}, {{cluster}} "
+            "are filled in",
+        ),
+    ] = None,
     wait_seconds: WaitSeconds = None,
 ) -> Reply:
     """Back up one guest now with vzdump (zstd) to the given storage or the node's default backup storage."""
@@ -111,7 +118,12 @@ async def backup_guest(
     if storage:
         params["storage"] = validate.storage(storage)
     if notes:
-        params["notes-template"] = validate.description(notes)
+        params["notes-template"] = validate.notes_template(notes)
+        if not storage:
+            # The schema says notes-template "requires" storage (pve-guest-common VZDump/Common.pm),
+            # so name the storage vzdump would pick: the node's defaults (/etc/vzdump.conf, else local).
+            defaults = await call.px.get(validate.api_path("nodes", guest.node, "vzdump", "defaults"))
+            params["storage"] = validate.storage((defaults or {}).get("storage") or "local")
     upid = await call.px.post(validate.api_path("nodes", guest.node, "vzdump"), **params)
     result, text = task_result("backup", guest, await call.wait(str(upid), wait_seconds))
     return Reply(result, text)

@@ -26,6 +26,7 @@ class GuestCounts(BaseModel):
     vms: int = 0
     containers: int = 0
     running: int = 0
+    paused: int = 0
     stopped: int = 0
     other: int = 0
 
@@ -70,6 +71,8 @@ async def cluster_overview(call: Call) -> Reply:
             st = r.get("status")
             if st == "running":
                 counts.running += 1
+            elif st == "paused":  # a paused VM's status is its qmpstatus (pve-manager pvestatd.pm)
+                counts.paused += 1
             elif st == "stopped":
                 counts.stopped += 1
             else:
@@ -91,7 +94,7 @@ async def cluster_overview(call: Call) -> Reply:
     text = (
         f"Cluster {data.cluster_name or '(standalone)'}: {online}/{len(nodes)} nodes online, "
         f"quorate={data.quorate}. Guests: {counts.vms} VMs, {counts.containers} containers "
-        f"({counts.running} running, {counts.stopped} stopped, {counts.other} other)."
+        f"({counts.running} running, {counts.paused} paused, {counts.stopped} stopped, {counts.other} other)."
     )
     for n in nodes:
         cpu = f"cpu {100 * (n.cpu or 0):.0f}% of {n.maxcpu}"

@@ -210,11 +210,44 @@ async def guest_config(call: Call, vmid: Vmid) -> Reply:
     return Reply(GuestConfig(guest=guest, config=config), text[:6000])
 
 
+def _already(guest: Guest, action: str, live: dict[str, Any]) -> str | None:
+    """Why ``action`` has nothing to do on a guest in this live state (None: it has work to do).
+
+    Real hosts are not idempotent here, so the tools are (their MCP idempotent hint says so):
+    pve-container API2/LXC/Status.pm answers HTTP 500 "CT N already running" to start/resume and
+    "CT N not running" to stop/shutdown/suspend; qemu-server QemuServer.pm vm_start fails its task
+    with "VM N already running". A paused VM is refused rather than skipped: starting it is not
+    what resumes it, and its state would otherwise be misreported."""
+    status = live.get("status")
+    paused = guest.type == "qemu" and live.get("qmpstatus") in ("paused", "prelaunch")
+    label = guest_label(guest)
+    if action in ("start", "resume") and status == "running" and not paused:
+        return "already running"
+    if action == "start" and paused:
+        raise validate.InvalidArgument(f"{label} is paused; resume_guest continues it")
+    if action in ("stop", "shutdown") and status == "stopped":
+        return "already stopped"
+    if action == "suspend" and paused:
+        return "already paused"
+    if action == "suspend" and guest.type == "lxc" and status == "stopped":
+        raise validate.InvalidArgument(
+            f"{label} is not running. A suspended container is stopped with its checkpoint on disk "
+            "(lxc-checkpoint); resume_guest restores it"
+        )
+    return None
+
+
 async def _act(
     call: Call, vmid: int, action: str, path: tuple[str, ...], params: dict[str, Any], wait: int | None
 ) -> Reply:
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    if action in ("start", "stop", "shutdown", "suspend", "resume"):
+        # /cluster/resources lags (pvestatd writes it every 10 s): the live state decides.
+        live = await call.px.get(guest_path(guest, "status", "current")) or {}
+        if why := _already(guest, action, live):
+            result = ActionResult(outcome="ok", action=action, guest=guest, detail=f"{why}; nothing was done")
+            return Reply(result, f"{action} {guest_label(guest)}: {why}, nothing done.")
     upid = await call.px.post(guest_path(guest, *path), **params)
     if not isinstance(upid, str):
         raise validate.InvalidArgument(
@@ -251,15 +284,16 @@ async def reboot_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None)
     return await _act(call, vmid, "reboot", ("status", "reboot"), {}, wait_seconds)
 
 
-@tool(Risk.CHANGE, "Suspend guest", ActionResult, idempotent=True)
+@tool(Risk.CHANGE, "Suspend guest", ActionResult)
 async def suspend_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) -> Reply:
-    """Pause a running VM or container in memory (resume_guest continues it)."""
+    """Pause a running VM in memory, or checkpoint a container to disk (it is then stopped);
+    resume_guest continues either."""
     return await _act(call, vmid, "suspend", ("status", "suspend"), {}, wait_seconds)
 
 
 @tool(Risk.CHANGE, "Resume guest", ActionResult, idempotent=True)
 async def resume_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) -> Reply:
-    """Resume a suspended (paused) VM or container."""
+    """Resume a paused VM, or restore a suspended container from its checkpoint."""
     return await _act(call, vmid, "resume", ("status", "resume"), {}, wait_seconds)
 
 

@@ -462,10 +462,11 @@ def permissions(ctx: Ctx, p: dict) -> dict:
         raise ApiError(500, f"no such user/token '{target}'")
     who = perms.Auth(userid, tokenid or None)
     if p.get("path"):
-        paths = [p["path"]]
+        return {p["path"]: dict(sorted(perms.privilege_flags(ctx.state, who, p["path"]).items()))}
     else:
         # PVE/RPCEnvironment.pm get_effective_permissions: the top-level paths, every ACL path and
-        # every pool member's path (/vms/ID, /storage/ID); paths without privileges are left out
+        # every pool member's path (/vms/ID, /storage/ID); paths without privileges are left out.
+        # Values are propagate flags: 0 (an ACL without propagation, a pool's) is still held.
         paths = sorted(
             {*_EFFECTIVE_PATHS, *(e["path"] for e in ctx.world["acls"])}
             | {f"/vms/{g['vmid']}" for g in ctx.world["guests"].values() if g.get("pool")}
@@ -473,9 +474,9 @@ def permissions(ctx: Ctx, p: dict) -> dict:
         )
     out: dict[str, dict[str, int]] = {}
     for path in paths:
-        held = perms.privileges(ctx.state, who, path)
-        if held or p.get("path"):
-            out[path] = {priv: 1 for priv in sorted(held)}
+        held = perms.privilege_flags(ctx.state, who, path)
+        if held:
+            out[path] = dict(sorted(held.items()))
     return out
 
 

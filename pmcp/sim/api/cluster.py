@@ -90,7 +90,9 @@ def guest_resource(g: dict[str, Any], now: float) -> dict[str, Any]:
         "vmid": g["vmid"],
         "name": cfg.get("name") or cfg.get("hostname") or f"VM {g['vmid']}",
         "node": g["node"],
-        "status": g["status"],
+        # pve-manager PVE/Service/pvestatd.pm update_qemu_status: "my $status = $d->{qmpstatus} ||
+        # $d->{status}", so a paused VM is "paused" here (not "running").
+        "status": "paused" if g["status"] == "running" and g.get("paused") else g["status"],
         "template": g["template"],
         "maxcpu": f["cpus"],
         **{k: v for k, v in f.items() if k != "cpus"},
@@ -178,6 +180,7 @@ def _guest_fragments(ctx: Ctx, now: float, root: bool) -> list[str]:
         status = g["status"]
         sig = (
             status,
+            g.get("paused"),
             started,
             g["node"],
             g.get("pool"),

@@ -56,8 +56,6 @@ def _status_current(g: dict[str, Any], now: float) -> dict[str, Any]:
         if g["status"] == "running":
             entry["running-machine"] = "pc-i440fx-10.0+pve0"
             entry["running-qemu"] = "10.0.2"
-    elif g.get("paused"):
-        entry["status"] = "paused"
     return entry
 
 
@@ -203,12 +201,14 @@ def _register(kind: str) -> None:
 
     @route("POST", base + "/{vmid}/snapshot")
     def snapshot_create(ctx: Ctx, p: dict) -> str:
-        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        guest_of(ctx, p["node"], p["vmid"], kind)
         name = p["snapname"]
-        if name == "current" or name == "vzdump":
-            raise ApiError(500, f"snapshot name '{name}' is reserved")
-        if any(s["name"] == name for s in g["snapshots"]):
-            raise ApiError(500, f"snapshot name '{name}' already used")
+        # qemu-server API2/Qemu.pm snapshot: 'current' and (any case) 'pending' are refused at once;
+        # pve-container API2/LXC/Snapshot.pm: 'current' and 'vzdump'. A name already used is the
+        # worker's die (pve-guest-common AbstractConfig.pm snapshot_prepare): a failed task.
+        reserved = ("current", "pending") if kind == "qemu" else ("current", "vzdump")
+        if name == "current" or (name.lower() if kind == "qemu" else name) in reserved:
+            raise ApiError(500, f"unable to use snapshot name '{name}' (reserved name)")
         args = {
             "vmid": p["vmid"],
             "name": name,
@@ -282,49 +282,123 @@ def _update_config(ctx: Ctx, g: dict[str, Any], p: dict[str, Any]) -> None:
     ctx.state.changed()
 
 
+def _precheck(kind: str, label: str, action: str, g: dict[str, Any], p: dict[str, Any]) -> None:
+    """The checks the API handler makes before forking its worker: failing them is an immediate
+    HTTP 500 with the message, not a failed task (what the worker itself dies of is a failed task).
+
+    qemu-server src/PVE/API2/Qemu.pm vm_reset/vm_reboot/vm_suspend/vm_resume ("VM N not running",
+    "VM is paused - cannot shutdown" in vm_shutdown/vm_reboot); pve-container
+    src/PVE/API2/LXC/Status.pm vm_start/vm_resume ("CT N already running"),
+    vm_stop/vm_shutdown/vm_suspend ("CT N not running") and vm_reboot ("VM N not running", sic).
+    """
+    vmid = p["vmid"]
+    running = g["status"] == "running"
+    paused = bool(g.get("paused"))
+    if kind == "qemu":
+        if action == "shutdown" and running and paused and not p.get("forceStop"):
+            raise ApiError(500, "VM is paused - cannot shutdown")
+        if action == "reboot" and running and paused:
+            raise ApiError(500, "VM is paused - cannot shutdown")
+        if action in ("reset", "reboot", "suspend") and not running:
+            raise ApiError(500, f"VM {vmid} not running")
+        if action == "resume" and not running and g.get("lock") != "suspended":
+            raise ApiError(500, f"VM {vmid} not running")
+        return
+    if action in ("start", "resume") and running:
+        raise ApiError(500, f"CT {vmid} already running")
+    if action in ("stop", "shutdown", "suspend") and not running:
+        raise ApiError(500, f"CT {vmid} not running")
+    if action == "reboot" and not running:
+        raise ApiError(500, f"VM {vmid} not running")
+
+
+def _task_type(kind: str, prefix: str, action: str, p: dict[str, Any]) -> str:
+    # qemu-server vm_suspend: "my $taskname = $todisk ? 'qmsuspend' : 'qmpause';"
+    if kind == "qemu" and action == "suspend":
+        return "qmsuspend" if p.get("todisk") else "qmpause"
+    return f"{prefix}{action}"
+
+
 def _register_power(kind: str, base: str, prefix: str, label: str, action: str) -> None:
     @route("POST", f"{base}/{{vmid}}/status/{action}")
     def power(ctx: Ctx, p: dict) -> str:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
-        if g["template"] and action == "start":
-            raise ApiError(500, "you can't start a vm if it's a template")
-        args = {"vmid": p["vmid"], "action": action, "label": label}
+        _precheck(kind, label, action, g, p)
+        todisk = bool(kind == "qemu" and action == "suspend" and p.get("todisk"))
+        args = {"vmid": p["vmid"], "action": action, "label": label, "kind": kind, "todisk": todisk}
+        if kind == "qemu" and action == "shutdown" and g.get("paused") and p.get("forceStop"):
+            args["action"] = "stop"  # vm_shutdown: "VM is paused - stop instead of shutdown" (a warning)
+            args["warn"] = "VM is paused - stop instead of shutdown"
         log = {
             "start": [f"starting {label} {p['vmid']}"] if kind == "qemu" else [],
             "shutdown": [f"shutting down {label} {p['vmid']}"],
         }.get(action, [])
+        # A VM suspended to disk carries the lock 'suspended', which start and resume may pass
+        # (qemu-server QemuServer.pm vm_start: check_lock unless $has_suspended_lock).
+        resumable = kind == "qemu" and action in ("start", "resume") and g.get("lock") == "suspended"
         return ctx.state.engine.start(
-            p["node"], f"{prefix}{action}", str(p["vmid"]), ctx.auth.authid, "power", args, log,
-            guests=() if p.get("skiplock") else (p["vmid"],),
+            p["node"], _task_type(kind, prefix, action, p), str(p["vmid"]), ctx.auth.authid, "power",
+            args, log, guests=() if p.get("skiplock") or resumable else (p["vmid"],),
         )  # fmt: skip
 
 
 @effect("power")
 def _power(state: SimState, a: dict[str, Any]) -> list[str]:
+    """What the worker does (its die is a failed task); qemu-server QemuServer.pm vm_start ("VM N
+    already running", "you can't start a vm if it's a template"), _do_vm_stop (a stopped VM: nothing
+    to do, task OK), vm_reboot (only if running), vm_resume (running: "job done"); pve-container
+    Status.pm vm_suspend (lxc-checkpoint -s: checkpoint to /var/lib/vz/dump, the CT is stopped) and
+    vm_resume (lxc-checkpoint -r: fails without a checkpoint)."""
     g = state.world["guests"].get(str(a["vmid"]))
     if g is None:
         raise TaskFailed(f"Configuration file for {a['label']} {a['vmid']} does not exist")
     running = g["status"] == "running"
-    action, who = a["action"], f"{a['label']} {a['vmid']}"
-    if action == "start":
+    action, who, kind = a["action"], f"{a['label']} {a['vmid']}", a.get("kind", "qemu")
+    lines = [f"WARN: {a['warn']}"] if a.get("warn") else []
+    if action == "start" or (action == "resume" and kind == "qemu" and g.get("lock") == "suspended"):
+        if g["template"]:
+            raise TaskFailed(f"you can't start a {'vm' if kind == 'qemu' else 'CT'} if it's a template")
         if running:
             raise TaskFailed(f"{who} already running")
         g.update(status="running", started_at=time.time(), paused=False)
-        return []
-    if action == "stop":
+        if g.get("lock") == "suspended":
+            g.pop("lock", None)
+        return lines
+    if action in ("stop", "shutdown"):
         g.update(status="stopped", started_at=None, paused=False)
-        return []
+        return lines
+    if action == "reboot":
+        if running:
+            g.update(started_at=time.time(), paused=False)
+        return lines
+    if action == "reset":
+        if not running:
+            raise TaskFailed(f"{who} not running")
+        g.update(started_at=time.time(), paused=False)
+        return lines
+    if kind == "lxc":
+        dump = "/var/lib/vz/dump"
+        if action == "suspend":
+            if not running:
+                raise TaskFailed(f"{who} not running")
+            g.update(status="stopped", started_at=None, paused=False, checkpoint=True)
+            return lines
+        if not g.get("checkpoint"):  # resume
+            raise TaskFailed(
+                f"command 'lxc-checkpoint -n {a['vmid']} -r --foreground -D {dump}' failed: exit code 1"
+            )
+        g.update(status="running", started_at=time.time(), checkpoint=False)
+        return lines
     if not running:
         raise TaskFailed(f"{who} not running")
-    if action == "shutdown":
-        g.update(status="stopped", started_at=None, paused=False)
-    elif action in ("reboot", "reset"):
-        g.update(started_at=time.time(), paused=False)
-    elif action == "suspend":
+    if action == "suspend":
+        if a.get("todisk"):
+            g.update(status="stopped", started_at=None, paused=False, lock="suspended")
+            return [*lines, "State saved, quitting"]
         g["paused"] = True
     elif action == "resume":
         g["paused"] = False
-    return []
+    return lines
 
 
 @effect("snapshot_create")

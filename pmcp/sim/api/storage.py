@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 from typing import Any
 
 from pmcp.sim.api.common import Ctx, node_of, split_list
-from pmcp.sim.errors import ApiError, TaskFailed
+from pmcp.sim.errors import ApiError, TaskFailed, perm_error
 from pmcp.sim.generate import GIB, backup_name
 from pmcp.sim.routes import route
 from pmcp.sim.state import SimState
@@ -145,16 +146,16 @@ def storage_status_ep(ctx: Ctx, p: dict) -> dict:
 def storage_content(ctx: Ctx, p: dict) -> list:
     node_of(ctx, p["node"])
     storage_of(ctx, p["storage"])
-    full = ctx.has(f"/storage/{p['storage']}", "Datastore.Allocate")
+    # pve-storage src/PVE/API2/Storage/Content.pm index: each volume passes check_volume_access or
+    # is left out, silently (a backup needs VM.Backup, a disk VM.Config.Disk -- not VM.Audit).
     out = []
     for v in volumes(ctx.world, p["node"], p["storage"]):
         if p.get("content") and v["content"] != p["content"]:
             continue
         if "vmid" in p and v.get("vmid") != p["vmid"]:
             continue
-        if v.get("vmid") and not full and not ctx.has(f"/vms/{v['vmid']}", "VM.Audit"):
-            continue
-        out.append(dict(v))
+        if _volume_access_denied(ctx, p["storage"], v) is None:
+            out.append(dict(v))
     return out
 
 
@@ -170,14 +171,35 @@ def _find_volume(ctx: Ctx, node: str, sid: str, volume: str) -> tuple[list[dict[
     raise ApiError(500, f"volume '{volid}' does not exist")
 
 
+def _volume_access_denied(ctx: Ctx, sid: str, vol: dict[str, Any]) -> str | None:
+    """pve-storage src/PVE/Storage.pm check_volume_access (8 and 9 alike): Datastore.Allocate on the
+    storage sees everything; iso/vztmpl/import need Datastore.AllocateSpace or Datastore.Audit; a
+    backup Datastore.AllocateSpace plus VM.Backup on its guest; a disk image Datastore.Audit plus
+    VM.Config.Disk on its guest; anything else is refused. Returns the 403 message, or None."""
+    storage = f"/storage/{sid}"
+    if ctx.has(storage, "Datastore.Allocate"):
+        return None
+    kind, owner = vol["content"], vol.get("vmid")
+    if kind in ("iso", "vztmpl", "import"):
+        ok = ctx.has(storage, "Datastore.AllocateSpace", "Datastore.Audit")
+        return None if ok else f"{storage}, Datastore.AllocateSpace|Datastore.Audit"
+    if kind == "backup" and owner:
+        needs = [(storage, "Datastore.AllocateSpace"), (f"/vms/{owner}", "VM.Backup")]
+    elif kind in ("images", "rootdir") and owner:
+        needs = [(storage, "Datastore.Audit"), (f"/vms/{owner}", "VM.Config.Disk")]
+    else:
+        return f"missing privileges to access {vol['volid']}"
+    for path, priv in needs:
+        if not ctx.has(path, priv):
+            return f"{path}, {priv}"
+    return None
+
+
 def _check_volume_access(ctx: Ctx, sid: str, vol: dict[str, Any]) -> None:
-    """PVE's check_volume_access: Datastore.Allocate, or space on the storage plus a right on the guest."""
-    if ctx.has(f"/storage/{sid}", "Datastore.Allocate"):
-        return
-    ctx.require(f"/storage/{sid}", "Datastore.AllocateSpace")
-    if vol.get("vmid"):
-        priv = "VM.Backup" if vol["content"] == "backup" else "VM.Config.Disk"
-        ctx.require(f"/vms/{vol['vmid']}", priv)
+    if why := _volume_access_denied(ctx, sid, vol):
+        if why.startswith("missing privileges"):
+            raise ApiError(500, why)
+        raise perm_error(why)
 
 
 @route("GET", "/nodes/{node}/storage/{storage}/content/{volume}")
@@ -185,8 +207,7 @@ def volume_attributes(ctx: Ctx, p: dict) -> dict:
     node_of(ctx, p["node"])
     storage_of(ctx, p["storage"])
     _, v = _find_volume(ctx, p["node"], p["storage"], p["volume"])
-    if not ctx.has(f"/storage/{p['storage']}", "Datastore.Audit", "Datastore.AllocateSpace"):
-        ctx.require(f"/storage/{p['storage']}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True)
+    _check_volume_access(ctx, p["storage"], v)  # Content.pm info: "You need read access for the volume."
     path = f"/var/lib/vz/{v['volid'].split(':', 1)[1]}"
     out = {"format": v["format"], "path": path, "size": v["size"], "used": v.get("used", v["size"])}
     if v.get("notes"):
@@ -200,7 +221,13 @@ def volume_delete(ctx: Ctx, p: dict) -> str:
     node_of(ctx, p["node"])
     storage_of(ctx, p["storage"])
     stored, v = _find_volume(ctx, p["node"], p["storage"], p["volume"])
-    _check_volume_access(ctx, p["storage"], v)
+    # pve-storage Content.pm delete: a guest's backup with Datastore.AllocateSpace + VM.Backup,
+    # anything else with Datastore.Allocate.
+    if v["content"] == "backup" and v.get("vmid"):
+        ctx.require(f"/storage/{p['storage']}", "Datastore.AllocateSpace")
+        ctx.require(f"/vms/{v['vmid']}", "VM.Backup")
+    else:
+        ctx.require(f"/storage/{p['storage']}", "Datastore.Allocate")
     if not stored:
         raise ApiError(
             500, f"unable to delete volume '{v['volid']}' - volume is in use by guest {v.get('vmid')}"
@@ -220,14 +247,63 @@ def _volume_delete(state: SimState, a: dict[str, Any]) -> list[str]:
     return []
 
 
+def _default_backup_storage(ctx: Ctx) -> str:
+    """/etc/vzdump.conf's ``storage``, else ``local`` (pve-manager PVE/API2/VZDump.pm defaults)."""
+    return str(ctx.world.get("vzdump_defaults", {}).get("storage") or "local")
+
+
+@route("GET", "/nodes/{node}/vzdump/defaults")
+def vzdump_defaults(ctx: Ctx, p: dict) -> dict:
+    """pve-manager PVE/API2/VZDump.pm defaults: the configured defaults, ``storage`` falling back to
+    ``local``, readable with Datastore.Audit or Datastore.AllocateSpace on that storage."""
+    node_of(ctx, p["node"])
+    out: dict[str, Any] = dict(ctx.world.get("vzdump_defaults", {}))
+    out["storage"] = p.get("storage") or _default_backup_storage(ctx)
+    ctx.require(f"/storage/{out['storage']}", "Datastore.Audit", "Datastore.AllocateSpace", any_=True)
+    return out
+
+
+_NOTES_VARS = ("cluster", "guestname", "node", "vmid")
+
+
+def _verify_notes_template(template: str) -> None:
+    """pve-manager PVE/VZDump.pm $verify_notes_template: one line; only ``\\n`` and ``\\\\``
+    escapes; only {{cluster}}, {{guestname}}, {{node}}, {{vmid}}."""
+    if "\n" in template:
+        raise ApiError(400, "Parameter verification failed.", {"notes-template": "contains a line feed\n"})
+    bad = [
+        f"escape sequence '\\{m.group(1)}' at char {m.start()}"
+        for m in re.finditer(r"\\(.)", template)
+        if m.group(1) not in ("n", "\\")
+    ]
+    bad += [
+        f"variable '{m.group(1)}' at char {m.start(1)}"
+        for m in re.finditer(r"\{\{([^\s{}]+)\}\}", template)
+        if m.group(1) not in _NOTES_VARS
+    ]
+    if bad:
+        msg = "found unknown: " + ", ".join(bad) + "\n"
+        raise ApiError(400, "Parameter verification failed.", {"notes-template": msg})
+
+
 @route("POST", "/nodes/{node}/vzdump")
 def vzdump(ctx: Ctx, p: dict) -> str:
-    """Back up guests of this node into a storage with ``backup`` content (default ``local``)."""
+    """Back up guests of this node into a storage with ``backup`` content (default ``local``).
+
+    pve-manager PVE/API2/VZDump.pm vzdump: guests on other nodes are skipped, and with none left on
+    this node the answer is "OK" (no task); Datastore.AllocateSpace on the storage is checked before
+    the task, VM.Backup per guest inside it (PVE/VZDump.pm exec_backup: the task fails)."""
     node = p["node"]
     node_of(ctx, node)
     if p.get("stdout"):
-        raise ApiError(500, "stdout mode is not supported by the API")
-    sid = p.get("storage", "local")
+        raise ApiError(
+            400,
+            "Parameter verification failed.",
+            {"stdout": "option is only allowed on the command line interface."},
+        )
+    if p.get("notes-template"):
+        _verify_notes_template(p["notes-template"])
+    sid = p.get("storage") or _default_backup_storage(ctx)
     s = storage_of(ctx, sid)
     if "backup" not in s["content"].split(","):
         raise ApiError(500, f"storage '{sid}' does not support backups")
@@ -241,11 +317,12 @@ def vzdump(ctx: Ctx, p: dict) -> str:
             raise ApiError(
                 400, "Parameter verification failed.", {"vmid": "property is missing and it is not optional"}
             )
-    for vmid in vmids:
-        if str(vmid) not in guests:
-            raise ApiError(500, f"unable to find configuration file for VM {vmid}")
-        ctx.require(f"/vms/{vmid}", "VM.Backup")
+        # get_included_guests: guests of other nodes are skipped; unknown IDs stay, to fail visibly
+        vmids = [v for v in vmids if str(v) not in guests or guests[str(v)]["node"] == node]
+        if not vmids:
+            return "OK"
     ctx.require(f"/storage/{sid}", "Datastore.AllocateSpace")
+    denied = [v for v in vmids if str(v) in guests and not ctx.has(f"/vms/{v}", "VM.Backup")]
     args = {
         "node": node,
         "storage": sid,
@@ -254,11 +331,14 @@ def vzdump(ctx: Ctx, p: dict) -> str:
         "mode": p.get("mode", "snapshot"),
         "notes": p.get("notes-template", "{{guestname}}"),
         "protected": p.get("protected", 0),
+        "denied": denied if not p.get("all") else [],
     }
+    if p.get("all"):  # exec_backup: with --all, guests without VM.Backup are skipped silently
+        args["vmids"] = [v for v in vmids if v not in denied]
     opts = " ".join(f"--{k} {v}" for k, v in sorted(p.items()) if k not in ("node", "vmid"))
     log = [f"INFO: starting new backup job: vzdump {' '.join(map(str, vmids))} {opts} --node {node}".rstrip()]
     ident = str(vmids[0]) if len(vmids) == 1 else ""
-    local = tuple(v for v in vmids if guests[str(v)]["node"] == node)
+    local = tuple(v for v in vmids if str(v) in guests)
     return ctx.state.engine.start(
         node, "vzdump", ident, ctx.auth.authid, "vzdump", args, log, guests=local, lock="backup"
     )
@@ -279,12 +359,12 @@ def _vzdump(state: SimState, a: dict[str, Any]) -> list[str]:
     content = world["content"].setdefault(key, [])
     lines: list[str] = []
     done = 0
+    if a.get("denied"):
+        raise TaskFailed(f"Permission check failed (/vms/{a['denied'][0]}, VM.Backup)")
     for vmid in a["vmids"]:
         g = world["guests"].get(str(vmid))
-        if g is None:
-            raise TaskFailed(f"unable to find configuration file for VM {vmid}")
-        if g["node"] != a["node"]:
-            lines.append(f"WARN: skipping guest {vmid}: not on node {a['node']}")
+        if g is None or g["node"] != a["node"]:
+            lines.append(f"ERROR: Backup of VM {vmid} failed - unable to find VM '{vmid}'")
             continue
         ctime = int(time.time())
         existing = {v["volid"] for v in content}
@@ -316,14 +396,22 @@ def _vzdump(state: SimState, a: dict[str, Any]) -> list[str]:
                 "vmid": vmid,
                 "size": size,
                 "ctime": ctime,
-                "notes": a["notes"].replace("{{guestname}}", guestname).replace("{{vmid}}", str(vmid)),
+                "notes": _render_notes(a["notes"], guestname, vmid, a["node"], world["cluster_name"]),
                 "protected": int(bool(a.get("protected"))),
             }
         )
         lines.append(f"INFO: Finished Backup of VM {vmid} (00:00:01)")
         done += 1
-    lines.append(
-        "INFO: Backup job finished successfully" if done else "INFO: Backup job finished with errors"
-    )
     state.changed()
+    if done < len(a["vmids"]):
+        lines.append("INFO: Backup job finished with errors")
+        raise TaskFailed("job errors", lines)
+    lines.append("INFO: Backup job finished successfully")
     return lines
+
+
+def _render_notes(template: str, guestname: str, vmid: int, node: str, cluster: str) -> str:
+    """pve-manager PVE/VZDump.pm $generate_notes: the four variables, ``\\n`` a line break."""
+    values = {"guestname": guestname, "vmid": str(vmid), "node": node, "cluster": cluster}
+    text = re.sub(r"\{\{(cluster|guestname|node|vmid)\}\}", lambda m: values[m.group(1)], template)
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)

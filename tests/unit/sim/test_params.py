@@ -80,7 +80,7 @@ def first_vm(sim: RunningSim) -> dict:
         ),
         (
             "POST",
-            "/access/users/pmcp@pve/token/9tok",
+            "/access/users/alice@pve/token/9tok",
             {},
             "tokenid",
             "value does not match the regex pattern",

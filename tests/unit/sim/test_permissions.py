@@ -4,6 +4,7 @@ token-forbidden endpoints, root@pam protection, and PVE's wording."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -334,8 +335,20 @@ def test_vzdump_needs_backup_and_storage_space(sim: RunningSim) -> None:
     status, body = sim.request(
         "POST", f"/nodes/{g['node']}/vzdump", token=who.token, params={"vmid": g["vmid"]}
     )
+    # pve-manager API2/VZDump.pm: the storage is checked before the task ...
     assert status == 403
-    assert body["message"] == f"Permission check failed (/vms/{g['vmid']}, VM.Backup)\n"
+    assert body["message"] == "Permission check failed (/storage/local, Datastore.AllocateSpace)\n"
+    # ... VM.Backup inside it (VZDump.pm exec_backup): a failed task, no backup
+    space = make_identity(sim, uid(), role="SimSpace", privs="VM.Audit,Datastore.AllocateSpace")
+    upid = ok(
+        sim.request("POST", f"/nodes/{g['node']}/vzdump", token=space.token, params={"vmid": g["vmid"]})
+    )
+    for _ in range(100):
+        task = ok(sim.request("GET", f"/nodes/{g['node']}/tasks/{upid}/status", token=space.token))
+        if task["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert task["exitstatus"] == f"Permission check failed (/vms/{g['vmid']}, VM.Backup)"
 
 
 def test_pve8_host_has_its_42_privileges(sim: RunningSim) -> None:

@@ -1,0 +1,107 @@
+"""The power tools on a simulator that answers as qemu-server and pve-container do: tools marked
+idempotent really are (a second start answers "already running", ok, and sends no POST), a paused
+VM is seen as paused (list_guests, cluster_overview), and refusals read clearly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from pmcp.server.registry import TOOLS
+from pmcp.sim.testing import running_sim
+
+from .conftest import Served, connect, serve
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with (
+        running_sim(nodes=2, guests=30, seed=5, task_seconds=0.05) as sim,
+        serve(sim, Path(tmp_path_factory.mktemp("power"))) as s,
+    ):
+        yield s
+
+
+def pick(served: Served, kind: str, status: str, n: int = 0) -> int:
+    found = [
+        int(v)
+        for v, g in sorted(served.sim.state.world["guests"].items(), key=lambda kv: int(kv[0]))
+        if g["type"] == kind
+        and g["status"] == status
+        and not g["template"]
+        and "pmcp-protected" not in str(g["config"].get("tags", ""))
+    ]
+    return found[n]
+
+
+def call(served: Served, name: str, args: dict[str, Any]) -> Any:
+    async def go() -> Any:
+        async with connect(served) as client:
+            return await client.call_tool(name, args)
+
+    return anyio.run(go)
+
+
+def posts(served: Served) -> list[str]:
+    return [p for m, p in served.sim.state.requests if m == "POST"]
+
+
+@pytest.mark.parametrize(
+    "tool,kind,status,why",
+    [
+        ("start_guest", "qemu", "running", "already running"),
+        ("start_guest", "lxc", "running", "already running"),
+        ("resume_guest", "lxc", "running", "already running"),
+        ("stop_guest", "lxc", "stopped", "already stopped"),
+        ("shutdown_guest", "lxc", "stopped", "already stopped"),
+        ("shutdown_guest", "qemu", "stopped", "already stopped"),
+    ],
+)
+def test_idempotent_tools_answer_ok_when_there_is_nothing_to_do(
+    own: Served, tool: str, kind: str, status: str, why: str
+) -> None:
+    assert TOOLS[tool].idempotent
+    vmid = pick(own, kind, status)
+    own.sim.state.clear_requests()
+    args = {"vmid": vmid} | ({"confirm": True} if tool == "stop_guest" else {})
+    r = call(own, tool, args)
+    assert not r.is_error, r.content[0].text
+    assert r.structured_content["outcome"] == "ok"
+    assert r.structured_content["detail"] == f"{why}; nothing was done"
+    assert why in r.content[0].text
+    assert posts(own) == [], "nothing is sent when nothing is to be done"
+
+
+def test_a_paused_vm_is_listed_counted_and_resumed(own: Served) -> None:
+    vmid = pick(own, "qemu", "running", 1)
+    r = call(own, "suspend_guest", {"vmid": vmid})
+    assert r.structured_content["outcome"] == "ok", r.content[0].text
+    listed = call(own, "list_guests", {"status": "paused"}).structured_content
+    assert [g["vmid"] for g in listed["guests"]] == [vmid]
+    overview = call(own, "cluster_overview", {}).structured_content
+    assert overview["guests"]["paused"] == 1
+    again = call(own, "suspend_guest", {"vmid": vmid}).structured_content
+    assert again["detail"] == "already paused; nothing was done"
+    start = call(own, "start_guest", {"vmid": vmid})
+    assert start.is_error and "resume_guest" in start.content[0].text
+    assert call(own, "resume_guest", {"vmid": vmid}).structured_content["outcome"] == "ok"
+    assert own.sim.state.guest(vmid)["paused"] is False
+
+
+def test_a_suspended_container_is_stopped_and_resume_restores_it(own: Served) -> None:
+    vmid = pick(own, "lxc", "running", 1)
+    assert call(own, "suspend_guest", {"vmid": vmid}).structured_content["outcome"] == "ok"
+    assert own.sim.state.guest(vmid)["status"] == "stopped"
+    again = call(own, "suspend_guest", {"vmid": vmid})
+    assert again.is_error and "resume_guest restores it" in again.content[0].text
+    assert call(own, "resume_guest", {"vmid": vmid}).structured_content["outcome"] == "ok"
+    assert own.sim.state.guest(vmid)["status"] == "running"
+
+
+def test_reset_of_a_stopped_vm_reads_as_proxmox_says(own: Served) -> None:
+    r = call(own, "reset_guest", {"vmid": pick(own, "qemu", "stopped", 1), "confirm": True})
+    assert r.is_error and "not running" in r.content[0].text
