@@ -805,11 +805,13 @@ def verify_identity(
             checks.append(Check("token permissions", False, f"HTTP {resp.status_code} {_message(resp)}", fix))
         else:
             perms: dict[str, dict[str, Any]] = resp.json().get("data") or {}
-            held = {p for privs in perms.values() for p, v in (privs or {}).items() if v}
+            # A key is a held privilege; its value is only the propagate flag (0 for an ACL without
+            # propagation or a pool member's): pve-access-control RPCEnvironment.pm permissions.
+            held = {p for privs in perms.values() for p in privs or {}}
             bad = sorted(p for p in held if is_forbidden(p))
             extra = sorted(held - _MODE_PRIVS.get(mode, set()))
             scope = f"/pool/{pool}" if pool else MODE_PATH
-            at_scope = {p for p, v in (perms.get(scope) or {}).items() if v}
+            at_scope = set(perms.get(scope) or {})
             if bad:
                 checks.append(Check("token permissions", False, f"token holds {', '.join(bad)}", fix))
             elif extra:

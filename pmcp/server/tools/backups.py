@@ -15,6 +15,7 @@ from pmcp.server.tools.common import (
     StorageId,
     Vmid,
     WaitSeconds,
+    hidden_volumes,
     resolve_guest,
     task_result,
 )
@@ -36,6 +37,9 @@ class BackupList(BaseModel):
     returned: int
     storages: list[str]
     backups: list[Backup]
+    hidden: list[str] | None = Field(
+        None, description="Backups Proxmox does not show this server's token, and the privilege it lacks"
+    )
 
 
 async def _first_online_node(call: Call) -> str:
@@ -63,7 +67,9 @@ async def list_backups(
         listed = await call.px.get(validate.api_path("nodes", node, "storage"), content="backup") or []
         storages = [validate.storage(s["storage"]) for s in listed if s.get("storage")]
     found: list[Backup] = []
+    hidden: list[str] = []
     for sid in storages:
+        hidden += await hidden_volumes(call, sid, ["backup"], vmid)
         path = validate.api_path("nodes", node, "storage", sid, "content")
         for v in await call.px.get(path, content="backup", vmid=vmid) or []:
             found.append(
@@ -86,7 +92,10 @@ async def list_backups(
         f"showing {len(page)}."
     ]
     lines += [f"- {b.volid} ({(b.size or 0) / 1024**3:.2f} GiB, time {b.ctime})" for b in page]
-    data = BackupList(total=len(found), returned=len(page), storages=storages, backups=page)
+    lines += [f"Not shown: {h}." for h in hidden]
+    data = BackupList(
+        total=len(found), returned=len(page), storages=storages, backups=page, hidden=hidden or None
+    )
     return Reply(data, "\n".join(lines))
 
 

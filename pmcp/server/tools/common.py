@@ -160,3 +160,52 @@ def task_result(action: str, guest: Guest | None, task: TaskOutcome) -> tuple[Ac
         result.follow_up = f"Still running; call task_status with upid={task.upid} to follow it."
         text = f"{action} {what}: still running after {task.seconds:g}s; see task_status upid={task.upid}."
     return result, text
+
+
+# pve-storage src/PVE/Storage.pm check_volume_access: what lets a token see a guest's volume (the
+# storage privilege, then the guest privilege); Datastore.Allocate on the storage sees everything.
+VOLUME_NEEDS = {
+    "backup": ("Datastore.AllocateSpace", "VM.Backup"),
+    "images": ("Datastore.Audit", "VM.Config.Disk"),
+    "rootdir": ("Datastore.Audit", "VM.Config.Disk"),
+}
+_KIND_WORDS = {"backup": "backups", "images": "disk images", "rootdir": "disk images"}
+
+
+async def held_privileges(call: Call, path: str) -> set[str]:
+    """The privileges this server's own token holds on ``path`` (GET /access/permissions; every
+    user and token may read its own). A key counts whatever its value: the value is only the
+    propagate flag (pve-access-control RPCEnvironment.pm permissions)."""
+    data = await call.px.call("GET", "/access/permissions", {"path": path}) or {}
+    return set((data.get(path) or {}).keys())
+
+
+async def hidden_volumes(call: Call, storage: str, kinds: list[str], vmid: int | None) -> list[str]:
+    """Why Proxmox leaves volumes out of a storage listing for this token (it drops them without a
+    word, pve-storage API2/Storage/Content.pm index), one sentence per kind; [] when none are."""
+    kinds = [k for k in kinds if k in VOLUME_NEEDS]
+    if not kinds:
+        return []
+    on_storage = await held_privileges(call, f"/storage/{storage}")
+    if "Datastore.Allocate" in on_storage:
+        return []
+    guest_path = f"/vms/{vmid}" if vmid is not None else "/vms"
+    on_guests: set[str] | None = None
+    notes = []
+    seen: set[tuple[str, str]] = set()
+    for kind in kinds:
+        spriv, gpriv = VOLUME_NEEDS[kind]
+        if (spriv, gpriv) in seen:
+            continue
+        seen.add((spriv, gpriv))
+        words = _KIND_WORDS[kind]
+        need = f"Proxmox shows them only with {spriv} on /storage/{storage} and {gpriv} on the guest"
+        if spriv not in on_storage:
+            notes.append(f"{words} on {storage} are not shown: {need}; this token lacks {spriv} there")
+            continue
+        if on_guests is None:
+            on_guests = await held_privileges(call, guest_path)
+        if gpriv not in on_guests:
+            whose = f"of guest {vmid}" if vmid is not None else "of guests it lacks it on"
+            notes.append(f"{words} {whose} are not shown: {need}; this token lacks {gpriv} on {guest_path}")
+    return notes

@@ -83,7 +83,19 @@ async def create_snapshot(
     """Take a snapshot of a VM or container (the usual safety net before a risky change)."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    params: dict[str, object] = {"snapname": validate.snapname(name)}
+    name = validate.snapname(name)
+    # Reserved: qemu-server API2/Qemu.pm snapshot ('current', 'pending' in any case), pve-container
+    # API2/LXC/Snapshot.pm ('current', 'vzdump'); both refuse them with HTTP 500.
+    reserved = name == "current" or (name.lower() == "pending" if guest.type == "qemu" else name == "vzdump")
+    if reserved:
+        raise validate.InvalidArgument(f"name: {name!r} is reserved by Proxmox; choose another name")
+    # A used name is the task's failure on a real host (AbstractConfig.pm snapshot_prepare): say it first.
+    if any(s.name == name for s in await _snapshots(call, guest)):
+        raise validate.InvalidArgument(
+            f"name: {guest_label(guest)} already has a snapshot {name!r} (see list_snapshots); "
+            "choose another name or delete_snapshot it first"
+        )
+    params: dict[str, object] = {"snapname": name}
     if description:
         params["description"] = validate.description(description)
     if include_ram and guest.type == "qemu":

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from pmcp.server import validate
 from pmcp.server.policy import Risk
 from pmcp.server.registry import Call, Reply, tool
-from pmcp.server.tools.common import Node, StorageId, Vmid
+from pmcp.server.tools.common import Node, StorageId, Vmid, hidden_volumes
 
 
 class StorageItem(BaseModel):
@@ -90,6 +90,9 @@ class VolumeList(BaseModel):
     offset: int
     next_offset: int | None = None
     volumes: list[Volume]
+    hidden: list[str] | None = Field(
+        None, description="Volumes Proxmox does not show this server's token, and the privilege it lacks"
+    )
 
 
 @tool(Risk.READ, "Storage content", VolumeList)
@@ -108,6 +111,7 @@ async def storage_content(
     """The volumes on one storage of one node (disk images, ISOs, templates, backups), paginated."""
     path = validate.api_path("nodes", validate.node(node), "storage", validate.storage(storage), "content")
     raw = await call.px.get(path, content=content, vmid=vmid) or []
+    hidden = await hidden_volumes(call, storage, [content] if content else ["backup", "images"], vmid)
     vols = sorted(
         (
             Volume(
@@ -129,7 +133,14 @@ async def storage_content(
         + (f", next offset={nxt}." if nxt else ".")
     ]
     lines += [f"- {v.volid} ({v.content}, {(v.size or 0) / 1024**3:.2f} GiB)" for v in page]
+    lines += [f"Not shown: {h}." for h in hidden]
     data = VolumeList(
-        node=node, storage=storage, total=len(vols), offset=offset, next_offset=nxt, volumes=page
+        node=node,
+        storage=storage,
+        total=len(vols),
+        offset=offset,
+        next_offset=nxt,
+        volumes=page,
+        hidden=hidden or None,
     )
     return Reply(data, "\n".join(lines))

@@ -170,6 +170,21 @@ def test_verify_identity_catches_a_too_powerful_token(pvesh: Pvesh, sim: Any, tm
     assert "pmcp-probe" not in str(pvesh.get("/access/acl"))  # the probe changed nothing
 
 
+def test_verify_counts_a_forbidden_privilege_held_without_propagation(
+    pvesh: Pvesh, sim: Any, paths: InstallPaths
+) -> None:
+    ident(pvesh, sim, paths, mode="read-only").apply()
+    # Proxmox lists it as "Permissions.Modify": 0 (0 = not propagated), yet the token holds it.
+    for kind, who in (("users", "pmcp@pve"), ("tokens", "pmcp@pve!mcp")):
+        pvesh.set("/access/acl", path="/access", roles="Administrator", propagate=0, **{kind: who})
+    checks = {
+        c.name: c
+        for c in verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode="read-only")
+    }
+    assert not checks["token permissions"].ok
+    assert "Permissions.Modify" in checks["token permissions"].detail
+
+
 def test_privsep_token_gets_the_intersection(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
     ident(pvesh, sim, paths, mode="operator").apply()
     # Give the USER more; the privilege-separated token must not gain it.
@@ -470,3 +485,25 @@ def test_update_only_narrows_a_tag_added_later(pvesh: Pvesh, sim: Any, paths: In
     again = Outcome("update")
     _deny_protected(inst, _Recorder(again, None, None))  # type: ignore[arg-type]
     assert again.steps == []  # nothing to do: no phase, no noise in cron's output
+
+
+def test_every_call_install_verify_and_uninstall_make_matches_both_schemas(
+    pvesh: Pvesh, sim: Any, paths: InstallPaths
+) -> None:
+    """Read off the wire (pvesh and the direct HTTPS calls of verify alike): method, path and every
+    parameter name must exist in PVE 8.4 and 9.1."""
+    from tests.support.pve_schema import problems
+
+    pool = pvesh.get("/pools")[0]["poolid"]
+    sim.state.clear_requests()
+    for mode, kw in (("read-only", {}), ("operator", {"pool": pool}), ("admin", {"rotate": True})):
+        step = ident(pvesh, sim, paths, mode=mode, **kw)
+        step.check()
+        step.apply()
+        verify_identity(sim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, mode=mode, pool=kw.get("pool"))
+    secret = paths.proxmox_token_secret.read_text().strip()
+    assert token_authenticates(sim.url, "pmcp@pve!mcp", secret)
+    ident(pvesh, sim, paths, mode="admin").undo()
+    calls = list(sim.state.calls)
+    assert {m for m, _, _ in calls} >= {"GET", "POST", "PUT", "DELETE"}
+    assert not problems(calls), "\n".join(problems(calls))

@@ -105,3 +105,22 @@ def test_a_suspended_container_is_stopped_and_resume_restores_it(own: Served) ->
 def test_reset_of_a_stopped_vm_reads_as_proxmox_says(own: Served) -> None:
     r = call(own, "reset_guest", {"vmid": pick(own, "qemu", "stopped", 1), "confirm": True})
     assert r.is_error and "not running" in r.content[0].text
+
+
+def test_snapshot_names_as_proxmox_takes_them(own: Served) -> None:
+    """pve-configid is [a-z][a-z0-9_-]+, case-insensitive: 'pre-upgrade' works end to end; a used
+    or reserved name is refused before anything is sent (on a real host: a failed task / a 500)."""
+    vmid = pick(own, "qemu", "stopped", 2)
+    made = call(own, "create_snapshot", {"vmid": vmid, "name": "Pre-Upgrade"})
+    assert made.structured_content["outcome"] == "ok", made.content[0].text
+    own.sim.state.clear_requests()
+    for name, why in (
+        ("Pre-Upgrade", "already has a snapshot"),
+        ("PENDING", "reserved"),
+        ("current", "reserved"),
+    ):
+        r = call(own, "create_snapshot", {"vmid": vmid, "name": name})
+        assert r.is_error and why in r.content[0].text, (name, r.content[0].text)
+    assert posts(own) == []
+    gone = call(own, "delete_snapshot", {"vmid": vmid, "name": "Pre-Upgrade", "confirm": True})
+    assert gone.structured_content["outcome"] == "ok"

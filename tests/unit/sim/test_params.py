@@ -147,3 +147,40 @@ def test_a_parameter_that_requires_another(sim: RunningSim) -> None:
     assert status == 400 and body["errors"] == {
         "groups": "missing property - 'append' requires this property"
     }
+
+
+def test_booleans_are_1_or_0_only(sim: RunningSim) -> None:
+    """pve-common JSONSchema.pm check_type: '1' or '0' (or a JSON boolean); 'true' is refused."""
+    g = first_vm(sim)
+    path = f"/nodes/{g['node']}/qemu/{g['vmid']}/status/shutdown"
+    for word in ("true", "yes", "on", "false"):
+        status, body = sim.request("POST", path, params={"forceStop": word})
+        assert (status, body.get("errors")) == (
+            400,
+            {"forceStop": f"type check ('boolean') failed - got '{word}'"},
+        )
+
+
+def test_configids_are_case_insensitive_and_take_hyphens(sim: RunningSim) -> None:
+    """pve-common JSONSchema.pm: $CONFIGID_RE = qr/[a-z][a-z0-9_-]+/i (snapshot names)."""
+    g = first_vm(sim)
+    snaps = f"/nodes/{g['node']}/qemu/{g['vmid']}/snapshot"
+    for name in ("pre-upgrade", "Pre_Upgrade-2"):
+        status, body = sim.request("POST", snaps, params={"snapname": name})
+        assert status == 200, body
+    status, body = sim.request("POST", snaps, params={"snapname": "9lives"})
+    assert status == 400 and "invalid configuration ID '9lives'" in body["errors"]["snapname"]
+
+
+def test_permission_is_checked_before_parameters(sim: RunningSim) -> None:
+    """pve-manager PVE/HTTPServer.pm rest_handler: token allowed -> permissions (403) -> the
+    handler verifies parameters (400)."""
+    from tests.unit.sim.conftest import make_identity
+
+    who = make_identity(sim, "order@pve", role="OrderAudit", privs="VM.Audit")
+    g = first_vm(sim)
+    path = f"/nodes/{g['node']}/qemu/{g['vmid']}/status/shutdown"
+    status, body = sim.request("POST", path, token=who.token, params={"forceStop": "maybe"})
+    assert status == 403 and body["message"].startswith("Permission check failed")
+    status, _ = sim.request("POST", path, params={"forceStop": "maybe"})
+    assert status == 400

@@ -381,3 +381,51 @@ def test_acl_list_needs_sys_audit_on_access_or_leave_to_modify_the_path(sim: Run
     assert seen and all(path == f"/vms/{g['vmid']}" for path, _ in seen)
     everyone = ok(sim.request("GET", "/access/acl"))  # root: Sys.Audit on /access
     assert len(everyone) > len(seen)
+
+
+def test_effective_permissions_carry_propagate_flags_and_pool_members(sim: RunningSim) -> None:
+    """pve-access-control RPCEnvironment.pm: values are propagate flags (0 still means held); a
+    pool's roles reach its guests AND its storages with flag 0; the listing covers the top-level
+    paths, ACL paths and pool members (get_effective_permissions)."""
+    pool = "permpool"
+    ok(sim.request("POST", "/pools", params={"poolid": pool}))
+    vm = next(g for g in sim.state.world["guests"].values() if not g.get("pool") and not g["template"])
+    ok(sim.request("PUT", "/pools", params={"poolid": pool, "vms": vm["vmid"], "storage": "backup-nfs"}))
+    who = make_identity(
+        sim, uid(), role="SimPoolOp", privs="VM.Audit,Datastore.Audit,Datastore.AllocateSpace",
+        user_acl=f"/pool/{pool}", token_acl=f"/pool/{pool}",
+    )  # fmt: skip
+    for kind, ugid in (("users", who.userid), ("tokens", f"{who.userid}!tok")):
+        ok(
+            sim.request(
+                "PUT", "/access/acl",
+                params={"path": "/nodes", "roles": "SimAudit", "propagate": 0, kind: ugid},
+            )
+        )  # fmt: skip
+    perms = ok(sim.request("GET", "/access/permissions", token=who.token))
+    assert perms[f"/pool/{pool}"]["VM.Audit"] == 1
+    assert perms[f"/vms/{vm['vmid']}"] == {"VM.Audit": 0, "Datastore.Audit": 0, "Datastore.AllocateSpace": 0}
+    assert perms["/storage/backup-nfs"]["Datastore.AllocateSpace"] == 0
+    assert perms["/nodes"]["Sys.Audit"] == 0, "an ACL without propagation: held, flag 0"
+    assert "/storage/local" not in perms and "/" not in perms
+    one = ok(sim.request("GET", "/access/permissions", token=who.token, params={"path": "/storage/local"}))
+    assert one == {"/storage/local": {}}
+    # the storage's pool membership lets the token list it and back up into it
+    storages = ok(sim.request("GET", f"/nodes/{vm['node']}/storage", token=who.token))
+    assert [s["storage"] for s in storages] == ["backup-nfs"]
+
+
+def test_noaccess_on_a_guest_is_not_trumped_by_its_pool(sim: RunningSim) -> None:
+    pool = "noaccpool"
+    ok(sim.request("POST", "/pools", params={"poolid": pool}))
+    vm = next(g for g in sim.state.world["guests"].values() if not g.get("pool") and not g["template"])
+    ok(sim.request("PUT", "/pools", params={"poolid": pool, "vms": vm["vmid"]}))
+    who = make_identity(
+        sim, uid(), role="SimPower", privs=ROLE_PRIVS["SimPower"],
+        user_acl=f"/pool/{pool}", token_acl=f"/pool/{pool}",
+    )  # fmt: skip
+    path = f"/nodes/{vm['node']}/{vm['type']}/{vm['vmid']}/status/current"
+    assert sim.request("GET", path, token=who.token)[0] == 200
+    ok(sim.request("PUT", "/access/acl", params={"path": f"/vms/{vm['vmid']}", "roles": "NoAccess",
+                                                 "tokens": f"{who.userid}!tok"}))  # fmt: skip
+    assert sim.request("GET", path, token=who.token)[0] == 403

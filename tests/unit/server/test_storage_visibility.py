@@ -1,0 +1,94 @@
+"""Backups and disk images a mode's token cannot see are named, not silently missing.
+
+Proxmox leaves a volume out of a storage listing unless the token passes check_volume_access
+(pve-storage src/PVE/Storage.pm): a backup needs Datastore.AllocateSpace on its storage and
+VM.Backup on its guest, a disk image Datastore.Audit and VM.Config.Disk. The tokens here are made
+the way install makes them: the mode's role (pmcp.host.pve.mode_privileges), privilege-separated,
+with the role on / for both the user and the token."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from pmcp.host.pve import ROLE_NAMES, mode_privileges
+from pmcp.server.config import Mode
+from pmcp.sim.testing import RunningSim, running_sim
+
+from .conftest import connect, serve
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[RunningSim]:
+    with running_sim(nodes=1, guests=12, seed=3, task_seconds=0.05) as s:
+        vm = next(g for g in s.state.world["guests"].values() if g["type"] == "qemu" and not g["template"])
+        status, upid = s.request("POST", f"/nodes/{vm['node']}/vzdump", params={"vmid": vm["vmid"]})
+        assert status == 200, upid
+        for _ in range(200):
+            if s.state.task(upid["data"])["status"] == "stopped":
+                break
+            time.sleep(0.02)
+        s.vmid = vm["vmid"]  # type: ignore[attr-defined]
+        s.node = vm["node"]  # type: ignore[attr-defined]
+        yield s
+
+
+def mode_token(sim: RunningSim, mode: str) -> tuple[str, str]:
+    """A privilege-separated token holding exactly the mode's role on / (user and token)."""
+    valid = sim.request("GET", "/access/roles/Administrator")[1]["data"]
+    role = ROLE_NAMES[mode]
+    if sim.request("GET", f"/access/roles/{role}")[0] != 200:
+        privs = ",".join(mode_privileges(mode, valid))
+        assert sim.request("POST", "/access/roles", params={"roleid": role, "privs": privs})[0] == 200
+    userid = f"vis{uuid.uuid4().hex[:6]}@pve"
+    assert sim.request("POST", "/access/users", params={"userid": userid})[0] == 200
+    status, body = sim.request("POST", f"/access/users/{userid}/token/mcp", params={"privsep": 1})
+    assert status == 200, body
+    for kind, who in (("users", userid), ("tokens", f"{userid}!mcp")):
+        assert sim.request("PUT", "/access/acl", params={"path": "/", "roles": role, kind: who})[0] == 200
+    return f"{userid}!mcp", body["data"]["value"]
+
+
+def call(sim: RunningSim, tmp: Path, mode: str, tool: str, args: dict[str, Any]) -> Any:
+    token_id, secret = mode_token(sim, mode)
+    with serve(sim, tmp, Mode(mode), proxmox_token_id=token_id, proxmox_token_secret=secret) as served:
+
+        async def go() -> Any:
+            async with connect(served) as client:
+                return await client.call_tool(tool, args)
+
+        result = anyio.run(go)
+    assert not result.is_error, result.content[0].text
+    return result
+
+
+def test_read_only_names_the_privilege_that_hides_backups(sim: RunningSim, tmp_path: Path) -> None:
+    r = call(sim, tmp_path, "read-only", "list_backups", {"vmid": sim.vmid})
+    data = r.structured_content
+    assert data["total"] == 0
+    assert data["hidden"] and all("Datastore.AllocateSpace" in h for h in data["hidden"])
+    assert "Not shown: backups on local are not shown" in r.content[0].text
+
+
+def test_operator_sees_the_backups_and_nothing_is_hidden(sim: RunningSim, tmp_path: Path) -> None:
+    data = call(sim, tmp_path, "operator", "list_backups", {"vmid": sim.vmid}).structured_content
+    assert data["total"] >= 1 and "hidden" not in data
+
+
+def test_disk_images_need_vm_config_disk_which_no_mode_holds(sim: RunningSim, tmp_path: Path) -> None:
+    args = {"node": sim.node, "storage": "local-lvm", "content": "images"}
+    data = call(sim, tmp_path, "admin", "storage_content", args).structured_content
+    assert data["total"] == 0
+    assert data["hidden"] == [
+        "disk images of guests it lacks it on are not shown: Proxmox shows them only with "
+        "Datastore.Audit on /storage/local-lvm and VM.Config.Disk on the guest; this token lacks "
+        "VM.Config.Disk on /vms"
+    ]
+    root = sim.request("GET", f"/nodes/{sim.node}/storage/local-lvm/content", params={"content": "images"})
+    assert root[1]["data"], "the images exist; only this token does not see them"
