@@ -203,6 +203,10 @@ class TaskEngine:
 def summary(task: dict[str, Any], listing: bool = False) -> dict[str, Any]:
     """A task as ``/tasks/{upid}/status`` (or, with ``listing``, a task list) shows it."""
     out = {k: task[k] for k in ("upid", "node", "pid", "pstart", "starttime", "type", "id", "user")}
+    # pve-manager PVE/API2/Tasks.pm $convert_token_task: a token's task shows user + tokenid
+    user, bang, tokenid = out["user"].partition("!")
+    if bang:
+        out["user"], out["tokenid"] = user, tokenid
     if listing:
         if task["status"] == "stopped":
             out["status"] = task["exitstatus"]

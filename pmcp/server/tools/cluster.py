@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pmcp.server import validate
 from pmcp.server.policy import Risk
+from pmcp.server.proxmox import ProxmoxError
 from pmcp.server.registry import Call, Reply, tool
 from pmcp.server.tools.common import Node
 
@@ -38,15 +39,34 @@ class ClusterOverview(BaseModel):
     guests: GuestCounts
     storage_used: int | None = None
     storage_total: int | None = None
+    limited: str | None = Field(None, description="What this token may not see, and why")
+
+
+LIMITED = (
+    "this token lacks Sys.Audit on {path} (a pool-scoped install holds privileges only inside its "
+    "pool), so Proxmox shows {what}"
+)
+
+
+async def _forbidden_is_none(coro: Any) -> Any:
+    """The answer, or None when Proxmox refuses it for lack of a privilege (HTTP 403)."""
+    try:
+        return await coro
+    except ProxmoxError as exc:
+        if exc.status == 403:
+            return None
+        raise
 
 
 @tool(Risk.READ, "Cluster overview", ClusterOverview)
 async def cluster_overview(call: Call) -> Reply:
     """Start here: nodes (online?, CPU, memory), guest counts by type and state, quorum, storage use."""
-    status = await call.px.get("/cluster/status") or []
+    # /cluster/status needs Sys.Audit on / (pve-manager PVE/API2/Cluster.pm get_status);
+    # /cluster/resources and /nodes answer everyone, filtered by privilege.
+    status = await _forbidden_is_none(call.px.get("/cluster/status"))
     resources = await call.px.get("/cluster/resources") or []
     call.rt.locator.remember(resources)
-    cluster = next((s for s in status if s.get("type") == "cluster"), {})
+    cluster = next((s for s in status or [] if s.get("type") == "cluster"), {})
     nodes, counts = [], GuestCounts()
     used = total = 0
     for r in resources:
@@ -80,15 +100,24 @@ async def cluster_overview(call: Call) -> Reply:
         elif kind == "storage" and isinstance(r.get("maxdisk"), int):
             used += int(r.get("disk") or 0)
             total += int(r["maxdisk"])
+    limited = None
+    if status is None:
+        limited = LIMITED.format(path="/", what="no quorum and only the guests and storages it may see")
+        if not nodes:  # nodes without Sys.Audit on them: /nodes still names them and their state
+            nodes = [
+                NodeSummary(node=n.get("node", "?"), status=n.get("status"))
+                for n in await call.px.get("/nodes") or []
+            ]
     nodes.sort(key=lambda n: n.node)
     quorate = cluster.get("quorate")
     data = ClusterOverview(
         cluster_name=cluster.get("name"),
-        quorate=bool(quorate) if quorate is not None else (True if len(nodes) <= 1 else None),
+        quorate=bool(quorate) if quorate is not None else (True if len(nodes) <= 1 and not limited else None),
         nodes=nodes,
         guests=counts,
         storage_used=used or None,
         storage_total=total or None,
+        limited=limited,
     )
     online = sum(1 for n in nodes if n.status == "online")
     text = (
@@ -97,8 +126,10 @@ async def cluster_overview(call: Call) -> Reply:
         f"({counts.running} running, {counts.paused} paused, {counts.stopped} stopped, {counts.other} other)."
     )
     for n in nodes:
-        cpu = f"cpu {100 * (n.cpu or 0):.0f}% of {n.maxcpu}"
+        cpu = f"cpu {100 * (n.cpu or 0):.0f}% of {n.maxcpu}" if n.maxcpu else "cpu ?"
         text += f"\n- {n.node}: {n.status}, {cpu}, mem {_pct(n.mem, n.maxmem)}"
+    if limited:
+        text += f"\nLimited: {limited}."
     return Reply(data, text)
 
 
@@ -113,16 +144,28 @@ class NodeStatus(BaseModel):
     uptime: int | None = None
     pveversion: str | None = None
     kernel: str | None = None
+    status: str | None = None
+    limited: str | None = Field(None, description="What this token may not see, and why")
 
 
 @tool(Risk.READ, "Node status", NodeStatus)
 async def node_status(call: Call, node: Node) -> Reply:
     """One node's health: CPU, load, memory, root disk, uptime, Proxmox and kernel versions."""
-    s: dict[str, Any] = await call.px.get(validate.api_path("nodes", validate.node(node), "status")) or {}
+    node = validate.node(node)
+    got = await _forbidden_is_none(call.px.get(validate.api_path("nodes", node, "status")))
+    if got is None:  # needs Sys.Audit on /nodes/{node}; /nodes still tells whether it is online
+        listed = next((n for n in await call.px.get("/nodes") or [] if n.get("node") == node), None)
+        if listed is None:
+            raise validate.InvalidArgument(f"node: no node {node!r} in this cluster (see cluster_overview)")
+        why = LIMITED.format(path=f"/nodes/{node}", what="only whether the node is online")
+        data = NodeStatus(node=node, status=listed.get("status"), limited=why)
+        return Reply(data, f"Node {node}: {listed.get('status', '?')}. Limited: {why}.")
+    s: dict[str, Any] = got or {}
     info = s.get("cpuinfo") or {}
     kernel = s.get("current-kernel") or {}
     data = NodeStatus(
         node=node,
+        status="online",
         cpu=round(float(s.get("cpu") or 0), 4),
         cpus=info.get("cpus"),
         cpu_model=info.get("model"),

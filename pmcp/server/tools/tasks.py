@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from pmcp.server import validate
 from pmcp.server.policy import Risk
 from pmcp.server.registry import Call, Reply, tool
-from pmcp.server.tools.common import Node, Upid, Vmid
+from pmcp.server.tools.common import Node, Upid, Vmid, held_privileges
 
 
 class TaskItem(BaseModel):
@@ -26,6 +26,24 @@ class TaskItem(BaseModel):
 class TaskList(BaseModel):
     returned: int
     tasks: list[TaskItem]
+    limited: str | None = Field(None, description="What this token may not see, and why")
+
+
+def _user(t: dict) -> str | None:
+    """pve-manager API2/Tasks.pm $convert_token_task splits a token's task into user + tokenid."""
+    user = t.get("user")
+    return f"{user}!{t['tokenid']}" if user and t.get("tokenid") else user
+
+
+async def _per_node(call: Call, limit: int, vmid: int | None, errors_only: bool) -> list[dict]:
+    out: list[dict] = []
+    for n in await call.px.get("/nodes") or []:
+        if n.get("status") != "online":
+            continue
+        path = validate.api_path("nodes", validate.node(n.get("node")), "tasks")
+        params = {"limit": limit, "vmid": vmid, "errors": True if errors_only else None, "source": "all"}
+        out += await call.px.get(path, **params) or []
+    return out
 
 
 @tool(Risk.READ, "List tasks", TaskList)
@@ -48,8 +66,18 @@ async def list_tasks(
             )
             or []
         )
-    else:
-        raw = await call.px.get("/cluster/tasks") or []
+    limited = None
+    if not node:
+        # pve-manager API2/Cluster.pm tasks: without Sys.Audit on / only tasks whose user (a token's
+        # split off) is the caller -- never a token's own. Each node's list shows a token its own.
+        if "Sys.Audit" in await held_privileges(call, "/"):
+            raw = await call.px.get("/cluster/tasks") or []
+        else:
+            raw = await _per_node(call, limit, vmid, errors_only)
+            limited = (
+                "this token lacks Sys.Audit on / (a pool-scoped install holds privileges only inside its "
+                "pool), so the list holds its own tasks and those on nodes where it holds Sys.Audit"
+            )
     items = []
     for t in raw:
         status = t.get("status")
@@ -63,7 +91,7 @@ async def list_tasks(
                 node=t.get("node"),
                 type=t.get("type"),
                 id=str(t.get("id") or "") or None,
-                user=t.get("user"),
+                user=_user(t),
                 starttime=t.get("starttime"),
                 endtime=t.get("endtime"),
                 status=status,
@@ -73,7 +101,9 @@ async def list_tasks(
     items = items[:limit]
     lines = [f"{len(items)} task(s), newest first."]
     lines += [f"- {t.type} {t.id or ''} on {t.node}: {t.status or 'running'} ({t.upid})" for t in items]
-    return Reply(TaskList(returned=len(items), tasks=items), "\n".join(lines))
+    if limited:
+        lines.append(f"Limited: {limited}.")
+    return Reply(TaskList(returned=len(items), tasks=items, limited=limited), "\n".join(lines))
 
 
 class TaskStatus(BaseModel):

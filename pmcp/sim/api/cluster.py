@@ -268,11 +268,17 @@ def ha_status(ctx: Ctx, p: dict) -> list:
 
 @route("GET", "/cluster/tasks")
 def cluster_tasks(ctx: Ctx, p: dict) -> list:
-    from pmcp.sim.api.tasks import visible
-
-    tasks = [t for t in ctx.world["tasks"].values() if visible(ctx, t)]
-    tasks.sort(key=lambda t: t["starttime"], reverse=True)
-    return [summary(t, listing=True) for t in tasks[:500]]
+    """pve-manager PVE/API2/Cluster.pm tasks: everything with Sys.Audit on /, else the tasks whose
+    user -- after a token's ``USER@REALM!TOKEN`` is split into ``user`` and ``tokenid`` -- is the
+    caller. A token's own tasks have user ``USER@REALM``, so a token without Sys.Audit on / sees
+    none of them here (/nodes/{node}/tasks shows them)."""
+    everything = ctx.has("/", "Sys.Audit")
+    out = []
+    for t in sorted(ctx.world["tasks"].values(), key=lambda t: t["starttime"], reverse=True):
+        entry = summary(t, listing=True)
+        if everything or entry["user"] == ctx.auth.authid:
+            out.append(entry)
+    return out[:500]
 
 
 @route("GET", "/cluster/nextid")

@@ -10,12 +10,16 @@ from pmcp.sim.routes import route
 from pmcp.sim.tasks import parse_upid, summary
 
 
-def visible(ctx: Ctx, task: dict[str, Any]) -> bool:
-    """Own tasks (a user also sees its tokens' tasks), else Sys.Audit on the task's node."""
+def owns(ctx: Ctx, task: dict[str, Any]) -> bool:
+    """pve-manager PVE/API2/Tasks.pm $check_task_user: "token only sees token tasks, user sees
+    user + token tasks"."""
     user = task["user"]
-    if user == ctx.auth.authid or (not ctx.auth.tokenid and user.split("!", 1)[0] == ctx.auth.userid):
-        return True
-    return ctx.has(f"/nodes/{task['node']}", "Sys.Audit")
+    return user == ctx.auth.authid or (not ctx.auth.tokenid and user.split("!", 1)[0] == ctx.auth.userid)
+
+
+def visible(ctx: Ctx, task: dict[str, Any]) -> bool:
+    """Own tasks, else Sys.Audit on the task's node."""
+    return owns(ctx, task) or ctx.has(f"/nodes/{task['node']}", "Sys.Audit")
 
 
 def _task(ctx: Ctx, node: str, upid: str) -> dict[str, Any]:
@@ -25,7 +29,8 @@ def _task(ctx: Ctx, node: str, upid: str) -> dict[str, Any]:
         raise ApiError(400, "Parameter verification failed.", {"upid": "unable to parse worker upid"})
     task = ctx.world["tasks"].get(upid)
     if task is None or task["node"] != node:
-        raise ApiError(500, f"no such task: '{upid}'" if info["node"] == node else "no such task")
+        # Tasks.pm read_task_status/read_task_log: raise_param_exc({ upid => "no such task" })
+        raise ApiError(400, "Parameter verification failed.", {"upid": "no such task"})
     if not visible(ctx, task):
         raise perm_error(f"/nodes/{node}, Sys.Audit")
     return task
@@ -73,7 +78,7 @@ def task_log(ctx: Ctx, p: dict) -> list:
 @route("DELETE", "/nodes/{node}/tasks/{upid}")
 def task_stop(ctx: Ctx, p: dict) -> None:
     task = _task(ctx, p["node"], p["upid"])
-    if task["user"] != ctx.auth.authid:
+    if not owns(ctx, task):  # Tasks.pm stop_task: Sys.Modify unless the caller owns it
         ctx.require(f"/nodes/{p['node']}", "Sys.Modify")
     ctx.state.engine.stop(p["upid"])
     ctx.state.changed()

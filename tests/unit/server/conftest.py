@@ -91,3 +91,24 @@ async def connect(
         Client(streamable_http_client(served.url, http_client=http), mode=mode, **kwargs) as client,
     ):
         yield client
+
+
+def mode_token(sim: Any, mode: str, path: str = "/") -> tuple[str, str]:
+    """A privilege-separated token made as install makes it: the mode's role
+    (pmcp.host.pve.mode_privileges) on ``path`` for both the user and the token."""
+    import uuid
+
+    from pmcp.host.pve import ROLE_NAMES, mode_privileges
+
+    valid = sim.request("GET", "/access/roles/Administrator")[1]["data"]
+    role = ROLE_NAMES[mode]
+    if sim.request("GET", f"/access/roles/{role}")[0] != 200:
+        privs = ",".join(mode_privileges(mode, valid))
+        assert sim.request("POST", "/access/roles", params={"roleid": role, "privs": privs})[0] == 200
+    userid = f"t{uuid.uuid4().hex[:8]}@pve"
+    assert sim.request("POST", "/access/users", params={"userid": userid})[0] == 200
+    status, body = sim.request("POST", f"/access/users/{userid}/token/mcp", params={"privsep": 1})
+    assert status == 200, body
+    for kind, who in (("users", userid), ("tokens", f"{userid}!mcp")):
+        assert sim.request("PUT", "/access/acl", params={"path": path, "roles": role, kind: who})[0] == 200
+    return f"{userid}!mcp", body["data"]["value"]

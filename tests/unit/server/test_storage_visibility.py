@@ -9,7 +9,6 @@ with the role on / for both the user and the token."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 import anyio
 import pytest
 
-from pmcp.host.pve import ROLE_NAMES, mode_privileges
 from pmcp.server.config import Mode
 from pmcp.sim.testing import RunningSim, running_sim
 
-from .conftest import connect, serve
+from .conftest import connect, mode_token, serve
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +35,6 @@ def sim() -> Iterator[RunningSim]:
         s.vmid = vm["vmid"]  # type: ignore[attr-defined]
         s.node = vm["node"]  # type: ignore[attr-defined]
         yield s
-
-
-def mode_token(sim: RunningSim, mode: str) -> tuple[str, str]:
-    """A privilege-separated token holding exactly the mode's role on / (user and token)."""
-    valid = sim.request("GET", "/access/roles/Administrator")[1]["data"]
-    role = ROLE_NAMES[mode]
-    if sim.request("GET", f"/access/roles/{role}")[0] != 200:
-        privs = ",".join(mode_privileges(mode, valid))
-        assert sim.request("POST", "/access/roles", params={"roleid": role, "privs": privs})[0] == 200
-    userid = f"vis{uuid.uuid4().hex[:6]}@pve"
-    assert sim.request("POST", "/access/users", params={"userid": userid})[0] == 200
-    status, body = sim.request("POST", f"/access/users/{userid}/token/mcp", params={"privsep": 1})
-    assert status == 200, body
-    for kind, who in (("users", userid), ("tokens", f"{userid}!mcp")):
-        assert sim.request("PUT", "/access/acl", params={"path": "/", "roles": role, kind: who})[0] == 200
-    return f"{userid}!mcp", body["data"]["value"]
 
 
 def call(sim: RunningSim, tmp: Path, mode: str, tool: str, args: dict[str, Any]) -> Any:

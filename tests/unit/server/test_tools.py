@@ -349,7 +349,7 @@ def test_proxmox_errors_reach_the_model_readably(server, sim):
 
     async def go():
         async with connect(server) as client:
-            return await client.call_tool("cluster_overview", {})
+            return await client.call_tool("list_guests", {})
 
     try:
         text = error_text(run(go))
