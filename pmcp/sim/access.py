@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from pmcp.sim.errors import ApiError, perm_error
+from pmcp.sim.errors import ApiError, auth_error, perm_error
 from pmcp.sim.privileges import privileges_for
 
 if TYPE_CHECKING:
@@ -91,9 +91,9 @@ def _ticket_auth(state: SimState, cookie: str, csrf: str | None, method: str) ->
             ticket = unquote(value)
     userid = ticket_user(state, ticket) if ticket else None
     if userid is None:
-        raise ApiError(401, "authentication failure")
+        raise auth_error()
     if method != "GET" and csrf != state.tickets[ticket][2]:
-        raise ApiError(401, "Permission denied - invalid csrf token")
+        raise auth_error("Permission denied - invalid csrf token")
     return Auth(userid)
 
 
@@ -106,11 +106,11 @@ def authenticate(
 ) -> Auth:
     """An API token (``Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET``) or a session ticket
     (``PVEAuthCookie``, plus ``CSRFPreventionToken`` for changes); anything else is a 401."""
-    fail = ApiError(401, "authentication failure")
+    fail = auth_error()
     if not header and cookie and "PVEAuthCookie=" in cookie:
         return _ticket_auth(state, cookie, csrf, method)
     if not header:
-        raise ApiError(401, "No ticket")
+        raise auth_error("No ticket")
     scheme, _, cred = header.partition("=")
     if scheme.strip() not in ("PVEAPIToken", "PVEAPIToken "):
         scheme2, _, cred2 = header.partition(" ")

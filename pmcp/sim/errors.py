@@ -10,11 +10,14 @@ class ApiError(Exception):
     proxmoxer show it.
     """
 
-    def __init__(self, status: int, message: str, errors: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, errors: dict[str, str] | None = None, empty: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message if message.endswith("\n") else message + "\n"
         self.errors = errors
+        self.empty = empty  # no body at all, the message only in the status line
 
     @property
     def reason(self) -> str:
@@ -25,6 +28,13 @@ class ApiError(Exception):
         if self.errors is not None:
             out["errors"] = self.errors
         return out
+
+
+def auth_error(message: str = "Authentication failed!") -> ApiError:
+    """A failed login (token or ticket): pve-http-server APIServer/AnyEvent.pm answers
+    ``HTTP::Response->new(HTTP_UNAUTHORIZED, $err)`` -- the message is the reason phrase and the
+    body is empty (real hosts also wait 3 s; the simulator does not)."""
+    return ApiError(401, message, empty=True)
 
 
 def param_error(errors: dict[str, str]) -> ApiError:

@@ -2,8 +2,7 @@
 
 PVE 9 has 47 privileges (PVE 8 had 42: PVE 9 dropped ``VM.Monitor`` and added ``VM.GuestAgent.*`` and
 ``VM.Replicate``). A test checks this list against the official schema's referenced privileges.
-The built-in roles follow ``PVE::AccessControl``'s special roles; their exact privilege sets are a
-close approximation, which is all the simulator's callers depend on (they build their own role).
+The built-in roles are derived exactly as ``PVE::AccessControl::create_roles`` derives them.
 """
 
 from __future__ import annotations
@@ -72,63 +71,73 @@ PVE8_ONLY = frozenset({"VM.Monitor"})
 PRIVILEGES_8: tuple[str, ...] = tuple(sorted((set(PRIVILEGES) - PVE9_ONLY) | PVE8_ONLY))
 KNOWN = frozenset(PRIVILEGES) | PVE8_ONLY
 
-_VM_ALL = tuple(p for p in PRIVILEGES if p.startswith("VM."))
-_AUDIT = (
-    "Datastore.Audit",
-    "Mapping.Audit",
-    "Pool.Audit",
-    "SDN.Audit",
-    "Sys.Audit",
-    "VM.Audit",
-    "VM.GuestAgent.Audit",
-)
+# pve-access-control src/PVE/AccessControl.pm $privgroups (master = PVE 9; stable-bookworm = PVE 8
+# differs only in the VM group, see _VM_8): category -> (root, admin, user, audit) privileges.
+_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "VM": (
+        (),
+        (
+            "VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network",
+            "VM.Config.HWType", "VM.Config.Options", "VM.Allocate", "VM.Clone",
+            "VM.GuestAgent.Unrestricted", "VM.Migrate", "VM.Replicate", "VM.Snapshot",
+            "VM.Snapshot.Rollback",
+        ),
+        (
+            "VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup",
+            "VM.GuestAgent.FileRead", "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite",
+            "VM.PowerMgmt",
+        ),
+        ("VM.Audit", "VM.GuestAgent.Audit"),
+    ),
+    "Sys": (
+        ("Sys.PowerMgmt", "Sys.Modify", "Sys.Incoming", "Sys.AccessNetwork"),
+        ("Sys.Console", "Sys.Syslog"),
+        (),
+        ("Sys.Audit",),
+    ),
+    "Datastore": (
+        (),
+        ("Datastore.Allocate", "Datastore.AllocateTemplate"),
+        ("Datastore.AllocateSpace",),
+        ("Datastore.Audit",),
+    ),
+    "SDN": ((), ("SDN.Allocate", "SDN.Audit"), ("SDN.Use",), ("SDN.Audit",)),
+    "User": (("Realm.Allocate",), ("User.Modify", "Group.Allocate", "Realm.AllocateUser"), (), ()),
+    "Pool": ((), ("Pool.Allocate",), ("Pool.Audit",), ("Pool.Audit",)),
+    "Mapping": ((), ("Mapping.Modify",), ("Mapping.Use",), ("Mapping.Audit",)),
+}  # fmt: skip
+_VM_8 = (
+    (),
+    (
+        "VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory", "VM.Config.Network", "VM.Config.HWType",
+        "VM.Config.Options", "VM.Allocate", "VM.Clone", "VM.Migrate", "VM.Monitor", "VM.Snapshot",
+        "VM.Snapshot.Rollback",
+    ),
+    ("VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup", "VM.PowerMgmt"),
+    ("VM.Audit",),
+)  # fmt: skip
 
-BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
-    "Administrator": PRIVILEGES,
-    "NoAccess": (),
-    "PVEAdmin": tuple(
-        p
-        for p in PRIVILEGES
-        if p not in ("Permissions.Modify", "Realm.Allocate", "Sys.Modify", "Sys.PowerMgmt", "User.Modify")
-    ),
-    "PVEAuditor": _AUDIT,
-    "PVEDatastoreAdmin": (
-        "Datastore.Allocate",
-        "Datastore.AllocateSpace",
-        "Datastore.AllocateTemplate",
-        "Datastore.Audit",
-    ),
-    "PVEDatastoreUser": ("Datastore.AllocateSpace", "Datastore.Audit"),
-    "PVEMappingAdmin": ("Mapping.Audit", "Mapping.Modify", "Mapping.Use"),
-    "PVEMappingUser": ("Mapping.Audit", "Mapping.Use"),
-    "PVEPoolAdmin": ("Pool.Allocate", "Pool.Audit"),
-    "PVEPoolUser": ("Pool.Audit",),
-    "PVESDNAdmin": ("SDN.Allocate", "SDN.Audit", "SDN.Use"),
-    "PVESDNUser": ("SDN.Audit", "SDN.Use"),
-    "PVESysAdmin": (
-        "Permissions.Modify",
-        "Sys.AccessNetwork",
-        "Sys.Audit",
-        "Sys.Console",
-        "Sys.Incoming",
-        "Sys.Modify",
-        "Sys.PowerMgmt",
-        "Sys.Syslog",
-    ),
-    "PVETemplateUser": ("VM.Audit", "VM.Clone"),
-    "PVEUserAdmin": ("Group.Allocate", "Realm.AllocateUser", "User.Modify"),
-    "PVEVMAdmin": (*_VM_ALL, "Pool.Audit"),
-    "PVEVMUser": (
-        "Pool.Audit",
-        "VM.Audit",
-        "VM.Backup",
-        "VM.Config.CDROM",
-        "VM.Config.Cloudinit",
-        "VM.Console",
-        "VM.GuestAgent.Audit",
-        "VM.PowerMgmt",
-    ),
-}
+
+def _roles(groups: dict, all_privs: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """AccessControl.pm create_roles: PVE<cat>Admin = admin+user+audit (all of them: PVEAdmin,
+    less Mapping.Modify); PVE<cat>User = user+audit when the category has user privileges;
+    PVEAuditor = every audit privilege; PVETemplateUser = VM.Clone + VM.Audit."""
+    roles: dict[str, set[str]] = {"NoAccess": set(), "PVEAdmin": set(), "PVEAuditor": set()}
+    for cat, (_root, admin, user, audit) in groups.items():
+        roles.setdefault(f"PVE{cat}Admin", set()).update(admin, user, audit)
+        roles["PVEAdmin"].update(admin, user, audit)
+        if user:
+            roles.setdefault(f"PVE{cat}User", set()).update(user, audit)
+        roles["PVEAuditor"].update(audit)
+    roles["PVEAdmin"].discard("Mapping.Modify")
+    roles["PVETemplateUser"] = {"VM.Clone", "VM.Audit"}
+    out = {name: tuple(sorted(privs)) for name, privs in sorted(roles.items())}
+    out["Administrator"] = all_privs
+    return out
+
+
+BUILTIN_ROLES: dict[str, tuple[str, ...]] = _roles(_GROUPS, PRIVILEGES)
+BUILTIN_ROLES_8: dict[str, tuple[str, ...]] = _roles(_GROUPS | {"VM": _VM_8}, PRIVILEGES_8)
 
 
 def privileges_for(major: int) -> tuple[str, ...]:
@@ -137,12 +146,5 @@ def privileges_for(major: int) -> tuple[str, ...]:
 
 
 def builtin_roles_for(major: int) -> dict[str, tuple[str, ...]]:
-    """Built-in roles of a PVE major version; PVE 8's VM roles carry ``VM.Monitor`` instead."""
-    if major >= 9:
-        return BUILTIN_ROLES
-    valid = set(PRIVILEGES_8)
-    out = {r: tuple(p for p in privs if p in valid) for r, privs in BUILTIN_ROLES.items()}
-    out["Administrator"] = PRIVILEGES_8
-    for role in ("PVEAdmin", "PVEVMAdmin"):
-        out[role] = (*out[role], "VM.Monitor")
-    return out
+    """Built-in roles of a PVE major version."""
+    return BUILTIN_ROLES if major >= 9 else BUILTIN_ROLES_8

@@ -94,7 +94,7 @@ def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stder
         )
         return EXIT_ERROR
     if status != 200:
-        message = str(body.get("message") or f"HTTP {status}").rstrip("\n")
+        message = str(body.get("message") or body.get("reason") or f"HTTP {status}").rstrip("\n")
         errors = body.get("errors") or {}
         if errors:
             print(f"{status} {message}", file=err)

@@ -173,7 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise ApiError(404, "Not Found")
         except ApiError as e:
-            status, reason, body = e.status, e.reason, json.dumps(e.body()).encode()
+            status, reason = e.status, e.reason
+            body = b"" if e.empty else json.dumps(e.body()).encode()
         except (ValueError, KeyError) as e:
             status, reason = 400, "Bad Request"
             body = json.dumps({"data": None, "message": f"bad request: {e}\n"}).encode()

@@ -106,8 +106,10 @@ def call(
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as e:
         body = e.read()
+        if not body:  # a failed login: the message is only the reason phrase
+            return e.code, {"data": None, "reason": e.reason}
         try:
-            return e.code, json.loads(body or b"{}")
+            return e.code, json.loads(body)
         except ValueError:
             return e.code, {"data": None, "message": body.decode(errors="replace")}
 

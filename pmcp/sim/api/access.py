@@ -1,7 +1,7 @@
 """/access: roles, users, API tokens, groups, ACLs, effective permissions and passwords.
 
-Token secrets are returned once, at creation; only their SHA-256 is kept. Deleting a role leaves
-its ACL entries behind, as PVE does.
+Token secrets are returned once, at creation; only their SHA-256 is kept. Deleting a role, user
+or token takes its ACL entries with it, as reading user.cfg back does on PVE.
 """
 
 from __future__ import annotations
@@ -122,12 +122,13 @@ def role_read(ctx: Ctx, p: dict) -> dict:
 @route("POST", "/access/roles")
 def role_create(ctx: Ctx, p: dict) -> None:
     rid = p["roleid"]
-    if rid in ctx.world["roles"]:
-        raise ApiError(500, f"create role failed: role '{rid}' already exists")
-    if rid.startswith("PVE"):
-        raise ApiError(
-            500, f"cannot create role '{rid}': names starting with 'PVE' are reserved for built-in roles"
+    # pve-access-control src/PVE/API2/Role.pm create_role: the prefix check first, a 400 ...
+    if rid.upper().startswith("PVE"):
+        raise param_error(
+            {"roleid": "cannot use role ID starting with the (case-insensitive) 'PVE' namespace"}
         )
+    if rid in ctx.world["roles"]:  # ... then inside lock_user_config: "create role failed: ..."
+        raise ApiError(500, f"create role failed: role '{rid}' already exists")
     ctx.world["roles"][rid] = {"privs": _privs(ctx, p.get("privs"))}
     ctx.state.changed(access=True)
 
@@ -148,6 +149,10 @@ def role_delete(ctx: Ctx, p: dict) -> None:
     if role.get("special"):
         raise ApiError(500, f"delete role failed: cannot delete built-in role '{p['roleid']}'")
     del ctx.world["roles"][p["roleid"]]
+    # Role.pm delete_role leaves the ACL lines in user.cfg ("fixme"), but parsing user.cfg drops
+    # every ACL of an unknown role (AccessControl.pm parse_user_config: "ignore invalid acl role"),
+    # so from then on they are gone.
+    ctx.world["acls"] = [e for e in ctx.world["acls"] if e["roleid"] != p["roleid"]]
     ctx.state.changed(access=True)
 
 
@@ -256,8 +261,13 @@ def user_delete(ctx: Ctx, p: dict) -> None:
     if p["userid"] == "root@pam":
         raise ApiError(500, "cannot delete user 'root@pam'")
     del ctx.world["users"][p["userid"]]
+    # User.pm delete_user: delete_user_acl; its tokens' ACLs go with the tokens (parse_user_config:
+    # "ignore invalid acl token")
     ctx.world["acls"] = [
-        e for e in ctx.world["acls"] if not (e["type"] == "user" and e["ugid"] == p["userid"])
+        e
+        for e in ctx.world["acls"]
+        if not (e["type"] == "user" and e["ugid"] == p["userid"])
+        and not (e["type"] == "token" and e["ugid"].split("!", 1)[0] == p["userid"])
     ]
     ctx.state.changed(access=True)
 
@@ -287,8 +297,8 @@ def token_create(ctx: Ctx, p: dict) -> dict:
     """The only time the secret is shown: ``{"full-tokenid", "info", "value"}``."""
     user = _user(ctx, p["userid"])
     toks = user.setdefault("tokens", {})
-    if p["tokenid"] in toks:
-        raise ApiError(500, "generating token failed: Token already exists.")
+    if p["tokenid"] in toks:  # User.pm generate_token: raise_param_exc, a 400
+        raise param_error({"tokenid": "Token already exists."})
     secret = str(uuid.uuid4())
     info: dict[str, Any] = {"privsep": p.get("privsep", 1), "expire": p.get("expire", user.get("expire", 0))}
     if p.get("comment"):

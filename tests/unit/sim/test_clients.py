@@ -84,10 +84,10 @@ def test_pvesh_subprocess_like_the_installer_uses_it(sim: RunningSim) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["version"].startswith("9.")
     privs = "VM.Audit,VM.PowerMgmt,Sys.Audit"
-    r = pmcp("sim", "pvesh", "create", "/access/roles", "--roleid", "PveshRole", "--privs", privs, env=env)
+    r = pmcp("sim", "pvesh", "create", "/access/roles", "--roleid", "ShimRole", "--privs", privs, env=env)
     assert r.returncode == 0 and r.stdout == "", r.stderr
-    r = pmcp("sim", "pvesh", "create", "/access/roles", "--roleid", "PveshRole", "--privs", privs, env=env)
-    assert r.returncode == 255 and r.stderr.strip() == "create role failed: role 'PveshRole' already exists"
+    r = pmcp("sim", "pvesh", "create", "/access/roles", "--roleid", "ShimRole", "--privs", privs, env=env)
+    assert r.returncode == 255 and r.stderr.strip() == "create role failed: role 'ShimRole' already exists"
     assert pmcp("sim", "pvesh", "create", "/access/users", "--userid", "pvesh@pve", env=env).returncode == 0
     r = pmcp(
         "sim",
@@ -103,7 +103,7 @@ def test_pvesh_subprocess_like_the_installer_uses_it(sim: RunningSim) -> None:
     token = json.loads(r.stdout)
     assert token["full-tokenid"] == "pvesh@pve!mcp" and len(token["value"]) == 36
     r = pmcp(
-        "sim", "pvesh", "set", "/access/acl", "--path", "/", "--roles", "PveshRole",
+        "sim", "pvesh", "set", "/access/acl", "--path", "/", "--roles", "ShimRole",
         "--users", "pvesh@pve", "--tokens", "pvesh@pve!mcp", env=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -126,7 +126,7 @@ def test_pvesh_subprocess_like_the_installer_uses_it(sim: RunningSim) -> None:
         "vmid: type check ('integer') failed - got 'abc'",
     ]
     r = pmcp("sim", "pvesh", "get", "/version", env={**env, "PMCP_SIM_ROOT_TOKEN": "root@pam!pmcp-sim=wrong"})
-    assert r.returncode == 255 and "authentication failure" in r.stderr
+    assert r.returncode == 255 and "Authentication failed!" in r.stderr
 
 
 def test_pveversion() -> None:
