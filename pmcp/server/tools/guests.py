@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
+import anyio
 from pydantic import BaseModel, Field
 
 from pmcp.server import validate
@@ -253,8 +255,41 @@ async def _act(
         raise validate.InvalidArgument(
             f"Proxmox did not start a task for {action} (answer: {str(upid)[:80]})"
         )
-    result, text = task_result(action, guest, await call.wait(upid, wait))
+    started = time.monotonic()
+    task = await call.wait(upid, wait)
+    result, text = task_result(action, guest, task)
+    if task.task_type in ("hastart", "hastop") and task.outcome == "ok":
+        result, text = await _ha_outcome(call, guest, action, result, wait, started)
     return Reply(result, text)
+
+
+async def _ha_outcome(
+    call: Call, guest: Guest, action: str, result: ActionResult, wait: int | None, started: float
+) -> tuple[ActionResult, str]:
+    """An HA-managed guest: qemu-server/pve-container answered with a hastart/hastop task that
+    ends OK as soon as the request is queued (``ha-manager set``/``crm-command stop``); the HA stack
+    acts later. Wait (within the same bound) for the state the request asked for, and say which."""
+    want = "running" if action == "start" else "stopped"
+    label = guest_label(guest)
+    state = None
+    while True:
+        live = await call.px.get(guest_path(guest, "status", "current")) or {}
+        state = live.get("status")
+        left = call.wait_limit(wait) - (time.monotonic() - started)
+        if state == want or left <= 0:
+            break
+        await call.progress(time.monotonic() - started, call.wait_limit(wait), f"HA: {label} is {state}")
+        await anyio.sleep(min(1.0, left))
+    if state == want:
+        result.detail = f"requested through HA; {label} is now {want}"
+        return result, f"{action} {label}: requested through HA (task {result.upid}); it is now {want}."
+    result.outcome = "running"
+    result.detail = f"requested through HA; {label} is still {state or 'in an unknown state'}"
+    result.follow_up = "The HA manager acts on its own schedule; guest_status shows when it is " + want
+    return result, (
+        f"{action} {label}: requested through HA (task {result.upid} OK), but it is still {state}; "
+        f"guest_status shows when the HA manager has made it {want}."
+    )
 
 
 @tool(Risk.CHANGE, "Start guest", ActionResult, idempotent=True)

@@ -81,7 +81,7 @@ def guest_figures(g: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
-def guest_resource(g: dict[str, Any], now: float) -> dict[str, Any]:
+def guest_resource(g: dict[str, Any], now: float, hastate: str | None = None) -> dict[str, Any]:
     f = guest_figures(g, now)
     cfg = g["config"]
     out = {
@@ -97,9 +97,9 @@ def guest_resource(g: dict[str, Any], now: float) -> dict[str, Any]:
         "maxcpu": f["cpus"],
         **{k: v for k, v in f.items() if k != "cpus"},
         "tags": cfg.get("tags", ""),
-        "hastate": None,
     }
-    del out["hastate"]
+    if hastate:  # pve-manager PVE/API2Tools.pm extract_vm_stats: the HA resource's state
+        out["hastate"] = hastate
     if g.get("pool"):
         out["pool"] = g["pool"]
     if g.get("lock"):
@@ -170,6 +170,7 @@ def _guest_fragments(ctx: Ctx, now: float, root: bool) -> list[str]:
     ``uptime`` goes last so the cached text takes the current value without re-encoding.
     """
     cache = ctx.state.fragments
+    ha = ctx.world.get("ha", {})
     out: list[str] = []
     append = out.append
     for g in ctx.world["guests"].values():
@@ -178,7 +179,9 @@ def _guest_fragments(ctx: Ctx, now: float, root: bool) -> list[str]:
             continue
         started = g.get("started_at")
         status = g["status"]
+        hastate = (ha.get(f"{'vm' if g['type'] == 'qemu' else 'ct'}:{vmid}") or {}).get("state")
         sig = (
+            hastate,
             status,
             g.get("paused"),
             started,
@@ -190,7 +193,7 @@ def _guest_fragments(ctx: Ctx, now: float, root: bool) -> list[str]:
         )
         hit = cache.get(vmid)
         if hit is None or hit[0] != sig:
-            entry = guest_resource(g, now)
+            entry = guest_resource(g, now, hastate)
             del entry["uptime"]
             hit = (sig, json.dumps(entry, separators=(",", ":"))[:-1] + ',"uptime":')
             cache[vmid] = hit
@@ -245,25 +248,6 @@ def cluster_resources(ctx: Ctx, p: dict) -> RawJSON:
         del ctx.state.cache[k]
     ctx.state.cache[key] = raw
     return raw
-
-
-@route("GET", "/cluster/ha/resources")
-def ha_resources(ctx: Ctx, p: dict) -> list:
-    """HA is off in the simulated cluster: no resources are managed."""
-    return []
-
-
-@route("GET", "/cluster/ha/status/current")
-def ha_status(ctx: Ctx, p: dict) -> list:
-    return [
-        {
-            "id": "quorum",
-            "type": "quorum",
-            "node": next(iter(ctx.world["nodes"])),
-            "status": "OK",
-            "quorate": 1,
-        }
-    ]
 
 
 @route("GET", "/cluster/tasks")

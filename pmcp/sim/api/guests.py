@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from pmcp.sim.api import ha
 from pmcp.sim.api.cluster import guest_figures
 from pmcp.sim.api.common import Ctx, guest_of, node_of, split_list
 from pmcp.sim.errors import ApiError, TaskFailed
@@ -49,7 +50,7 @@ def _list_entry(g: dict[str, Any], now: float) -> dict[str, Any]:
 
 def _status_current(g: dict[str, Any], now: float) -> dict[str, Any]:
     entry = _list_entry(g, now)
-    entry["ha"] = {"managed": 0}
+    entry["ha"] = {"managed": 0}  # replaced by the caller for an HA-managed guest
     if g["type"] == "qemu":
         entry["qmpstatus"] = "paused" if g.get("paused") else g["status"]
         entry["agent"] = 1 if str(g["config"].get("agent", "0")).startswith("1") else 0
@@ -86,7 +87,12 @@ def _register(kind: str) -> None:
 
     @route("GET", base + "/{vmid}/status/current")
     def current(ctx: Ctx, p: dict) -> dict:
-        return _status_current(guest_of(ctx, p["node"], p["vmid"], kind), time.time())
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        out = _status_current(g, time.time())
+        if res := ha.ha_resource(ctx.world, g):
+            out["ha"] = {"managed": 1, "state": res["state"], "group": res.get("group")}
+            out["ha"] = {k: v for k, v in out["ha"].items() if v is not None}
+        return out
 
     @route("GET", base + "/{vmid}/config")
     def config(ctx: Ctx, p: dict) -> dict:
@@ -324,6 +330,10 @@ def _register_power(kind: str, base: str, prefix: str, label: str, action: str) 
     def power(ctx: Ctx, p: dict) -> str:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
         _precheck(kind, label, action, g, p)
+        if action in ("start", "stop", "shutdown") and ha.ha_resource(ctx.world, g) is not None:
+            # vm_stop: crm-command stop with timeout 0; vm_shutdown: its timeout, default 60
+            timeout = 0 if action == "stop" else (p.get("timeout") if p.get("timeout") is not None else 60)
+            return ha.request(ctx, g, action, label, timeout)
         todisk = bool(kind == "qemu" and action == "suspend" and p.get("todisk"))
         args = {"vmid": p["vmid"], "action": action, "label": label, "kind": kind, "todisk": todisk}
         if kind == "qemu" and action == "shutdown" and g.get("paused") and p.get("forceStop"):

@@ -124,3 +124,16 @@ def test_snapshot_names_as_proxmox_takes_them(own: Served) -> None:
     assert posts(own) == []
     gone = call(own, "delete_snapshot", {"vmid": vmid, "name": "Pre-Upgrade", "confirm": True})
     assert gone.structured_content["outcome"] == "ok"
+
+
+def test_ha_managed_start_waits_for_the_ha_manager_and_says_so(own: Served) -> None:
+    vmid = pick(own, "qemu", "stopped", 3)
+    status, body = own.sim.request("POST", "/cluster/ha/resources", params={"sid": f"vm:{vmid}"})
+    assert status == 200, body
+    r = call(own, "start_guest", {"vmid": vmid})
+    data = r.structured_content
+    assert data["outcome"] == "ok" and data["upid"].split(":")[5] == "hastart"
+    assert "requested through HA" in data["detail"] and "now running" in r.content[0].text
+    assert own.sim.state.guest(vmid)["status"] == "running"
+    quick = call(own, "shutdown_guest", {"vmid": vmid, "wait_seconds": 0})
+    assert quick.structured_content["outcome"] == "running"

@@ -4,6 +4,8 @@ CRIU checkpoint, and a paused VM's status in /cluster/resources (its qmpstatus).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pmcp.sim.testing import RunningSim, running_sim
@@ -133,3 +135,30 @@ def test_snapshot_reserved_names_are_refused_at_once(sim: RunningSim) -> None:
     for g, name in ((vm, "current"), (vm, "Pending"), (ct, "vzdump")):
         code, body = sim.request("POST", base(g) + "/snapshot", params={"snapname": name})
         assert (code, body["message"]) == (500, f"unable to use snapshot name '{name}' (reserved name)\n")
+
+
+def test_ha_managed_start_and_stop_are_requests_to_the_ha_manager(sim: RunningSim) -> None:
+    """qemu-server Qemu.pm vm_start/vm_stop: an HA-managed guest gets a hastart/hastop task that
+    only queues the request; the HA stack's own qmstart/qmstop (by root@pam) follows."""
+    g = fresh(sim, "qemu", "stopped")
+    ok(sim.request("POST", "/cluster/ha/resources", params={"sid": f"vm:{g['vmid']}", "state": "stopped"}))
+    upid = ok(act(sim, g, "start"))
+    assert upid.split(":")[5] == "hastart"
+    assert wait(sim, g["node"], upid)["exitstatus"] == "OK"
+    log = ok(sim.request("GET", f"/nodes/{g['node']}/tasks/{upid}/log"))
+    assert log[0]["t"] == f"Requesting HA start for VM {g['vmid']}"
+    follow = next(
+        t for t in sim.state.world["tasks"].values() if t["type"] == "qmstart" and t["id"] == str(g["vmid"])
+    )
+    assert follow["user"] == "root@pam"
+    wait(sim, g["node"], follow["upid"])
+    st = status(sim, g)
+    assert st["status"] == "running" and st["ha"] == {"managed": 1, "state": "started"}
+    assert resource(sim, g)["hastate"] == "started"
+    upid = ok(act(sim, g, "stop"))
+    assert upid.split(":")[5] == "hastop" and wait(sim, g["node"], upid)["exitstatus"] == "OK"
+    for _ in range(100):
+        if status(sim, g)["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert status(sim, g)["status"] == "stopped" and resource(sim, g)["hastate"] == "stopped"

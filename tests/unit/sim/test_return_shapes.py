@@ -92,7 +92,9 @@ def concrete(sim: RunningSim) -> dict[str, str]:
         )
         sim.state.engine.complete(snap)
     vol = next(v for v in sim.state.world["content"]["backup-nfs"] if v["content"] == "backup")["volid"]
+    ok(sim.request("POST", "/cluster/ha/resources", params={"sid": f"ct:{lxc['vmid']}", "state": "started"}))
     return {
+        "sid": f"ct:{lxc['vmid']}",
         "node": node,
         "qemu": str(qemu["vmid"]),
         "lxc": str(lxc["vmid"]),
