@@ -4,12 +4,27 @@ simulator, so nothing the server sends escapes the check)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import anyio
+import pytest
 
 from pmcp.server.registry import TOOLS
+from pmcp.sim.testing import running_sim
 from tests.support.pve_schema import problems
 
-from .conftest import connect
+from .conftest import Served, connect, serve
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Its own world: provisioning adds guests the other modules' counts do not expect."""
+    with (
+        running_sim(nodes=3, guests=50, seed=1, task_seconds=0.05) as sim,
+        serve(sim, Path(tmp_path_factory.mktemp("conformance"))) as served,
+    ):
+        yield served
 
 
 def test_the_check_catches_a_wrong_method_path_or_parameter() -> None:
@@ -24,7 +39,9 @@ def test_the_check_catches_a_wrong_method_path_or_parameter() -> None:
     assert problems([("POST", "/nodes/pve1/qemu/100/config", ("net3", "scsi12"))]) == []
 
 
-def test_all_tool_calls_match_both_schemas(server, sim):
+def test_all_tool_calls_match_both_schemas(own: Served) -> None:
+    server, sim = own, own.sim
+
     def pick(**match):
         return next(
             int(v)
@@ -91,8 +108,31 @@ def test_all_tool_calls_match_both_schemas(server, sim):
                 ("task_status", {"upid": upid}),
                 ("task_log", {"upid": upid}),
                 ("reset_guest", {"vmid": vm, "confirm": True}),
+                ("guest_network", {"vmid": vm}),
+                ("guest_network", {"vmid": ct}),
+                ("metrics_history", {"vmid": vm, "timeframe": "hour"}),
+                ("metrics_history", {"node": node}),
+                ("recent_events", {}),
             ]:
                 await ok(name, args)
+
+            # provisioning, on a clone (so the shared world keeps its guests)
+            tpl = pick(type="qemu", status="stopped")
+            guests = sim.state.world["guests"]
+            new = next(v for v in range(950, 999) if str(v) not in guests and str(v + 1) not in guests)
+            clone = {"vmid": tpl, "name": "conf-1", "newid": new, "ciuser": "deploy", "ipconfig0": "ip=dhcp"}
+            await ok("clone_guest", clone | {"confirm": True, "wait_seconds": 30})
+            await ok("resize_disk", {"vmid": new, "disk": "scsi0", "size": "+1G", "confirm": True})
+            target = next(n for n in sim.state.world["nodes"] if n != guests[str(new)]["node"])
+            await ok(
+                "migrate_guest", {"vmid": new, "target_node": target, "confirm": True, "wait_seconds": 30}
+            )
+            await ok("backup_guest", {"vmid": new, "wait_seconds": 30})
+            volume = (await ok("list_backups", {"vmid": new}))["backups"][0]["volid"]
+            await ok("restore_backup", {"volume": volume, "node": target, "newid": new + 1, "confirm": True,
+                                        "wait_seconds": 30})  # fmt: skip
+            await ok("convert_to_template", {"vmid": new + 1, "confirm": True, "wait_seconds": 30})
+            await ok("delete_guest", {"vmid": new, "confirm": True, "wait_seconds": 30})
 
     sim.state.clear_requests()
     anyio.run(go)
