@@ -134,5 +134,10 @@ async def backup_guest(
             defaults = await call.px.get(validate.api_path("nodes", guest.node, "vzdump", "defaults"))
             params["storage"] = validate.storage((defaults or {}).get("storage") or "local")
     upid = await call.px.post(validate.api_path("nodes", guest.node, "vzdump"), **params)
+    if upid == "OK":  # pve-manager API2/VZDump.pm: no guest of the request on this node, no task
+        raise validate.InvalidArgument(
+            f"vmid: Proxmox started no backup: guest {guest.vmid} is no longer on {guest.node} "
+            "(migrated?); call backup_guest again"
+        )
     result, text = task_result("backup", guest, await call.wait(str(upid), wait_seconds))
     return Reply(result, text)

@@ -136,3 +136,37 @@ def test_bind_refused_without_token_off_loopback(tmp_path):
         check_bind("0.0.0.0", ServerConfig("https://h:8006", "a@pve!b", "x", auth_token_file=empty))
     authtokens.add(empty, "claude")
     check_bind("0.0.0.0", ServerConfig("https://h:8006", "a@pve!b", "x", auth_token_file=empty))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pre-upgrade",
+        "Pre_Upgrade",
+        "a1",
+        "ZZ",
+        "x-",
+        "a",
+        "9lives",
+        "-a",
+        "pre upgrade",
+        "pré",
+        "a" * 40,
+        "a" * 41,
+    ],
+)
+def test_snapshot_names_agree_with_proxmox_and_the_simulator(name: str) -> None:
+    """pve-common JSONSchema.pm: $CONFIGID_RE = qr/[a-z][a-z0-9_-]+/i, and pve-snapshot-name has
+    maxLength 40: the server's check, the simulator's and Proxmox's accept the same names."""
+    import re
+
+    from pmcp.sim.schema import FORMATS
+
+    proxmox = bool(re.fullmatch(r"[a-z][a-z0-9_-]+", name, re.IGNORECASE)) and len(name) <= 40
+    simulator = FORMATS["pve-configid"](name) is None and len(name) <= 40
+    try:
+        validate.snapname(name)
+        ours = True
+    except validate.InvalidArgument:
+        ours = False
+    assert ours == simulator == proxmox, name
