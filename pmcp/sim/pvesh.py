@@ -97,9 +97,12 @@ def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stder
         message = str(body.get("message") or body.get("reason") or f"HTTP {status}").rstrip("\n")
         errors = body.get("errors") or {}
         if errors:
+            # pve-common Exception.pm stringify ("CODE msg", then "param: error" lines) and
+            # RESTHandler.pm cli_handler, which appends the command's short usage to a parameter error
             print(f"{status} {message}", file=err)
             for k, v in errors.items():
                 print(f"{k}: {str(v).rstrip()}", file=err)
+            print(f"pvesh {argv[0]} <api_path> [OPTIONS] [FORMAT_OPTIONS]", file=err)
         else:
             print(message, file=err)
         return EXIT_ERROR
