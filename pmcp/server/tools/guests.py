@@ -242,11 +242,12 @@ def _already(guest: Guest, action: str, live: dict[str, Any]) -> str | None:
 async def _act(
     call: Call, vmid: int, action: str, path: tuple[str, ...], params: dict[str, Any], wait: int | None
 ) -> Reply:
-    guest = await resolve_guest(call, vmid)
+    guest, live = await resolve_guest_status(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     if action in ("start", "stop", "shutdown", "suspend", "resume"):
         # /cluster/resources lags (pvestatd writes it every 10 s): the live state decides.
-        live = await call.px.get(guest_path(guest, "status", "current")) or {}
+        if live is None:
+            live = await call.px.get(guest_path(guest, "status", "current")) or {}
         if why := _already(guest, action, live):
             result = ActionResult(outcome="ok", action=action, guest=guest, detail=f"{why}; nothing was done")
             return Reply(result, f"{action} {guest_label(guest)}: {why}, nothing done.")

@@ -288,7 +288,7 @@ def _update_config(ctx: Ctx, g: dict[str, Any], p: dict[str, Any]) -> None:
     ctx.state.changed()
 
 
-def _precheck(kind: str, label: str, action: str, g: dict[str, Any], p: dict[str, Any]) -> None:
+def _precheck(kind: str, action: str, g: dict[str, Any], p: dict[str, Any]) -> None:
     """The checks the API handler makes before forking its worker: failing them is an immediate
     HTTP 500 with the message, not a failed task (what the worker itself dies of is a failed task).
 
@@ -329,7 +329,7 @@ def _register_power(kind: str, base: str, prefix: str, label: str, action: str) 
     @route("POST", f"{base}/{{vmid}}/status/{action}")
     def power(ctx: Ctx, p: dict) -> str:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
-        _precheck(kind, label, action, g, p)
+        _precheck(kind, action, g, p)
         if action in ("start", "stop", "shutdown") and ha.ha_resource(ctx.world, g) is not None:
             # vm_stop: crm-command stop with timeout 0; vm_shutdown: its timeout, default 60
             timeout = 0 if action == "stop" else (p.get("timeout") if p.get("timeout") is not None else 60)
