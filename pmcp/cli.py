@@ -601,6 +601,23 @@ def sim() -> None:
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a generated CA (clients verify with it).")
 @click.option("--tls-dir", type=click.Path(file_okay=False), help="Where the CA and certificate live.")
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the certificate.")
+@click.option(
+    "--tls-ca-keyusage",
+    is_flag=True,
+    help="Give the CA keyUsage, as CAs made since Proxmox fixed bug 6701 (default: none, as most hosts).",
+)
+@click.option(
+    "--tls-custom-cert",
+    metavar="NAME",
+    help="Also serve a custom/ACME-style certificate for NAME only (pveproxy-ssl.pem), as pveproxy does.",
+)
+@click.option(
+    "--local-addr",
+    "local_addrs",
+    multiple=True,
+    help="A source address that counts as the node itself for the firewall ('gateway': the default gateway).",
+)
+@click.option("--firewall", is_flag=True, help="Start with the Proxmox firewall on (a fresh state only).")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), help="Persist state in this file.")
 @click.option(
     "--pve-version",
@@ -620,6 +637,10 @@ def sim_serve(
     tls: bool,
     tls_dir: str | None,
     tls_names: tuple[str, ...],
+    tls_ca_keyusage: bool,
+    tls_custom_cert: str | None,
+    local_addrs: tuple[str, ...],
+    firewall: bool,
     state_file: str | None,
     pve_version: str,
     verbose: bool,
@@ -630,7 +651,8 @@ def sim_serve(
     try:
         run_sim(
             host, port, nodes, guests, seed, task_seconds, tls, state_file, tls_dir, tls_names, verbose,
-            pve_version=int(pve_version),
+            pve_version=int(pve_version), tls_ca_key_usage=tls_ca_keyusage, tls_custom_name=tls_custom_cert,
+            local_addrs=local_addrs, firewall=firewall,
         )  # fmt: skip
     except (OSError, ValueError, RuntimeError) as exc:
         raise click.ClickException(f"cannot start the simulator: {exc}") from None

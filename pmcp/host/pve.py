@@ -57,6 +57,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pmcp import pvetls
 from pmcp import record as statefile
 from pmcp.host.checks import Check
 from pmcp.host.files import atomic_write, ensure_dir, fix_owner_mode
@@ -179,15 +180,39 @@ def default_verify(verify: bool | str | None) -> bool | str:
     return str(PVE_CA) if PVE_CA.is_file() else True
 
 
-def _request(method: str, url: str, headers: dict[str, str], verify: bool | str | None, **kw: Any) -> Any:
+_SESSIONS: dict[tuple[bool | str, str | None], Any] = {}
+
+
+def _request(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    verify: bool | str | None,
+    tls_name: str | None = None,
+    **kw: Any,
+) -> Any:
+    """One verified request. TLS through pmcp.pvetls: on Python 3.13 (PVE 9) the strict X.509 default
+    refuses the host's CA when it has no keyUsage, which is most hosts' CA."""
     import requests
 
     verify = default_verify(verify)
-
+    key = (verify, tls_name)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = pvetls.session(verify, tls_name)
     try:
-        return requests.request(method, url, headers=headers, verify=verify, timeout=15, **kw)
+        return _SESSIONS[key].request(method, url, headers=headers, timeout=15, **kw)
+    except requests.exceptions.SSLError as exc:
+        raise IdentityError(
+            f"TLS verification of the Proxmox API at {url} failed: {_ssl_reason(exc)}"
+        ) from exc
     except requests.RequestException as exc:
         raise IdentityError(f"cannot reach the Proxmox API at {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    text = str(exc)
+    marker = "certificate verify failed:"
+    return text[text.find(marker) :].split("(_ssl")[0].strip(" )'\"") if marker in text else text[:300]
 
 
 def token_authenticates(

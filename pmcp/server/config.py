@@ -40,6 +40,7 @@ class ServerConfig:
     proxmox_token_secret: str = field(repr=False)
     proxmox_ca_file: Path | None = None
     proxmox_tls_insecure: bool = False
+    proxmox_tls_name: str | None = None
     proxmox_timeout: float = 15.0
     auth_token_file: Path | None = None
     allowed_hosts: tuple[str, ...] = ()
@@ -118,6 +119,9 @@ class ServerConfig:
         if ca and not Path(ca).is_file():
             raise ConfigError(f"PROXMOX_CA_FILE={ca} does not exist; mount /etc/pve/pve-root-ca.pem there")
         insecure = get("PROXMOX_TLS_INSECURE") in ("1", "true", "yes")
+        # the name the certificate is checked against when PROXMOX_URL names an address it does not
+        # (an ACME certificate for the node's FQDN, reached by IP)
+        tls_name = get("PROXMOX_TLS_NAME") or None
         mode_text = get("PMCP_MODE") or Mode.READ_ONLY.value
         try:
             mode = Mode(mode_text)
@@ -146,6 +150,7 @@ class ServerConfig:
             proxmox_token_secret=secret,
             proxmox_ca_file=Path(ca) if ca else None,
             proxmox_tls_insecure=insecure,
+            proxmox_tls_name=tls_name,
             auth_token_file=Path(token_file) if token_file else None,
             allowed_hosts=tuple(_csv(get("PMCP_ALLOWED_HOSTS"))),
             allowed_origins=tuple(_csv(get("PMCP_ALLOWED_ORIGINS"))),

@@ -19,6 +19,7 @@ import anyio
 import requests
 from proxmoxer.backends.https import Backend
 
+from pmcp import pvetls
 from pmcp.server import validate
 from pmcp.server.config import ServerConfig
 from pmcp.server.metrics import Metrics
@@ -77,6 +78,10 @@ class ProxmoxClient:
             timeout=(CONNECT_TIMEOUT, config.proxmox_timeout),
         )
         self._session = backend.get_session()
+        if verify is not False:
+            # Our own TLS context (pmcp.pvetls): Python 3.13's strict X.509 refuses the Proxmox CA that
+            # most hosts have (no keyUsage); verification and the hostname check stay on.
+            self._session.mount("https://", pvetls.adapter(verify, config.proxmox_tls_name))
         self._base = config.proxmox_api
         self._verify = verify
 
@@ -110,8 +115,8 @@ class ProxmoxClient:
                 self._count_error(0)
                 raise ProxmoxError(
                     0,
-                    "TLS verification of the Proxmox certificate failed; set PROXMOX_CA_FILE to the host's "
-                    "/etc/pve/pve-root-ca.pem",
+                    "TLS verification of the Proxmox certificate failed: PROXMOX_CA_FILE does not trust what "
+                    "port 8006 serves (a new certificate?); re-run `pmcp install`, which checks it",
                 ) from None
             except requests.exceptions.RequestException as exc:
                 self._count_error(0)

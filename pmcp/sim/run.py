@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from pmcp.sim.server import make_server, start_ticker
+from pmcp.sim.server import default_gateway, make_server, start_ticker
 from pmcp.sim.state import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV, SimState
 
 
@@ -27,11 +27,23 @@ def serve(
     verbose: bool = False,
     pve_version: int = 9,
     out: TextIO = sys.stdout,
+    tls_ca_key_usage: bool = False,
+    tls_custom_name: str | None = None,
+    local_addrs: tuple[str, ...] = (),
+    firewall: bool = False,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; with ``state_file`` the world is saved on every change and on exit."""
+    """Serve until SIGINT/SIGTERM; with ``state_file`` the world is saved on every change and on exit.
+
+    ``firewall``: a fresh world starts with the cluster firewall on (policy_in DROP), as a host whose
+    admin enabled it. ``local_addrs``: sources that count as the node itself (``-i lo``); ``gateway``
+    is this machine's default gateway (the host, when the simulator runs in a container).
+    """
     state = SimState(nodes, guests, seed, task_seconds, state_file=state_file, pve_version=pve_version)
+    if firewall and not (state_file and Path(state_file).exists() and Path(state_file).stat().st_size):
+        state.world["firewall"]["cluster"]["options"]["enable"] = 1
     state.save()  # fail now, with the reason, when the state file cannot be written
-    server = make_server(state, host, port, verbose=verbose)
+    addrs = tuple(a for a in ((default_gateway() or "") if a == "gateway" else a for a in local_addrs) if a)
+    server = make_server(state, host, port, verbose=verbose, local_addrs=addrs)
     scheme = "http"
     ca_line = ""
     if tls:
@@ -46,10 +58,12 @@ def serve(
                 else Path(tempfile.mkdtemp(prefix="pmcp-sim-tls-"))
             )
         )
-        files = make_certs(directory, default_names(host, tls_names))
-        server.socket = server_context(files).wrap_socket(server.socket, server_side=True)
+        files = make_certs(directory, default_names(host, tls_names), tls_ca_key_usage, tls_custom_name)
+        server.tls_context = server_context(files)
         scheme = "https"
         ca_line = f"  CA file:  {files.ca_file}  (clients verify with it; PMCP_SIM_CA_FILE for pvesh)\n"
+        if tls_custom_name:
+            ca_line += f"  Port cert: {directory / 'pveproxy-ssl.pem'} (custom, for {tls_custom_name} only)\n"
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     if state.root_token == DEFAULT_ROOT_TOKEN:
         shown_token = f"{DEFAULT_ROOT_TOKEN}  (the well-known dev credential)"

@@ -5,16 +5,20 @@ Standard library only (``http.server``), so ``pmcp sim serve`` needs nothing bey
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import ssl
+import struct
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pmcp.sim import access, routes, schema
+from pmcp.sim import access, hostfw, routes, schema
 from pmcp.sim.api.common import Ctx, RawJSON
 from pmcp.sim.errors import ApiError
 from pmcp.sim.state import SimState
@@ -196,16 +200,82 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+DROP_HOLD_SECONDS = 300.0
+
+
 class SimServer(ThreadingHTTPServer):
+    """The listening socket stays plain: each connection's thread first asks the modelled host firewall
+    (pmcp.sim.hostfw) whether the source may reach 8006, then does the TLS handshake itself (so one
+    slow or dropped client never holds the accept loop)."""
+
     daemon_threads = True
     allow_reuse_address = True
+    tls_context: ssl.SSLContext | None = None
+    state: SimState | None = None
+    local_addrs: tuple[str, ...] = ()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.state is not None and not self._admitted(client_address[0]):
+            _hold_dropped(request)
+            return
+        if self.tls_context is not None:
+            try:
+                request.settimeout(30)
+                request = self.tls_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (OSError, ssl.SSLError):
+                return
+            try:
+                super().finish_request(request, client_address)
+            finally:
+                with contextlib.suppress(OSError):
+                    request.close()
+            return
+        super().finish_request(request, client_address)
+
+    def _admitted(self, source: str) -> bool:
+        state = self.state
+        assert state is not None
+        with state.lock:
+            node = next(iter(state.world["nodes"]), "")
+            return hostfw.admits(state.world, node, source, self.local_addrs)
+
+
+def _hold_dropped(conn: socket.socket) -> None:
+    """What a DROP looks like from the client: no answer at all, until it gives up."""
+    conn.settimeout(DROP_HOLD_SECONDS)
+    with contextlib.suppress(OSError):
+        while conn.recv(65536):
+            pass
 
 
 def make_server(
-    state: SimState, host: str = "127.0.0.1", port: int = 8006, verbose: bool = False
+    state: SimState,
+    host: str = "127.0.0.1",
+    port: int = 8006,
+    verbose: bool = False,
+    tls_context: ssl.SSLContext | None = None,
+    local_addrs: tuple[str, ...] = (),
 ) -> SimServer:
     handler = type("SimHandler", (_Handler,), {"state": state, "verbose": verbose})
-    return SimServer((host, port), handler)
+    server = SimServer((host, port), handler)
+    server.state = state
+    server.tls_context = tls_context
+    server.local_addrs = tuple(local_addrs)
+    return server
+
+
+def default_gateway() -> str | None:
+    """The IPv4 default gateway (from /proc/net/route): in a container, the host."""
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+            return socket.inet_ntoa(struct.pack("<L", int(fields[2], 16)))
+    return None
 
 
 def start_ticker(state: SimState, stop: threading.Event, interval: float = 0.05) -> threading.Thread:

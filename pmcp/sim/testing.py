@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from pmcp import pvetls
 from pmcp.sim.server import make_server, start_ticker
 from pmcp.sim.state import SimState
 
@@ -100,7 +101,8 @@ def call(
         req.add_header("Authorization", f"PVEAPIToken={token}")
     ctx = None
     if url.startswith("https:"):
-        ctx = ssl.create_default_context(cafile=ca_file) if not insecure else ssl._create_unverified_context()
+        # pvetls: the simulator's CA has no keyUsage, like real hosts', which Python 3.13 refuses by default
+        ctx = pvetls.context(ca_file) if not insecure else ssl._create_unverified_context()
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -126,6 +128,9 @@ def running_sim(
     host: str = "127.0.0.1",
     port: int = 0,
     pve_version: int = 9,
+    ca_key_usage: bool = False,
+    custom_cert_name: str | None = None,
+    local_addrs: tuple[str, ...] = (),
 ) -> Iterator[RunningSim]:
     """Start the simulator on a free port in a background thread; stop it on exit.
 
@@ -140,15 +145,15 @@ def running_sim(
         state_file=state_file,
         pve_version=pve_version,
     )
-    server = make_server(state, host, port)
+    server = make_server(state, host, port, local_addrs=local_addrs)
     ca_file = None
     tmp = None
     if tls:
         from pmcp.sim.tls import default_names, make_certs, server_context
 
         tmp = tempfile.TemporaryDirectory(prefix="pmcp-sim-tls-")
-        files = make_certs(Path(tmp.name), default_names(host))
-        server.socket = server_context(files).wrap_socket(server.socket, server_side=True)
+        files = make_certs(Path(tmp.name), default_names(host), ca_key_usage, custom_cert_name)
+        server.tls_context = server_context(files)
         ca_file = str(files.ca_file)
     real_port = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host

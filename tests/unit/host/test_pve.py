@@ -252,8 +252,9 @@ def test_tls_uses_the_given_ca_and_never_skips_verification(tmp_path: Path) -> N
         checks = verify_identity(tsim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, verify=tsim.ca_file)
         assert all(c.ok for c in checks), checks
         untrusted = verify_identity(tsim.url, "pmcp@pve!mcp", paths.proxmox_token_secret, verify=True)
-        assert not untrusted[-1].ok and "cannot reach" in untrusted[-1].detail
-        with pytest.raises(StepError, match="cannot reach the Proxmox API"):
+        assert not untrusted[-1].ok and "TLS verification of the Proxmox API" in untrusted[-1].detail
+        assert "unable to get local issuer certificate" in untrusted[-1].detail
+        with pytest.raises(StepError, match="TLS verification of the Proxmox API"):
             ProxmoxIdentity(pvesh, "read-only", paths, api_url=tsim.url, verify=True).check()
 
 
