@@ -63,7 +63,8 @@ echo "installer: $(cat /tmp/inst.json)"
 printf 'default:%s\n' 0123456789abcdef0123456789abcdef > /tmp/client-tokens
 PROXMOX_URL=https://127.0.0.1:{sim_port} PROXMOX_TOKEN_ID='pmcp@pve!mcp' \
 PROXMOX_TOKEN_SECRET_FILE=/tmp/inst/secrets/proxmox-token PROXMOX_CA_FILE=/tmp/tls/pve-root-ca.pem \
-PMCP_AUTH_TOKEN_FILE=/tmp/client-tokens pmcp serve --host 127.0.0.1 --port {server_port} >/tmp/serve.log 2>&1 &
+PMCP_AUTH_TOKEN_FILE=/tmp/client-tokens \
+  pmcp serve --host 127.0.0.1 --port {server_port} >/tmp/serve.log 2>&1 &
 python3 - <<'EOF'
 import json, time, urllib.request
 for _ in range(300):
