@@ -65,16 +65,19 @@ def fingerprint(der: bytes) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def context(cafile: str | Path | None = None, *, system: bool = False) -> ssl.SSLContext:
+def context(
+    cafile: str | Path | None = None, *, cadata: bytes | None = None, system: bool = False
+) -> ssl.SSLContext:
     """A client context that verifies the chain and the hostname.
 
     ``cafile``: trust exactly the certificates in it (the host's ``pve-root-ca.pem``, or a pinned
     certificate or CA). Strict X.509 is dropped only when that file holds a CA without keyUsage (see
     the module's docstring). A pinned end-entity certificate is its own trust anchor, which OpenSSL
     accepts only with ``VERIFY_X509_PARTIAL_CHAIN`` (3.13 sets it by default; set here for 3.11).
+    ``cadata``: the same, from PEM bytes.
     ``system`` (or no ``cafile``): the system store plus certifi's bundle, strict as Python makes it.
     """
-    if not cafile or system:
+    if (not cafile and cadata is None) or system:
         ctx = ssl.create_default_context()
         try:
             import certifi
@@ -83,14 +86,15 @@ def context(cafile: str | Path | None = None, *, system: bool = False) -> ssl.SS
         except (ImportError, OSError):
             pass
         return ctx
-    pem = Path(cafile).read_bytes()
+    pem = cadata if cadata is not None else Path(str(cafile)).read_bytes()
     ctx = ssl.create_default_context(cadata=pem.decode("ascii", "replace"))
     if lacks_key_usage(pem):
         # The Proxmox CA predates keyUsage (bug 6701): relax only the RFC 5280 profile checks, for a
         # context that trusts only this CA. Chain, expiry and hostname are still verified.
         ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
-    if any(not is_ca(der) for der in pem_certificates(pem)):
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a pinned leaf is a trust anchor
+    # A pinned certificate (a leaf, or an issuing intermediate) is a trust anchor only with PARTIAL_CHAIN,
+    # which 3.13 sets by default; for a file holding only a self-signed root it changes nothing.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return ctx
 
 

@@ -9,6 +9,8 @@ Interfaces (stable, used by pmcp.lifecycle):
     FirewallRule(pvesh, node, port=443, allow_from=None, comment="pmcp-mcp https")   -- a Step
         .name == "firewall"; check() -> Plan; apply(); undo()
     firewall_enabled(pvesh) -> bool
+    ApiAccessRule(pvesh, node, subnet)  -- a Step (.name "api firewall"): ACCEPT tcp/8006 from the server's
+        Docker network when the firewall is on; api_blocked(pvesh, node, subnet) -> cause or None
     PublishedPortFilter(port, allow_from, iptables_cmd, unit_dir, systemctl_cmd)  -- a Step: the same
         CIDR enforced in DOCKER-USER, since Docker-published ports never cross the INPUT chain
 """
@@ -142,6 +144,82 @@ class FirewallRule:
                 self.pvesh.delete(f"{self._rules_path}/{int(rule['pos'])}")
         except PveshError as exc:
             raise self._error(exc) from exc
+
+
+API_PORT = 8006
+API_RULE_COMMENT = "pmcp-proxmox-api"
+# pve-firewall src/PVE/Firewall.pm, enable_host_firewall(): PVEFW-HOST-IN accepts "-i lo", then the node's
+# and the cluster's rules, then "-m set --match-set PVEFW-0-management-v4 src -p tcp --dport 8006", then
+# policy_in (DROP unless set). The server container's packets come from its Docker network, over a
+# bridge, not lo: without a rule they are dropped, and every tool call times out.
+BLOCKED_CAUSE = (
+    "the Proxmox firewall is on and drops the MCP server's connections to port 8006: PVEFW-HOST-IN "
+    "accepts the API only from lo and the 'management' ipset, and the server's Docker network {subnet} "
+    "is neither"
+)
+
+
+class ApiAccessRule(FirewallRule):
+    """Step: let the MCP server's Docker network reach the Proxmox API when the host firewall is on.
+
+    A node rule (ACCEPT tcp/8006 from the network's subnet), not an entry in the cluster's
+    ``management`` ipset: that ipset also opens SSH (22), VNC (5900-5999), SPICE (3128) and migration
+    (60000-60050) to its members, and this network needs 8006 only. Through the API (pve-firewall owns
+    the host's rules), found again by its comment, removed by uninstall.
+    """
+
+    name = "api firewall"
+
+    def __init__(self, pvesh: Pvesh, node: str, subnet: str | None) -> None:
+        super().__init__(pvesh, node, port=API_PORT, allow_from=subnet, comment=API_RULE_COMMENT)
+
+    def check(self) -> Plan:
+        try:
+            enabled = firewall_enabled(self.pvesh)
+        except PveshError as exc:
+            raise self._error(exc) from exc
+        if not enabled:
+            return Plan(
+                notes=[
+                    "the Proxmox firewall is off: the server reaches the API without a rule (if you turn it "
+                    "on, re-run pmcp install: it then allows the server's network to port 8006)"
+                ]
+            )
+        if not self.allow_from:
+            raise StepError(
+                "cannot tell the MCP server's Docker network, so the Proxmox firewall would drop it",
+                fix="pmcp install again once the stack runs (docker network ls)",
+            )
+        plan = super().check()
+        if plan.changes:
+            plan.notes.append(
+                f"the Proxmox firewall is on: PVEFW-HOST-IN accepts 8006 only from lo and the management "
+                f"ipset, so the server's network {self.allow_from} needs this rule"
+            )
+        return plan
+
+
+def api_blocked(pvesh: Pvesh, node: str, subnet: str | None) -> str | None:
+    """Why the firewall drops the server's API connections, or None when it does not (as far as the
+    cluster switch, the node's switch and an accepting rule for the subnet tell)."""
+    if not firewall_enabled(pvesh):
+        return None
+    host = pvesh.get(f"/nodes/{node}/firewall/options") or {}
+    if str(host.get("enable", 1)) in ("0", "False", "false"):
+        return None
+    rules = pvesh.get(f"/nodes/{node}/firewall/rules") or []
+    net = ipaddress.ip_network(subnet, strict=False) if subnet else None
+    for rule in rules:
+        if rule.get("comment") != API_RULE_COMMENT or str(rule.get("enable", 0)) in ("0", ""):
+            continue
+        src = rule.get("source")
+        try:
+            covered = net is not None and net.subnet_of(ipaddress.ip_network(src, strict=False))  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # another address family, or an ipset/alias name
+            covered = False
+        if not src or covered:
+            return None
+    return BLOCKED_CAUSE.format(subnet=subnet or "(unknown)")
 
 
 PORT_FILTER_COMMENT = "pmcp-https-allow-from"

@@ -415,6 +415,18 @@ def build(
         node = opts.node or (facts.node if facts else None) or statefile.load(paths).get("node") or ""
         return FirewallRule(pvesh(), node, port=opts.https_port, allow_from=opts.allow_from)
 
+    def make_api_firewall() -> Step | None:
+        from pmcp.host.firewall import ApiAccessRule
+        from pmcp.stack import engine
+
+        facts = preflight_holder["step"].facts if "step" in preflight_holder else None
+        node = opts.node or (facts.node if facts else None) or statefile.load(paths).get("node") or ""
+        try:
+            subnet = engine.service_subnet(ctx.docker, ctx.project)
+        except StepError:
+            subnet = None  # uninstall with the engine gone: undo finds the rule by its comment anyway
+        return ApiAccessRule(pvesh(), node, subnet)
+
     preflight = Deferred("preflight", make_preflight)
     steps: list[Step] = [InstallDirStep(paths, purge=purge)]
     if opts.sim:
@@ -433,7 +445,9 @@ def build(
     ]
     if not opts.sim:
         steps += [FilesStep(ctx), ImageStep(ctx, remove_on_undo=not keep_images)]
-    steps += [StackStep(ctx), Deferred("firewall", make_firewall)]
+    # the server's own way to the API through the Proxmox firewall: its network exists once the stack runs
+    steps += [StackStep(ctx), Deferred("api firewall", make_api_firewall)]
+    steps += [Deferred("firewall", make_firewall)]
     if opts.allow_from and opts.host_checks:
         from pmcp.host.firewall import PublishedPortFilter
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import socket
 import ssl
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from pmcp.stack.render import StackConfig
 from pmcp.steps import Plan, StepError
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+SERVER_HEALTH_CACHE = 5.0  # pmcp.server.app.HEALTH_CACHE_SECONDS (the server's own module is not imported)
 PREFERRED_READ_TOOLS = ("cluster_status", "list_nodes", "get_version", "list_guests")
 
 
@@ -71,6 +74,7 @@ class Target:
     token: str
     agent_user: str | None
     identity: dict[str, Any]
+    node: str = ""
 
     @property
     def url(self) -> str:
@@ -132,6 +136,7 @@ def load_target(prefix: str | Path) -> Target:
         token=token,
         agent_user=data.get("options", {}).get("agent_user"),
         identity=data.get("identity", {}),
+        node=data.get("node", ""),
     )
 
 
@@ -361,6 +366,57 @@ def protected_vmids(text: str | None) -> list[int]:
     return [int(v) for v in (text or "").replace(" ", ",").split(",") if v.strip().isdigit()]
 
 
+def _server_health(t: Target) -> dict[str, Any]:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{t.config.server_port}/health"
+    with urllib.request.urlopen(url, timeout=15) as resp:  # the server's port: loopback only
+        return dict(json.loads(resp.read()))
+
+
+def check_server_api(t: Target) -> Row:
+    """The server's own way to Proxmox (its /health probes the API): when it gets no answer, say why,
+    and name the Proxmox firewall when that is what drops it (see pmcp.host.firewall.BLOCKED_CAUSE)."""
+    name = "server reaches proxmox"
+    try:
+        health = _server_health(t)
+        if not (health.get("proxmox") or {}).get("reachable"):
+            time.sleep(SERVER_HEALTH_CACHE + 0.5)  # the server caches its probe: ask once more, fresh
+            health = _server_health(t)
+    except (OSError, ValueError) as exc:
+        return Row(name, FAIL, f"no answer from the server's /health: {exc}", "pmcp logs mcp-server")
+    if (health.get("proxmox") or {}).get("reachable"):
+        return Row(name, PASS, f"the server gets answers from {t.config.proxmox_url}")
+    cause, fix = _api_unreachable_cause(t)
+    return Row(name, FAIL, cause, fix)
+
+
+def _api_unreachable_cause(t: Target) -> tuple[str, str]:
+    generic = (
+        f"the server gets no answer from {t.config.proxmox_url}",
+        "pmcp logs mcp-server; check PROXMOX_URL in .env and that pveproxy runs",
+    )
+    try:
+        from pmcp.host.firewall import API_PORT, api_blocked
+        from pmcp.host.run import Pvesh
+
+        env = {**os.environ, **t.identity["pvesh_env"]} if t.identity.get("pvesh_env") else None
+        pvesh = Pvesh(t.identity.get("pvesh"), env=env)
+        subnet = engine.service_subnet(engine.client(), t.project)
+        status = [] if t.node else pvesh.get("/cluster/status") or []
+        local = [e["name"] for e in status if e.get("type") == "node" and e.get("local")]
+        node = t.node or (local[0] if local else "")
+        cause = api_blocked(pvesh, node, subnet) if node else None
+    except Exception:  # no pvesh, no engine: the generic answer
+        return generic
+    if not cause:
+        return generic
+    return cause, (
+        f"pmcp install (adds a node rule for {subnet}), or: pvesh create /nodes/{node}/firewall/rules "
+        f"--type in --action ACCEPT --proto tcp --dport {API_PORT} --source {subnet} --enable 1"
+    )
+
+
 def check_agent(t: Target) -> list[Row]:
     if not t.agent_user:
         return [Row("agent account", SKIP, "no agent account configured (--agent-user)")]
@@ -472,6 +528,7 @@ def run_verify(
     rows.append(check_tls(t))
     rows.append(check_unauthenticated(t))
     rows.append(check_mcp(t))
+    rows.append(check_server_api(t))
     rows.extend(check_identity(t))
     rows.append(check_container_ids(t))
     rows.extend(check_agent(t))

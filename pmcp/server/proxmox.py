@@ -29,6 +29,7 @@ log = logging.getLogger("pmcp.proxmox")
 RETRY_STATUSES = frozenset({502, 503, 504, 595, 596})
 RETRY_DELAYS = (0.2, 0.6)
 CONNECT_TIMEOUT = 5.0
+REACHABLE_TIMEOUT = 2.0
 LOG_TAIL_LINES = 12
 
 ProgressFn = Callable[[float, str], Awaitable[None]]
@@ -91,14 +92,23 @@ class ProxmoxClient:
         return self.config.proxmox_url.startswith("https://") and self._verify is not False
 
     def request(
-        self, method: str, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: bool = True,
     ) -> Any:
-        """One API call (sync); ``path`` must come from ``validate.api_path``. Returns ``data``."""
+        """One API call (sync); ``path`` must come from ``validate.api_path``. Returns ``data``.
+
+        ``timeout`` bounds the connect as well as the read when given (a probe that must answer fast);
+        ``retry=False``: one attempt, even for a GET."""
         if not path.startswith("/") or ".." in path.split("/"):
             raise ValueError("path must be built by validate.api_path")
         clean = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
-        attempts = len(RETRY_DELAYS) + 1 if method == "GET" else 1
+        attempts = len(RETRY_DELAYS) + 1 if method == "GET" and retry else 1
         read_timeout = timeout or self.config.proxmox_timeout
+        connect_timeout = min(CONNECT_TIMEOUT, timeout) if timeout else CONNECT_TIMEOUT
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
@@ -109,7 +119,7 @@ class ProxmoxClient:
                         self._base + path,
                         params=clean if method in ("GET", "DELETE") else None,
                         data=clean if method in ("POST", "PUT") else None,
-                        timeout=(CONNECT_TIMEOUT, read_timeout),
+                        timeout=(connect_timeout, read_timeout),
                     )
             except requests.exceptions.SSLError:
                 self._count_error(0)
@@ -148,9 +158,14 @@ class ProxmoxClient:
             self.metrics.proxmox_errors.labels(str(status)).inc()
 
     async def call(
-        self, method: str, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: bool = True,
     ) -> Any:
-        return await anyio.to_thread.run_sync(lambda: self.request(method, path, params, timeout))
+        return await anyio.to_thread.run_sync(lambda: self.request(method, path, params, timeout, retry))
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.call("GET", path, params)
@@ -165,8 +180,11 @@ class ProxmoxClient:
         return await self.call("DELETE", path, params)
 
     async def reachable(self) -> bool:
+        """One bounded probe: /health must answer within the container healthcheck's 3 s even when the
+        API does not answer at all (a firewall that drops), or the server is marked unhealthy for
+        something it cannot fix, and install stops before the step that fixes the firewall."""
         try:
-            await self.call("GET", "/version", timeout=3.0)
+            await self.call("GET", "/version", timeout=REACHABLE_TIMEOUT, retry=False)
         except ProxmoxError as exc:
             return exc.status not in (0,) and exc.status < 500
         return True

@@ -4,7 +4,7 @@ builds it, evaluated for one TCP connection's source address.
 From proxmox/pve-firewall ``src/PVE/Firewall.pm``:
 - ``compile()``: nothing at all is filtered while the cluster option ``enable`` is off
   (``return ({}, {}, {}, {}) if !$cluster_conf->{options}->{enable}``); the ``management`` ipset
-  always gets ``local_network`` (the node's own network, ``127.0.0.0/8`` when it cannot tell).
+  always gets ``local_network()`` (the node's own network, ``127.0.0.0/8`` when it cannot tell).
 - ``compile_iptables_filter()``: the host chains exist unless the node's ``host.fw`` says
   ``enable: 0`` (``$hostfw_enable``).
 - ``enable_host_firewall()`` builds ``PVEFW-HOST-IN``: ``-i lo -j ACCEPT`` first; then the node's
@@ -15,9 +15,9 @@ From proxmox/pve-firewall ``src/PVE/Firewall.pm``:
 A dropped SYN is never answered, so a client sees a timeout: the server holds such a connection
 without a word until the client gives up.
 
-"lo" here: the simulator cannot see interfaces, so the sources that count as the node itself are
-loopback addresses plus ``local_addrs`` (in the demo stack, the Docker gateway through which the
-host's own pvesh and installer connect, as they would over ``lo`` on a real node).
+"lo" here: the simulator cannot see interfaces, so ``lo`` lists the source networks that count as the
+node itself: loopback, plus (in the demo stack) the Docker gateway through which the host's own pvesh
+and installer connect, as they would over ``lo`` on a real node.
 """
 
 from __future__ import annotations
@@ -86,8 +86,22 @@ def _rule_verdict(rule: dict[str, Any], addr: Any, port: int, ipsets: dict[str, 
     return str(rule.get("action", "")).upper() or None
 
 
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+def local_network(world: dict[str, Any], node: str) -> str:
+    """Firewall.pm ``local_network()``: the routed network holding the node's own address (here its
+    /24: the simulated nodes sit in one 10.0.0.0/24), else ``127.0.0.0/8``; the alias
+    ``local_network`` overrides it (modelled as the cluster key of that name)."""
+    cluster = (world.get("firewall") or {}).get("cluster") or {}
+    if cluster.get("local_network"):
+        return str(cluster["local_network"])
+    ip = ((world.get("nodes") or {}).get(node) or {}).get("ip")
+    return str(ipaddress.ip_network(f"{ip}/24", strict=False)) if ip else "127.0.0.0/8"
+
+
 def admits(
-    world: dict[str, Any], node: str, source: str, local_addrs: Iterable[str] = (), port: int = API_PORT
+    world: dict[str, Any], node: str, source: str, lo: Iterable[str] = LOOPBACK, port: int = API_PORT
 ) -> bool:
     """Would ``PVEFW-HOST-IN`` on ``node`` let a TCP connection from ``source`` to ``port`` in?"""
     fw = world.get("firewall") or {}
@@ -101,10 +115,10 @@ def admits(
     addr = ipaddress.ip_address(source.split("%")[0])
     if getattr(addr, "ipv4_mapped", None):
         addr = addr.ipv4_mapped  # type: ignore[union-attr]
-    if addr.is_loopback or any(addr == ipaddress.ip_address(a) for a in local_addrs):
+    if any(addr in ipaddress.ip_network(n, strict=False) for n in lo if n):
         return True  # -i lo -j ACCEPT
     ipsets = {k: list(v) for k, v in (cluster.get("ipset") or {}).items()}
-    ipsets.setdefault("management", []).append({"cidr": cluster.get("local_network") or "127.0.0.0/8"})
+    ipsets.setdefault("management", []).append({"cidr": local_network(world, node)})
     for rule in [*(host.get("rules") or []), *(cluster.get("rules") or [])]:
         verdict = _rule_verdict(rule, addr, port, ipsets)
         if verdict == "ACCEPT":

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from pmcp.sim.hostfw import LOOPBACK
 from pmcp.sim.server import default_gateway, make_server, start_ticker
 from pmcp.sim.state import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV, SimState
 
@@ -43,7 +44,7 @@ def serve(
         state.world["firewall"]["cluster"]["options"]["enable"] = 1
     state.save()  # fail now, with the reason, when the state file cannot be written
     addrs = tuple(a for a in ((default_gateway() or "") if a == "gateway" else a for a in local_addrs) if a)
-    server = make_server(state, host, port, verbose=verbose, local_addrs=addrs)
+    server = make_server(state, host, port, verbose=verbose, lo=(*LOOPBACK, *addrs))
     scheme = "http"
     ca_line = ""
     if tls:

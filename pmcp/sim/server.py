@@ -212,7 +212,7 @@ class SimServer(ThreadingHTTPServer):
     allow_reuse_address = True
     tls_context: ssl.SSLContext | None = None
     state: SimState | None = None
-    local_addrs: tuple[str, ...] = ()
+    lo: tuple[str, ...] = hostfw.LOOPBACK
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.state is not None and not self._admitted(client_address[0]):
@@ -238,7 +238,7 @@ class SimServer(ThreadingHTTPServer):
         assert state is not None
         with state.lock:
             node = next(iter(state.world["nodes"]), "")
-            return hostfw.admits(state.world, node, source, self.local_addrs)
+            return hostfw.admits(state.world, node, source, self.lo)
 
 
 def _hold_dropped(conn: socket.socket) -> None:
@@ -255,13 +255,13 @@ def make_server(
     port: int = 8006,
     verbose: bool = False,
     tls_context: ssl.SSLContext | None = None,
-    local_addrs: tuple[str, ...] = (),
+    lo: tuple[str, ...] = hostfw.LOOPBACK,
 ) -> SimServer:
     handler = type("SimHandler", (_Handler,), {"state": state, "verbose": verbose})
     server = SimServer((host, port), handler)
     server.state = state
     server.tls_context = tls_context
-    server.local_addrs = tuple(local_addrs)
+    server.lo = tuple(lo)
     return server
 
 

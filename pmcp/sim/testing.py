@@ -130,11 +130,13 @@ def running_sim(
     pve_version: int = 9,
     ca_key_usage: bool = False,
     custom_cert_name: str | None = None,
-    local_addrs: tuple[str, ...] = (),
+    lo: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
 ) -> Iterator[RunningSim]:
     """Start the simulator on a free port in a background thread; stop it on exit.
 
     ``pve_version=8`` pretends to be Proxmox VE 8.4 (42 privileges, ``VM.Monitor``).
+    ``lo``: the source networks the modelled host firewall counts as the node itself (pmcp.sim.hostfw);
+    e.g. ``("127.0.0.1/32",)`` makes a client bound to 127.0.0.2 an outside source.
     """
     state = SimState(
         nodes,
@@ -145,7 +147,7 @@ def running_sim(
         state_file=state_file,
         pve_version=pve_version,
     )
-    server = make_server(state, host, port, local_addrs=local_addrs)
+    server = make_server(state, host, port, lo=lo)
     ca_file = None
     tmp = None
     if tls:

@@ -195,6 +195,24 @@ def project_containers(c: Any, project: str) -> dict[str, Any]:
     return out
 
 
+def service_subnet(c: Any, project: str, service: str = "mcp-server") -> str | None:
+    """The IPv4 subnet of the Docker network a service's container is on (its source address range when
+    it connects to the host), or None when there is no such container."""
+    ctr = project_containers(c, project).get(service)
+    if ctr is None:
+        return None
+    for name in (ctr.attrs.get("NetworkSettings") or {}).get("Networks") or {}:
+        try:
+            ipam = c.networks.get(name).attrs.get("IPAM") or {}
+        except Exception:  # a network removed meanwhile: try the next one
+            continue
+        for cfg in ipam.get("Config") or []:
+            subnet = cfg.get("Subnet") or ""
+            if subnet and ":" not in subnet:
+                return str(subnet)
+    return None
+
+
 def state_of(ctr: Any) -> ContainerState:
     attrs = ctr.attrs
     st = attrs.get("State", {})

@@ -68,6 +68,9 @@ class SimService:
     nodes: int = 3
     guests: int = 20
     seed: int = 1
+    # a host "as shipped" (tests): the Proxmox firewall on; a custom/ACME certificate on 8006 for this name
+    firewall: bool = False
+    custom_cert: str | None = None
 
 
 @dataclass
@@ -78,6 +81,10 @@ class StackConfig:
     proxmox_url: str = "https://127.0.0.1:8006"
     token_id: str = "pmcp@pve!mcp"
     proxmox_ca: str | None = "/etc/pve/pve-root-ca.pem"
+    # what install chose to trust on 8006 (pmcp.host.pvecert): the PEM itself (wins over proxmox_ca), and
+    # the name to check when the URL's host is not on the certificate (an ACME certificate for the FQDN)
+    proxmox_ca_pem: str | None = None
+    proxmox_tls_name: str | None = None
     tls_insecure: bool = False
     public_names: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
     domain: str | None = None
@@ -118,6 +125,8 @@ class StackConfig:
     def ca_source(self) -> str | None:
         """What is mounted as the Proxmox CA: the simulator's own CA, or install's copy of the host's CA
         (files under /etc/pve are not readable by the container's user, so install copies the public cert)."""
+        if self.proxmox_ca_pem:
+            return "./pve-root-ca.pem"
         if self.sim:
             return f"./{SIM_CA}"
         return "./pve-root-ca.pem" if self.proxmox_ca else None
@@ -162,6 +171,12 @@ def compose_text(cfg: StackConfig) -> str:
     sim = ""
     if cfg.sim:
         args = "".join(f', "--{k}", "{v}"' for k, v in (("nodes", cfg.sim.nodes), ("guests", cfg.sim.guests)))
+        # the host's own pvesh and installer reach the simulator through the Docker gateway: that is "lo"
+        args += ', "--local-addr", "gateway"'
+        if cfg.sim.firewall:
+            args += ', "--firewall"'
+        if cfg.sim.custom_cert:
+            args += f', "--tls-custom-cert", "{cfg.sim.custom_cert}"'
         sim = _fill(
             "sim-service.yml",
             {
@@ -222,21 +237,25 @@ def env_text(cfg: StackConfig) -> str:
     hosts = _allowed_hosts(cfg)
     port = "" if cfg.https_port == 443 else f":{cfg.https_port}"
     origins = [f"https://{f'[{h}]' if _is_ipv6(h) else h}{port}" for h in hosts]
-    return _fill(
-        "env",
-        {
-            "version": __version__,
-            "mode": cfg.mode,
-            "allowed_hosts": ",".join(hosts),
-            "allowed_origins": ",".join(origins),
-            "protected": cfg.protected,
-            "task_timeout": cfg.task_timeout,
-            "proxmox_url": cfg.proxmox_url,
-            "token_id": cfg.token_id,
-            "ca_file": CA_IN_CONTAINER if cfg.ca_source else "",
-            "tls_insecure": "1" if cfg.tls_insecure else "0",
-        },
-    ) + "".join(f"{k}={v}\n" for k, v in sorted(cfg.extra_env.items()))
+    return (
+        _fill(
+            "env",
+            {
+                "version": __version__,
+                "mode": cfg.mode,
+                "allowed_hosts": ",".join(hosts),
+                "allowed_origins": ",".join(origins),
+                "protected": cfg.protected,
+                "task_timeout": cfg.task_timeout,
+                "proxmox_url": cfg.proxmox_url,
+                "token_id": cfg.token_id,
+                "ca_file": CA_IN_CONTAINER if cfg.ca_source else "",
+                "tls_insecure": "1" if cfg.tls_insecure else "0",
+            },
+        )
+        + (f"PROXMOX_TLS_NAME={cfg.proxmox_tls_name}\n" if cfg.proxmox_tls_name else "")
+        + "".join(f"{k}={v}\n" for k, v in sorted(cfg.extra_env.items()))
+    )
 
 
 def dockerfile_text(cfg: StackConfig) -> str:

@@ -163,7 +163,9 @@ class FilesStep:
             self.ctx.config, upstream=None if upstream.exists() else render.UPSTREAM_DEFAULT
         )
         ca = self.ctx.config.proxmox_ca
-        if ca:
+        if self.ctx.config.proxmox_ca_pem:  # what install chose to trust on 8006 (pmcp.host.pvecert)
+            files["pve-root-ca.pem"] = render.FileSpec(self.ctx.config.proxmox_ca_pem.encode())
+        elif ca and not self.ctx.config.sim:
             try:
                 files["pve-root-ca.pem"] = render.FileSpec(Path(ca).read_bytes())
             except OSError as exc:

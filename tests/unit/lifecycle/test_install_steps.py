@@ -135,6 +135,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
         "files",
         "image",
         "stack",
+        "api firewall",
         "firewall",
         "client config",
         "verify",
@@ -143,6 +144,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
     demo = [s.name for s in build(demo_opts).steps]
     assert demo[:5] == ["install dir", "files", "image", "simulator", "preflight"]
     assert demo.index("proxmox identity") < demo.index("stack")
+    assert demo.index("stack") < demo.index("api firewall") < demo.index("verify")
 
 
 def test_options_round_trip_through_state(tmp_path: Path) -> None:
