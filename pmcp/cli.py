@@ -99,6 +99,13 @@ def main() -> None:
     "for the token. Guests tagged pmcp-protected get one too. Default: what the last install recorded.",
 )
 @click.option("--node", metavar="NAME", help="This Proxmox node's name (default: detected).")
+@click.option(
+    "--proxmox-trust",
+    type=click.Choice(["auto", "pve-ca", "system", "pin"]),
+    default="auto",
+    show_default=True,
+    help="How the server trusts port 8006: the host's CA, the system store (public ACME), or a pin.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; also implied when there is no TTY.")
 @json_option

@@ -43,7 +43,8 @@ Interfaces (stable, used by pmcp.lifecycle):
         check() -> Plan; apply(); undo()  (undo after a failed apply reverts only that apply's changes;
         on a fresh object it tears the identity down: ACLs, tokens, user, roles -- the order PVE needs)
     verify_identity(api_url, token_full_id, secret_file, verify=None, mode="read-only", pool=None,
-                    protected=()) -> list[Check]
+                    protected=(), tls_name=None) -> list[Check]   (tls_name: the certificate's name
+                    when it is not api_url's)
     token_authenticates(api_url, token_full_id, secret, verify=None) -> bool  (IdentityError: unreachable)
 """
 
@@ -216,10 +217,14 @@ def _ssl_reason(exc: BaseException) -> str:
 
 
 def token_authenticates(
-    api_url: str, token_full_id: str, secret: str, verify: bool | str | None = None
+    api_url: str,
+    token_full_id: str,
+    secret: str,
+    verify: bool | str | None = None,
+    tls_name: str | None = None,
 ) -> bool:
     """True when the token is accepted (GET /version); False on 401; IdentityError when unreachable."""
-    resp = _request("GET", _api(api_url) + "/version", _headers(token_full_id, secret), verify)
+    resp = _request("GET", _api(api_url) + "/version", _headers(token_full_id, secret), verify, tls_name)
     if resp.status_code == 401:
         return False
     if resp.status_code >= 400:
@@ -248,6 +253,7 @@ class ProxmoxIdentity:
         verify: bool | str | None = None,
         secret_owner: tuple[int, int] | None = None,
         protected: Iterable[int] = (),
+        tls_name: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise StepError(f"unknown mode {mode!r}", fix=f"use --mode {'|'.join(MODES)}")
@@ -265,6 +271,9 @@ class ProxmoxIdentity:
             )
         self.api_url = api_url
         self.verify = verify
+        self.tls_name = (
+            tls_name  # the name on 8006's certificate when it is not api_url's (pmcp.host.pvecert)
+        )
         self.secret_owner = secret_owner
         self.protected = frozenset(int(v) for v in protected)
         self._journal: list[tuple[Any, ...]] | None = None
@@ -537,7 +546,7 @@ class ProxmoxIdentity:
         if not test_auth:
             return ""
         try:
-            ok = token_authenticates(self.api_url, self.token_full_id, secret, self.verify)
+            ok = token_authenticates(self.api_url, self.token_full_id, secret, self.verify, self.tls_name)
         except IdentityError as exc:
             raise StepError(
                 str(exc),
@@ -804,6 +813,7 @@ def verify_identity(
     mode: str = "read-only",
     pool: str | None = None,
     protected: Iterable[int] = (),
+    tls_name: str | None = None,
 ) -> list[Check]:
     """Prove the token's limits from its side: it works, holds no forbidden privilege and nothing beyond
     its mode, holds nothing on ``/access`` and no more than reading on ``/`` itself, cannot see a protected
@@ -817,7 +827,7 @@ def verify_identity(
     api = _api(api_url)
     checks: list[Check] = []
     try:
-        resp = _request("GET", api + "/version", headers, verify)
+        resp = _request("GET", api + "/version", headers, verify, tls_name)
         if resp.status_code != 200:
             return [
                 Check("proxmox token", False, f"GET /version: HTTP {resp.status_code} {_message(resp)}", fix)
@@ -825,7 +835,7 @@ def verify_identity(
         version = (resp.json().get("data") or {}).get("version", "?")
         checks.append(Check("proxmox token", True, f"{token_full_id} authenticates (Proxmox VE {version})"))
 
-        resp = _request("GET", api + "/access/permissions", headers, verify)
+        resp = _request("GET", api + "/access/permissions", headers, verify, tls_name)
         if resp.status_code != 200:
             checks.append(Check("token permissions", False, f"HTTP {resp.status_code} {_message(resp)}", fix))
         else:
@@ -851,14 +861,16 @@ def verify_identity(
                 )
             checks.append(_scope_check(perms))
 
-        checks.append(_protected_check(api, headers, verify, protected))
+        checks.append(_protected_check(api, headers, verify, protected, tls_name))
 
         # The current comment when the token can read it: even if PVE wrongly allowed it, nothing changes.
         comment = "pmcp-probe"
-        current = _request("GET", api + "/access/users/root@pam", headers, verify)
+        current = _request("GET", api + "/access/users/root@pam", headers, verify, tls_name)
         if current.status_code == 200:
             comment = (current.json().get("data") or {}).get("comment") or comment
-        resp = _request("PUT", api + "/access/users/root@pam", headers, verify, data={"comment": comment})
+        resp = _request(
+            "PUT", api + "/access/users/root@pam", headers, verify, tls_name, data={"comment": comment}
+        )
         checks.append(_refused("root@pam protected", "PUT /access/users/root@pam", resp))
 
         # PUT /access/password proves nothing: PVE refuses it to every token (allowtoken => 0). An ACL
@@ -872,6 +884,7 @@ def verify_identity(
             api + "/access/acl",
             headers,
             verify,
+            tls_name,
             data={"path": probe_path, "roles": "NoAccess", "tokens": token_full_id, "delete": 1},
         )
         checks.append(_refused("acl change refused", "PUT /access/acl", resp, "can change ACLs"))
@@ -906,11 +919,15 @@ def _scope_check(perms: dict[str, dict[str, Any]]) -> Check:
 
 
 def _protected_check(
-    api: str, headers: dict[str, str], verify: bool | str | None, listed: Iterable[int]
+    api: str,
+    headers: dict[str, str],
+    verify: bool | str | None,
+    listed: Iterable[int],
+    tls_name: str | None = None,
 ) -> Check:
     """A protected guest the token can still see is one its NoAccess ACL does not cover yet: listed after
     the install, or tagged ``pmcp-protected`` since. The server refuses it meanwhile; a re-run converges."""
-    resp = _request("GET", api + "/cluster/resources", headers, verify, params={"type": "vm"})
+    resp = _request("GET", api + "/cluster/resources", headers, verify, tls_name, params={"type": "vm"})
     if resp.status_code != 200:
         return Check(
             "protected guests", False, f"GET /cluster/resources: HTTP {resp.status_code}", "pmcp logs"

@@ -64,6 +64,7 @@ class InstallOptions:
     protect: str | None = (
         None  # VMIDs "100,105" (PMCP_PROTECTED + NoAccess ACLs); None keeps the recorded list
     )
+    proxmox_trust: str = "auto"  # how the server trusts 8006: auto|pve-ca|system|pin (pmcp.host.pvecert)
     # Below: set by the demo and the tests, not by the CLI.
     sim: render.SimService | None = None
     pvesh: list[str] | None = None
@@ -170,11 +171,16 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
     mcp_image = images.mcp_image_for(digest) if digest else images.mcp_image(__version__)
     if not digest and existing and existing.get("mcp_image"):
         mcp_image = existing["mcp_image"]  # not a release file: keep the image the install runs
-    return render.StackConfig(
+    # the trust install chose for what 8006 serves (TrustStep) stays until install looks again
+    prior = existing or {}
+    proxmox_ca = None if sim else prior.get("proxmox_ca", opts.proxmox_ca)
+    cfg = render.StackConfig(
         mode=opts.mode,
         proxmox_url=("https://pve-sim:8006" if sim else (opts.proxmox_url or default_proxmox_url())),
         token_id=TOKEN_ID,
-        proxmox_ca=None if sim else opts.proxmox_ca,
+        proxmox_ca=proxmox_ca,
+        proxmox_ca_pem=prior.get("proxmox_ca_pem"),
+        proxmox_tls_name=prior.get("proxmox_tls_name"),
         tls_insecure=False,
         public_names=opts.public_names or (["localhost", "127.0.0.1"] if sim else host_names()),
         domain=opts.domain,
@@ -196,6 +202,7 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         extra_env=dict(opts.extra_env),
         sim=sim,
     )
+    return cfg
 
 
 def pvesh_command(opts: InstallOptions) -> list[str] | None:
@@ -233,16 +240,104 @@ def api_verify(opts: InstallOptions) -> bool | str:
     return opts.proxmox_ca if Path(opts.proxmox_ca).exists() else True
 
 
-def identity_info(opts: InstallOptions) -> dict[str, Any]:
-    """How verify/uninstall reach Proxmox for this install (recorded in state.json; no secret)."""
-    return {
+def identity_info(opts: InstallOptions, trust: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How verify/uninstall reach Proxmox for this install (recorded in state.json; no secret).
+    ``trust``: what the proxmox tls step chose (its ``verify`` and ``tls_name`` win)."""
+    info = {
         "token_id": TOKEN_ID,
         "pvesh": pvesh_command(opts),
         "pvesh_env": _sim_env(opts),
         "api_url": api_url(opts),
         "verify": api_verify(opts),
+        "tls_name": None,
         "pool": opts.pool,
     }
+    info.update({k: v for k, v in (trust or {}).items() if k in ("verify", "tls_name", "trust")})
+    return info
+
+
+class TrustStep:
+    """Step: look at the certificate port 8006 serves and decide how the server and the installer trust it
+    (pmcp.host.pvecert: the host's CA, the public trust store for a name it carries, or a pin). Changes
+    the rendered configuration only; in the demo the files were rendered before the simulator ran, so it
+    renders them again when the choice changes them."""
+
+    name = "proxmox tls"
+
+    def __init__(
+        self, opts: InstallOptions, ctx: StackContext, shared: dict[str, Any], rerender: bool
+    ) -> None:
+        self.opts = opts
+        self.ctx = ctx
+        self.shared = shared  # read by the identity step and verify (identity_info)
+        self.rerender = rerender
+        self.trust: Any = None
+
+    def _decide(self) -> Any:
+        from urllib.parse import urlsplit
+
+        from pmcp.host import pvecert
+
+        api = urlsplit(api_url(self.opts))
+        url_host = urlsplit(self.ctx.config.proxmox_url).hostname or "127.0.0.1"
+        if self.opts.sim:
+            pve_ca: Path | None = Path(sim_ca(self.opts))
+            chain: Path | None = Path(sim_ca(self.opts)).parent / "pveproxy-ssl.pem"
+        else:
+            pve_ca = Path(self.opts.proxmox_ca) if self.opts.proxmox_ca else None
+            chain = pvecert.PVEPROXY_CUSTOM
+        return pvecert.choose(
+            api.hostname or "127.0.0.1", api.port or 8006, url_host, pve_ca, chain, self.opts.proxmox_trust
+        )
+
+    def _apply_choice(self) -> None:
+        t = self.trust
+        cfg = self.ctx.config
+        cfg.proxmox_tls_name = t.server_name
+        if t.mode == "pve-ca":
+            cfg.proxmox_ca_pem = None  # the file itself is mounted (the host's CA, or the simulator's)
+            cfg.proxmox_ca = None if self.opts.sim else self.opts.proxmox_ca
+            verify: bool | str = sim_ca(self.opts) if self.opts.sim else api_verify(self.opts)
+        elif t.mode == "system":
+            cfg.proxmox_ca_pem = None
+            cfg.proxmox_ca = None
+            verify = True
+        else:
+            cfg.proxmox_ca_pem = t.pem.decode()
+            verify = str(self.ctx.paths.prefix / "pve-root-ca.pem")
+        self.shared.update(verify=verify, tls_name=t.server_name, trust=t.mode)
+
+    def _files(self) -> Any:
+        from pmcp.stack.steps import FilesStep
+
+        return FilesStep(self.ctx)
+
+    def check(self) -> Plan:
+        self.trust = self._decide()
+        self._apply_choice()
+        t = self.trust
+        plan = Plan(notes=[f"port 8006 serves {t.detail} (SHA-256 {t.fingerprint[:23]}...)"])
+        how = {"pve-ca": "the host's CA", "system": "the system trust store", "pin": "a pin"}[t.mode]
+        plan.notes.append(
+            f"the server trusts it with {how}"
+            + (f", checking the name {t.server_name}" if t.server_name else "")
+            + ("" if self.opts.proxmox_trust != "auto" else " (override: --proxmox-trust pve-ca|system|pin)")
+        )
+        pin = self.ctx.paths.prefix / "pve-root-ca.pem"
+        if t.mode == "pin" and (not pin.is_file() or pin.read_bytes() != t.pem):
+            plan.changes.append(f"write the pinned certificate to {pin}")
+        if self.rerender:
+            plan.changes += self._files().check().changes
+        return plan
+
+    def apply(self) -> None:
+        if self.trust.mode == "pin":
+            atomic_write(self.ctx.paths.prefix / "pve-root-ca.pem", self.trust.pem, 0o644)
+        if self.rerender:
+            self._files().apply()
+
+    def undo(self) -> None:
+        """The files it wrote belong to the files step, which removes them."""
 
 
 def pvesh_env(opts: InstallOptions) -> dict[str, str] | None:
@@ -254,7 +349,11 @@ def pvesh_env(opts: InstallOptions) -> dict[str, str] | None:
 def _sim_env(opts: InstallOptions) -> dict[str, str]:
     if not opts.sim:
         return {}
-    return {"PMCP_SIM_URL": f"https://127.0.0.1:{opts.sim.port}", "PMCP_SIM_CA_FILE": sim_ca(opts)}
+    env = {"PMCP_SIM_URL": f"https://127.0.0.1:{opts.sim.port}", "PMCP_SIM_CA_FILE": sim_ca(opts)}
+    if opts.sim.custom_cert:  # the simulator's 8006 serves an ACME-style certificate (see pmcp.sim.tls)
+        env["PMCP_SIM_CA_FILE"] = str(Path(sim_ca(opts)).parent / "acme-root.pem")
+        env["PMCP_SIM_TLS_NAME"] = opts.sim.custom_cert
+    return env
 
 
 class Deferred:
@@ -313,6 +412,7 @@ class InstallPlan:
     ctx: StackContext
     steps: list[Step] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
 
 
 def build(
@@ -381,9 +481,13 @@ def build(
         version = facts.docker_version if facts else _docker_version()
         return ForwardSafety(version, paths.prefix / "host-state")
 
+    trust: dict[str, Any] = {}
+    identity = identity_info(opts)
+
     def make_identity() -> Step | None:
         from pmcp.host.pve import ProxmoxIdentity
 
+        identity.update(identity_info(opts, trust))  # the proxmox tls step ran: verify with its choice
         return ProxmoxIdentity(
             pvesh(),
             opts.mode,
@@ -391,7 +495,8 @@ def build(
             pool=opts.pool,
             rotate=opts.rotate_token,
             api_url=api_url(opts),
-            verify=api_verify(opts),
+            verify=identity["verify"],
+            tls_name=identity["tls_name"],
             secret_owner=render.secret_owner(cfg.gid)[0],
             protected=protected_list(opts),
         )
@@ -438,6 +543,8 @@ def build(
         ]
     else:
         steps += [preflight, Deferred("vm networking", make_forward)]
+    if not recorded:  # uninstall removes what is there: no need to look at the certificate
+        steps.append(TrustStep(opts, ctx, trust, rerender=bool(opts.sim)))
     steps += [
         Deferred("proxmox identity", make_identity),
         Deferred("agent account", make_agent),
@@ -461,11 +568,10 @@ def build(
         steps.append(AutoUpdateStep(opts.auto_update, prefix=paths.prefix))
     from pmcp.lifecycle.verify import VerifyStep
 
-    steps.append(
-        VerifyStep(paths.prefix, dry_run=dry_run, identity=identity_info(opts), agent_user=opts.agent_user)
-    )
+    steps.append(VerifyStep(paths.prefix, dry_run=dry_run, identity=identity, agent_user=opts.agent_user))
     b.steps = steps
     b.facts = preflight_holder
+    b.trust = trust
     return b
 
 
@@ -614,7 +720,7 @@ def install(
             result.ca_file = str(copy if copy.is_file() else paths.caddy_root_ca)
         if not dry_run:
             pre = plan.facts.get("step") if plan else None
-            _record(paths, opts, cfg, run, kind, pre.facts.node if pre else "")
+            _record(paths, opts, cfg, run, kind, pre.facts.node if pre else "", plan.trust if plan else None)
     from pmcp.lifecycle.verify import VerifyStep
 
     for step in plan.steps if plan else []:
@@ -642,7 +748,13 @@ def _open_transcript(kind: str, paths: InstallPaths) -> Any:
 
 
 def _record(
-    paths: InstallPaths, opts: InstallOptions, cfg: render.StackConfig, run: RunResult, kind: str, node: str
+    paths: InstallPaths,
+    opts: InstallOptions,
+    cfg: render.StackConfig,
+    run: RunResult,
+    kind: str,
+    node: str,
+    trust: dict[str, Any] | None = None,
 ) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = statefile.load(paths)
@@ -655,7 +767,7 @@ def _record(
         "https_port": cfg.https_port,
         "tls": tls,
         "mcp_image": cfg.mcp_image,
-        "identity": {**data.get("identity", {}), **identity_info(opts)},
+        "identity": {**data.get("identity", {}), **identity_info(opts, trust)},
         f"last_{kind}": {"at": now, "ok": run.ok, "changed": run.changed},
     }
     if node:

@@ -355,6 +355,7 @@ def check_identity(t: Target) -> list[Row]:
             mode=t.config.mode,
             pool=t.identity.get("pool"),
             protected=protected_vmids(t.config.protected),
+            tls_name=t.identity.get("tls_name"),
         )
     except Exception as exc:
         return [Row("proxmox identity", FAIL, _root_cause(exc), "pmcp install")]
@@ -472,8 +473,15 @@ def check_tls_insecure(t: Target) -> Row:
         )
     if t.config.proxmox_url.startswith("http://"):
         return Row("proxmox tls", WARN, f"{t.config.proxmox_url} is plain HTTP", "use https://HOST:8006")
-    whose = "the simulator's CA" if t.config.sim else "the host's CA (/etc/pve/pve-root-ca.pem)"
-    return Row("proxmox tls", PASS, f"{t.config.proxmox_url} verified with {whose}")
+    whose = {
+        "system": "the system trust store",
+        "pin": "the certificate install pinned (pve-root-ca.pem in the install dir)",
+    }.get(
+        t.identity.get("trust") or "",
+        "the simulator's CA" if t.config.sim else "the host's CA (/etc/pve/pve-root-ca.pem)",
+    )
+    name = f" as {t.config.proxmox_tls_name}" if t.config.proxmox_tls_name else ""
+    return Row("proxmox tls", PASS, f"{t.config.proxmox_url}{name} verified with {whose}")
 
 
 def check_container_ids(t: Target) -> Row:

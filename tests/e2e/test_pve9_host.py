@@ -1,5 +1,7 @@
 """A Proxmox VE 9 host as shipped, end to end through Caddy: the server on Python 3.13 (Debian 13's), the
-Proxmox root CA without keyUsage, the Proxmox firewall ON.
+Proxmox root CA without keyUsage, the Proxmox firewall ON, an ACME-style certificate on 8006 (pveproxy
+serves pveproxy-ssl.pem when present: pve-manager PVE/Service/pveproxy.pm), naming only the FQDN and
+issued by a CA the host's pve-root-ca.pem is not.
 
 With the firewall on, PVEFW-HOST-IN (pve-firewall Firewall.pm, enable_host_firewall) accepts 8006 only
 from lo and the management ipset: the simulator drops the server's network like that. Install must add
@@ -60,14 +62,23 @@ def test_pve9_as_shipped_installs_verifies_and_uninstalls(trixie_base: str, tmp_
     prefix = tmp_path / "pve9"
     opts = demo_opts(prefix, guests=4)
     opts.sim.firewall = True
+    opts.sim.custom_cert = "pve.example.test"
     try:
         res = install(opts, kind="demo")
         assert res.ok, "\n".join(f"{s.name}: {s.error}\n{s.detail}" for s in res.run.steps if s.error)
         st = step_statuses(res)
         assert st["api firewall"] == "changed", st
+        tls_step = next(s for s in res.run.steps if s.name == "proxmox tls")
+        assert any("pinned its issuing CA" in n for n in tls_step.notes), tls_step.notes
+        assert any("checking the name pve.example.test" in n for n in tls_step.notes), tls_step.notes
+        assert "PROXMOX_TLS_NAME=pve.example.test" in (prefix / ".env").read_text()
         checks = {r["check"]: r for r in res.verify}
         for name in ("mcp session", "server reaches proxmox", "proxmox token", "root@pam protected", "tls"):
             assert checks[name]["result"] == "pass", (name, res.verify)
+        assert (
+            "as pve.example.test verified with the certificate install pinned"
+            in checks["proxmox tls"]["detail"]
+        )
         py = subprocess.run(
             ["docker", "exec", _container(prefix, "mcp-server"), "python3", "-c",
              "import sys; print(sys.version_info[:2])"],
@@ -81,6 +92,9 @@ def test_pve9_as_shipped_installs_verifies_and_uninstalls(trixie_base: str, tmp_
         pvesh = _pvesh(prefix)
         node = pvesh.get("/nodes")[0]["node"]
         pvesh.delete(f"/nodes/{node}/firewall/rules/{rules[0]['pos']}")
+        # conntrack keeps an established connection (PVEFW-HOST-IN accepts ESTABLISHED first): the server's
+        # new connections are the ones dropped, as after a restart
+        _restart_and_wait(prefix, "mcp-server")
         report = {r.check: r for r in run_verify(prefix).rows}
         row = report["server reaches proxmox"]
         assert row.result == "fail", row
@@ -111,3 +125,11 @@ def _container(prefix: Path, service: str) -> str:
     from pmcp.stack.compose import project_name
 
     return str(engine.project_containers(engine.client(), project_name(prefix))[service].id)
+
+
+def _restart_and_wait(prefix: Path, service: str) -> None:
+    from pmcp.stack import engine
+    from pmcp.stack.compose import project_name
+
+    subprocess.run(["docker", "restart", _container(prefix, service)], check=True, capture_output=True)
+    engine.wait_healthy(engine.client(), project_name(prefix), [service], 120, lambda text: text)

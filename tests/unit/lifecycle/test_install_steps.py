@@ -129,6 +129,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
         "install dir",
         "preflight",
         "vm networking",
+        "proxmox tls",
         "proxmox identity",
         "agent account",
         "secrets",
@@ -142,7 +143,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
     ]
     demo_opts = InstallOptions(prefix=str(tmp_path / "b"), sim=render.SimService(), host_checks=False)
     demo = [s.name for s in build(demo_opts).steps]
-    assert demo[:5] == ["install dir", "files", "image", "simulator", "preflight"]
+    assert demo[:6] == ["install dir", "files", "image", "simulator", "preflight", "proxmox tls"]
     assert demo.index("proxmox identity") < demo.index("stack")
     assert demo.index("stack") < demo.index("api firewall") < demo.index("verify")
 
