@@ -54,7 +54,12 @@ def _api_rules(prefix: Path) -> list[dict[str, Any]]:
     return [r for r in pvesh.get(f"/nodes/{node}/firewall/rules") if r.get("comment") == "pmcp-proxmox-api"]
 
 
-def test_pve9_as_shipped_installs_verifies_and_uninstalls(trixie_base: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("port_cert", ["pve-ssl", "acme"])
+def test_pve9_as_shipped_installs_verifies_and_uninstalls(
+    trixie_base: str, tmp_path: Path, port_cert: str
+) -> None:
+    """``pve-ssl``: 8006 serves the node certificate of the CA without keyUsage, which the server (Python
+    3.13) verifies; ``acme``: an ACME-style certificate, which install pins (its issuing CA) by name."""
     from pmcp.lifecycle.install import install
     from pmcp.lifecycle.uninstall import uninstall
     from pmcp.lifecycle.verify import run_verify
@@ -62,23 +67,28 @@ def test_pve9_as_shipped_installs_verifies_and_uninstalls(trixie_base: str, tmp_
     prefix = tmp_path / "pve9"
     opts = demo_opts(prefix, guests=4)
     opts.sim.firewall = True
-    opts.sim.custom_cert = "pve.example.test"
+    opts.sim.custom_cert = "pve.example.test" if port_cert == "acme" else None
     try:
         res = install(opts, kind="demo")
         assert res.ok, "\n".join(f"{s.name}: {s.error}\n{s.detail}" for s in res.run.steps if s.error)
         st = step_statuses(res)
         assert st["api firewall"] == "changed", st
         tls_step = next(s for s in res.run.steps if s.name == "proxmox tls")
-        assert any("pinned its issuing CA" in n for n in tls_step.notes), tls_step.notes
-        assert any("checking the name pve.example.test" in n for n in tls_step.notes), tls_step.notes
-        assert "PROXMOX_TLS_NAME=pve.example.test" in (prefix / ".env").read_text()
+        if port_cert == "acme":
+            assert any("pinned its issuing CA" in n for n in tls_step.notes), tls_step.notes
+            assert any("checking the name pve.example.test" in n for n in tls_step.notes), tls_step.notes
+            assert "PROXMOX_TLS_NAME=pve.example.test" in (prefix / ".env").read_text()
+        else:
+            assert any("the server trusts it with the host's CA" in n for n in tls_step.notes), tls_step.notes
+            assert "PROXMOX_TLS_NAME" not in (prefix / ".env").read_text()
         checks = {r["check"]: r for r in res.verify}
         for name in ("mcp session", "server reaches proxmox", "proxmox token", "root@pam protected", "tls"):
             assert checks[name]["result"] == "pass", (name, res.verify)
-        assert (
-            "as pve.example.test verified with the certificate install pinned"
-            in checks["proxmox tls"]["detail"]
-        )
+        expected = {
+            "acme": "as pve.example.test verified with the certificate install pinned",
+            "pve-ssl": "verified with the simulator's CA",
+        }[port_cert]
+        assert expected in checks["proxmox tls"]["detail"], checks["proxmox tls"]
         py = subprocess.run(
             ["docker", "exec", _container(prefix, "mcp-server"), "python3", "-c",
              "import sys; print(sys.version_info[:2])"],
