@@ -199,7 +199,10 @@ def _request(
     verify = default_verify(verify)
     key = (verify, tls_name)
     if key not in _SESSIONS:
-        _SESSIONS[key] = pvetls.session(verify, tls_name)
+        try:
+            _SESSIONS[key] = pvetls.session(verify, tls_name)
+        except (OSError, ValueError) as exc:  # the trust file is missing or holds no certificate
+            raise IdentityError(f"cannot use {verify} to verify the Proxmox API: {exc}") from exc
     try:
         return _SESSIONS[key].request(method, url, headers=headers, timeout=15, **kw)
     except requests.exceptions.SSLError as exc:

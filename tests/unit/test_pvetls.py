@@ -132,3 +132,14 @@ def test_pinned_leaf_and_server_name_for_a_custom_certificate(legacy_sim, tmp_pa
         s = pvetls.session(str(pin), "pve.example.test")
         assert s.get(sim.api_url + "/version", timeout=10).status_code == 401
         assert pvetls.fingerprint(der).count(":") == 31
+
+
+def test_a_missing_trust_file_is_a_clear_failure_not_a_traceback(legacy_sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pmcp.host.pve import verify_identity
+
+    secret = tmp_path / "secret"
+    secret.write_text(legacy_sim.root_token_secret)
+    checks = verify_identity(
+        legacy_sim.url, legacy_sim.root_token_id, secret, verify=str(tmp_path / "gone.pem")
+    )
+    assert not checks[-1].ok and "cannot use" in checks[-1].detail and "gone.pem" in checks[-1].detail
