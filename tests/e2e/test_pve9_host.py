@@ -143,7 +143,7 @@ def _restart_and_wait(prefix: Path, service: str) -> None:
     from pmcp.stack.compose import Compose, project_name
     from pmcp.steps import StepError
 
-    # a new container (`docker restart` of this image fails on its own: see the report), new connections
+    # a new container of the server: new connections (established ones would pass, as through conntrack)
     Compose(InstallPaths.at(prefix), project_name(prefix), []).up(service, recreate=True)
     try:
         engine.wait_healthy(engine.client(), project_name(prefix), [service], 120, lambda text: text)
