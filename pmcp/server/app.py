@@ -42,6 +42,7 @@ from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy
 from pmcp.server.proxmox import ProxmoxClient
 from pmcp.server.registry import TOOLS, Runtime, make_handler
+from pmcp.server.sessions import SessionContinuity, SessionStore
 
 log = logging.getLogger("pmcp.server")
 
@@ -129,6 +130,9 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         transport_security=security,
         max_request_body_size=config.max_body_bytes,
     )
+    manager = mcp.session_manager
+    store = SessionStore(config.session_dir, manager.session_idle_timeout) if config.session_dir else None
+    sessions = SessionContinuity(mcp_app, manager, store)  # sessions survive an update (sessions.py)
     health_cache: dict[str, Any] = {"at": 0.0, "reachable": False}
 
     async def health(request: Request) -> Response:
@@ -152,7 +156,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with mcp.session_manager.run():
+        async with manager.run(), sessions.running():
             log.info("pmcp %s serving /mcp in %s mode", __version__, config.mode.value)
             yield
 
@@ -160,10 +164,11 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Mount("/", app=mcp_app),
+            Mount("/", app=sessions),
         ],
         lifespan=lifespan,
     )
     app.add_middleware(AuthMiddleware, tokens=TokenStore(config.auth_token_file), metrics=metrics)
     app.state.runtime = rt
+    app.state.sessions = sessions
     return app

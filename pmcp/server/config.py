@@ -50,6 +50,7 @@ class ServerConfig:
     audit_log: Path | None = None
     task_timeout: float = DEFAULT_TASK_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY
+    session_dir: Path | None = None  # handshake-era sessions shared by every server of the install
 
     @property
     def proxmox_api(self) -> str:
@@ -158,6 +159,7 @@ class ServerConfig:
             protected=frozenset(protected),
             audit_log=Path(audit) if audit else None,
             task_timeout=task_timeout,
+            session_dir=Path(get("PMCP_SESSION_DIR")) if get("PMCP_SESSION_DIR") else None,
         )
 
 
