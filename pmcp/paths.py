@@ -66,6 +66,11 @@ class InstallPaths:
         return self.audit_dir / "audit.jsonl"
 
     @property
+    def sessions_dir(self) -> Path:
+        """Handshake-era MCP sessions (no secrets), shared by the server containers during an update."""
+        return self.prefix / "sessions"
+
+    @property
     def caddy_data(self) -> Path:
         """Caddy's CA and certificates: survive every update and rollback."""
         return self.prefix / "caddy-data"

@@ -46,6 +46,11 @@ ROLE_LABEL = "io.pmcp.update-role"  # "standby" or "candidate"; value of PROJECT
 PROJECT_LABEL = engine.UPDATE_PROJECT_LABEL
 COMPOSE_LABEL = "com.docker.compose."
 UPSTREAM_FILE = "caddy.d/upstream.caddy"
+# A server image that can drain says so in this label (the Dockerfile template): once fenced, the signal
+# makes it close its idle GET streams (the clients reconnect them, through Caddy, to the other server,
+# which restores their session from the install's sessions/ directory) while calls in flight finish.
+# An image without the label is never sent a signal it may not handle.
+DRAIN_LABEL = "io.pmcp.drain-signal"
 Redact = Callable[[str], str]
 
 # Draining a server: stop sending it new connections BEFORE it gets SIGTERM. A server that closes its
@@ -200,15 +205,28 @@ class Switch:
         """Fence the server, then wait (bounded) until its established connections are done."""
         if not self.fence(ctr):
             return "not fenced (nsenter/iptables missing): stopped with SIGTERM only"
+        signalled = self.signal_drain(ctr)
         pid = (ctr.attrs.get("State") or {}).get("Pid") or 0
         deadline = time.monotonic() + timeout
         while True:
             left = established(pid, SERVER_PORT)
             if left == 0:
-                return "fenced and drained"
+                return "fenced and drained" + (" (sessions handed over)" if signalled else "")
             if time.monotonic() >= deadline:
                 return f"fenced; {left} connection(s) still open after {timeout:g}s"
             time.sleep(0.05)
+
+    def signal_drain(self, ctr: Any) -> bool:
+        """Ask a fenced server to hand its sessions over (only an image that declares it can)."""
+        labels = (ctr.attrs.get("Config") or {}).get("Labels") or {}
+        sig = labels.get(DRAIN_LABEL)
+        if not sig:
+            return False
+        try:
+            ctr.kill(signal=sig)
+        except Exception:
+            return False
+        return True
 
     def address(self, ctr: Any) -> str:
         """http://IP:8080 of a container on the stack's network (reachable from the host)."""

@@ -44,7 +44,7 @@ GENERATED = (
 )
 
 # Directories the containers write to (owned by the container user) or read (config).
-DATA_DIRS = ("audit", "caddy-data", "caddy-config", "caddy.d", "tls", "secrets", "prometheus-data")
+DATA_DIRS = ("audit", "caddy-data", "caddy-config", "caddy.d", "tls", "secrets", "prometheus-data", "sessions")
 
 
 class _Tmpl(string.Template):
@@ -71,6 +71,7 @@ class SimService:
     # a host "as shipped" (tests): the Proxmox firewall on; a custom/ACME certificate on 8006 for this name
     firewall: bool = False
     custom_cert: str | None = None
+    task_seconds: float = 1.0  # how long each simulated Proxmox task runs (tests of calls in flight)
 
 
 @dataclass
@@ -170,7 +171,10 @@ def _allowed_hosts(cfg: StackConfig) -> list[str]:
 def compose_text(cfg: StackConfig) -> str:
     sim = ""
     if cfg.sim:
-        args = "".join(f', "--{k}", "{v}"' for k, v in (("nodes", cfg.sim.nodes), ("guests", cfg.sim.guests)))
+        pairs: list[tuple[str, object]] = [("nodes", cfg.sim.nodes), ("guests", cfg.sim.guests)]
+        if cfg.sim.task_seconds != 1.0:
+            pairs.append(("task-seconds", cfg.sim.task_seconds))
+        args = "".join(f', "--{k}", "{v}"' for k, v in pairs)
         # the host's own pvesh and installer reach the simulator through the Docker gateway: that is "lo"
         args += ', "--local-addr", "gateway"'
         if cfg.sim.firewall:
@@ -330,7 +334,7 @@ def ensure_dirs(paths: InstallPaths, uid: int, gid: int) -> list[str]:
     for name in DATA_DIRS:
         d = paths.prefix / name
         if not os.path.lexists(d):
-            d.mkdir(mode=0o700 if name in ("secrets", "caddy-data", "audit") else 0o755)
+            d.mkdir(mode=0o700 if name in ("secrets", "caddy-data", "audit", "sessions") else 0o755)
             created.append(name)
         if os.geteuid() == 0:
             if name == "secrets":
