@@ -44,7 +44,16 @@ GENERATED = (
 )
 
 # Directories the containers write to (owned by the container user) or read (config).
-DATA_DIRS = ("audit", "caddy-data", "caddy-config", "caddy.d", "tls", "secrets", "prometheus-data", "sessions")
+DATA_DIRS = (
+    "audit",
+    "caddy-data",
+    "caddy-config",
+    "caddy.d",
+    "tls",
+    "secrets",
+    "prometheus-data",
+    "sessions",
+)
 
 
 class _Tmpl(string.Template):

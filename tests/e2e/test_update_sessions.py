@@ -138,21 +138,11 @@ def test_sessions_and_calls_in_flight_survive(stack: DemoStack, command: str) ->
     long_call = ("reboot_guest", {"vmid": vmid, "wait_seconds": 60})
     handshake = ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start()
     single = ClientLoop(url, token, ca).start()
-    probe = None
-    if os.environ.get("PMCP_NETPROBE"):
-        from pmcp.stack import engine
-        from pmcp.stack.compose import project_name
-
-        sim = engine.client().containers.list(filters={"label": [f"com.docker.compose.project={project_name(stack.prefix)}", "com.docker.compose.service=pve-sim"]})[0]
-        probe = subprocess.Popen(["docker", "exec", "-i", sim.id, "python3", "-", "120"], stdin=open(os.environ["PMCP_NETPROBE"]), stdout=subprocess.PIPE, text=True)
     try:
         argv = [command, "--prefix", str(stack.prefix), "--grace", "1", "--json"]
         res = pmcp_cli(*argv, *(["--force"] if command == "update" else []), timeout=400)
     finally:
         hs, se = handshake.stop(), single.stop()
-        if probe is not None:
-            probe.kill()
-            print(probe.communicate()[0])
     if res.stdout.strip().startswith("{"):
         for step in json.loads(res.stdout)["steps"]:
             print(f"{command} step:", step["name"], step.get("seconds"), step.get("notes"))
