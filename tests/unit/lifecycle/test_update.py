@@ -75,3 +75,25 @@ def test_a_killed_runs_compose_child_is_found(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert compose_processes(project) == []
+
+
+class _Container:
+    """What Switch.signal_drain reads of a docker container: its labels; records the signals sent."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.attrs = {"Config": {"Labels": labels}}
+        self.sent: list[str] = []
+
+    def kill(self, signal: str) -> None:
+        self.sent.append(signal)
+
+
+def test_only_an_image_that_declares_its_drain_signal_is_signalled(tmp_path: Path) -> None:
+    from pmcp.lifecycle.switch import DRAIN_LABEL, Switch
+    from pmcp.stack import render
+
+    sw = Switch(InstallPaths.at(tmp_path), "proj", docker=None)
+    older, newer = _Container({"io.pmcp.sha256": "x"}), _Container({DRAIN_LABEL: "SIGUSR1"})
+    assert sw.signal_drain(older) is False and older.sent == []  # a server without a handler may die of it
+    assert sw.signal_drain(newer) is True and newer.sent == ["SIGUSR1"]
+    assert f'{DRAIN_LABEL}="SIGUSR1"' in render.template_text("Dockerfile")  # and the image declares it
