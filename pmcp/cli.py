@@ -69,6 +69,16 @@ def main() -> None:
 )
 @click.option("--rotate-token", is_flag=True, help="Replace the Proxmox API token even if it still works.")
 @click.option("--domain", metavar="NAME", help="Public DNS name: Caddy gets a certificate by ACME.")
+@click.option(
+    "--acme-ca",
+    metavar="URL",
+    help="ACME directory (https) for --domain instead of Let's Encrypt, e.g. your step-ca.",
+)
+@click.option(
+    "--acme-ca-root",
+    type=click.Path(dir_okay=False, exists=True),
+    help="PEM root(s) of that private ACME CA, trusted by Caddy and verify.",
+)
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Your certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Its private key (PEM).")
 @click.option("--https-port", default=443, show_default=True, type=int, help="Port Caddy serves HTTPS on.")

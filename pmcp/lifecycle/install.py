@@ -51,6 +51,8 @@ class InstallOptions:
     edit_shared_sudoers: bool = False  # also edit /etc/sudoers and rules other accounts share (backed up)
     rotate_token: bool = False
     domain: str | None = None
+    acme_ca: str | None = None  # a private ACME directory (step-ca…) instead of Let's Encrypt
+    acme_ca_root: str | None = None  # PEM root(s) that ACME CA's HTTPS and certificates chain to
     tls_cert: str | None = None
     tls_key: str | None = None
     https_port: int = 443
@@ -97,9 +99,10 @@ class InstallOptions:
                 raise StepError(f"--protect: {item} is not a VMID", fix="e.g. --protect 100,105")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise StepError("--tls-cert and --tls-key go together", fix="give both, or neither")
-        for f in (self.tls_cert, self.tls_key, self.images):
+        for f in (self.tls_cert, self.tls_key, self.images, self.acme_ca_root):
             if f and not Path(f).is_file():
                 raise StepError(f"{f} not found", fix="give the path of an existing file")
+        self._validate_acme()
         if self.allow_from:
             import ipaddress
 
@@ -125,6 +128,41 @@ def protected_list(opts: InstallOptions) -> list[int]:
     if bad:
         raise StepError(f"--protect: {bad[0]!r} is not a VMID", fix="e.g. --protect 100,105")
     return sorted({int(v) for v in items})
+
+    def _validate_acme(self) -> None:
+        """--acme-ca goes into the Caddyfile verbatim: only a plain https URL may get there."""
+        if self.acme_ca_root and not self.acme_ca:
+            raise StepError("--acme-ca-root needs --acme-ca", fix="add --acme-ca URL of your ACME directory")
+        if not self.acme_ca:
+            return
+        if not self.domain or self.tls_cert:
+            raise StepError(
+                "--acme-ca is where Caddy gets the certificate for --domain",
+                fix="add --domain NAME (and leave out --tls-cert/--tls-key)",
+            )
+        from urllib.parse import urlsplit
+
+        example = "e.g. --acme-ca https://ca.example.lan/acme/acme/directory"
+        try:
+            url = urlsplit(self.acme_ca)
+            url.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise StepError(f"--acme-ca is not a URL: {exc}", fix=example) from exc
+        bad = [c for c in self.acme_ca if c.isspace() or c in '"{}#`\\' or not c.isprintable()]
+        if url.scheme != "https" or not url.hostname or bad or url.username or url.password:
+            raise StepError(
+                # the value is not echoed: it might hold credentials
+                "--acme-ca must be an https URL (ACME requires HTTPS) without spaces, quotes, braces "
+                "or credentials",
+                fix=example,
+            )
+        if self.acme_ca_root:
+            text = Path(self.acme_ca_root).read_bytes()
+            if b"-----BEGIN CERTIFICATE-----" not in text:
+                raise StepError(
+                    f"--acme-ca-root {self.acme_ca_root} holds no PEM certificate",
+                    fix="give your ACME CA's root certificate in PEM (-----BEGIN CERTIFICATE-----)",
+                )
 
 
 def host_names() -> list[str]:
@@ -184,6 +222,8 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         tls_insecure=False,
         public_names=opts.public_names or (["localhost", "127.0.0.1"] if sim else host_names()),
         domain=opts.domain,
+        acme_ca=opts.acme_ca,
+        acme_ca_root=str(Path(opts.acme_ca_root).resolve()) if opts.acme_ca_root else None,
         tls_cert=str(Path(opts.tls_cert).resolve()) if opts.tls_cert else None,
         tls_key=str(Path(opts.tls_key).resolve()) if opts.tls_key else None,
         https_port=opts.https_port,
@@ -764,6 +804,7 @@ def _record(
         "options": opts.to_dict(),
         "url": cfg.url,
         "domain": cfg.domain,
+        "acme_ca": cfg.acme_ca,
         "https_port": cfg.https_port,
         "tls": tls,
         "mcp_image": cfg.mcp_image,

@@ -24,7 +24,7 @@ from pmcp import record as statefile
 from pmcp.files import UnsafeFile, read_certificate
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine
-from pmcp.stack.render import StackConfig
+from pmcp.stack.render import ACME_ROOT, StackConfig
 from pmcp.steps import Plan, StepError
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
@@ -86,7 +86,11 @@ class Target:
 
     def ssl_context(self) -> ssl.SSLContext:
         if self.config.domain and not self.config.tls_cert:
-            return ssl.create_default_context()
+            ctx = ssl.create_default_context()
+            acme_root = self.paths.prefix / ACME_ROOT
+            if self.config.acme_ca_root and acme_root.exists():  # a private ACME CA (--acme-ca-root)
+                ctx.load_verify_locations(cafile=str(acme_root))
+            return ctx
         if self.config.tls_cert:  # the copy install made: the user's file may be gone
             ctx = ssl.create_default_context()
             ctx.load_verify_locations(cadata=read_certificate(self.paths.prefix, "tls/cert.pem"))
@@ -161,6 +165,8 @@ def check_tls(t: Target) -> Row:
         conn.close()
     except (OSError, ssl.SSLError) as exc:
         how = "Caddy's root CA" if not (t.config.domain or t.config.tls_cert) else "the trust store"
+        if t.config.domain and t.config.acme_ca_root:
+            how += f" and {t.paths.prefix / ACME_ROOT}"
         return Row(
             "tls",
             FAIL,

@@ -27,6 +27,7 @@ SECRET_DIR_MODE = (
 )
 UPSTREAM_DEFAULT = "mcp-server:8080"
 CA_IN_CONTAINER = "/run/pmcp/pve-root-ca.pem"
+ACME_ROOT = "tls/acme-ca-root.pem"  # ./tls is mounted at /etc/caddy/tls
 SIM_CA = "sim-state/tls/pve-root-ca.pem"
 
 # Every file install may write (relative to the prefix): what uninstall removes.
@@ -40,6 +41,7 @@ GENERATED = (
     "caddy.d/upstream.caddy",
     "tls/cert.pem",
     "tls/key.pem",
+    "tls/acme-ca-root.pem",
     "pve-root-ca.pem",
 )
 
@@ -98,6 +100,8 @@ class StackConfig:
     tls_insecure: bool = False
     public_names: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
     domain: str | None = None
+    acme_ca: str | None = None
+    acme_ca_root: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     https_port: int = 443
@@ -172,6 +176,18 @@ def _tls_line(cfg: StackConfig) -> str:
     return "\ttls internal\n"
 
 
+def _global_extra(cfg: StackConfig) -> str:
+    """A private ACME CA (step-ca, Pebble…) in Caddy's global options: `acme_ca` is the directory,
+    `acme_ca_root` the PEM file Caddy trusts for that directory's HTTPS (Caddy's own trust store
+    holds only public roots)."""
+    if not (cfg.domain and cfg.acme_ca) or cfg.tls_cert:
+        return ""
+    out = f"\tacme_ca {cfg.acme_ca}\n"
+    if cfg.acme_ca_root:
+        out += f"\tacme_ca_root /etc/caddy/{ACME_ROOT}\n"
+    return out
+
+
 def _allowed_hosts(cfg: StackConfig) -> list[str]:
     names = [cfg.domain] if cfg.domain else []
     return list(dict.fromkeys([*names, *cfg.public_names, "localhost", "127.0.0.1"]))
@@ -233,7 +249,7 @@ def caddyfile_text(cfg: StackConfig) -> str:
         "Caddyfile",
         {
             "version": __version__,
-            "global_extra": "",
+            "global_extra": _global_extra(cfg),
             "site_addresses": _site_addresses(cfg),
             "tls_line": _tls_line(cfg),
             "https_suffix": "" if cfg.https_port == 443 else f":{cfg.https_port}",
@@ -302,6 +318,8 @@ def render(cfg: StackConfig, *, upstream: str | None = None) -> dict[str, FileSp
     }
     if upstream is not None:
         files["caddy.d/upstream.caddy"] = FileSpec(upstream_text(upstream).encode())
+    if cfg.acme_ca_root and _global_extra(cfg):
+        files[ACME_ROOT] = FileSpec(Path(cfg.acme_ca_root).read_bytes())
     if cfg.tls_cert and cfg.tls_key:
         files["tls/cert.pem"] = FileSpec(Path(cfg.tls_cert).read_bytes())
         files["tls/key.pem"] = FileSpec(

@@ -338,7 +338,12 @@ def fingerprints(paths: InstallPaths, ctx: StackContext) -> dict[str, str]:
         "compose": render.fingerprint(
             paths, ["docker-compose.yml", ".env", "prometheus.yml", "pve-root-ca.pem"]
         ),
-        "caddy": render.fingerprint(paths, ["Caddyfile", "tls/cert.pem", "tls/key.pem"]),
+        # the ACME root only when present, so installs without one keep their recorded hash
+        "caddy": render.fingerprint(
+            paths,
+            ["Caddyfile", "tls/cert.pem", "tls/key.pem"]
+            + ([render.ACME_ROOT] if (paths.prefix / render.ACME_ROOT).exists() else []),
+        ),
         "secrets": render.fingerprint(paths, ["secrets/proxmox-token"]),
         "image": ctx.config.mcp_image,
     }

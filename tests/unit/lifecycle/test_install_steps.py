@@ -11,7 +11,7 @@ import pytest
 
 from pmcp import authtokens
 from pmcp import record as statefile
-from pmcp.lifecycle.install import InstallOptions, build, step_line
+from pmcp.lifecycle.install import InstallOptions, build, stack_config, step_line
 from pmcp.paths import InstallPaths
 from pmcp.stack import render
 from pmcp.stack.steps import FilesStep, InstallDirStep, SecretsStep, StackContext
@@ -121,6 +121,52 @@ def test_options_are_validated() -> None:
     with pytest.raises(StepError, match="allow-from"):
         InstallOptions(allow_from="not-a-cidr").validate()
     InstallOptions(allow_from="192.0.2.0/24").validate()
+
+
+ACME_URL = "https://ca.example.lan:9000/acme/acme/directory"
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"acme_ca": ACME_URL}, "--domain"),  # a private ACME CA is where --domain's certificate comes from
+        ({"acme_ca": "http://ca.example.lan/dir", "domain": "pve.example.com"}, "https URL"),
+        ({"acme_ca": "ca.example.lan/dir", "domain": "pve.example.com"}, "https URL"),
+        ({"acme_ca": "https:///dir", "domain": "pve.example.com"}, "https URL"),
+        (
+            {"acme_ca": "https://ca.example.lan/dir }\n\tadmin 0.0.0.0:2019", "domain": "pve.example.com"},
+            "https URL",
+        ),
+        ({"acme_ca": "https://user:pw@ca.example.lan/dir", "domain": "pve.example.com"}, "credentials"),
+        ({"acme_ca": "https://ca.example.lan:99999/dir", "domain": "pve.example.com"}, "not a URL"),
+        ({"acme_ca_root": "/etc/hostname"}, "needs --acme-ca"),
+        ({"acme_ca": ACME_URL, "domain": "pve.example.com", "acme_ca_root": "/nonexistent.pem"}, "not found"),
+        ({"acme_ca": ACME_URL, "domain": "pve.example.com", "acme_ca_root": "/etc/hostname"}, "no PEM"),
+    ],
+)
+def test_acme_ca_is_validated_with_the_fix(kw: dict[str, str], message: str) -> None:
+    with pytest.raises(StepError, match=message) as err:
+        InstallOptions(**kw).validate()  # type: ignore[arg-type]
+    assert err.value.fix
+    assert "pw@" not in err.value.message  # a URL with credentials is never echoed
+
+
+def test_acme_ca_is_rendered_and_recorded(tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    root.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    opts = InstallOptions(
+        prefix=str(tmp_path / "inst"), domain="pve.example.com", acme_ca=ACME_URL, acme_ca_root=str(root)
+    )
+    opts.validate()
+    cfg = stack_config(opts)
+    files = render.render(cfg)
+    caddyfile = files["Caddyfile"].content.decode()
+    assert f"\tacme_ca {ACME_URL}\n" in caddyfile
+    assert "\tacme_ca_root /etc/caddy/tls/acme-ca-root.pem\n" in caddyfile
+    assert files["tls/acme-ca-root.pem"].content == root.read_bytes()
+    assert "tls/acme-ca-root.pem" in render.GENERATED  # uninstall removes it
+    assert render.StackConfig.from_dict(cfg.to_dict()).acme_ca == ACME_URL  # state.json keeps it
+    assert InstallOptions.from_dict(opts.to_dict()).acme_ca_root == str(root)
 
 
 def test_step_order_host_and_demo(tmp_path: Path) -> None:
