@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from pmcp.lifecycle.verify import FAIL, PASS, WARN, Report, Row, _pick_read_tool, hardening_problems
@@ -77,3 +78,40 @@ def test_allow_from_flags_an_https_port_published_on_ipv6() -> None:
     ]
     assert hardening_problems(v4, loopback_only=False, ipv4_only=True) == []
     assert hardening_problems(both, loopback_only=False) == []  # no --allow-from: both families are fine
+
+
+def test_verify_trusts_the_private_acme_root_of_a_domain_install(tmp_path: Path) -> None:
+    """--acme-ca-root: verify's TLS check and MCP session trust the copy install made (a private CA's
+    certificate is in no system trust store), on top of the system's roots."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from pmcp.lifecycle.verify import Target
+    from pmcp.paths import InstallPaths
+    from pmcp.stack.render import ACME_ROOT, StackConfig
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pmcp unit private ACME root")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    paths = InstallPaths.at(tmp_path)
+    (tmp_path / ACME_ROOT).parent.mkdir(parents=True)
+    (tmp_path / ACME_ROOT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    def subjects(cfg: StackConfig) -> list[str]:
+        ctx = Target(paths, cfg, "p", "t", None, {}).ssl_context()
+        return [str(c.get("subject")) for c in ctx.get_ca_certs()]
+
+    private = StackConfig(domain="pve.example.lan", acme_ca="https://ca.example.lan/dir", acme_ca_root="/x")
+    assert any("pmcp unit private ACME root" in s for s in subjects(private))
+    public = StackConfig(domain="pve.example.com")  # Let's Encrypt: the system's roots only
+    assert not any("pmcp unit private ACME root" in s for s in subjects(public))
