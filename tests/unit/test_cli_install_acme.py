@@ -1,0 +1,21 @@
+"""`pmcp install --acme-ca` reaches the install's options and is checked before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pmcp.cli import main
+
+
+def test_bad_acme_ca_is_refused_with_the_fix_before_any_step(tmp_path: Path) -> None:
+    prefix = tmp_path / "inst"
+    args = ["install", "--prefix", str(prefix), "--domain", "pve.example.lan", "--json", "--dry-run"]
+    result = CliRunner().invoke(main, [*args, "--acme-ca", "http://ca.example.lan/acme/acme/directory"])
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.output)
+    assert [s["name"] for s in out["steps"]] == ["options"]
+    assert "https URL" in out["steps"][0]["error"] and "--acme-ca https://" in out["steps"][0]["fix"]
+    assert not prefix.exists()
