@@ -68,6 +68,7 @@ class InstallOptions:
     )
     proxmox_trust: str = "auto"  # how the server trusts 8006: auto|pve-ca|system|pin (pmcp.host.pvecert)
     # Below: set by the demo and the tests, not by the CLI.
+    prometheus_port: int = 9090  # on 127.0.0.1, with --monitoring
     sim: render.SimService | None = None
     pvesh: list[str] | None = None
     host_checks: bool = True
@@ -229,6 +230,7 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         https_port=opts.https_port,
         http_port=opts.http_port,
         server_port=opts.server_port,
+        prometheus_port=opts.prometheus_port,
         mcp_image=mcp_image,
         base_image=images.python_base(),
         caddy_image=images.caddy(),
@@ -497,6 +499,8 @@ def build(
         ports = [("0.0.0.0", opts.https_port), ("127.0.0.1", opts.server_port)]
         if opts.http_port:
             ports.append(("0.0.0.0", opts.http_port))
+        if opts.monitoring:
+            ports.append(("127.0.0.1", opts.prometheus_port))
         step = Preflight(
             PreflightOptions(
                 require_root=opts.host_checks,

@@ -69,7 +69,13 @@ def prod(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     assert domain not in ("localhost", "127.0.0.1") and socket.gethostbyname(domain), domain
     tmp = tmp_path_factory.mktemp("prod")
     prefix = tmp / "inst"
-    opts = demo_opts(prefix, public_names=[domain, "localhost"], monitoring=True, http_port=free_port())
+    opts = demo_opts(
+        prefix,
+        public_names=[domain, "localhost"],
+        monitoring=True,
+        prometheus_port=free_port(),  # not 9090: another stack on this machine may hold it
+        http_port=free_port(),
+    )
     acme = pebble.start(
         tmp / "pebble",
         http_port=opts.http_port,
