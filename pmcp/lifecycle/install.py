@@ -120,16 +120,6 @@ class InstallOptions:
                     fix="e.g. --allow-from 192.0.2.0/24 (the HTTPS port is then published on IPv4 only)",
                 )
 
-
-def protected_list(opts: InstallOptions) -> list[int]:
-    """The guests pmcp protects (--protect, plus a PMCP_PROTECTED the demo or tests put in extra_env)."""
-    text = f"{opts.protect or ''},{opts.extra_env.get('PMCP_PROTECTED', '')}"
-    items = [v.strip() for v in text.replace(" ", ",").split(",") if v.strip()]
-    bad = [v for v in items if not v.isdigit()]
-    if bad:
-        raise StepError(f"--protect: {bad[0]!r} is not a VMID", fix="e.g. --protect 100,105")
-    return sorted({int(v) for v in items})
-
     def _validate_acme(self) -> None:
         """--acme-ca goes into the Caddyfile verbatim: only a plain https URL may get there."""
         if self.acme_ca_root and not self.acme_ca:
@@ -164,6 +154,16 @@ def protected_list(opts: InstallOptions) -> list[int]:
                     f"--acme-ca-root {self.acme_ca_root} holds no PEM certificate",
                     fix="give your ACME CA's root certificate in PEM (-----BEGIN CERTIFICATE-----)",
                 )
+
+
+def protected_list(opts: InstallOptions) -> list[int]:
+    """The guests pmcp protects (--protect, plus a PMCP_PROTECTED the demo or tests put in extra_env)."""
+    text = f"{opts.protect or ''},{opts.extra_env.get('PMCP_PROTECTED', '')}"
+    items = [v.strip() for v in text.replace(" ", ",").split(",") if v.strip()]
+    bad = [v for v in items if not v.isdigit()]
+    if bad:
+        raise StepError(f"--protect: {bad[0]!r} is not a VMID", fix="e.g. --protect 100,105")
+    return sorted({int(v) for v in items})
 
 
 def host_names() -> list[str]:
