@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pmcp import authtokens
+from pmcp.files import atomic_write
 from pmcp.server.config import ConfigError, Mode, ServerConfig
 
 
@@ -46,12 +48,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_thread(app: object, host: str, port: int) -> Iterator[int]:
-    """Serve ``app`` in a background thread; yields the bound port once it accepts connections."""
+def uvicorn_thread(app: object, host: str, port: int, **options: Any) -> Iterator[int]:
+    """Serve ``app`` in a background thread; yields the bound port once it accepts connections.
+    ``options`` go to uvicorn (``pmcp.server.serve.http_options``: read deadlines)."""
     import uvicorn
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", server_header=False
+        app, host=host, port=port, log_level="warning", lifespan="on", server_header=False, **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="pmcp-uvicorn", daemon=True)
@@ -96,6 +99,7 @@ def run_demo(
     import anyio
 
     from pmcp.server.app import create_app
+    from pmcp.server.serve import http_options
     from pmcp.sim.testing import running_sim
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -117,7 +121,7 @@ def run_demo(
                 mode=Mode(mode),
                 audit_log=workdir / "audit.jsonl",
             )
-            with uvicorn_thread(create_app(config), "127.0.0.1", port) as bound:
+            with uvicorn_thread(create_app(config), "127.0.0.1", port, **http_options(config)) as bound:
                 url = f"http://127.0.0.1:{bound}/mcp"
                 proof = anyio.run(prove, url, token)
                 info = DemoInfo(url, token, sim.url, str(config.audit_log), proof)
@@ -151,7 +155,8 @@ def _wait_for_signal() -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    """Like every secret file: a fresh 0600 file renamed into place, so a symlink or an existing file at
+    ``path`` is replaced, never followed or written through (and never keeps its old mode)."""
+    if path.is_dir():
+        raise ConfigError(f"--json-info {path} is a directory; give a file name")
+    atomic_write(path, text, 0o600)

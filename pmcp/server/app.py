@@ -35,9 +35,10 @@ from starlette.routing import Mount, Route
 from pmcp import __version__
 from pmcp.server import tools as _tools  # noqa: F401  (declares every tool)
 from pmcp.server.audit import AuditLog
-from pmcp.server.auth import AuthMiddleware, TokenStore
+from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact
 from pmcp.server.config import ServerConfig
+from pmcp.server.limits import ClientGuard
 from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy
 from pmcp.server.proxmox import ProxmoxClient
@@ -114,7 +115,12 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         config=config,
         proxmox=proxmox or ProxmoxClient(config, metrics),
         policy=Policy(config),
-        audit=AuditLog(config.audit_log),
+        audit=AuditLog(
+            config.audit_log,
+            max_bytes=config.audit_max_bytes,
+            file_bytes=config.audit_file_bytes,
+            min_free=config.audit_min_free,
+        ),
         metrics=metrics,
     )
     mcp = build_mcp(rt)
@@ -129,6 +135,8 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         stateless_http=False,
         transport_security=security,
         max_request_body_size=config.max_body_bytes,
+        session_idle_timeout=config.session_idle_timeout,
+        max_sessions=config.max_sessions,
     )
     manager = mcp.session_manager
     store = SessionStore(config.session_dir, manager.session_idle_timeout) if config.session_dir else None
@@ -168,7 +176,13 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         ],
         lifespan=lifespan,
     )
-    app.add_middleware(AuthMiddleware, tokens=TokenStore(config.auth_token_file), metrics=metrics)
+    app.add_middleware(ClientGuard, config=config)  # inside auth: limits are per client token
+    app.add_middleware(
+        AuthMiddleware,
+        tokens=TokenStore(config.auth_token_file),
+        metrics=metrics,
+        scrape=ScrapeToken(config.metrics_token_file),
+    )
     app.state.runtime = rt
     app.state.sessions = sessions
     return app

@@ -25,6 +25,7 @@ from pmcp.server.metrics import Metrics
 log = logging.getLogger("pmcp.auth")
 
 PUBLIC_PATHS = frozenset({"/health"})
+SCRAPE_CLIENT = "metrics-scrape"
 
 
 class TokenStore:
@@ -72,6 +73,39 @@ class TokenStore:
         return found
 
 
+class ScrapeToken:
+    """The bare bearer token Prometheus scrapes ``/metrics`` with (``PMCP_METRICS_TOKEN_FILE``).
+
+    It is good for ``/metrics`` only: the MCP endpoint answers it 401, so the scrape secret, which
+    Prometheus' container also holds, cannot drive the hypervisor. Re-read when the file changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._token = b""
+
+    def matches(self, presented: str) -> bool:
+        if self.path is None:
+            return False
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if stamp != self._stamp:
+                    self._token = self.path.read_text(encoding="utf-8").strip().encode()
+                    self._stamp = stamp
+            except OSError:
+                self._stamp, self._token = None, b""
+            token = self._token
+        return len(token) >= 16 and hmac.compare_digest(presented.encode(), token)
+
+
+def authenticated_user(name: str) -> AuthenticatedUser:
+    """The SDK's user for a client token name (sessions are bound to it)."""
+    return AuthenticatedUser(AccessToken(token=name, client_id=name, scopes=[]))
+
+
 class AuthMiddleware:
     """Refuse every request but ``/health`` without a valid bearer token; count every answer.
 
@@ -79,10 +113,13 @@ class AuthMiddleware:
     would send them into an OAuth flow this server does not offer.
     """
 
-    def __init__(self, app: ASGIApp, tokens: TokenStore, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: TokenStore, metrics: Metrics, scrape: ScrapeToken | None = None
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.metrics = metrics
+        self.scrape = scrape or ScrapeToken(None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,7 +140,7 @@ class AuthMiddleware:
             elif path in PUBLIC_PATHS:
                 await self.app(scope, receive, counting_send)
             else:
-                name = self._authenticate(scope)
+                name = self._authenticate(scope, path)
                 if name is None:
                     await _json(
                         counting_send,
@@ -113,12 +150,12 @@ class AuthMiddleware:
                     )
                 else:
                     scope["pmcp.client"] = name
-                    scope["user"] = AuthenticatedUser(AccessToken(token=name, client_id=name, scopes=[]))
+                    scope["user"] = authenticated_user(name)
                     await self.app(scope, receive, counting_send)
         finally:
             self.metrics.observe_http(path, status_seen)
 
-    def _authenticate(self, scope: Scope) -> str | None:
+    def _authenticate(self, scope: Scope, path: str) -> str | None:
         if not self.tokens.enabled:
             return "anonymous"
         header = b""
@@ -129,7 +166,10 @@ class AuthMiddleware:
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return self.tokens.match(token.strip())
+        name = self.tokens.match(token.strip())
+        if name is None and path == "/metrics" and self.scrape.matches(token.strip()):
+            return SCRAPE_CLIENT
+        return name
 
 
 async def _json(

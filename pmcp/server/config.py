@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_TASK_TIMEOUT = 60.0
 MAX_TASK_TIMEOUT = 600.0
 DEFAULT_MAX_BODY = 1024 * 1024
+MIB = 1024 * 1024
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -51,6 +53,24 @@ class ServerConfig:
     task_timeout: float = DEFAULT_TASK_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY
     session_dir: Path | None = None  # handshake-era sessions shared by every server of the install
+    # Scrape-only bearer token for /metrics (Prometheus); refused everywhere else.
+    metrics_token_file: Path | None = None
+    # Whose X-Forwarded-For is believed (names such as "caddy", resolved in Docker's DNS, or CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    # One client cannot lock out the others (see pmcp.server.limits); 0 turns a rate limit off.
+    sessions_per_token: int = 16
+    max_sessions: int = 1000
+    session_idle_timeout: float = 1800.0
+    rate_initialize: int = 30
+    rate_tool_calls: int = 300
+    rate_changes: int = 60
+    rate_requests: int = 1200
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    # The audit log cannot fill the disk (see pmcp.server.audit).
+    audit_max_bytes: int = 512 * MIB
+    audit_file_bytes: int = 32 * MIB
+    audit_min_free: int = 128 * MIB
 
     @property
     def proxmox_api(self) -> str:
@@ -140,6 +160,7 @@ class ServerConfig:
         if not 0 < task_timeout <= MAX_TASK_TIMEOUT:
             raise ConfigError(f"PMCP_TASK_TIMEOUT must be between 0 and {MAX_TASK_TIMEOUT:g} seconds")
         token_file = get("PMCP_AUTH_TOKEN_FILE")
+        metrics_token = get("PMCP_METRICS_TOKEN_FILE")
         audit = get("PMCP_AUDIT_LOG")
         if mode is not Mode.READ_ONLY and not audit:
             raise ConfigError(
@@ -160,7 +181,43 @@ class ServerConfig:
             audit_log=Path(audit) if audit else None,
             task_timeout=task_timeout,
             session_dir=Path(get("PMCP_SESSION_DIR")) if get("PMCP_SESSION_DIR") else None,
+            metrics_token_file=Path(metrics_token) if metrics_token else None,
+            trusted_proxies=tuple(_csv(get("PMCP_TRUSTED_PROXIES"))),
+            **_limits(get),
         )
+
+
+# PMCP_* variable -> (field, kind, lowest allowed value): the limits of pmcp.server.limits and audit.
+LIMIT_VARS = {
+    "PMCP_SESSIONS_PER_TOKEN": ("sessions_per_token", int, 1),
+    "PMCP_MAX_SESSIONS": ("max_sessions", int, 1),
+    "PMCP_SESSION_IDLE_TIMEOUT": ("session_idle_timeout", float, 1),
+    "PMCP_RATE_INITIALIZE": ("rate_initialize", int, 0),
+    "PMCP_RATE_TOOL_CALLS": ("rate_tool_calls", int, 0),
+    "PMCP_RATE_CHANGES": ("rate_changes", int, 0),
+    "PMCP_RATE_REQUESTS": ("rate_requests", int, 0),
+    "PMCP_HEADER_TIMEOUT": ("header_timeout", float, 0.1),
+    "PMCP_BODY_TIMEOUT": ("body_timeout", float, 0.1),
+    "PMCP_AUDIT_MAX_BYTES": ("audit_max_bytes", int, MIB),
+    "PMCP_AUDIT_FILE_BYTES": ("audit_file_bytes", int, 64 * 1024),
+    "PMCP_AUDIT_MIN_FREE": ("audit_min_free", int, 0),
+}
+
+
+def _limits(get: Callable[[str], str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, (name, kind, lowest) in LIMIT_VARS.items():
+        text = get(var)
+        if not text:
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ConfigError(f"{var}={text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value < lowest:
+            raise ConfigError(f"{var}={text!r}: use at least {lowest:g}")
+        out[name] = value
+    return out
 
 
 def is_loopback(host: str) -> bool:

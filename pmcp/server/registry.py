@@ -23,7 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from pmcp.server.audit import AuditLog
+from pmcp.server.audit import AuditLog, AuditUnavailable
 from pmcp.server.config import MAX_TASK_TIMEOUT, Mode, ServerConfig
 from pmcp.server.locator import GuestLocator
 from pmcp.server.metrics import Metrics
@@ -54,6 +54,13 @@ class ToolSpec:
     output: type[BaseModel]
     idempotent: bool
     mode: Mode | None = None  # None: the risk's mode (policy.REQUIRED_MODE)
+    escalate: Callable[[dict[str, Any]], Risk | None] | None = None
+
+    def risk_of(self, arguments: dict[str, Any]) -> Risk:
+        """The risk of this call: the declared one, or higher when the arguments make it so
+        (``shutdown_guest(force_stop=true)`` can power a guest off like ``stop_guest``)."""
+        raised = self.escalate(arguments) if self.escalate else None
+        return raised if raised is not None and _RISK_RANK[raised] > _RISK_RANK[self.risk] else self.risk
 
     @property
     def annotations(self) -> ToolAnnotations:
@@ -67,18 +74,28 @@ class ToolSpec:
 
 
 TOOLS: dict[str, ToolSpec] = {}
+_RISK_RANK = {Risk.READ: 0, Risk.CHANGE: 1, Risk.DESTRUCTIVE: 2}
 
 
 def tool(
-    risk: Risk, title: str, output: type[BaseModel], *, idempotent: bool = False, mode: Mode | None = None
+    risk: Risk,
+    title: str,
+    output: type[BaseModel],
+    *,
+    idempotent: bool = False,
+    mode: Mode | None = None,
+    escalate: Callable[[dict[str, Any]], Risk | None] | None = None,
 ) -> Callable[[ToolFn], ToolFn]:
-    """Declare a tool; the function name is the tool name and its docstring the description."""
+    """Declare a tool; the function name is the tool name and its docstring the description.
+
+    ``escalate(arguments)`` names a higher risk for calls whose arguments make them one: the mode
+    check, the confirm and the audit then treat that call like a tool of that risk."""
 
     def decorator(fn: ToolFn) -> ToolFn:
         if fn.__name__ in TOOLS:
             raise ValueError(f"tool {fn.__name__} declared twice")
         TOOLS[fn.__name__] = ToolSpec(
-            fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ, mode
+            fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ, mode, escalate
         )
         return fn
 
@@ -133,13 +150,22 @@ class Call:
         return await self.px.wait_task(upid, limit, report)
 
 
-def client_name(ctx: Context | None) -> str:
+def _scope(ctx: Context | None) -> dict[str, Any]:
     try:
         request = ctx.request_context.request if ctx is not None else None
     except ValueError:
         request = None
-    scope = getattr(request, "scope", None) or {}
-    return str(scope.get("pmcp.client") or "anonymous")
+    return getattr(request, "scope", None) or {}
+
+
+def client_name(ctx: Context | None) -> str:
+    return str(_scope(ctx).get("pmcp.client") or "anonymous")
+
+
+def client_address(ctx: Context | None) -> str | None:
+    """The client's address (from the trusted proxy's X-Forwarded-For, see pmcp.server.limits)."""
+    address = _scope(ctx).get("pmcp.address")
+    return str(address) if address else None
 
 
 def make_handler(spec: ToolSpec, rt: Runtime) -> Callable[..., Awaitable[CallToolResult]]:
@@ -169,11 +195,23 @@ async def run_call(
     outcome = "error"
     audit_id: str | None = None
     upid: str | None = None
+    risk = spec.risk_of(arguments)
+    address = client_address(ctx)
     try:
-        rt.policy.check_tool(spec.name, spec.risk, spec.mode)
-        if spec.risk is not Risk.READ:
+        try:
+            # an escalated call is held to its raised risk's mode (the tool's own mode is for its risk)
+            what, mode = (
+                (spec.name, spec.mode) if risk is spec.risk else (f"{spec.name} with these arguments", None)
+            )
+            rt.policy.check_tool(what, risk, mode)
+        except PolicyError as exc:  # nothing changed, but someone tried: recorded while room is plenty
+            await anyio.to_thread.run_sync(
+                rt.audit.refused, call.client, spec.name, risk.value, arguments, str(exc), address
+            )
+            raise
+        if risk is not Risk.READ:
             audit_id = await anyio.to_thread.run_sync(
-                rt.audit.intent, call.client, spec.name, spec.risk.value, arguments
+                rt.audit.intent, call.client, spec.name, risk.value, arguments, address
             )
         reply = await spec.fn(call, **arguments)
         outcome = str(getattr(reply.data, "outcome", None) or "ok")
@@ -183,7 +221,7 @@ async def run_call(
             structured_content=reply.data.model_dump(mode="json", by_alias=True, exclude_none=True),
             is_error=False,
         )
-    except PolicyError as exc:
+    except (PolicyError, AuditUnavailable) as exc:
         outcome = "refused"
         raise ToolError(str(exc)) from None
     except InvalidArgument as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pmcp import authtokens
 from pmcp.server.config import ConfigError, ServerConfig, is_loopback
@@ -29,20 +30,34 @@ def check_bind(host: str, config: ServerConfig) -> None:
         raise ConfigError(f"PMCP_AUTH_TOKEN_FILE={config.auth_token_file} holds no token; add one first")
 
 
+def http_options(config: ServerConfig) -> dict[str, Any]:
+    """uvicorn settings every way of serving shares: a read deadline per request (a client that sends
+    half a request and stalls gets 408 and loses its socket) and no proxy headers (the server itself
+    decides whose X-Forwarded-For to believe, see pmcp.server.limits)."""
+    from pmcp.server.limits import guarded_protocol
+
+    return {
+        "http": guarded_protocol(config.header_timeout, config.body_timeout),
+        "proxy_headers": False,
+    }
+
+
 def serve(host: str, port: int) -> None:
     import uvicorn
 
     from pmcp.server.app import create_app
+    from pmcp.server.limits import PathOnlyAccessLog
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(PathOnlyAccessLog())
     config = ServerConfig.from_env()
     check_bind(host, config)
     uvicorn.run(
         create_app(config),
         host=host,
         port=port,
-        proxy_headers=False,
         server_header=False,
         log_level="info",
         timeout_graceful_shutdown=5,
+        **http_options(config),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -11,10 +11,13 @@ from pmcp.server.policy import Risk
 from pmcp.server.registry import Call, Reply, tool
 from pmcp.server.tools.common import (
     ActionResult,
+    Confirm,
     Node,
+    Plan,
     StorageId,
     Vmid,
     WaitSeconds,
+    guest_label,
     hidden_volumes,
     resolve_guest,
     task_result,
@@ -99,7 +102,12 @@ async def list_backups(
     return Reply(data, "\n".join(lines))
 
 
-@tool(Risk.CHANGE, "Back up guest now", ActionResult)
+def _stop_mode(arguments: dict[str, Any]) -> Risk | None:
+    """mode=stop shuts the guest down (and hard-stops it if it does not comply): stop_guest's downtime."""
+    return Risk.DESTRUCTIVE if arguments.get("mode") == "stop" else None
+
+
+@tool(Risk.CHANGE, "Back up guest now", ActionResult, escalate=_stop_mode)
 async def backup_guest(
     call: Call,
     vmid: Vmid,
@@ -107,7 +115,8 @@ async def backup_guest(
     mode: Annotated[
         Literal["snapshot", "suspend", "stop"],
         Field(
-            description="snapshot: no downtime (default); suspend: brief pause; stop: consistent, downtime"
+            description="snapshot: no downtime (default); suspend: brief pause; stop: consistent, "
+            "downtime (like stop_guest: needs PMCP_MODE=admin and confirm=true)"
         ),
     ] = "snapshot",
     notes: Annotated[
@@ -118,11 +127,25 @@ async def backup_guest(
             "are filled in",
         ),
     ] = None,
+    confirm: Confirm = False,
     wait_seconds: WaitSeconds = None,
 ) -> Reply:
     """Back up one guest now with vzdump (zstd) to the given storage or the node's default backup storage."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    if mode == "stop" and not confirm:
+        plan = Plan(
+            action="backup in stop mode",
+            effect=f"{guest_label(guest)} is {guest.status or 'in an unknown state'}; it will be shut down "
+            "for the backup (and powered off if it does not shut down in time), then started again",
+            undo="Nothing undoes the downtime. mode=snapshot backs it up without stopping it.",
+            to_proceed="call backup_guest again with the same arguments and confirm=true",
+        )
+        text = (
+            f"Nothing done yet (confirm=true is required).\nPlan: {plan.effect}\nUndo: {plan.undo}\n"
+            f"To proceed: {plan.to_proceed}."
+        )
+        return Reply(ActionResult(outcome="plan", action=plan.action, guest=guest, plan=plan), text)
     params: dict[str, object] = {"vmid": str(guest.vmid), "mode": mode, "compress": "zstd"}
     if storage:
         params["storage"] = validate.storage(storage)

@@ -40,9 +40,13 @@ WaitSeconds = Annotated[
         description="Seconds to wait for the task (default 60; 0 returns the task ID at once)",
     ),
 ]
+# strict: only the JSON boolean true confirms; "true", 1 or "yes" are refused, not coerced.
 Confirm = Annotated[
     bool,
-    Field(description="true to act; without it nothing changes and the plan is returned"),
+    Field(
+        strict=True,
+        description="the JSON boolean true to act; without it nothing changes and the plan is returned",
+    ),
 ]
 GuestType = Literal["qemu", "lxc"]
 

@@ -299,17 +299,40 @@ async def start_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) 
     return await _act(call, vmid, "start", ("status", "start"), {}, wait_seconds)
 
 
-@tool(Risk.CHANGE, "Shut down guest (graceful)", ActionResult, idempotent=True)
+def _hard_stop(arguments: dict[str, Any]) -> Risk | None:
+    """force_stop=true powers the guest off after the timeout (1 s at least): stop_guest's downtime."""
+    return Risk.DESTRUCTIVE if arguments.get("force_stop") is True else None
+
+
+@tool(Risk.CHANGE, "Shut down guest (graceful)", ActionResult, idempotent=True, escalate=_hard_stop)
 async def shutdown_guest(
     call: Call,
     vmid: Vmid,
     timeout: Annotated[int, Field(ge=1, le=3600, description="Seconds the guest OS gets to shut down")] = 120,
     force_stop: Annotated[
-        bool, Field(description="Hard-stop the guest if it has not shut down by then")
+        bool,
+        Field(
+            strict=True,
+            description="Hard-stop the guest if it has not shut down by then: like stop_guest, "
+            "needs PMCP_MODE=admin and confirm=true",
+        ),
     ] = False,
+    confirm: Confirm = False,
     wait_seconds: WaitSeconds = None,
 ) -> Reply:
     """Ask the guest OS to shut down cleanly (ACPI / container init), like pressing the power button."""
+    if force_stop and not confirm:
+        guest = await resolve_guest(call, vmid)
+        call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+        return _plan(
+            guest,
+            "shutdown, then hard power-off",
+            f"it gets {timeout} s to shut down, then it is powered off like pulling the plug: "
+            "unsaved data inside it is lost",
+            "Nothing restores lost in-memory state; start_guest boots it again. Without force_stop "
+            "the guest is never powered off.",
+            "shutdown_guest",
+        )
     params = {"timeout": timeout, "forceStop": force_stop}
     return await _act(call, vmid, "shutdown", ("status", "shutdown"), params, wait_seconds)
 

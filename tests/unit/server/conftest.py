@@ -41,6 +41,7 @@ def sim() -> Iterator[Any]:
 def serve(sim: Any, workdir: Path, mode: Mode = Mode.ADMIN, **overrides: Any) -> Iterator[Served]:
     from pmcp.demo import uvicorn_thread
     from pmcp.server.app import create_app
+    from pmcp.server.serve import http_options
 
     workdir.mkdir(parents=True, exist_ok=True)
     tokens = workdir / "tokens"
@@ -54,9 +55,14 @@ def serve(sim: Any, workdir: Path, mode: Mode = Mode.ADMIN, **overrides: Any) ->
         "mode": mode,
         "audit_log": workdir / "audit.jsonl",
         "task_timeout": 15.0,
+        # the suite opens many sessions from one token in seconds; the limits have their own tests
+        "rate_initialize": 0,
+        "rate_tool_calls": 0,
+        "rate_changes": 0,
+        "rate_requests": 0,
     } | overrides
     config = ServerConfig(**settings)
-    with uvicorn_thread(create_app(config), "127.0.0.1", 0) as port:
+    with uvicorn_thread(create_app(config), "127.0.0.1", 0, **http_options(config)) as port:
         base = f"http://127.0.0.1:{port}"
         yield Served(base, base + "/mcp", token, config, sim)
 
