@@ -297,33 +297,32 @@ class ClientGuard:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, token: str, sid: str | None) -> None:
         status = 0
-        new_sid: str | None = None
-
-        async def watch(message: Message) -> None:
-            nonlocal status, new_sid
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for k, v in message.get("headers", []):
-                    if k.lower() == b"mcp-session-id":
-                        new_sid = v.decode("latin-1")
-            await send(message)
-
         session = self.sessions.get(sid) if sid else None
         if session is not None:
             session.inflight += 1
+
+        async def watch(message: Message) -> None:
+            nonlocal status, session
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                known = sid
+                for k, v in message.get("headers", []):
+                    if k.lower() == b"mcp-session-id":
+                        known = v.decode("latin-1")
+                # registered before the client can see the id, so its next request is counted
+                if 200 <= status < 300 and known and session is None and known not in self.sessions:
+                    host = (_header(scope, b"host") or "").encode()
+                    session = self.sessions[known] = Session(token, time.monotonic(), 1, host)
+            await send(message)
+
         try:
             await self.app(scope, receive, watch)
         finally:
-            now = time.monotonic()
             if session is not None:
                 session.inflight -= 1
-                session.last = now
+                session.last = time.monotonic()
             if sid and (status == 404 or (scope.get("method") == "DELETE" and 200 <= status < 300)):
                 self.sessions.pop(sid, None)
-            elif 200 <= status < 300:
-                known = new_sid or sid
-                if known and known not in self.sessions:  # opened now (or resumed after a restart)
-                    self.sessions[known] = Session(token, now, 0, (_header(scope, b"host") or "").encode())
 
 
 def guarded_protocol(header_timeout: float, body_timeout: float) -> type:
