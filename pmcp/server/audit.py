@@ -32,7 +32,7 @@ TAIL_BYTES = 256 * 1024
 DEFAULT_MAX_BYTES = 512 * 1024**2
 DEFAULT_FILE_BYTES = 32 * 1024**2
 DEFAULT_MIN_FREE = 128 * 1024**2
-OUTCOME_RESERVE = 4096  # room an intent keeps for its outcome line (an outcome is < 1 KiB)
+OUTCOME_RESERVE = 1024  # room an intent keeps for its outcome line (detail <= 500 characters)
 NOISE_SHARE = 0.9  # records that are not changes stop at this share of the quota
 
 
@@ -96,6 +96,7 @@ class AuditLog:
         self.dropped = 0  # records that are not changes, left out because room was short
         self._lock = threading.Lock()
         self._rotated_bytes = 0
+        self._reserved = 0  # room kept for the outcomes of intents written and not yet closed
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -114,10 +115,12 @@ class AuditLog:
             free = self._free()
         return AuditUsage(str(self.path.parent), used, self.max_bytes, free, self.min_free, self.dropped)
 
-    def write(self, record: dict[str, Any], *, essential: bool = True, reserve: int = 0) -> bool:
+    def write(
+        self, record: dict[str, Any], *, essential: bool = True, reserve: int = 0, outcome: bool = False
+    ) -> bool:
         """Append one record. An essential record (a change) raises ``AuditUnavailable`` when it does not
-        fit (with ``reserve`` more bytes for what must follow it); any other record is left out (counted
-        in ``dropped``) and False is returned."""
+        fit (with ``reserve`` more bytes kept for what must follow it; an ``outcome`` frees one such
+        reserve); any other record is left out (counted in ``dropped``) and False is returned."""
         if self.path is None:
             return True
         line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
@@ -126,7 +129,7 @@ class AuditLog:
             if current and current + len(line) > self.file_bytes:
                 self._rotate()
                 current = 0
-            used, free = self._rotated_bytes + current, self._free()
+            used, free = self._rotated_bytes + current + self._reserved, self._free()
             need = len(line) + reserve
             if not essential:
                 if used + need > NOISE_SHARE * self.max_bytes or free - need < 2 * self.min_free:
@@ -138,6 +141,7 @@ class AuditLog:
             try:
                 os.write(fd, line)
                 os.fsync(fd)
+                self._reserved = max(0, self._reserved + reserve - (OUTCOME_RESERVE if outcome else 0))
             except OSError as exc:
                 raise AuditUnavailable(
                     f"the audit log {self.path} cannot be written ({exc.strerror}), so no change is made; "
@@ -229,7 +233,7 @@ class AuditLog:
             record["upid"] = upid
         if detail:
             record["detail"] = detail[:500]
-        self.write(record)
+        self.write(record, outcome=True)
 
     def refused(
         self, client: str, tool: str, risk: str, arguments: dict[str, Any], reason: str, address: str | None

@@ -60,3 +60,24 @@ def test_demo_serves_proves_and_exits_cleanly(tmp_path):
         in out
     )
     assert "proof:" in out
+
+
+def test_json_info_is_written_like_every_secret_file(tmp_path):
+    """Issue 11, item 8: --json-info followed a symlink and kept an existing file's mode."""
+    import stat
+
+    from pmcp.demo import _write_private
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    link = tmp_path / "info.json"
+    link.symlink_to(victim)
+    _write_private(link, '{"token": "t"}\n')
+    assert victim.read_text() == "keep me\n"  # not written through the link
+    assert not link.is_symlink() and stat.S_IMODE(link.stat().st_mode) == 0o600
+
+    loose = tmp_path / "loose.json"
+    loose.write_text("old")
+    loose.chmod(0o644)
+    _write_private(loose, '{"token": "t"}\n')
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o600 and loose.read_text() == '{"token": "t"}\n'

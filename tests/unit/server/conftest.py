@@ -91,7 +91,11 @@ async def connect(
     from mcp.client import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    headers = {"Authorization": f"Bearer {token or served.token}"}
+    # a spoofed X-Forwarded-For on every call: believed only from a trusted proxy (test_http_security)
+    headers = {
+        "Authorization": f"Bearer {token or served.token}",
+        "X-Forwarded-For": "203.0.113.9, 198.51.100.7",
+    }
     async with (
         httpx2.AsyncClient(headers=headers, timeout=60) as http,
         Client(streamable_http_client(served.url, http_client=http), mode=mode, **kwargs) as client,

@@ -92,3 +92,42 @@ def test_new_token_works_without_restart_and_sessions_are_bound_to_their_token(s
     assert post_init(server, {"Authorization": f"Bearer {other}"}).status_code == 200
     authtokens.revoke(server.config.auth_token_file, "cursor")
     assert post_init(server, {"Authorization": f"Bearer {other}"}).status_code == 401
+
+
+def test_scrape_token_reads_metrics_and_nothing_else(make_server, tmp_path):
+    """Issue 11, item 8: Prometheus' token (its container holds it) cannot drive the hypervisor."""
+    from pmcp import authtokens
+
+    scrape = tmp_path / "prometheus-token"
+    scrape.write_text(authtokens.new_token() + "\n")
+    with make_server(metrics_token_file=scrape) as served:
+        as_scraper = {"Authorization": f"Bearer {scrape.read_text().strip()}"}
+        r = httpx2.get(served.base + "/metrics", headers=as_scraper, timeout=10)
+        assert r.status_code == 200 and "pmcp_http_requests_total" in r.text
+        assert post_init(served, as_scraper).status_code == 401
+        assert httpx2.get(served.url, headers=as_scraper, timeout=10).status_code == 401
+        # client tokens still read /metrics; a new scrape token is picked up without a restart
+        mine = {"Authorization": f"Bearer {served.token}"}
+        assert httpx2.get(served.base + "/metrics", headers=mine, timeout=10).status_code == 200
+        old = dict(as_scraper)
+        scrape.write_text(authtokens.new_token() + "\n")
+        assert httpx2.get(served.base + "/metrics", headers=old, timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("trusted", [(), ("127.0.0.0/8",), ("localhost",)])
+def test_audit_address_believes_x_forwarded_for_only_from_the_proxy(make_server, sim, trusted):
+    import anyio
+
+    from .conftest import connect
+
+    vmid = next(int(v) for v, g in sorted(sim.state.world["guests"].items()) if g["type"] == "lxc")
+
+    async def go(served):
+        async with connect(served) as client:
+            await client.call_tool("set_guest_metadata", {"vmid": vmid, "description": "xff"})
+
+    with make_server(trusted_proxies=trusted) as served:
+        anyio.run(go, served)
+        intent = json.loads(served.audit_path.read_text().splitlines()[0])
+    # conftest's client sends X-Forwarded-For: 203.0.113.9, 198.51.100.7 (the last is what Caddy adds)
+    assert intent["address"] == ("198.51.100.7" if trusted else "127.0.0.1")

@@ -91,9 +91,12 @@ def _serve_and_call(sim, tmp_path):
 
         names = anyio.run(go)
         assert "start_guest" in names and "stop_guest" not in names
+        httpx2.get(base + "/health?probe=query-string-not-logged", timeout=5)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode in (0, -signal.SIGTERM), err  # uvicorn re-raises SIGTERM after a clean shutdown
     assert "Application shutdown complete" in err
     assert token not in out + err and sim.root_token_secret not in out + err
+    assert '"GET /health HTTP/1.1" 200' in out + err  # the access log: paths only (issue 11, item 8)
+    assert "query-string-not-logged" not in out + err

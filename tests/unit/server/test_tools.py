@@ -460,3 +460,66 @@ def test_a_guest_hidden_by_its_noaccess_acl_is_named_as_protected(make_server, s
     ) as served:
         result = run(go, served)
     assert "PMCP_PROTECTED" in error_text(result)
+
+
+def test_hard_stops_need_admin_mode_and_confirm(make_server, sim):
+    """Issue 11, item 5: shutdown_guest(force_stop=true) and backup_guest(mode=stop) cause stop_guest's
+    downtime, so they are in its risk class: refused in operator mode, a plan without confirm."""
+    vmid = guests_where(sim, type="qemu", status="running")[4]
+    hard_shutdown = {"vmid": vmid, "timeout": 1, "force_stop": True}
+    stop_backup = {"vmid": vmid, "mode": "stop"}
+
+    async def go(served, calls):
+        async with connect(served) as client:
+            return [await client.call_tool(name, args) for name, args in calls]
+
+    tasks = len(sim.state.world["tasks"])
+    with make_server(mode=Mode.OPERATOR) as served:
+        refused = run(go, served, [("shutdown_guest", hard_shutdown), ("backup_guest", stop_backup)])
+        records = [json.loads(x) for x in served.audit_path.read_text().splitlines()]
+    for r in refused:
+        assert "PMCP_MODE=admin" in error_text(r) and "with these arguments" in error_text(r)
+    # the refusals are recorded (item 8), with who asked and from where; nothing else was
+    assert [(r["phase"], r["tool"], r["risk"]) for r in records] == [
+        ("refused", "shutdown_guest", "destructive"),
+        ("refused", "backup_guest", "destructive"),
+    ]
+    assert all(r["client"] == "claude" and r["address"] == "127.0.0.1" for r in records)
+
+    with make_server(mode=Mode.ADMIN) as served:
+        plans = run(go, served, [("shutdown_guest", hard_shutdown), ("backup_guest", stop_backup)])
+        for p in plans:
+            data = structured(p)
+            assert data["outcome"] == "plan" and "confirm=true" in data["plan"]["to_proceed"]
+        assert sim.state.guest(vmid)["status"] == "running"
+        assert len(sim.state.world["tasks"]) == tasks  # nothing reached Proxmox
+        [done] = run(go, served, [("shutdown_guest", hard_shutdown | {"confirm": True})])
+        assert structured(done)["outcome"] == "ok" and sim.state.guest(vmid)["status"] == "stopped"
+        intent = [json.loads(x) for x in served.audit_path.read_text().splitlines()][-2]
+        assert intent["phase"] == "intent" and intent["risk"] == "destructive"
+    with make_server(mode=Mode.OPERATOR) as served:  # a clean shutdown stays an operator's tool
+        [clean] = run(go, served, [("start_guest", {"vmid": vmid})])
+        [clean] = run(go, served, [("shutdown_guest", {"vmid": vmid, "timeout": 30})])
+        assert structured(clean)["outcome"] == "ok"
+        [snap] = run(go, served, [("backup_guest", {"vmid": vmid})])
+        assert structured(snap)["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("value", ["true", 1, "yes", "True", [True]])
+def test_confirm_is_only_the_json_boolean_true(server, sim, value):
+    vmid = guests_where(sim, type="qemu", status="running")[5]
+    before = len(sim.state.world["tasks"])
+
+    async def go():
+        async with connect(server) as client:
+            return [
+                await client.call_tool("stop_guest", {"vmid": vmid, "confirm": value}),
+                await client.call_tool(
+                    "shutdown_guest", {"vmid": vmid, "force_stop": value, "confirm": True}
+                ),
+            ]
+
+    for result in run(go):
+        assert result.is_error
+    assert sim.state.guest(vmid)["status"] == "running"
+    assert len(sim.state.world["tasks"]) == before
