@@ -62,11 +62,13 @@ class StackContext:
         return out
 
 
-PROMETHEUS_CLIENT = "prometheus"
+PROMETHEUS_CLIENT = "prometheus"  # the name older installs gave the scrape token in client-tokens
 
 
 def prometheus_token_file(paths: InstallPaths) -> Path:
-    """The bare bearer token Prometheus scrapes /metrics with (its own named client token)."""
+    """The bare bearer token Prometheus scrapes /metrics with. The server reads it as
+    PMCP_METRICS_TOKEN_FILE and accepts it on /metrics only: it is not a client token, so the
+    secret Prometheus' container holds cannot call a tool."""
     return paths.secrets_dir / "prometheus-token"
 
 
@@ -101,7 +103,14 @@ class SecretsStep:
         if not tokens.exists() or not authtokens.load(tokens):
             plan.changes.append(f"create a client bearer token {FIRST_CLIENT!r} in {tokens} (0600)")
         if self._prometheus_missing():
-            plan.changes.append(f"create a client token {PROMETHEUS_CLIENT!r} for Prometheus' scrapes")
+            plan.changes.append(
+                f"create a /metrics-only token for Prometheus in {prometheus_token_file(self.ctx.paths)}"
+            )
+        if self._scrape_is_client():
+            plan.changes.append(
+                f"remove the client token {PROMETHEUS_CLIENT!r} (older installs): Prometheus' token reads "
+                "/metrics only"
+            )
         for p in self._wrong_owner():
             plan.changes.append(
                 f"make {p} root's, 0640, readable by the containers' group {self.ctx.config.gid}"
@@ -111,12 +120,22 @@ class SecretsStep:
     def _prometheus_missing(self) -> bool:
         if not self.ctx.config.monitoring:
             return False
-        paths = self.ctx.paths
         try:
-            token = authtokens.load(paths.client_tokens).get(PROMETHEUS_CLIENT)
-            return not token or prometheus_token_file(paths).read_text().strip() != token
+            return len(prometheus_token_file(self.ctx.paths).read_text().strip()) < 16
         except OSError:
             return True
+
+    def _scrape_is_client(self) -> bool:
+        """An older install's scrape token is also a full client token: the one install made, with the
+        same value as the scrape file (a client the admin named "prometheus" is left alone)."""
+        try:
+            scrape = prometheus_token_file(self.ctx.paths).read_text().strip()
+            return (
+                bool(scrape)
+                and authtokens.load(self.ctx.paths.client_tokens).get(PROMETHEUS_CLIENT) == scrape
+            )
+        except (OSError, authtokens.TokenFileError):
+            return False
 
     def apply(self) -> None:
         tokens = self.ctx.paths.client_tokens
@@ -124,11 +143,10 @@ class SecretsStep:
         if not tokens.exists() or not authtokens.load(tokens):
             authtokens.save(tokens, {FIRST_CLIENT: authtokens.new_token()})
             self._created_tokens = True
+        if self._scrape_is_client():
+            authtokens.revoke(tokens, PROMETHEUS_CLIENT)
         if self._prometheus_missing():
-            known = authtokens.load(tokens)
-            known.setdefault(PROMETHEUS_CLIENT, authtokens.new_token())
-            authtokens.save(tokens, known)
-            atomic_write(prometheus_token_file(self.ctx.paths), known[PROMETHEUS_CLIENT].encode(), 0o600)
+            atomic_write(prometheus_token_file(self.ctx.paths), authtokens.new_token().encode(), 0o600)
         owner, mode = render.secret_owner(self.ctx.config.gid)
         if owner is not None:
             for p in _secret_files(self.ctx.paths):

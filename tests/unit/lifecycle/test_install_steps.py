@@ -102,17 +102,29 @@ def test_secrets_step_creates_one_client_token_once(tmp_path: Path) -> None:
     assert authtokens.load(ctx.paths.client_tokens) == tokens  # never rotated by a re-run
 
 
-def test_monitoring_gets_its_own_client_token_file(tmp_path: Path) -> None:
+def test_monitoring_gets_a_metrics_only_token_that_is_no_client_token(tmp_path: Path) -> None:
     from pmcp.stack.steps import PROMETHEUS_CLIENT, prometheus_token_file
 
     ctx = _ctx(tmp_path / "inst", monitoring=True)
     assert run_steps([SecretsStep(ctx)]).steps[0].status == "changed"
     tokens = authtokens.load(ctx.paths.client_tokens)
-    assert set(tokens) == {"default", PROMETHEUS_CLIENT}
+    assert set(tokens) == {"default"}
     bare = prometheus_token_file(ctx.paths)
-    assert bare.read_text() == tokens[PROMETHEUS_CLIENT]
+    assert len(bare.read_text()) >= 32 and bare.read_text() not in tokens.values()
     _assert_secret(ctx, bare)
     assert run_steps([SecretsStep(ctx)]).steps[0].status == "ok"
+    env = dict(
+        line.split("=", 1)
+        for line in render.env_text(ctx.config).splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    assert env["PMCP_METRICS_TOKEN_FILE"] == "/run/pmcp/secrets/prometheus-token"
+
+    # an older install made it a full client token too: the re-run takes that away, keeps the scrape file
+    scrape = bare.read_text()
+    authtokens.save(ctx.paths.client_tokens, tokens | {PROMETHEUS_CLIENT: scrape})
+    assert run_steps([SecretsStep(ctx)]).steps[0].status == "changed"
+    assert set(authtokens.load(ctx.paths.client_tokens)) == {"default"} and bare.read_text() == scrape
 
 
 def test_options_are_validated() -> None:
