@@ -22,6 +22,22 @@ def _age(path: Path) -> str:
     return f"{days:.0f} days" if days >= 1 else f"{days * 24:.1f} hours"
 
 
+def audit_space(paths: InstallPaths) -> Any:
+    """The audit log's use of its quota and of the disk, with the server's limits from the install's .env
+    (the server refuses changes at the quota or when the disk is short: warn before that)."""
+    from pmcp.server.audit import DEFAULT_MAX_BYTES, DEFAULT_MIN_FREE, usage_of
+
+    limits = {"PMCP_AUDIT_MAX_BYTES": DEFAULT_MAX_BYTES, "PMCP_AUDIT_MIN_FREE": DEFAULT_MIN_FREE}
+    try:
+        for line in paths.env_file.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in limits and value.strip().isdigit():
+                limits[name.strip()] = int(value.strip())
+    except OSError:
+        pass
+    return usage_of(paths.audit_dir, limits["PMCP_AUDIT_MAX_BYTES"], limits["PMCP_AUDIT_MIN_FREE"])
+
+
 def status(prefix: str | Path) -> dict[str, Any]:
     paths = InstallPaths.at(prefix)
     data = statefile.load(paths)
@@ -53,6 +69,7 @@ def status(prefix: str | Path) -> dict[str, Any]:
             last_update = last_result("update")
         except Exception:
             last_update = None
+    audit = audit_space(paths)
     return {
         "prefix": str(paths.prefix),
         "url": data.get("url", ""),
@@ -66,6 +83,13 @@ def status(prefix: str | Path) -> dict[str, Any]:
         "installed_at": data.get("installed_at", ""),
         "last_install": data.get("last_install"),
         "last_update": last_update,
+        "audit": {
+            "directory": audit.directory,
+            "used_bytes": audit.used_bytes,
+            "max_bytes": audit.max_bytes,
+            "free_bytes": audit.free_bytes,
+            "warnings": audit.warnings,
+        },
     }
 
 
@@ -80,6 +104,14 @@ def render_text(st: dict[str, Any]) -> str:
     if not st["services"]:
         lines.append("  (no containers: run `pmcp install`)")
     lines.append(f"token age: client {st['token_age']['client']}, proxmox {st['token_age']['proxmox']}")
+    audit = st.get("audit") or {}
+    if audit:
+        mib = 1024 * 1024
+        lines.append(
+            f"audit log: {audit['used_bytes'] // mib} of {audit['max_bytes'] // mib} MiB used, "
+            f"{audit['free_bytes'] // mib} MiB free on its disk"
+        )
+        lines += [f"warning: {w}" for w in audit.get("warnings", [])]
     if st.get("last_update"):
         lu = st["last_update"]
         lines.append(

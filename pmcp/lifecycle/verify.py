@@ -529,6 +529,26 @@ def check_container_ids(t: Target) -> Row:
     return Row("container ids", PASS, f"{uid}:{gid} used by no host account; secrets/ root:{gid}, 0750/0640")
 
 
+def check_audit_space(t: Target) -> Row:
+    """Warn before the audit log's quota or its disk runs short: then the server refuses every change."""
+    from pmcp.lifecycle.status import audit_space
+
+    usage = audit_space(t.paths)
+    mib = 1024 * 1024
+    detail = (
+        f"{usage.used_bytes // mib} of {usage.max_bytes // mib} MiB used, "
+        f"{usage.free_bytes // mib} MiB free on the disk of {usage.directory}"
+    )
+    if usage.warnings:
+        return Row(
+            "audit log space",
+            WARN,
+            "; ".join(usage.warnings),
+            f"archive old audit-*.jsonl.gz files from {usage.directory} or free disk space",
+        )
+    return Row("audit log space", PASS, detail)
+
+
 def run_verify(
     prefix: str | Path, identity: dict[str, Any] | None = None, agent_user: str | None = ""
 ) -> Report:
@@ -548,6 +568,7 @@ def run_verify(
     rows.extend(check_agent(t))
     rows.extend(check_root_paths(t))
     rows.append(check_tls_insecure(t))
+    rows.append(check_audit_space(t))
     return Report(rows)
 
 

@@ -71,7 +71,10 @@ class AuditUsage:
 
 def usage_of(directory: Path, max_bytes: int, min_free: int) -> AuditUsage:
     """Measure an audit directory from outside the server (``pmcp status`` and ``verify`` on the host)."""
-    used = sum(_size(p) for p in directory.glob("audit*")) if directory.is_dir() else 0
+    try:
+        used = sum(_size(p) for p in directory.glob("audit*")) if directory.is_dir() else 0
+    except OSError:  # not ours to read (run as root on the host)
+        used = 0
     try:
         st = os.statvfs(directory if directory.is_dir() else directory.parent)
         free = st.f_bavail * st.f_frsize

@@ -115,3 +115,43 @@ def test_verify_trusts_the_private_acme_root_of_a_domain_install(tmp_path: Path)
     assert any("pmcp unit private ACME root" in s for s in subjects(private))
     public = StackConfig(domain="pve.example.com")  # Let's Encrypt: the system's roots only
     assert not any("pmcp unit private ACME root" in s for s in subjects(public))
+
+
+def test_audit_space_warns_before_the_server_refuses_changes(tmp_path) -> None:
+    """Issue 11, item 7: status and verify warn while changes still work, with the directory to clear."""
+    from pmcp.lifecycle.status import audit_space, render_text
+    from pmcp.lifecycle.verify import check_audit_space
+    from pmcp.paths import InstallPaths
+
+    paths = InstallPaths.at(tmp_path / "inst")
+    paths.audit_dir.mkdir(parents=True)
+    paths.env_file.write_text("PMCP_MODE=operator\nPMCP_AUDIT_MAX_BYTES=1048576\n")
+    (paths.audit_dir / "audit.jsonl").write_bytes(b"x" * 100_000)
+    target = SimpleNamespace(paths=paths)
+    assert check_audit_space(target).result == PASS  # type: ignore[arg-type]
+
+    (paths.audit_dir / "audit-20260101T000000000000Z.jsonl.gz").write_bytes(b"x" * 800_000)
+    row = check_audit_space(target)  # type: ignore[arg-type]
+    assert row.result == WARN and "quota" in row.detail and str(paths.audit_dir) in row.fix
+    usage = audit_space(paths)
+    assert usage.used_bytes == 900_000 and usage.max_bytes == 1048576
+    text = render_text(
+        {
+            "version": "1",
+            "prefix": str(paths.prefix),
+            "pmcp_running": "1",
+            "mode": "operator",
+            "url": "u",
+            "image": "i",
+            "services": {},
+            "token_age": {"client": "1", "proxmox": "1"},
+            "audit": {
+                "directory": usage.directory,
+                "used_bytes": usage.used_bytes,
+                "max_bytes": usage.max_bytes,
+                "free_bytes": usage.free_bytes,
+                "warnings": usage.warnings,
+            },
+        }
+    )
+    assert "audit log: 0 of 1 MiB used" in text and "warning: the audit log uses" in text
