@@ -54,9 +54,10 @@ read `total`, page with `offset`). Guests are addressed by VMID alone. Change to
 and report outcome ok / failed (with exit status and log tail) / running (follow with task_status).
 Destructive tools and every tool that creates or consumes resources (clone_guest, resize_disk, migrate_guest,
 restore_backup, convert_to_template, delete_guest, stop_guest, reset_guest, rollback_snapshot,
-delete_snapshot) change nothing without confirm=true: call once without it, show the plan to the user, then
-confirm. Guests listed in PMCP_PROTECTED
-or tagged pmcp-protected are never changed. `capabilities` says what this server and its token may do."""
+delete_snapshot, and the hard stops shutdown_guest force_stop=true and backup_guest mode=stop) change nothing
+without confirm=true (the JSON boolean): call once without it, show the plan to the user, then confirm.
+Guests listed in PMCP_PROTECTED or tagged pmcp-protected are never changed.
+`capabilities` says what this server and its token may do."""
 
 
 UNSERVED_METHODS = (
