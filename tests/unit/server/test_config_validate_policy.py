@@ -32,6 +32,31 @@ def test_config_defaults_and_secret_not_in_repr(env):
     assert c.task_timeout == 60
 
 
+def test_limits_have_defaults_and_read_their_variables(env, tmp_path):
+    c = ServerConfig.from_env(env)
+    assert (c.sessions_per_token, c.rate_initialize, c.header_timeout, c.audit_max_bytes) == (
+        16,
+        30,
+        10.0,
+        512 * 1024 * 1024,
+    )
+    assert c.metrics_token_file is None and c.trusted_proxies == ()
+    c = ServerConfig.from_env(
+        env
+        | {
+            "PMCP_SESSIONS_PER_TOKEN": "4",
+            "PMCP_RATE_CHANGES": "0",
+            "PMCP_BODY_TIMEOUT": "2.5",
+            "PMCP_AUDIT_MIN_FREE": "0",
+            "PMCP_METRICS_TOKEN_FILE": "/run/pmcp/secrets/prometheus-token",
+            "PMCP_TRUSTED_PROXIES": "caddy, 10.0.0.0/8",
+        }
+    )
+    assert (c.sessions_per_token, c.rate_changes, c.body_timeout, c.audit_min_free) == (4, 0, 2.5, 0)
+    assert str(c.metrics_token_file) == "/run/pmcp/secrets/prometheus-token"
+    assert c.trusted_proxies == ("caddy", "10.0.0.0/8")
+
+
 def test_config_parses_lists_and_hosts(env, tmp_path):
     env |= {
         "PMCP_ALLOWED_HOSTS": "pve.example.com, 192.0.2.10,2001:db8::1",
@@ -58,6 +83,10 @@ def test_config_parses_lists_and_hosts(env, tmp_path):
         ({"PROXMOX_CA_FILE": "/nonexistent.pem"}, "PROXMOX_CA_FILE"),
         ({"PMCP_MODE": "operator"}, "PMCP_AUDIT_LOG"),
         ({"PMCP_TASK_TIMEOUT": "9999"}, "PMCP_TASK_TIMEOUT"),
+        ({"PMCP_RATE_TOOL_CALLS": "lots"}, "PMCP_RATE_TOOL_CALLS"),
+        ({"PMCP_SESSIONS_PER_TOKEN": "0"}, "PMCP_SESSIONS_PER_TOKEN.*at least 1"),
+        ({"PMCP_HEADER_TIMEOUT": "-1"}, "PMCP_HEADER_TIMEOUT"),
+        ({"PMCP_AUDIT_MAX_BYTES": "1000"}, "PMCP_AUDIT_MAX_BYTES"),
     ],
 )
 def test_config_errors_name_the_variable(env, change, words):
