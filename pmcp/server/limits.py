@@ -129,6 +129,7 @@ class ClientGuard:
         self.buckets: dict[tuple[str, str], Bucket] = {}
         self.sessions: dict[str, Session] = {}
         self.opening: dict[str, int] = {}  # sessions being opened right now, per token
+        self._warned: dict[str, float] = {}
         self._lock = anyio.Lock()
         self.rates = {
             "requests": config.rate_requests,
@@ -163,7 +164,7 @@ class ClientGuard:
         for kind in kinds:
             wait = self._take(token, kind)
             if wait:
-                log.warning("client %s over its %s limit (%d/min)", token, kind, self.rates[kind])
+                self._warn_once(token, f"client {token} over its {kind} limit ({self.rates[kind]}/min)")
                 await _reply(send, 429, f"rate limit: too many {kind} for this client", wait)
                 return
         sid = _header(scope, b"mcp-session-id")
@@ -181,13 +182,7 @@ class ClientGuard:
                 30,
             )
             return
-        try:
-            await self._serve(scope, _replay(body, receive), send, token, sid)
-        finally:
-            if opening:
-                self.opening[token] -= 1
-                if not self.opening[token]:
-                    del self.opening[token]
+        await self._serve(scope, _replay(body, receive), send, token, sid, opening)
 
     async def address(self, scope: Scope) -> str | None:
         peer = (scope.get("client") or (None,))[0]
@@ -200,6 +195,13 @@ class ClientGuard:
                 except ValueError:
                     return peer
         return peer
+
+    def _warn_once(self, token: str, message: str) -> None:
+        """One log line per token and minute: a flood of refused requests must not flood the log."""
+        now = time.monotonic()
+        if now - self._warned.get(token, -math.inf) >= 60:
+            self._warned[token] = now
+            log.warning("%s (further ones this minute are not logged)", message)
 
     def _take(self, token: str, kind: str) -> float:
         rate = self.rates[kind]
@@ -251,7 +253,9 @@ class ClientGuard:
             victim = min(quiet, key=lambda item: item[1].last)
             del self.sessions[victim[0]]
             self.opening[token] = self.opening.get(token, 0) + 1
-        log.info("client %s at its session cap: closing its least recently used idle session", token)
+        self._warn_once(
+            token, f"client {token} at its session cap: closing its least recently used idle ones"
+        )
         await self._close(victim[0], victim[1], token)
         return True
 
@@ -295,14 +299,25 @@ class ClientGuard:
         with anyio.move_on_after(5):
             await self.app(scope, receive, discard)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, token: str, sid: str | None) -> None:
+    def _opened(self, token: str) -> None:
+        """An admitted opening request is over (its session registered, or refused): release its slot."""
+        left = self.opening.get(token, 0) - 1
+        if left > 0:
+            self.opening[token] = left
+        else:
+            self.opening.pop(token, None)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, token: str, sid: str | None, opening: bool
+    ) -> None:
         status = 0
+        pending = opening  # holds an admission slot until its session is registered
         session = self.sessions.get(sid) if sid else None
         if session is not None:
             session.inflight += 1
 
         async def watch(message: Message) -> None:
-            nonlocal status, session
+            nonlocal status, session, pending
             if message["type"] == "http.response.start":
                 status = message["status"]
                 known = sid
@@ -313,11 +328,16 @@ class ClientGuard:
                 if 200 <= status < 300 and known and session is None and known not in self.sessions:
                     host = (_header(scope, b"host") or "").encode()
                     session = self.sessions[known] = Session(token, time.monotonic(), 1, host)
+                if pending:
+                    pending = False
+                    self._opened(token)
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
         finally:
+            if pending:
+                self._opened(token)
             if session is not None:
                 session.inflight -= 1
                 session.last = time.monotonic()
