@@ -35,6 +35,7 @@ def test_compose_has_the_hardening_and_loopback_server_port() -> None:
     assert text.count("read_only: true") == 3
     assert text.count("cap_drop: [ALL]") == 3
     assert text.count('security_opt: ["no-new-privileges:true"]') == 3
+    assert text.count('options: {max-size: "10m", max-file: "3"}') == 3  # container logs cannot fill the disk
     assert '"127.0.0.1:8080:8080"' in text
     assert 'user: "10001:10001"' in text
     assert 'profiles: ["monitoring"]' in text
@@ -46,6 +47,8 @@ def test_env_file_holds_no_secret_and_points_at_secret_files() -> None:
     assert "PMCP_MODE=operator" in env
     assert "PROXMOX_TOKEN_SECRET_FILE=/run/pmcp/secrets/proxmox-token" in env
     assert "PMCP_AUTH_TOKEN_FILE=/run/pmcp/secrets/client-tokens" in env
+    assert "PMCP_METRICS_TOKEN_FILE=/run/pmcp/secrets/prometheus-token" in env  # /metrics only
+    assert "PMCP_TRUSTED_PROXIES=caddy" in env  # X-Forwarded-For believed from Caddy alone
     assert "PMCP_ALLOWED_HOSTS=pve.example.com,192.0.2.10,localhost,127.0.0.1" in env
     assert "https://pve.example.com" in env  # origins, default port 443 without suffix
     assert "PROXMOX_TLS_INSECURE=0" in env
