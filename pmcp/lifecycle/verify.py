@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -75,6 +75,7 @@ class Target:
     agent_user: str | None
     identity: dict[str, Any]
     node: str = ""
+    image_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -141,6 +142,7 @@ def load_target(prefix: str | Path) -> Target:
         agent_user=data.get("options", {}).get("agent_user"),
         identity=data.get("identity", {}),
         node=data.get("node", ""),
+        image_ids=data.get("image_ids") or {},
     )
 
 
@@ -529,6 +531,56 @@ def check_container_ids(t: Target) -> Row:
     return Row("container ids", PASS, f"{uid}:{gid} used by no host account; secrets/ root:{gid}, 0750/0640")
 
 
+def image_problems(
+    running: dict[str, dict[str, Any]], recorded: dict[str, str], mcp_labels: dict[str, str], digest: str
+) -> list[Row]:
+    """Each service runs the image install recorded for its tag (tags can be moved), and the MCP image
+    holds this install's pmcp file (its io.pmcp.sha256 label)."""
+    rows = []
+    for svc, attrs in sorted(running.items()):
+        tag, image_id = (attrs.get("Config") or {}).get("Image", ""), attrs.get("Image", "")
+        want = recorded.get(tag)
+        if not want:
+            rows.append(Row(f"{svc} image", WARN, f"no image id recorded for {tag}", "re-run pmcp install"))
+        elif want != image_id:
+            rows.append(
+                Row(
+                    f"{svc} image",
+                    FAIL,
+                    f"runs {image_id[7:19]} but install recorded {want[7:19]} for {tag}: the tag was moved",
+                    "find out who re-tagged it (`docker image inspect`), then re-run pmcp install",
+                )
+            )
+        else:
+            rows.append(Row(f"{svc} image", PASS, f"{tag} = {image_id[7:19]}, as installed"))
+    label = mcp_labels.get("io.pmcp.sha256", "")
+    if "mcp-server" in running and digest and label != digest:
+        rows.append(
+            Row(
+                "mcp-server pmcp file",
+                FAIL,
+                f"the image holds pmcp {label[:12] or '(no label)'}, the install's file is {digest[:12]}",
+                "re-run pmcp install with the release file (it rebuilds the image)",
+            )
+        )
+    return rows
+
+
+def check_images(t: Target) -> list[Row]:
+    try:
+        c = engine.client()
+    except StepError:
+        return []  # check_containers already reports an unreachable engine
+    running = {
+        svc: ctr.attrs
+        for svc, ctr in engine.project_containers(c, t.project).items()
+        if svc in ("mcp-server", "caddy", "prometheus")
+    }
+    mcp = running.get("mcp-server")
+    labels = engine.image_labels(c, mcp.get("Image", "")) if mcp else {}
+    return image_problems(running, t.image_ids, labels, t.config.digest)
+
+
 def check_audit_space(t: Target) -> Row:
     """Warn before the audit log's quota or its disk runs short: then the server refuses every change."""
     from pmcp.lifecycle.status import audit_space
@@ -568,6 +620,7 @@ def run_verify(
     rows.extend(check_agent(t))
     rows.extend(check_root_paths(t))
     rows.append(check_tls_insecure(t))
+    rows.extend(check_images(t))
     rows.append(check_audit_space(t))
     return Report(rows)
 

@@ -72,6 +72,16 @@ def image_present(c: Any, name: str) -> str | None:
         return None
 
 
+def image_labels(c: Any, name: str) -> dict[str, str]:
+    """The labels of an image (by tag or id), {} when it is absent."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return dict(c.images.get(name).labels or {})
+    except ImageNotFound:
+        return {}
+
+
 def load_archive(c: Any, archive: Path) -> list[str]:
     """Load a `docker save` archive (gzip or plain tar), streamed: the engine decompresses it itself."""
     if not archive.is_file():

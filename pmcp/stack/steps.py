@@ -307,17 +307,54 @@ class ImageStep:
                     verify_bundle(self.ctx.images_archive)  # a damaged bundle is refused before any change
                 plan.changes.append(f"load images from {self.ctx.images_archive}")
                 return plan
-        if not engine.image_present(c, cfg.mcp_image):
+        moved = self._moved_tag()
+        if not engine.image_present(c, cfg.mcp_image) or moved:
             if engine.self_file() is None:
+                absent = (
+                    f"image {cfg.mcp_image} is not present, and this pmcp is not a release file to build it"
+                )
                 raise StepError(
-                    f"image {cfg.mcp_image} is not present, and this pmcp is not a release file to build it",
+                    moved or absent,
                     fix="run the release file (dist/pmcp, `make dist`), or set PMCP_SELF=/path/to/pmcp",
                 )
-            plan.changes.append(f"build {cfg.mcp_image} from {cfg.base_image} + this pmcp file (no network)")
+            why = f" ({moved})" if moved else ""
+            plan.changes.append(
+                f"build {cfg.mcp_image} from {cfg.base_image} + this pmcp file (no network){why}"
+            )
         for name in self._needed():
             if not engine.image_present(c, name):
                 plan.changes.append(f"pull {name}")
+        if not plan.changes and self._unrecorded():
+            plan.changes.append("record the ids of the stack's images in state.json (verify checks them)")
         return plan
+
+    def _moved_tag(self) -> str:
+        """Why the MCP image under its tag is not built from this pmcp file ('' when it is): a tag can be
+        moved, its ``io.pmcp.sha256`` label says which pmcp file the image holds."""
+        cfg = self.ctx.config
+        if not cfg.digest or not engine.image_present(self.ctx.docker, cfg.mcp_image):
+            return ""
+        label = engine.image_labels(self.ctx.docker, cfg.mcp_image).get("io.pmcp.sha256", "")
+        if label == cfg.digest:
+            return ""
+        return (
+            f"the image tagged {cfg.mcp_image} holds pmcp {label[:12] or '(no label)'}, not this file "
+            f"({cfg.digest[:12]}): its tag was moved"
+        )
+
+    def _image_ids(self) -> dict[str, str]:
+        names = [self.ctx.config.mcp_image, *self._needed()]
+        return {n: i for n in names if (i := engine.image_present(self.ctx.docker, n) or "")}
+
+    def _unrecorded(self) -> bool:
+        """Images present whose ids install never recorded (an install made before it recorded them).
+        An id that differs from the recorded one is not re-recorded here: verify reports it."""
+        recorded = statefile.load(self.ctx.paths).get("image_ids") or {}
+        return any(name not in recorded for name in self._image_ids())
+
+    def _record_ids(self) -> None:
+        recorded = statefile.load(self.ctx.paths).get("image_ids") or {}
+        statefile.update(self.ctx.paths, image_ids=recorded | self._image_ids())
 
     def apply(self) -> None:
         cfg = self.ctx.config
@@ -329,13 +366,14 @@ class ImageStep:
                 load_bundle(self.ctx.images_archive, client=c)
             else:
                 engine.load_archive(c, Path(self.ctx.images_archive))
-        if not engine.image_present(c, cfg.mcp_image):
+        if not engine.image_present(c, cfg.mcp_image) or self._moved_tag():
             pmcp_file = engine.self_file()
             assert pmcp_file is not None
             engine.build_mcp_image(c, self.ctx.paths.image_dir, cfg.mcp_image, cfg.base_image, pmcp_file)
             self._built = True
         for name in self._needed():
             engine.ensure_pulled(c, name)
+        self._record_ids()
 
     def undo(self) -> None:
         if not self.remove_on_undo:

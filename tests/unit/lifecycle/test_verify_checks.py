@@ -155,3 +155,27 @@ def test_audit_space_warns_before_the_server_refuses_changes(tmp_path) -> None:
         }
     )
     assert "audit log: 0 of 1 MiB used" in text and "warning: the audit log uses" in text
+
+
+def test_images_are_checked_against_the_ids_install_recorded() -> None:
+    """Issue 11, item 8: images by mutable tag; a moved tag or a foreign pmcp file in the image fails."""
+    from pmcp.lifecycle.verify import image_problems
+
+    mcp_id, caddy_id, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64
+    running = {
+        "mcp-server": {"Config": {"Image": "pmcp/mcp-server:1-abc"}, "Image": mcp_id},
+        "caddy": {"Config": {"Image": "caddy:2.10-alpine"}, "Image": caddy_id},
+    }
+    recorded = {"pmcp/mcp-server:1-abc": mcp_id, "caddy:2.10-alpine": caddy_id}
+    good = image_problems(running, recorded, {"io.pmcp.sha256": "d" * 64}, "d" * 64)
+    assert [r.result for r in good] == [PASS, PASS]
+
+    moved = image_problems(
+        running, recorded | {"caddy:2.10-alpine": other}, {"io.pmcp.sha256": "d" * 64}, "d" * 64
+    )
+    row = next(r for r in moved if r.check == "caddy image")
+    assert row.result == FAIL and "tag was moved" in row.detail
+
+    foreign = image_problems(running, recorded, {"io.pmcp.sha256": "e" * 64}, "d" * 64)
+    assert any(r.check == "mcp-server pmcp file" and r.result == FAIL for r in foreign)
+    assert image_problems(running, {}, {}, "")[0].result == WARN  # an older install recorded nothing
