@@ -154,15 +154,10 @@ class ClientGuard:
                 return
             body = read
         methods, tools = _methods(body)
-        kinds = ["requests"]
-        if "initialize" in methods:
-            kinds.append("initialize")
-        if tools:
-            kinds.append("tool-calls")
-            if _changes(tools):
-                kinds.append("changes")
-        for kind in kinds:
-            wait = self._take(token, kind)
+        kinds = {"requests": 1, "initialize": int("initialize" in methods)}
+        kinds |= {"tool-calls": len(tools), "changes": _changes(tools)}  # a batch counts every call
+        for kind, count in kinds.items():
+            wait = max((self._take(token, kind) for _ in range(count)), default=0.0)
             if wait:
                 self._warn_once(token, f"client {token} over its {kind} limit ({self.rates[kind]}/min)")
                 await _reply(send, 429, f"rate limit: too many {kind} for this client", wait)
@@ -442,11 +437,12 @@ def _methods(body: bytes) -> tuple[set[str], list[str]]:
     return methods, tools
 
 
-def _changes(tools: list[str]) -> bool:
+def _changes(tools: list[str]) -> int:
+    """How many of the called tools change something (the audited ones)."""
     from pmcp.server.policy import Risk
     from pmcp.server.registry import TOOLS
 
-    return any(name in TOOLS and TOOLS[name].risk is not Risk.READ for name in tools)
+    return sum(1 for name in tools if name in TOOLS and TOOLS[name].risk is not Risk.READ)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -30,6 +30,9 @@ def test_install_succeeds_and_verifies(demo_stack: DemoStack) -> None:
     checks = {r["check"]: r["result"] for r in res.verify}
     for name in ("mcp session", "auth required", "tls", "mcp-server hardening", "caddy hardening"):
         assert checks[name] == "pass", (name, res.verify)
+    # the images run are the ones install recorded, and the MCP image holds this pmcp file (issue 11)
+    assert checks["mcp-server image"] == "pass" and checks["caddy image"] == "pass", res.verify
+    assert "mcp-server pmcp file" not in checks and checks["audit log space"] in ("pass", "warn")
     assert res.url.startswith("https://localhost:") and res.url.endswith("/mcp")
     data = res.to_dict()
     assert data["ok"] and data["changed"] and Path(data["transcript"]).exists()
@@ -103,6 +106,39 @@ def test_status_cli(demo_stack: DemoStack) -> None:
     st = json.loads(proc.stdout)
     assert st["healthy"] and st["services"]["mcp-server"]["health"] == "healthy"
     assert st["services"]["caddy"]["status"] == "running"
+
+
+def test_audit_records_the_client_address_caddy_saw(demo_stack: DemoStack) -> None:
+    """Through Caddy, the audit's address is the client's (X-Forwarded-For, believed from Caddy only),
+    not Caddy's own; a call the read-only mode refuses is recorded too (issue 11, item 8)."""
+    import anyio
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from pmcp.lifecycle.verify import load_target
+    from pmcp.paths import InstallPaths
+    from pmcp.stack import engine
+
+    t = load_target(demo_stack.prefix)
+
+    async def go() -> bool:
+        headers = {"Authorization": f"Bearer {t.token}", "X-Forwarded-For": "203.0.113.66"}
+        async with (
+            httpx2.AsyncClient(headers=headers, verify=t.ssl_context(), timeout=60) as http,
+            Client(streamable_http_client(t.url, http_client=http)) as client,
+        ):
+            result = await client.call_tool("start_guest", {"vmid": 100})
+            return bool(result.is_error)
+
+    assert anyio.run(go)  # read-only: refused
+    audit = InstallPaths.at(demo_stack.prefix).audit_log.read_text().splitlines()
+    record = json.loads(audit[-1])
+    assert record["phase"] == "refused" and record["tool"] == "start_guest"
+    caddy = engine.project_containers(engine.client(), t.project)["caddy"]
+    caddy_ips = {n["IPAddress"] for n in caddy.attrs["NetworkSettings"]["Networks"].values()}
+    assert record["address"] and record["address"] not in caddy_ips, (record, caddy_ips)
+    assert record["address"] != "203.0.113.66"  # Caddy does not pass on what a client claims
 
 
 def test_wrong_client_token_is_refused(demo_stack: DemoStack) -> None:
