@@ -74,7 +74,7 @@ async def audit_log(
     entries = call.rt.audit.recent(limit, tool_name)
     lines = [f"{len(entries)} audit entries, newest first."]
     for e in entries:
-        what = e.get("outcome") if e.get("phase") == "outcome" else "intent"
+        what = e.get("outcome") if e.get("phase") == "outcome" else e.get("phase", "intent")
         lines.append(
             f"- {e.get('time')} {e.get('client')} {e.get('tool')} {what} {e.get('upid') or ''}".rstrip()
         )
