@@ -523,3 +523,25 @@ def test_confirm_is_only_the_json_boolean_true(server, sim, value):
         assert result.is_error
     assert sim.state.guest(vmid)["status"] == "running"
     assert len(sim.state.world["tasks"]) == before
+
+
+def test_smuggled_proxmox_parameter_does_not_raise_the_risk_or_reach_proxmox(make_server, sim):
+    """`forceStop` (Proxmox's own name) next to the tool's arguments is dropped by the schema: the call
+    stays a clean shutdown in operator mode, and `force_stop` as a string is refused."""
+    vmid = guests_where(sim, type="lxc", status="running")[3]
+
+    async def go(served):
+        async with connect(served) as client:
+            return [
+                await client.call_tool("shutdown_guest", {"vmid": vmid, "force_stop": "true"}),
+                await client.call_tool("shutdown_guest", {"vmid": vmid, "timeout": 30, "forceStop": True}),
+            ]
+
+    with make_server(mode=Mode.OPERATOR) as served:
+        as_string, smuggled = run(go, served)
+        intents = [json.loads(x) for x in served.audit_path.read_text().splitlines()]
+    assert as_string.is_error
+    assert structured(smuggled)["outcome"] == "ok"
+    [intent] = [r for r in intents if r["phase"] == "intent"]
+    assert intent["risk"] == "change" and intent["arguments"]["force_stop"] is False
+    assert "forceStop" not in intent["arguments"]
