@@ -95,6 +95,9 @@ def stack(guests: int, workdir: Path) -> Iterator[tuple[str, str, str, str]]:
             "PROXMOX_TOKEN_SECRET_FILE": str(workdir / "secret"),
             "PROXMOX_CA_FILE": str(ca),
             "PMCP_AUTH_TOKEN_FILE": str(tokens),
+            # throughput of one client, measured: the per-token rate limits would answer it 429
+            "PMCP_RATE_TOOL_CALLS": "0",
+            "PMCP_RATE_REQUESTS": "0",
         }
         with process([sys.executable, "-m", "pmcp", "serve", "--port", str(mcp_port)], server_env) as server:
             base = f"http://127.0.0.1:{mcp_port}"

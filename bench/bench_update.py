@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pmcp import authtokens  # noqa: E402
 from pmcp.paths import InstallPaths  # noqa: E402
-from tests.support.update_load import ClientLoop, make_variant  # noqa: E402
+from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop, make_variant  # noqa: E402
 
 
 def free_port() -> int:
@@ -93,6 +93,7 @@ def main() -> int:
         )
         assert opts.sim is not None
         opts.sim.task_seconds = args.task_seconds
+        opts.extra_env = dict(LOAD_TEST_LIMITS)  # the client loop would be rate-limited
         started = time.monotonic()
         res = install(opts, kind="demo")
         if not res.ok:

@@ -8,7 +8,7 @@ then answered 503 to every other handshake-era client for 30 minutes, and memory
 ``/mcp``:
 - it reads the body itself, within ``PMCP_BODY_TIMEOUT`` and ``max_body_bytes`` (408 / 413), and
   hands the same bytes on, so it can see which JSON-RPC methods a request carries;
-- token buckets per client token (``PMCP_RATE_*`` per minute, bursts of a quarter of that): every
+- token buckets per client token (``PMCP_RATE_*`` per minute, bursts of half that): every
   request, ``initialize``, ``tools/call``, and calls of change tools (the audited ones, so one token
   cannot fill the audit quota fast); over the limit: 429 with ``Retry-After``;
 - sessions per token (``PMCP_SESSIONS_PER_TOKEN``): a token at its cap that opens another session
@@ -49,11 +49,12 @@ RESOLVE_EVERY = 30.0  # seconds a trusted proxy's resolved addresses are kept
 
 
 class Bucket:
-    """A token bucket: ``per_minute`` sustained, bursts of a quarter of that (at least 1)."""
+    """A token bucket: ``per_minute`` sustained, bursts of half that (at least 1): an agent's parallel
+    tool calls fit in a burst, a loop does not."""
 
     def __init__(self, per_minute: int) -> None:
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, per_minute / 4)
+        self.capacity = max(1.0, per_minute / 2)
         self.tokens = self.capacity
         self.at = time.monotonic()
 

@@ -167,9 +167,11 @@ def project_containers(prefix: Path) -> list[str]:
 def demo_stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     """One demo stack (install against the simulator service) shared by a module's tests; removed after."""
     from pmcp.lifecycle.install import install
+    from tests.support.update_load import LOAD_TEST_LIMITS
 
     prefix = tmp_path_factory.mktemp("stack") / "inst"
     opts = demo_opts(prefix)
+    opts.extra_env = dict(LOAD_TEST_LIMITS)  # test_update measures it with a client loop
     steps: list[Any] = []
     result = install(opts, report=steps.append, kind="demo")
     try:

@@ -52,6 +52,15 @@ class LoadStats:
 
 KINDS = {"single-exchange": "auto", "handshake": "legacy"}  # LoadStats.kind -> the SDK client's mode
 
+# The per-token rate limits (pmcp.server.limits) would answer a load loop 429 within seconds: a stack
+# or server that one of these loops measures turns them off (their own unit tests keep them honest).
+LOAD_TEST_LIMITS = {
+    "PMCP_RATE_INITIALIZE": "0",
+    "PMCP_RATE_TOOL_CALLS": "0",
+    "PMCP_RATE_CHANGES": "0",
+    "PMCP_RATE_REQUESTS": "0",
+}
+
 
 class ClientLoop:
     """Call one read tool (or tools/list) in a loop on a background thread until ``stop()``.

@@ -100,22 +100,22 @@ def test_busy_sessions_at_the_cap_get_429_with_retry_after(make_server):
 def test_initialize_and_tool_call_rates_are_per_token(make_server, sim):
     with make_server(rate_initialize=4, rate_tool_calls=8, rate_changes=4) as served:
         other = authtokens.add(served.config.auth_token_file, "cursor")
-        assert _init(served, served.token).status_code == 200  # burst of 4/4 = 1
+        assert [_init(served, served.token).status_code for _ in range(2)] == [200, 200]  # burst: 4/2
         limited = _init(served, served.token)
         assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 15
         assert _init(served, other).status_code == 200  # the other token is untouched
-        assert _init(served, other).status_code == 429  # and has a budget of its own
+        assert [_init(served, other).status_code for _ in range(2)] == [200, 429]  # and has its own budget
 
-    with make_server(rate_tool_calls=8) as served:  # burst 2
+    with make_server(rate_tool_calls=8) as served:  # burst 4
         session = _init(served, served.token).headers["mcp-session-id"]
         _in_session(served, served.token, session, INITIALIZED)
         call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "capabilities"}}
-        codes = [_in_session(served, served.token, session, call).status_code for _ in range(3)]
-        assert codes == [200, 200, 429]
+        codes = [_in_session(served, served.token, session, call).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 200, 429]
         assert _in_session(served, served.token, session, PING).status_code == 200  # not a tool call
 
     vmid = next(int(v) for v, g in sorted(sim.state.world["guests"].items()) if g["type"] == "qemu")
-    with make_server(rate_changes=4) as served:  # burst 1: one audited call, then 429
+    with make_server(rate_changes=2) as served:  # burst 1: one audited call, then 429
         session = _init(served, served.token).headers["mcp-session-id"]
         _in_session(served, served.token, session, INITIALIZED)
         change = {
