@@ -164,14 +164,16 @@ def project_containers(prefix: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
-    """One demo stack (install against the simulator service) shared by a module's tests; removed after."""
+def demo_stack(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DemoStack]:
+    """One demo stack (install against the simulator service) shared by a module's tests; removed after.
+    A module's ``STACK_EXTRA_ENV`` goes into the server's .env (test_update turns the rate limits off)."""
     from pmcp.lifecycle.install import install
-    from tests.support.update_load import LOAD_TEST_LIMITS
 
     prefix = tmp_path_factory.mktemp("stack") / "inst"
     opts = demo_opts(prefix)
-    opts.extra_env = dict(LOAD_TEST_LIMITS)  # test_update measures it with a client loop
+    opts.extra_env = dict(getattr(request.module, "STACK_EXTRA_ENV", {}))
     steps: list[Any] = []
     result = install(opts, report=steps.append, kind="demo")
     try:

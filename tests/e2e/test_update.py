@@ -25,9 +25,10 @@ import pytest
 
 from pmcp.paths import InstallPaths
 from tests.e2e.conftest import ROOT, DemoStack, pmcp_cli
-from tests.support.update_load import make_variant
+from tests.support.update_load import LOAD_TEST_LIMITS, make_variant
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+STACK_EXTRA_ENV = LOAD_TEST_LIMITS  # the client loop calls as fast as it can: no per-token rate limits
 
 GRACE = "1"
 
