@@ -181,15 +181,14 @@ class ClientGuard:
         await self._serve(scope, _replay(body, receive), send, token, sid, opening)
 
     async def address(self, scope: Scope) -> str | None:
+        """The TCP peer, or the last X-Forwarded-For entry (the one the proxy wrote) from a trusted proxy."""
         peer = (scope.get("client") or (None,))[0]
-        if peer and self.proxies and await self.proxies.trusts(peer):
-            forwarded = _header(scope, b"x-forwarded-for")
-            if forwarded:
-                last = forwarded.split(",")[-1].strip()
-                try:
-                    return str(ipaddress.ip_address(last))
-                except ValueError:
-                    return peer
+        forwarded = _header(scope, b"x-forwarded-for")
+        if peer and forwarded and self.proxies and await self.proxies.trusts(peer):
+            try:
+                return str(ipaddress.ip_address(forwarded.split(",")[-1].strip()))
+            except ValueError:
+                return peer
         return peer
 
     def _warn_once(self, token: str, message: str) -> None:
