@@ -36,7 +36,13 @@ GRACE = "1"
 @pytest.fixture(scope="module")
 def variants(pmcp_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("variants")
-    broken = "import sys\nsys.stderr.write('this pmcp is broken on purpose (test)\\n')\nsys.exit(3)\n"
+    # `--version` still works (the image build runs it to unpack the file), the server does not: the
+    # candidate check is what must catch it.
+    broken = (
+        "import sys\n"
+        "if '--version' in sys.argv:\n    print('pmcp, version broken')\n    sys.exit(0)\n"
+        "sys.stderr.write('this pmcp is broken on purpose (test)\\n')\nsys.exit(3)\n"
+    )
     return {
         "v1": pmcp_file,
         "v2": make_variant(pmcp_file, d / "pmcp-v2", body="v2\n"),
