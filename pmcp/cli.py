@@ -1,4 +1,10 @@
-"""The click command tree. Thin: parse, call the lifecycle or the server, render.
+"""The click command tree. Thin: check the input at the edge, call the lifecycle or the server, and
+render the one ``Result`` every command returns (pmcp.outcome), in one place, as text, ``--json`` or
+``--quiet``. Exit codes: pmcp.errors.ExitCode (README, "Exit codes").
+
+No input produces a traceback: a bad option is refused with its fix (exit 2), a failure the user can
+act on is rendered with its fix, and an unexpected exception prints one line and the path of the
+transcript that holds the traceback (exit 70).
 
 Imports of anything heavy (docker, requests, the MCP SDK, pydantic, uvicorn) happen inside the
 commands that need them, so ``pmcp --help`` stays as fast as click itself.
@@ -6,42 +12,256 @@ commands that need them, so ``pmcp --help`` stays as fast as click itself.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from pmcp import __version__
+from pmcp.errors import ExitCode, NotReady, PmcpError, UsageError
+from pmcp.outcome import Result, step_line
+from pmcp.paths import DEFAULT_PREFIX
+from pmcp.steps import StepResult
 
-DEFAULT_PREFIX = "/opt/proxmox-mcp"
+MODES = ["read-only", "operator", "admin"]
 
 
-class NotImplementedYet(click.ClickException):
-    """A command that is not built yet: exit 2 and say so, never pretend to succeed."""
+# --- the one renderer --------------------------------------------------------------------------------
 
-    exit_code = 2
 
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what}: not implemented yet")
+class Output:
+    """How one command talks: live step lines and progress in text mode, nothing else until the end."""
+
+    def __init__(self, command: str, as_json: bool = False, quiet: bool = False) -> None:
+        self.command = command
+        self.json = as_json
+        self.quiet = quiet
+
+    @property
+    def text(self) -> bool:
+        return not (self.json or self.quiet)
+
+    def step(self, r: StepResult) -> None:
+        """A step as it ends (a run_steps reporter)."""
+        if self.text:
+            click.echo(step_line(r))
+
+    def progress(self, line: str) -> None:
+        """Progress of a long phase: on stderr, so stdout stays the result."""
+        if self.text:
+            click.echo(line, err=True)
+
+    def result(self, **kw: Any) -> Result:
+        return Result(self.command, **kw)
+
+
+def render(res: Result, as_json: bool, quiet: bool) -> None:
+    """Print a Result: the JSON envelope on stdout, or its text; an error always on stderr."""
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+    elif not quiet:
+        for line in res.text:
+            click.echo(line)
+    if res.error is not None:
+        err = res.error
+        click.echo(f"pmcp {res.command}: error: {err.message}".replace("pmcp : ", "pmcp: "), err=True)
+        if not as_json:
+            for line in err.detail.splitlines()[-30:]:
+                click.echo(f"    {line}", err=True)
+        if err.fix:
+            click.echo(f"  fix: {err.fix}", err=True)
+        if res.transcript:
+            click.echo(f"  transcript: {res.transcript}", err=True)
+
+
+def crashed(command: str, exc: BaseException) -> Result:
+    """An exception nobody expected: one line for the user, the traceback into a transcript."""
+    import traceback
+
+    path = ""
+    try:
+        from pmcp.lifecycle.transcript import open_transcript
+
+        t = open_transcript("crash")
+        t.line(f"pmcp {command} {' '.join(sys.argv[1:])}")
+        t.line("".join(traceback.format_exception(exc)))
+        t.finish(False, f"{type(exc).__name__} (a bug)")
+        path = str(t.path)
+    except Exception:  # no place to write: the one line must still come out
+        pass
+    first = (str(exc).splitlines() or [""])[0][:200]
+    err = PmcpError(
+        f"unexpected {type(exc).__name__}: {first}" if first else f"unexpected {type(exc).__name__}",
+        fix="this is a bug in pmcp: please report it with the transcript"
+        + ("" if path else " (none could be written: run with PMCP_LOG_DIR=DIR)"),
+        exit_code=ExitCode.INTERNAL,
+    )
+    return Result.failed(command, err, transcript=path)
+
+
+def _command_name(ctx: click.Context | None) -> str:
+    return " ".join(ctx.command_path.split()[1:]) if ctx else ""
+
+
+def outcome(fn: Callable[..., Result | None]) -> Callable[..., None]:
+    """Make a click callback a pmcp command: adds --json and --quiet, turns whatever happens into one
+    Result, renders it, exits with its code. ``fn(out, **options)`` returns the Result (None: it has
+    rendered itself, e.g. the demo, which prints when ready and then serves)."""
+
+    @functools.wraps(fn)
+    def wrapper(**kw: Any) -> None:
+        ctx = click.get_current_context()
+        out = Output(_command_name(ctx), kw.pop("as_json", False), kw.pop("quiet", False))
+        try:
+            res = fn(out, **kw)
+        except PmcpError as exc:
+            res = Result.failed(out.command, exc)
+        except click.Abort:
+            res = Result.failed(out.command, PmcpError("aborted: nothing was changed"))
+        except KeyboardInterrupt:
+            res = Result.failed(
+                out.command,
+                PmcpError("interrupted", fix="run it again: each step is safe to repeat",
+                          exit_code=ExitCode.INTERRUPTED),
+            )  # fmt: skip
+        except (SystemExit, click.exceptions.Exit):
+            raise
+        except Exception as exc:
+            res = crashed(out.command, exc)
+        if res is None:
+            ctx.exit(0)
+        render(res, out.json, out.quiet)
+        ctx.exit(res.code)
+
+    wrapper = click.option("--quiet", "-q", is_flag=True, help="Print only errors (for cron).")(wrapper)
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON result (also on failure).")(
+        wrapper
+    )
+
+
+class PmcpGroup(click.Group):
+    """The root group: click's own errors (unknown option, bad number, missing argument) and a bad
+    value refused by a check take the same way out as every other failure."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(argv, "pmcp", standalone_mode=False, **extra)  # one name, also in tests
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "pmcp"
+            res = Result.failed(
+                _command_name(exc.ctx), UsageError(exc.format_message(), fix=f"see `{where} --help`")
+            )
+            code = self._render(res, argv)
+        except click.ClickException as exc:
+            res = Result.failed("", PmcpError(exc.format_message(), exit_code=exc.exit_code))
+            code = self._render(res, argv)
+        except click.Abort:
+            code = self._render(Result.failed("", PmcpError("aborted: nothing was changed")), argv)
+        except PmcpError as exc:  # a check in a parameter type
+            code = self._render(Result.failed(getattr(exc, "command", ""), exc), argv)
+        except KeyboardInterrupt:
+            code = ExitCode.INTERRUPTED
+        except Exception as exc:
+            code = self._render(crashed(" ".join(a for a in argv[:1] if not a.startswith("-")), exc), argv)
+        sys.exit(code or 0)
+
+    @staticmethod
+    def _render(res: Result, argv: list[str]) -> int:
+        render(res, "--json" in argv, "--quiet" in argv or "-q" in argv)
+        return res.code
+
+
+class Checked(click.ParamType):
+    """A click type that runs one of pmcp.inputs' checks; the refusal names the option and the fix."""
+
+    def __init__(self, check: Callable[[Any], Any], name: str = "text", base: type = str) -> None:
+        self.check = check
+        self.name = name
+        self.base = base
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str) or self.base is str:
+            raw = value
+        else:
+            try:
+                raw = self.base(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a {self.name}", param, ctx)
+        try:
+            return self.check(raw)
+        except UsageError as exc:
+            opt = (
+                (param.opts[-1] if param.opts and param.param_type_name == "option" else None)
+                if param
+                else None
+            )
+            label = opt or (param.human_readable_name if param else "")
+            err = UsageError(f"{label} {value}: {exc.message}" if label else exc.message, fix=exc.fix)
+            err.command = _command_name(ctx)  # type: ignore[attr-defined]
+            raise err from None
+
+
+def port_type(allow_zero: bool = False, zero_means: str = "none") -> Checked:
+    from pmcp import inputs
+
+    return Checked(lambda v: inputs.port(v, allow_zero=allow_zero, zero_means=zero_means), "port", int)
+
+
+def _lazy(name: str, **kw: Any) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        from pmcp import inputs
+
+        return getattr(inputs, name)(value, **kw)
+
+    return check
+
+
+SECONDS = Checked(_lazy("non_negative"), "number", float)
+
+
+def require_root(what: str) -> None:
+    """Commands that change the host say so first, before any other check can bury it."""
+    if os.geteuid() != 0:
+        raise NotReady(
+            f"pmcp {what} changes this host and must run as root",
+            fix=f"sudo pmcp {what} ... (or run it in a root shell)",
+        )
+
+
+def tty() -> bool:
+    return sys.stdin.isatty()
 
 
 prefix_option = click.option(
     "--prefix",
     default=DEFAULT_PREFIX,
     show_default=True,
-    type=click.Path(file_okay=False),
+    type=Checked(_lazy("absolute_dir"), "directory"),
     help="Install directory of the stack.",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON result.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=PmcpGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, "-V", "--version", prog_name="pmcp")
 def main() -> None:
     """Install, run and keep up to date a least-privilege MCP server for Proxmox VE.
 
     Copy this one file onto a Proxmox host and run `pmcp install`. Try it anywhere with
     `pmcp demo`: the real server against a built-in Proxmox simulator.
+
+    Every command takes --json (one JSON result, on failure too) and --quiet. Exit codes: 0 ok,
+    1 failed, 2 bad option, 3 no update due (update --check), 4 host not ready (root, preflight,
+    nothing installed, another run), 70 a bug (the transcript has the traceback), 130 interrupted.
     """
 
 
@@ -49,17 +269,22 @@ def main() -> None:
 @prefix_option
 @click.option(
     "--mode",
-    type=click.Choice(["read-only", "operator", "admin"]),
+    type=click.Choice(MODES),
     default="read-only",
     show_default=True,
     help="What the MCP server may do on Proxmox (the role of its API token).",
 )
-@click.option("--pool", metavar="NAME", help="Limit the token to one resource pool (default: all of /).")
+@click.option(
+    "--pool",
+    metavar="NAME",
+    type=Checked(_lazy("pool"), "pool name"),
+    help="Limit the token to one resource pool (default: all of /).",
+)
 @click.option(
     "--agent-user",
     default="claude-user",
     show_default=True,
-    help="The agent's OS account to contain (skipped with a notice when absent; '' to skip).",
+    help="The agent's OS account to contain (the default is skipped with a notice when absent; '' to skip).",
 )
 @click.option(
     "--edit-shared-sudoers",
@@ -68,7 +293,12 @@ def main() -> None:
     "(backed up; uninstall restores them). Without it, install refuses and names each line.",
 )
 @click.option("--rotate-token", is_flag=True, help="Replace the Proxmox API token even if it still works.")
-@click.option("--domain", metavar="NAME", help="Public DNS name: Caddy gets a certificate by ACME.")
+@click.option(
+    "--domain",
+    metavar="NAME",
+    type=Checked(_lazy("dns_name"), "DNS name"),
+    help="Public DNS name: Caddy gets a certificate by ACME.",
+)
 @click.option(
     "--acme-ca",
     metavar="URL",
@@ -81,12 +311,23 @@ def main() -> None:
 )
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Your certificate (PEM).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Its private key (PEM).")
-@click.option("--https-port", default=443, show_default=True, type=int, help="Port Caddy serves HTTPS on.")
-@click.option("--http-port", default=80, show_default=True, help="HTTP port (redirect, ACME), 0: none.")
-@click.option("--server-port", default=8080, show_default=True, type=int, help="Server port on 127.0.0.1.")
+@click.option(
+    "--https-port", default=443, show_default=True, type=port_type(), help="Port Caddy serves HTTPS on."
+)
+@click.option(
+    "--http-port",
+    default=80,
+    show_default=True,
+    type=port_type(allow_zero=True),
+    help="HTTP port (redirect, ACME), 0: none.",
+)
+@click.option(
+    "--server-port", default=8080, show_default=True, type=port_type(), help="Server port on 127.0.0.1."
+)
 @click.option(
     "--allow-from",
     metavar="CIDR",
+    type=Checked(_lazy("cidr"), "IPv4 network"),
     help="Only this IPv4 CIDR may reach the HTTPS port (pve-firewall + DOCKER-USER); published on IPv4 only.",
 )
 @click.option(
@@ -108,7 +349,12 @@ def main() -> None:
     help="Guests the agent may never touch (e.g. 100,105; '' clears): PMCP_PROTECTED and a NoAccess ACL "
     "for the token. Guests tagged pmcp-protected get one too. Default: what the last install recorded.",
 )
-@click.option("--node", metavar="NAME", help="This Proxmox node's name (default: detected).")
+@click.option(
+    "--node",
+    metavar="NAME",
+    type=Checked(_lazy("node"), "node name"),
+    help="This Proxmox node's name (default: detected).",
+)
 @click.option(
     "--proxmox-trust",
     type=click.Choice(["auto", "pve-ca", "system", "pin"]),
@@ -118,8 +364,8 @@ def main() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; also implied when there is no TTY.")
-@json_option
-def install(prefix: str, dry_run: bool, yes: bool, as_json: bool, **options: object) -> None:
+@outcome
+def install(out: Output, prefix: str, dry_run: bool, yes: bool, **options: Any) -> Result:
     """Set up the MCP stack on this Proxmox host, verified, in one command.
 
     Preflight checks, a least-privilege Proxmox identity (user, role, privilege-separated token), a
@@ -127,34 +373,42 @@ def install(prefix: str, dry_run: bool, yes: bool, as_json: bool, **options: obj
     the firewall rule, client configuration and a final verification. Re-running it changes nothing
     that is already right.
     """
-    from pmcp.lifecycle.install import InstallOptions, step_line
+    from pmcp import inputs
+    from pmcp.lifecycle.install import InstallOptions, check_host
     from pmcp.lifecycle.install import install as run_install
 
-    opts = InstallOptions(prefix=prefix, **options)  # type: ignore[arg-type]
-    opts.agent_user = opts.agent_user or None
-    if not (yes or dry_run or as_json) and sys.stdin.isatty():
+    ctx = click.get_current_context()
+    opts = InstallOptions(prefix=str(prefix), **options)
+    named = ctx.get_parameter_source("agent_user") is not click.core.ParameterSource.DEFAULT
+    opts.agent_user = inputs.agent_user(opts.agent_user, must_exist=named) if opts.agent_user else None
+    opts.validate()
+    require_root("install")
+    opts.prefix = str(inputs.writable_dir(str(prefix)))
+    if not (yes or dry_run or out.json or out.quiet) and tty():
+        check_host(opts)  # every blocking problem before the question, not after the answer
         click.confirm(f"Install pmcp into {prefix} on this host?", abort=True, default=True)
-
-    def report(r: object) -> None:
-        if not as_json:
-            click.echo(step_line(r))  # type: ignore[arg-type]
-
-    result = run_install(opts, dry_run=dry_run, report=report)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    elif result.ok and not dry_run:
-        click.echo(f"\nMCP endpoint: {result.url}\nclient token: {result.token_file}")
-        if result.ca_file:
-            click.echo(f"Caddy root CA: {result.ca_file}")
-        click.echo(f"connect a client: pmcp client-config --prefix {prefix}")
-    sys.exit(0 if result.ok else 1)
+    result = run_install(opts, dry_run=dry_run, report=out.step)
+    res = Result.of_run("install", result.run, transcript=result.transcript)
+    res.data = {
+        k: v for k, v in result.to_dict().items() if k not in ("ok", "changed", "steps", "transcript")
+    }
+    if result.ok and not dry_run:
+        res.text = [
+            f"\nMCP endpoint: {result.url}",
+            f"client token: {result.token_file}",
+            *([f"Caddy root CA: {result.ca_file}"] if result.ca_file else []),
+            f"connect a client: pmcp client-config --prefix {prefix}",
+        ]
+    elif result.ok:
+        res.text = ["\ndry run: nothing was changed"]
+    return res
 
 
 lock_timeout_option = click.option(
     "--lock-timeout",
     default=60.0,
     show_default=True,
-    type=float,
+    type=SECONDS,
     metavar="SECONDS",
     help="How long to wait for another pmcp run on this host to finish.",
 )
@@ -165,135 +419,117 @@ grace_option = click.option(
     "--grace",
     default=10.0,
     show_default=True,
-    type=float,
+    type=SECONDS,
     metavar="SECONDS",
     help="After the switch, how long the new server must stay healthy before the old one is stopped.",
 )
 
 
-def _render_lifecycle(outcome: object, quiet: bool, as_json: bool) -> None:
-    """Print an update/rollback Outcome: JSON, quiet (errors only, for cron mail) or one line a phase."""
-    import json
-
-    out = outcome.to_dict()  # type: ignore[attr-defined]
-    if as_json:
-        click.echo(json.dumps(out, indent=2))
-    elif not quiet:
-        for step in out["steps"]:
-            line = f"[{step['status']}] {step['name']}"
-            if step.get("changes"):
-                line += ": " + "; ".join(step["changes"])
-            click.echo(line)
-            for note in step.get("notes", []):
-                click.echo(f"    {note}")
-        click.echo(out["summary"] or ("ok" if out["ok"] else "failed"))
-    if not out["ok"] and not as_json:
-        click.echo(f"pmcp {out['kind']} failed: {out['error']}", err=True)
-        if out.get("detail"):
-            click.echo("\n".join("    " + line for line in out["detail"].splitlines()), err=True)
-        if out.get("fix"):
-            click.echo(f"fix: {out['fix']}", err=True)
-        if out.get("transcript"):
-            click.echo(f"transcript: {out['transcript']}", err=True)
+def _lifecycle_result(command: str, o: Any) -> Result:
+    """An update/rollback Outcome as the one Result."""
+    envelope = ("ok", "changed", "steps", "transcript", "error", "fix", "detail", "exit_code")
+    data = {k: v for k, v in o.to_dict().items() if k not in envelope}
+    res = Result(command, ok=o.ok, changed=o.changed, steps=list(o.steps), data=data, transcript=o.transcript)
+    if not o.ok:
+        res.error = PmcpError(o.error or f"{command} failed", o.fix, o.detail, exit_code=o.exit_code or 1)
+    else:
+        res.text = [o.summary or "ok"]
+    return res
 
 
 @main.command()
 @prefix_option
-@click.option("--check", is_flag=True, help="Exit 0 when an update is due, 3 when current (1 on error).")
+@click.option("--check", is_flag=True, help="Exit 0 when an update is due, 3 when current (other: error).")
 @click.option("--force", is_flag=True, help="Run the whole update path even when current.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only errors (for cron).")
 @keep_option
 @click.option(
     "--bundle", type=click.Path(dir_okay=False, exists=True), help="Load the images from this pmcp bundle."
 )
 @lock_timeout_option
 @grace_option
-@json_option
+@outcome
 def update(
+    out: Output,
     prefix: str,
     check: bool,
     force: bool,
-    quiet: bool,
     keep: int,
     bundle: str | None,
     lock_timeout: float,
     grace: float,
-    as_json: bool,
-) -> None:
+) -> Result:
     """Converge the installed stack to this file's version, with no failed client request.
 
     Safe from cron: locked, backed up, and the old server keeps serving when anything fails. A
     transcript of every run goes to /var/log/pmcp/update-<timestamp>.log.
     """
     from pmcp.lifecycle import update as upd
-    from pmcp.steps import StepError
 
     opts = upd.Options(prefix, force=force, keep=keep, bundle=bundle, lock_timeout=lock_timeout, grace=grace)
     if check:
-        try:
-            res = upd.check(opts)
-        except StepError as exc:
-            message = f"{exc.message} (fix: {exc.fix})" if exc.fix else exc.message
-            raise click.ClickException(message) from None
-        if as_json:
-            import json
-
-            click.echo(json.dumps(res.to_dict(), indent=2))
-        elif not quiet:
-            click.echo(("update due: " if res.due else "") + res.summary)
-        sys.exit(upd.EXIT_DUE if res.due else upd.EXIT_CURRENT)
-    outcome = upd.update(opts)
-    _render_lifecycle(outcome, quiet, as_json)
-    sys.exit(0 if outcome.ok else 1)
+        res = upd.check(opts)
+        return out.result(
+            data=res.to_dict() | {"due": res.due},
+            text=[("update due: " if res.due else "") + res.summary],
+            exit_code=upd.EXIT_DUE if res.due else upd.EXIT_CURRENT,
+        )
+    require_root("update")
+    return _lifecycle_result("update", upd.update(opts, report=out.step))
 
 
 @main.command()
 @prefix_option
-@json_option
-def status(prefix: str, as_json: bool) -> None:
+@outcome
+def status(out: Output, prefix: str) -> Result:
     """Show services, health, versions, URL, token age and the last update."""
     from pmcp.lifecycle.status import render_text
     from pmcp.lifecycle.status import status as get_status
-    from pmcp.steps import StepError
 
-    try:
-        st = get_status(prefix)
-    except StepError as exc:
-        raise click.ClickException(f"{exc.message} (fix: {exc.fix})") from None
-    click.echo(json.dumps(st, indent=2) if as_json else render_text(st))
-    sys.exit(0 if st["healthy"] else 1)
+    st = get_status(prefix)
+    res = out.result(ok=bool(st["healthy"]), data=st, text=[render_text(st)])
+    if not res.ok:
+        res.error = PmcpError(
+            "the MCP server is not running and healthy", fix="pmcp logs mcp-server; pmcp verify"
+        )
+    return res
 
 
 @main.command()
 @prefix_option
-@json_option
-def verify(prefix: str, as_json: bool) -> None:
+@outcome
+def verify(out: Output, prefix: str) -> Result:
     """Prove the install works: a real MCP session through the proxy, and the security checks."""
-    from pmcp.lifecycle.verify import run_verify
-    from pmcp.steps import StepError
+    from pmcp.lifecycle.verify import FAIL, run_verify
 
-    try:
-        report = run_verify(prefix)
-    except StepError as exc:
-        raise click.ClickException(f"{exc.message} (fix: {exc.fix})") from None
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
-    sys.exit(0 if report.ok else 1)
+    report = run_verify(prefix)
+    res = out.result(ok=report.ok, data=report.to_dict(), text=[report.table()])
+    failed = [r for r in report.rows if r.result == FAIL]
+    if failed:
+        res.error = PmcpError(
+            f"{len(failed)} check(s) failed: {', '.join(r.check for r in failed)}",
+            fix=failed[0].fix or "see the table above",
+        )
+    return res
 
 
 @main.command()
 @prefix_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("--tail", default=100, show_default=True, help="Lines to show from the end.")
-@click.argument("service", required=False)
-def logs(prefix: str, follow: bool, tail: int, service: str | None) -> None:
+@click.option(
+    "--tail", default=100, show_default=True, type=click.IntRange(min=0), help="Lines to show from the end."
+)
+@click.argument(
+    "service", required=False, type=click.Choice(["mcp-server", "caddy", "prometheus", "pve-sim"])
+)
+@outcome
+def logs(out: Output, prefix: str, follow: bool, tail: int, service: str | None) -> Result:
     """Show the stack's logs (all services, or one: mcp-server, caddy, prometheus)."""
     from pmcp.lifecycle.logs import logs as show_logs
-    from pmcp.steps import StepError
 
-    try:
-        sys.exit(show_logs(prefix, follow, tail, service))
-    except StepError as exc:
-        raise click.ClickException(f"{exc.message} (fix: {exc.fix})") from None
+    code = show_logs(prefix, follow, tail, service)
+    if code:
+        return out.result(ok=False, error=PmcpError(f"compose logs exited {code}", fix="pmcp status"))
+    return out.result()
 
 
 @main.command()
@@ -301,66 +537,62 @@ def logs(prefix: str, follow: bool, tail: int, service: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would be removed and change nothing.")
 @click.option("--purge", is_flag=True, help="Also delete backups and the audit log.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask.")
-@json_option
-def uninstall(prefix: str, dry_run: bool, purge: bool, yes: bool, as_json: bool) -> None:
+@outcome
+def uninstall(out: Output, prefix: str, dry_run: bool, purge: bool, yes: bool) -> Result:
     """Undo every install step in reverse; keeps backups and the audit log unless --purge."""
-    from pmcp.lifecycle.install import step_line
+    from pmcp.lifecycle.uninstall import installed
     from pmcp.lifecycle.uninstall import uninstall as run_uninstall
 
-    if not (yes or dry_run or as_json) and sys.stdin.isatty():
+    require_root("uninstall")
+    if not installed(prefix):
+        return out.result(
+            data={"prefix": str(prefix), "installed": False},
+            text=[f"nothing to remove: no pmcp install at {prefix} (nothing was changed)"],
+        )
+    if not (yes or dry_run or out.json or out.quiet) and tty():
         what = "everything, backups and audit log too" if purge else "the stack (backups and audit log stay)"
         click.confirm(f"Remove pmcp from {prefix}: {what}?", abort=True, default=False)
-
-    def report(r: object) -> None:
-        if not as_json:
-            click.echo(step_line(r))  # type: ignore[arg-type]
-
-    result = run_uninstall(prefix, purge=purge, dry_run=dry_run, report=report)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    sys.exit(0 if result.ok else 1)
+    run = run_uninstall(prefix, purge=purge, dry_run=dry_run, report=out.step)
+    res = Result.of_run("uninstall", run, data={"prefix": str(prefix), "dry_run": dry_run})
+    res.text = (
+        ["\ndry run: nothing was changed" if dry_run else f"\npmcp removed from {prefix}"] if run.ok else []
+    )
+    return res
 
 
 @main.command()
 @prefix_option
 @click.option("--to", "to", metavar="TIMESTAMP", help="Backup to return to (default: the latest).")
 @click.option("--list", "list_only", is_flag=True, help="List the backups and exit.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
 @keep_option
 @lock_timeout_option
 @grace_option
-@json_option
+@outcome
 def rollback(
+    out: Output,
     prefix: str,
     to: str | None,
     list_only: bool,
-    quiet: bool,
     keep: int,
     lock_timeout: float,
     grace: float,
-    as_json: bool,
-) -> None:
+) -> Result:
     """Return to a backup's configuration and image, with the same zero-downtime switch."""
     from pmcp.lifecycle import update as upd
 
     if list_only:
-        import json
-
         from pmcp import backup
         from pmcp.paths import InstallPaths
 
         found = backup.list_backups(InstallPaths.at(prefix))
-        if as_json:
-            click.echo(json.dumps([b.to_dict() for b in found], indent=2))
-        for b in [] if as_json else found:
-            click.echo(f"{b.timestamp}  {b.images.get('mcp-server', '?')[:19]}  {b.reason}")
-        if not found and not as_json:
-            click.echo(f"no backups in {InstallPaths.at(prefix).backups_dir}", err=True)
-        return
+        lines = [f"{b.timestamp}  {b.images.get('mcp-server', '?')[:19]}  {b.reason}" for b in found]
+        return out.result(
+            data={"backups": [b.to_dict() for b in found]},
+            text=lines or [f"no backups in {InstallPaths.at(prefix).backups_dir}"],
+        )
+    require_root("rollback")
     opts = upd.Options(prefix, keep=keep, lock_timeout=lock_timeout, grace=grace)
-    outcome = upd.rollback(opts, to)
-    _render_lifecycle(outcome, quiet, as_json)
-    sys.exit(0 if outcome.ok else 1)
+    return _lifecycle_result("rollback", upd.rollback(opts, to, report=out.step))
 
 
 @main.command("client-config")
@@ -372,25 +604,51 @@ def rollback(
     show_default=True,
     help="Which AI client to configure.",
 )
-@click.option("--name", default="pmcp", show_default=True, help="The server's name in the client.")
-@click.option("--url", help="The MCP endpoint (default: the URL Caddy serves, from the install's state).")
+@click.option(
+    "--name",
+    default="pmcp",
+    show_default=True,
+    type=Checked(_lazy("name", what="server name"), "name"),
+    help="The server's name in the client.",
+)
+@click.option(
+    "--url",
+    type=Checked(_lazy("url"), "URL"),
+    help="The MCP endpoint (default: the URL Caddy serves, from the install's state).",
+)
 @click.option("--show-token", is_flag=True, help="Put the literal token in the output (else a reference).")
-@click.option("--token-name", metavar="NAME", help="Which client token to use (default: the only one).")
+@click.option(
+    "--token-name",
+    metavar="NAME",
+    type=Checked(_lazy("name", what="token name"), "name"),
+    help="Which client token to use (default: the only one).",
+)
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=Checked(_lazy("new_file", make_dirs=True), "file"),
     help="Write to FILE instead of stdout (an existing client config file is merged, not replaced).",
 )
 @click.option(
     "--ca-cert",
-    type=click.Path(dir_okay=False),
+    type=Checked(_lazy("new_file"), "file"),
     help="Export Caddy's root certificate to FILE; the output says how each client trusts it.",
 )
-@click.option("--new-token", metavar="NAME", help="Add a named client token (shown once, or put in -o FILE).")
-@click.option("--revoke", metavar="NAME", help="Remove a client token (the server needs no restart).")
-@json_option
+@click.option(
+    "--new-token",
+    metavar="NAME",
+    type=Checked(_lazy("name", what="token name"), "name"),
+    help="Add a named client token (shown once, or put in -o FILE).",
+)
+@click.option(
+    "--revoke",
+    metavar="NAME",
+    type=Checked(_lazy("name", what="token name"), "name"),
+    help="Remove a client token (the server needs no restart).",
+)
+@outcome
 def client_config(
+    out: Output,
     prefix: str,
     client: str,
     name: str,
@@ -401,49 +659,45 @@ def client_config(
     ca_cert: str | None,
     new_token: str | None,
     revoke: str | None,
-    as_json: bool,
-) -> None:
+) -> Result:
     """Print the configuration that connects an AI client to this server.
 
     Without --show-token the token is referenced (PMCP_TOKEN, a VS Code prompt), never printed.
     """
-    import json
-
     from pmcp import clients
 
-    try:
-        if revoke:
-            message = clients.revoke_token(prefix, revoke)
-            click.echo(json.dumps({"revoked": revoke, "message": message}) if as_json else message)
-            return
-        prepared = clients.prepare(
-            prefix,
-            client,
-            name=name,
-            url=url,
-            token_name=token_name,
-            show_token=show_token or bool(new_token and output),
-            ca_cert=ca_cert,
-            new_token=new_token,
+    if revoke:
+        message = clients.revoke_token(prefix, revoke)
+        return out.result(changed=True, data={"revoked": revoke, "message": message}, text=[message])
+    prepared = clients.prepare(
+        prefix,
+        client,
+        name=name,
+        url=url,
+        token_name=token_name,
+        show_token=show_token or bool(new_token and output),
+        ca_cert=str(ca_cert) if ca_cert else None,
+        new_token=new_token,
+    )
+    if output:
+        path, secret = clients.write_output(prepared, str(output), out.json)
+        mode = "0600" if secret else "0644"
+        if not out.quiet:  # on stderr: stdout stays empty (or the JSON result) when the output is a file
+            click.echo(f"Wrote {path} (mode {mode}).", err=True)
+            for note in [] if out.json else [n for cfg in prepared.configs for n in cfg.notes]:
+                click.echo(f"- {note}", err=True)
+        return out.result(
+            changed=True, data={"output": str(path), "mode": mode, "token_name": prepared.token_name}
         )
-        if output:
-            path, secret = clients.write_output(prepared, output, as_json)
-            click.echo(f"Wrote {path} (mode {'0600' if secret else '0644'}).", err=True)
-            if not as_json:
-                for cfg in prepared.configs:
-                    for note in cfg.notes:
-                        click.echo(f"- {note}", err=True)
-            return
-    except clients.ClientConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps(prepared.to_dict(), indent=2))
-        return
+    text = []
     if prepared.new_token:
-        click.echo(f"New client token {prepared.token_name!r} (shown once): {prepared.new_token}\n")
+        text.append(f"New client token {prepared.token_name!r} (shown once): {prepared.new_token}\n")
     if prepared.ca_file:
-        click.echo(f"Exported Caddy's root certificate to {prepared.ca_file}.\n")
-    click.echo(clients.render_text(prepared.configs), nl=False)
+        text.append(f"Exported Caddy's root certificate to {prepared.ca_file}.\n")
+    text.append(clients.render_text(prepared.configs).rstrip("\n"))
+    return out.result(
+        changed=bool(prepared.new_token or prepared.ca_file), data=prepared.to_dict(), text=text
+    )
 
 
 @main.group()
@@ -452,86 +706,81 @@ def bundle() -> None:
 
 
 @bundle.command("create")
-@click.option("-o", "--output", default="pmcp-bundle.tar.gz", show_default=True, type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    default="pmcp-bundle.tar.gz",
+    show_default=True,
+    type=Checked(_lazy("new_file"), "file"),
+)
 @click.option("--monitoring", is_flag=True, help="Also bundle Prometheus (for `install --monitoring`).")
 @click.option("--image", "names", multiple=True, metavar="NAME", help="Bundle these instead (repeatable).")
 @click.option(
     "--with-mcp-image", is_flag=True, help="Build the MCP image here; bundle it instead of the Python base."
 )
 @click.option("--no-pull", is_flag=True, help="Use local images only; fail when one is missing.")
-@json_option
+@outcome
 def bundle_create(
-    output: str, monitoring: bool, names: tuple[str, ...], with_mcp_image: bool, no_pull: bool, as_json: bool
-) -> None:
+    out: Output, output: Any, monitoring: bool, names: tuple[str, ...], with_mcp_image: bool, no_pull: bool
+) -> Result:
     """Save the images the stack needs (Python base, Caddy, …) into one gzip tar with a manifest.
 
     Takes the images already present locally and pulls only the missing ones. Copy the bundle (and
     the .sha256 beside it) to the air-gapped host, then `pmcp install --bundle FILE`.
     """
-    import json
-    import os
-
     from pmcp.stack import bundle as b
 
-    def progress(line: str) -> None:
-        click.echo(line, err=True)
-
-    try:
-        mcp = b.build_mcp_image(progress) if with_mcp_image else None
-        images = list(names) or b.default_images(monitoring, mcp)
-        manifest = b.create_bundle(output, images, pull_missing=not no_pull, progress=progress)
-    except b.BundleError as exc:
-        raise click.ClickException(f"{exc.message}. Fix: {exc.fix}" if exc.fix else exc.message) from None
+    output = str(output)
+    mcp = b.build_mcp_image(out.progress) if with_mcp_image else None
+    images = list(names) or b.default_images(monitoring, mcp)
+    manifest = b.create_bundle(output, images, pull_missing=not no_pull, progress=out.progress)
     size = os.path.getsize(output)
-    if as_json:
-        doc = {"output": os.path.abspath(output), "size": size, **manifest.to_dict()}
-        click.echo(json.dumps(doc, indent=2))
-        return
-    for e in manifest.images:
-        click.echo(f"{e.name}  {e.id[:19]}  {e.size / 1e6:.1f} MB")
-    click.echo(f"Wrote {output} ({size / 1e6:.1f} MB, sha256 in {output}.sha256).")
-    click.echo(f"On the air-gapped host: pmcp bundle verify {output} && pmcp install --bundle {output}")
+    text = [f"{e.name}  {e.id[:19]}  {e.size / 1e6:.1f} MB" for e in manifest.images]
+    text += [
+        f"Wrote {output} ({size / 1e6:.1f} MB, sha256 in {output}.sha256).",
+        f"On the air-gapped host: pmcp bundle verify {output} && pmcp install --bundle {output}",
+    ]
+    data = {"output": os.path.abspath(output), "size": size, **manifest.to_dict()}
+    return out.result(changed=True, data=data, text=text)
 
 
 @bundle.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False))
-@json_option
-def bundle_verify(file: str, as_json: bool) -> None:
+@outcome
+def bundle_verify(out: Output, file: str) -> Result:
     """Check a bundle's structure and every image's sha256; changes nothing."""
-    import json
-
     from pmcp.stack import bundle as b
 
-    try:
-        manifest = b.verify_bundle(file, progress=None if as_json else lambda m: click.echo(m, err=True))
-    except b.BundleError as exc:
-        raise click.ClickException(f"{exc.message}. Fix: {exc.fix}" if exc.fix else exc.message) from None
-    if as_json:
-        click.echo(json.dumps({"ok": True, **manifest.to_dict()}, indent=2))
-        return
-    for e in manifest.images:
-        click.echo(f"ok  {e.name}  {e.id[:19]}  {e.size / 1e6:.1f} MB")
-    click.echo(f"{file}: {len(manifest.images)} images, every checksum matches.")
+    manifest = b.verify_bundle(file, progress=out.progress)
+    text = [f"ok  {e.name}  {e.id[:19]}  {e.size / 1e6:.1f} MB" for e in manifest.images]
+    text.append(f"{file}: {len(manifest.images)} images, every checksum matches.")
+    return out.result(data=manifest.to_dict(), text=text)
 
 
 @bundle.command("load")
 @click.argument("file", type=click.Path(dir_okay=False))
-def bundle_load(file: str) -> None:
+@outcome
+def bundle_load(out: Output, file: str) -> Result:
     """Verify a bundle, then load its images into the local Docker engine (no network needed)."""
     from pmcp.stack import bundle as b
 
-    try:
-        loaded = b.load_bundle(file, progress=lambda m: click.echo(m, err=True))
-    except b.BundleError as exc:
-        raise click.ClickException(f"{exc.message}. Fix: {exc.fix}" if exc.fix else exc.message) from None
-    for name in loaded:
-        click.echo(f"loaded {name}")
+    loaded = b.load_bundle(file, progress=out.progress)
+    return out.result(changed=bool(loaded), data={"loaded": loaded}, text=[f"loaded {n}" for n in loaded])
+
+
+def _free(host: str, port: int, fix: str) -> None:
+    """A taken port is said before a server tries it (and fails with a raw errno and a traceback)."""
+    from pmcp.host.preflight import port_free
+
+    if port and not port_free(host, port):
+        raise NotReady(f"port {port} on {host} is already in use", fix=fix)
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-def serve(host: str, port: int) -> None:
+@click.option("--port", default=8080, show_default=True, type=port_type(), help="Port to listen on.")
+@outcome
+def serve(out: Output, host: str, port: int) -> Result:
     """Run the MCP server (Streamable HTTP at /mcp), configured from PMCP_* and PROXMOX_* variables.
 
     Refuses a non-loopback address unless PMCP_AUTH_TOKEN_FILE holds client tokens.
@@ -540,16 +789,29 @@ def serve(host: str, port: int) -> None:
     from pmcp.server.serve import serve as run_server
 
     try:
+        _free(host, port, "stop what listens there (ss -ltnp), or choose another --port")
+    except OSError as exc:
+        raise UsageError(
+            f"--host {host}: {exc.strerror or exc}", fix="an address of this host, e.g. 127.0.0.1"
+        ) from None
+    try:
         run_server(host, port)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UsageError(str(exc), fix="set the PMCP_* and PROXMOX_* variables (README: More)") from None
+    return out.result()
 
 
 @main.command()
-@click.option("--port", default=8080, show_default=True, type=int, help="MCP server port (0: any free).")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=port_type(allow_zero=True, zero_means="any free port"),
+    help="MCP server port (0: any free).",
+)
 @click.option(
     "--mode",
-    type=click.Choice(["read-only", "operator", "admin"]),
+    type=click.Choice(MODES),
     default="admin",
     show_default=True,
     help="Policy mode to rehearse (admin: nothing real is at stake).",
@@ -557,50 +819,81 @@ def serve(host: str, port: int) -> None:
 @click.option(
     "--guests", default=50, show_default=True, type=click.IntRange(1, 20000), help="Simulated guests."
 )
-@click.option("--json-info", type=click.Path(dir_okay=False), help='Write {"url", "token"} to FILE (0600).')
+@click.option(
+    "--json-info",
+    type=Checked(_lazy("new_file"), "file"),
+    help='Write {"url", "token"} to FILE (0600).',
+)
 @click.option("--stack", is_flag=True, help="Run the demo as the full compose stack (Docker, Caddy).")
 @click.option("--down", is_flag=True, help="Stop and remove a demo stack started with --stack.")
 @click.option(
     "--prefix",
     default="/var/lib/pmcp-demo",
     show_default=True,
-    type=click.Path(file_okay=False),
+    type=Checked(_lazy("absolute_dir"), "directory"),
     help="Install directory of the demo stack (--stack/--down).",
 )
 @click.option("--agent-user", help="OS account for the agent in the demo stack (--stack).")
+@outcome
 def demo(
+    out: Output,
     port: int,
     mode: str,
     guests: int,
-    json_info: str | None,
+    json_info: Any,
     stack: bool,
     down: bool,
-    prefix: str,
+    prefix: Any,
     agent_user: str | None,
-) -> None:
+) -> Result | None:
     """Run the real MCP server against the built-in Proxmox simulator, and show how to connect."""
+    json_info = str(json_info) if json_info else None
     if stack or down:
+        from pmcp import inputs
         from pmcp.lifecycle.demo_stack import demo_stack
 
-        code = demo_stack(
-            prefix=prefix,
+        if agent_user:
+            inputs.agent_user(agent_user, must_exist=True)
+        require_root("demo --stack")
+        if not down:
+            inputs.writable_dir(str(prefix))
+        return demo_stack(
+            prefix=str(prefix),
             down=down,
             mode=mode,
             agent_user=agent_user,
             json_info=json_info,
             guests=guests,
-            as_json=False,
+            report=out.step,
+            progress=out.progress,
         )
-        if code:
-            sys.exit(code)
-        return
+    _free(
+        "127.0.0.1",
+        port,
+        "another port: pmcp demo --port N (make demo PORT=N), or --port 0 for any free one",
+    )
+    out.progress("pmcp demo: starting the simulator and the MCP server ...")
     from pmcp.demo import run_demo
     from pmcp.server.config import ConfigError
 
+    def ready(info: Any) -> None:
+        if out.json:
+            data = {"url": info.url, "token": info.token, "sim_url": info.sim_url,
+                    "audit_log": info.audit_log, "proof": info.proof}  # fmt: skip
+            render(out.result(data=data), True, False)
+
     try:
-        run_demo(port=port, mode=mode, guests=guests, json_info=json_info, echo=click.echo)
+        run_demo(
+            port=port,
+            mode=mode,
+            guests=guests,
+            json_info=json_info,
+            echo=click.echo if out.text else (lambda _line: None),
+            on_ready=ready,
+        )
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise NotReady(str(exc), fix="pmcp demo --port 0 (any free port)") from None
+    return None
 
 
 @main.group()
@@ -610,11 +903,14 @@ def sim() -> None:
 
 @sim.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8006, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8006, show_default=True, type=port_type(allow_zero=True, zero_means="any free port"),
+    help="Port to listen on.",
+)  # fmt: skip
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 100), help="Cluster nodes.")
 @click.option("--guests", default=50, show_default=True, type=click.IntRange(0, 100000), help="VMs + CTs.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same cluster.")
-@click.option("--task-seconds", default=1.0, show_default=True, type=float, help="How long each task runs.")
+@click.option("--task-seconds", default=1.0, show_default=True, type=SECONDS, help="How long each task runs.")
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a generated CA (clients verify with it).")
 @click.option("--tls-dir", type=click.Path(file_okay=False), help="Where the CA and certificate live.")
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the certificate.")
@@ -644,7 +940,9 @@ def sim() -> None:
     help="Proxmox VE major version.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log every request.")
+@outcome
 def sim_serve(
+    out: Output,
     host: str,
     port: int,
     nodes: int,
@@ -661,7 +959,7 @@ def sim_serve(
     state_file: str | None,
     pve_version: str,
     verbose: bool,
-) -> None:
+) -> Result:
     """Serve a simulated Proxmox VE API at /api2/json (root credential: PMCP_SIM_ROOT_TOKEN)."""
     from pmcp.sim.run import serve as run_sim
 
@@ -672,7 +970,10 @@ def sim_serve(
             local_addrs=local_addrs, firewall=firewall,
         )  # fmt: skip
     except (OSError, ValueError, RuntimeError) as exc:
-        raise click.ClickException(f"cannot start the simulator: {exc}") from None
+        raise NotReady(
+            f"cannot start the simulator: {exc}", fix="another --port, or check --tls-dir/--state"
+        ) from None
+    return out.result()
 
 
 @sim.command(
@@ -683,7 +984,8 @@ def sim_serve(
 def sim_pvesh(args: tuple[str, ...]) -> None:
     """Proxmox's pvesh against the simulator: pvesh get|create|set|delete PATH [--k v ...].
 
-    Talks as root to PMCP_SIM_URL (default http://127.0.0.1:8006) with PMCP_SIM_ROOT_TOKEN.
+    Talks as root to PMCP_SIM_URL (default http://127.0.0.1:8006) with PMCP_SIM_ROOT_TOKEN. It answers
+    as pvesh does (its own --output-format json, exit codes and messages), so it takes no --json.
     """
     from pmcp.sim.pvesh import run_pvesh
 
@@ -692,28 +994,27 @@ def sim_pvesh(args: tuple[str, ...]) -> None:
 
 @sim.command("pveversion")
 @click.option("--verbose", "-v", is_flag=True, help="List the package versions too.")
-def sim_pveversion(verbose: bool) -> None:
+@outcome
+def sim_pveversion(out: Output, verbose: bool) -> Result:
     """Answer like Proxmox's pveversion (PMCP_SIM_PVE_VERSION overrides the version)."""
     from pmcp.sim.pvesh import pveversion_text
 
-    click.echo(pveversion_text(verbose))
+    text = pveversion_text(verbose).rstrip("\n")
+    return out.result(data={"pveversion": text}, text=[text])
 
 
 @sim.command("routes")
-@json_option
-def sim_routes(as_json: bool) -> None:
+@outcome
+def sim_routes(out: Output) -> Result:
     """Every method and path the simulator serves."""
-    import json
-
     from pmcp.sim.routes import all_routes
 
     served = all_routes()
-    if as_json:
-        click.echo(json.dumps([{"method": m, "path": p} for m, p in served], indent=1))
-    else:
-        for method, path in served:
-            click.echo(f"{method:6} {path}")
+    return out.result(
+        data={"routes": [{"method": m, "path": p} for m, p in served]},
+        text=[f"{method:6} {path}" for method, path in served],
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

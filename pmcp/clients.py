@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pmcp.errors import PmcpError
+
 CLIENTS = ("claude-code", "claude-desktop", "cursor", "vscode", "codex", "windsurf")
 TOKEN_ENV = "PMCP_TOKEN"
 PLACEHOLDER = "<PMCP_TOKEN>"
@@ -26,7 +28,7 @@ MCP_PATH = "/mcp"
 AS_ROOT = "run as root (sudo pmcp client-config …)"
 
 
-class ClientConfigError(ValueError):
+class ClientConfigError(PmcpError, ValueError):
     """The configuration cannot be made; the message says how to fix it."""
 
 

@@ -95,6 +95,7 @@ def run_demo(
     json_info: str | None,
     echo: Callable[[str], None],
     wait: Callable[[], None] | None = None,
+    on_ready: Callable[[DemoInfo], None] | None = None,
 ) -> None:
     import anyio
 
@@ -137,6 +138,8 @@ def run_demo(
                 echo("Connect Claude Code:")
                 echo(f"  {info.claude_line}")
                 echo("Serving until Ctrl-C.")
+                if on_ready:
+                    on_ready(info)
                 (wait or _wait_for_signal)()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOG_DIR = Path("/var/log/pmcp")
+DEFAULT_PREFIX = "/opt/proxmox-mcp"  # the one place it is spelled
 
 
 @dataclass(frozen=True)

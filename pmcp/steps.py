@@ -8,9 +8,14 @@ steps; no step prints, the runner records and the CLI renders.
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from pmcp.errors import StepError
+
+__all__ = ["Plan", "RunResult", "Step", "StepError", "StepResult", "run_steps", "undo_steps"]
 
 
 @dataclass
@@ -23,16 +28,6 @@ class Plan:
     @property
     def needed(self) -> bool:
         return bool(self.changes)
-
-
-class StepError(Exception):
-    """A step failed in a way the user can fix: what failed, why, and the command that fixes it."""
-
-    def __init__(self, message: str, fix: str = "", detail: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-        self.detail = detail
 
 
 class Step(Protocol):
@@ -55,9 +50,32 @@ class StepResult:
     fix: str = ""
     detail: str = ""
     seconds: float = 0.0
+    exit_code: int | None = None  # the failing StepError's exit code (pmcp.errors.ExitCode)
+    trace: str = ""  # an unexpected exception's traceback: for the transcript, never shown or in --json
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ("", [], None) or k in ("name", "status")}
+        hidden = ("exit_code", "trace")
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in hidden and (v not in ("", [], None) or k in ("name", "status"))
+        }
+
+    @classmethod
+    def from_error(cls, name: str, exc: BaseException, changes: list[str] | None = None) -> StepResult:
+        """A failed step from its exception: a StepError's message, fix and detail; else the type and
+        message, with the traceback kept for the transcript only."""
+        if isinstance(exc, StepError):
+            return cls(name, "failed", list(changes or []), error=exc.message, fix=exc.fix,
+                       detail=exc.detail, exit_code=exc.exit_code)  # fmt: skip
+        return cls(
+            name,
+            "failed",
+            list(changes or []),
+            error=f"{type(exc).__name__}: {exc}",
+            fix="this is a bug in pmcp: report it with the transcript",
+            trace="".join(traceback.format_exception(exc)),
+        )
 
 
 @dataclass
@@ -96,9 +114,8 @@ def run_steps(steps: Iterable[Step], *, dry_run: bool = False, report: Reporter 
         started = time.monotonic()
         try:
             plan = step.check()
-        except StepError as exc:
-            res = StepResult(step.name, "failed", error=exc.message, fix=exc.fix, detail=exc.detail)
-            _finish(result, res, started, report)
+        except Exception as exc:  # a check that crashes fails its step, with the reason, not a traceback
+            _finish(result, StepResult.from_error(step.name, exc), started, report)
             break
         if not plan.needed:
             _finish(result, StepResult(step.name, "ok", notes=plan.notes), started, report)
@@ -119,10 +136,7 @@ def run_steps(steps: Iterable[Step], *, dry_run: bool = False, report: Reporter 
 
 
 def _failed(step: Step, plan: Plan, exc: BaseException) -> StepResult:
-    if isinstance(exc, StepError):
-        res = StepResult(step.name, "failed", plan.changes, error=exc.message, fix=exc.fix, detail=exc.detail)
-    else:
-        res = StepResult(step.name, "failed", plan.changes, error=f"{type(exc).__name__}: {exc}")
+    res = StepResult.from_error(step.name, exc, plan.changes)
     try:
         step.undo()
         res.notes.append("the partial change of this step was undone")
@@ -149,11 +163,6 @@ def undo_steps(steps: Iterable[Step], *, dry_run: bool = False, report: Reporter
         try:
             step.undo()
             _finish(result, StepResult(step.name, "undone"), started, report)
-        except StepError as exc:
-            res = StepResult(step.name, "failed", error=exc.message, fix=exc.fix, detail=exc.detail)
-            _finish(result, res, started, report)
         except Exception as exc:
-            _finish(
-                result, StepResult(step.name, "failed", error=f"{type(exc).__name__}: {exc}"), started, report
-            )
+            _finish(result, StepResult.from_error(step.name, exc), started, report)
     return result

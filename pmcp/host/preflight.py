@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmcp.errors import NotReady
 from pmcp.files import path_fix, unsafe_path
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run, systemctl
@@ -173,7 +174,7 @@ class Preflight:
         if self.failures:
             lines = [f"{m} (fix: {f})" for m, f in self.failures]
             message = self.failures[0][0] if len(lines) == 1 else f"{len(lines)} preflight checks failed"
-            raise StepError(message, fix=" ; ".join(f for _, f in self.failures), detail="\n".join(lines))
+            raise NotReady(message, fix=" ; ".join(f for _, f in self.failures), detail="\n".join(lines))
         return Plan(notes=self.notes)
 
     def apply(self) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click
-
+from pmcp.files import atomic_write
 from pmcp.lifecycle.install import InstallOptions, install
+from pmcp.outcome import Result
 from pmcp.paths import InstallPaths
 from pmcp.stack.render import SimService
 from pmcp.steps import StepResult
@@ -55,16 +56,6 @@ def demo_options(
     )
 
 
-def _echo_step(as_json: bool) -> Any:
-    from pmcp.lifecycle.install import step_line
-
-    def report(r: StepResult) -> None:
-        if not as_json:
-            click.echo(step_line(r), err=True)
-
-    return report
-
-
 def demo_stack(
     prefix: str | None,
     down: bool,
@@ -72,45 +63,44 @@ def demo_stack(
     agent_user: str | None,
     json_info: str | None,
     guests: int,
-    as_json: bool,
+    report: Callable[[StepResult], None] | None = None,
+    progress: Callable[[str], None] | None = None,
     **ports: Any,
-) -> int:
-    """Bring the demo stack up (or --down); returns the exit code."""
+) -> Result:
+    """Bring the demo stack up (or --down); the CLI renders the Result."""
     opts = demo_options(prefix, mode, agent_user, guests, **ports)
     paths = InstallPaths.at(opts.prefix)
+    say = progress or (lambda _line: None)
     if down:
-        from pmcp.lifecycle.uninstall import uninstall
+        from pmcp.lifecycle.uninstall import installed, uninstall
 
-        if not paths.prefix.exists():
-            click.echo(f"no demo stack at {paths.prefix}: nothing to remove", err=True)
-            return 0
-        res = uninstall(paths.prefix, purge=True, report=_echo_step(as_json))
-        if as_json:
-            click.echo(json.dumps(res.to_dict(), indent=2))
-        return 0 if res.ok else 1
-    if not as_json:
-        click.echo(f"pmcp demo stack in {paths.prefix}", err=True)
-    result = install(opts, report=_echo_step(as_json), kind="demo")
-    token = ""
-    if result.ok:
-        from pmcp import authtokens
+        if not installed(paths.prefix):
+            return Result(
+                "demo",
+                data={"prefix": str(paths.prefix), "installed": False},
+                text=[f"no demo stack at {paths.prefix}: nothing to remove (nothing was changed)"],
+            )
+        run = uninstall(paths.prefix, purge=True, report=report)
+        return Result.of_run("demo", run, data={"prefix": str(paths.prefix)})
+    say(f"pmcp demo stack in {paths.prefix} (the first run builds the image: a minute or two)")
+    result = install(opts, report=report, kind="demo")
+    res = Result.of_run("demo", result.run, transcript=result.transcript)
+    res.data = {"url": result.url, "prefix": str(paths.prefix), "ca_file": result.ca_file}
+    if not result.ok:
+        return res
+    from pmcp import authtokens
 
-        tokens = authtokens.load(paths.client_tokens)
-        token = tokens.get("default") or next(iter(tokens.values()), "")
-    if json_info and result.ok:
+    tokens = authtokens.load(paths.client_tokens)
+    token = tokens.get("default") or next(iter(tokens.values()), "")
+    if json_info:
         info = {"url": result.url, "token": token, "ca_file": result.ca_file, "prefix": str(paths.prefix)}
-        fd = os.open(json_info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    elif result.ok:
-        click.echo(
-            f"\nThe MCP server is up behind Caddy at {result.url}\n"
-            f"  token:   in {paths.client_tokens} (NAME:TOKEN)\n"
-            f"  CA:      {result.ca_file}\n"
-            f"  connect: see {paths.clients_dir}/claude-code.sh (uses $PMCP_TOKEN), or\n"
-            f"           pmcp client-config --prefix {paths.prefix}\n"
-            f"  stop:    pmcp demo --stack --down --prefix {paths.prefix}"
-        )
-    return 0 if result.ok else 1
+        atomic_write(Path(json_info), json.dumps(info, indent=2) + "\n", 0o600)
+    res.text = [
+        f"\nThe MCP server is up behind Caddy at {result.url}",
+        f"  token:   in {paths.client_tokens} (NAME:TOKEN)",
+        f"  CA:      {result.ca_file}",
+        f"  connect: see {paths.clients_dir}/claude-code.sh (uses $PMCP_TOKEN), or",
+        f"           pmcp client-config --prefix {paths.prefix}",
+        f"  stop:    pmcp demo --stack --down --prefix {paths.prefix}",
+    ]
+    return res

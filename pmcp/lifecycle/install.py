@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pmcp import __version__
+from pmcp import __version__, outcome
 from pmcp import record as statefile
+from pmcp.errors import UsageError
 from pmcp.files import UnsafeFile, atomic_write
 from pmcp.paths import InstallPaths
 from pmcp.stack import images, render
@@ -91,34 +92,59 @@ class InstallOptions:
         return opts
 
     def validate(self) -> None:
+        """Every option checked before anything runs (the CLI checks each one already; the demo and
+        state.json come here too); cross-option rules live only here."""
+        from pmcp import inputs
+
         if self.auto_update not in (None, "daily", "weekly", "off"):
-            raise StepError(f"unknown --auto-update {self.auto_update!r}", fix="daily, weekly or off")
+            raise UsageError(f"unknown --auto-update {self.auto_update!r}", fix="daily, weekly or off")
         if self.mode not in MODES:
-            raise StepError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
+            raise UsageError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
         for item in protected_list(self):
             if not 100 <= item <= 999999999:
-                raise StepError(f"--protect: {item} is not a VMID", fix="e.g. --protect 100,105")
+                raise UsageError(f"--protect: {item} is not a VMID", fix="e.g. --protect 100,105")
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise StepError("--tls-cert and --tls-key go together", fix="give both, or neither")
-        for f in (self.tls_cert, self.tls_key, self.images, self.acme_ca_root):
-            if f and not Path(f).is_file():
-                raise StepError(f"{f} not found", fix="give the path of an existing file")
+            given, missing = ("--tls-cert", "--tls-key") if self.tls_cert else ("--tls-key", "--tls-cert")
+            raise UsageError(
+                f"{given} needs {missing}", fix="give both (certificate and its private key), or neither"
+            )
+        for option, f, marker in (
+            ("--tls-cert", self.tls_cert, "CERTIFICATE-----"),
+            ("--tls-key", self.tls_key, "PRIVATE KEY-----"),
+            ("--bundle", self.images, None),
+            ("--acme-ca-root", self.acme_ca_root, "CERTIFICATE-----"),
+        ):
+            if not f:
+                continue
+            if not Path(f).is_file():
+                raise UsageError(f"{option} {f}: no such file", fix="give the path of an existing file")
+            if marker:
+                try:
+                    text = Path(f).read_text(encoding="ascii", errors="replace")
+                except OSError as exc:
+                    raise UsageError(f"{option} {f}: {exc.strerror}", fix="run as root") from None
+                if marker not in text:
+                    raise UsageError(f"{option} {f} holds no PEM {marker.rstrip('-').lower()}",
+                                     fix="a PEM file (-----BEGIN ...-----)")  # fmt: skip
         self._validate_acme()
+        if self.domain:
+            self.domain = inputs.dns_name(self.domain)
+        if self.pool:
+            inputs.pool(self.pool)
+        if self.node:
+            inputs.node(self.node)
         if self.allow_from:
-            import ipaddress
-
-            try:
-                net = ipaddress.ip_network(self.allow_from, strict=False)
-            except ValueError as exc:
-                raise StepError(
-                    f"--allow-from {self.allow_from}: {exc}", fix="e.g. --allow-from 192.0.2.0/24"
-                ) from exc
-            if net.version != 4:
-                # the HTTPS port is then published on IPv4 only, and the DOCKER-USER filter is iptables
-                raise StepError(
-                    f"--allow-from {self.allow_from}: only an IPv4 CIDR is supported",
-                    fix="e.g. --allow-from 192.0.2.0/24 (the HTTPS port is then published on IPv4 only)",
-                )
+            self.allow_from = inputs.cidr(self.allow_from)
+        inputs.port(self.https_port)
+        inputs.port(self.server_port)
+        inputs.port(self.http_port, allow_zero=True)
+        inputs.distinct_ports(
+            {
+                "--https-port": self.https_port,
+                "--http-port": self.http_port,
+                "--server-port": self.server_port,
+            }
+        )
 
     def _validate_acme(self) -> None:
         """--acme-ca goes into the Caddyfile verbatim: only a plain https URL may get there."""
@@ -162,7 +188,7 @@ def protected_list(opts: InstallOptions) -> list[int]:
     items = [v.strip() for v in text.replace(" ", ",").split(",") if v.strip()]
     bad = [v for v in items if not v.isdigit()]
     if bad:
-        raise StepError(f"--protect: {bad[0]!r} is not a VMID", fix="e.g. --protect 100,105")
+        raise UsageError(f"--protect: {bad[0]!r} is not a VMID", fix="e.g. --protect 100,105")
     return sorted({int(v) for v in items})
 
 
@@ -585,8 +611,8 @@ def build(
             SimulatorStep(ctx),
             preflight,
         ]
-    else:
-        steps += [preflight, Deferred("vm networking", make_forward)]
+    else:  # preflight first: a host that cannot take the stack gets no install dir either
+        steps = [preflight, *steps, Deferred("vm networking", make_forward)]
     if not recorded:  # uninstall removes what is there: no need to look at the certificate
         steps.append(TrustStep(opts, ctx, trust, rerender=bool(opts.sim)))
     steps += [
@@ -617,6 +643,16 @@ def build(
     b.facts = preflight_holder
     b.trust = trust
     return b
+
+
+def check_host(opts: InstallOptions) -> None:
+    """Preflight alone, changing nothing: raises NotReady listing every blocking problem at once.
+
+    The CLI runs it before asking "Install?", so nobody confirms and then learns the host is wrong."""
+    for step in build(opts, dry_run=True).steps:
+        if step.name == "preflight":
+            step.check()
+            return
 
 
 def _docker_version() -> str:
@@ -727,7 +763,7 @@ def install(
         opts.validate()
     except StepError as exc:
         res = RunResult(dry_run=dry_run)
-        res.steps.append(StepResult("options", "failed", error=exc.message, fix=exc.fix))
+        res.steps.append(StepResult.from_error("options", exc))
         return InstallResult(res, prefix=str(paths.prefix))
     transcript = None if dry_run else _open_transcript(kind, paths)
 
@@ -752,7 +788,7 @@ def install(
                 raise
     except StepError as exc:  # the lock
         run = RunResult(dry_run=dry_run)
-        run.steps.append(StepResult("lock", "failed", error=exc.message, fix=exc.fix, detail=exc.detail))
+        run.steps.append(StepResult.from_error("lock", exc))
         on_step(run.steps[-1])
     result = InstallResult(run, prefix=str(paths.prefix))
     if paths.state_file.exists():
@@ -781,12 +817,12 @@ def _public_options(opts: InstallOptions) -> dict[str, Any]:
 
 
 def _open_transcript(kind: str, paths: InstallPaths) -> Any:
-    from pmcp.lifecycle.transcript import Redactor, Transcript
+    from pmcp.lifecycle.transcript import Redactor, open_transcript
 
     redactor = Redactor()
     redactor.add_install_secrets(paths)
     try:
-        return Transcript(kind, redactor=redactor)
+        return open_transcript(kind, redactor=redactor)
     except OSError:
         return None
 
@@ -822,24 +858,4 @@ def _record(
     statefile.update(paths, **changes)
 
 
-_MARKS = {
-    "ok": "already right",
-    "changed": "changed",
-    "planned": "would change",
-    "failed": "FAILED",
-    "skipped": "skipped",
-    "undone": "removed",
-}
-
-
-def step_line(r: StepResult) -> str:
-    """One step as the CLI prints it: name, status, what changed, and for a failure the fix and details."""
-    lines = [f"{r.name:<18} {_MARKS.get(r.status, r.status)}"]
-    lines += [f"    - {c}" for c in r.changes]
-    lines += [f"    note: {n}" for n in r.notes]
-    if r.error:
-        lines.append(f"    error: {r.error}")
-    if r.fix:
-        lines.append(f"    fix:   {r.fix}")
-    lines += [f"      {d}" for d in r.detail.splitlines()[-30:]]
-    return "\n".join(lines)
+step_line = outcome.step_line  # where the CLI and the demo stack have always found it

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from pmcp.steps import StepError
+from pmcp.errors import NotReady
 
 DEFAULT_LOCK_FILE = Path("/run/pmcp.lock")
 DEFAULT_TIMEOUT = 60.0
@@ -93,9 +93,9 @@ class HostLock:
         with _held_guard:
             _held[key] = 1
 
-    def _busy(self) -> StepError:
+    def _busy(self) -> NotReady:
         who = holder(self.path) or "another process"
-        return StepError(
+        return NotReady(
             f"another pmcp run is changing this host: {who}; waited {self.timeout:g}s for it",
             fix="let it finish and run again (or wait longer with --lock-timeout SECONDS); the lock is "
             "released automatically when that process exits, so there is nothing to delete",

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from pmcp import record as statefile
+from pmcp.errors import NotReady
 from pmcp.paths import InstallPaths
 from pmcp.stack.compose import Compose, project_name
 from pmcp.steps import StepError
@@ -16,7 +17,7 @@ SERVICES = ("mcp-server", "caddy", "prometheus", "pve-sim")
 def logs(prefix: str | Path, follow: bool = False, tail: int = 100, service: str | None = None) -> int:
     paths = InstallPaths.at(prefix)
     if not paths.compose_file.exists():
-        raise StepError(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
+        raise NotReady(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
     if service and service not in SERVICES:
         raise StepError(f"unknown service {service!r}", fix=f"one of: {', '.join(SERVICES)}")
     project = statefile.load(paths).get("project") or project_name(paths.prefix)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pmcp import __version__
 from pmcp import record as statefile
+from pmcp.errors import NotReady
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine
 from pmcp.stack.compose import project_name
@@ -42,7 +43,7 @@ def status(prefix: str | Path) -> dict[str, Any]:
     paths = InstallPaths.at(prefix)
     data = statefile.load(paths)
     if not data:
-        raise StepError(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
+        raise NotReady(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
     project = data.get("project") or project_name(paths.prefix)
     services: dict[str, Any] = {}
     healthy = False

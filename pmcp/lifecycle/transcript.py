@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -126,6 +128,10 @@ class Transcript:
             self.line("    detail:")
             for d in res.detail.splitlines():
                 self.line(f"      {d}")
+        if res.trace:
+            self.line("    traceback (a bug in pmcp):")
+            for d in res.trace.splitlines():
+                self.line(f"      {d}")
 
     def finish(self, ok: bool, summary: str = "") -> None:
         """The last line, which ``last_result`` reads back for ``pmcp status``."""
@@ -150,6 +156,29 @@ class Transcript:
             self.line(f"interrupted: {type(exc).__name__}: {exc}")
             self.finish(False, "interrupted")
         self.close()
+
+
+def private_fallback_dir() -> Path:
+    """``$TMPDIR/pmcp-logs-<uid>``, created 0700 and refused unless it is this user's own directory:
+    another user could otherwise pre-create it and read (or replace) the transcripts."""
+    path = Path(tempfile.gettempdir()) / f"pmcp-logs-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a private directory of this user")
+    return path
+
+
+def open_transcript(
+    kind: str, directory: str | Path | None = None, redactor: Redactor | None = None
+) -> Transcript:
+    """A transcript in the log directory, else in a private fallback: one written somewhere beats none
+    (an unprivileged run cannot write /var/log/pmcp)."""
+    try:
+        return Transcript(kind, directory, redactor)
+    except OSError:
+        return Transcript(kind, private_fallback_dir(), redactor)
 
 
 def transcripts(kind: str, directory: str | Path | None = None) -> list[Path]:

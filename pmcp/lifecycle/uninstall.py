@@ -24,6 +24,12 @@ def recorded_options(prefix: str | Path) -> InstallOptions:
     return opts
 
 
+def installed(prefix: str | Path) -> bool:
+    """Whether anything of an install is at this prefix (what uninstall would work from)."""
+    paths = InstallPaths.at(prefix)
+    return paths.state_file.exists() or paths.compose_file.exists()
+
+
 def uninstall(
     prefix: str | Path,
     *,
@@ -34,7 +40,7 @@ def uninstall(
     keep_images: bool = False,
 ) -> RunResult:
     from pmcp.lifecycle.lock import HostLock
-    from pmcp.lifecycle.transcript import Redactor, Transcript
+    from pmcp.lifecycle.transcript import Redactor, open_transcript
 
     paths = InstallPaths.at(prefix)
     opts = options or recorded_options(prefix)
@@ -42,10 +48,7 @@ def uninstall(
     if not dry_run:
         redactor = Redactor()
         redactor.add_install_secrets(paths)
-        try:
-            transcript = Transcript("uninstall", redactor=redactor)
-        except OSError:
-            transcript = None
+        transcript = open_transcript("uninstall", redactor=redactor)
 
     def on_step(r: StepResult) -> None:
         if transcript:
@@ -59,7 +62,7 @@ def uninstall(
             result = undo_steps(plan.steps, dry_run=dry_run, report=on_step)
     except StepError as exc:
         result = RunResult(dry_run=dry_run)
-        result.steps.append(StepResult("lock", "failed", error=exc.message, fix=exc.fix, detail=exc.detail))
+        result.steps.append(StepResult.from_error("lock", exc))
         on_step(result.steps[-1])
     if transcript:
         transcript.finish(result.ok, "removed" if result.ok else "some steps failed")

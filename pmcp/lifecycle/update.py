@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,10 +27,11 @@ from typing import Any
 from pmcp import __version__
 from pmcp import backup as backups
 from pmcp import record as statefile
+from pmcp.errors import NotReady
 from pmcp.files import write_json
 from pmcp.lifecycle.lock import DEFAULT_TIMEOUT, HostLock
 from pmcp.lifecycle.switch import SERVICE, UPSTREAM_FILE, Switch
-from pmcp.lifecycle.transcript import Redactor, Transcript, prune
+from pmcp.lifecycle.transcript import Redactor, Transcript, open_transcript, prune
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine, images, render
 from pmcp.steps import Plan, StepError, StepResult
@@ -76,6 +76,7 @@ class Outcome:
     error: str = ""
     fix: str = ""
     detail: str = ""
+    exit_code: int = 0  # the error's (pmcp.errors.ExitCode); 0 when ok
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "steps"}
@@ -180,7 +181,7 @@ def _load(paths: InstallPaths, cfg: render.StackConfig | None, opts: Options, re
     except ValueError as exc:
         raise StepError(str(exc), fix=f"restore {paths.state_file} from {paths.backups_dir}") from exc
     if not state.get("config") or not state.get("project") or not paths.compose_file.exists():
-        raise StepError(f"no pmcp install at {paths.prefix}", fix="pmcp install (or give its --prefix)")
+        raise NotReady(f"no pmcp install at {paths.prefix}", fix="pmcp install (or give its --prefix)")
     config = cfg or desired_config(state)
     ctx = StackContext(
         paths,
@@ -505,10 +506,7 @@ def _begin(kind: str, opts: Options) -> tuple[InstallPaths, Redactor, Transcript
     paths = InstallPaths.at(opts.prefix)
     redact = Redactor()
     redact.add_install_secrets(paths)
-    try:
-        return paths, redact, Transcript(kind, opts.log_dir, redact)
-    except OSError:  # /var/log/pmcp not writable: a transcript somewhere beats none
-        return paths, redact, Transcript(kind, Path(tempfile.gettempdir()) / "pmcp-logs", redact)
+    return paths, redact, open_transcript(kind, opts.log_dir, redact)
 
 
 def _finish(inst: _Install | None, out: Outcome, t: Transcript) -> Outcome:
@@ -537,7 +535,7 @@ def _finish(inst: _Install | None, out: Outcome, t: Transcript) -> Outcome:
 
 def _fail(out: Outcome, exc: StepError) -> None:
     out.ok = False
-    out.error, out.fix, out.detail = exc.message, exc.fix, exc.detail
+    out.error, out.fix, out.detail, out.exit_code = exc.message, exc.fix, exc.detail, int(exc.exit_code)
     out.summary = exc.message
 
 

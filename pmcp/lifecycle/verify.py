@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pmcp import authtokens
 from pmcp import record as statefile
+from pmcp.errors import NotReady
 from pmcp.files import UnsafeFile, read_certificate
 from pmcp.paths import InstallPaths
 from pmcp.stack import engine
@@ -122,7 +123,7 @@ def load_target(prefix: str | Path) -> Target:
     paths = InstallPaths.at(prefix)
     data = statefile.load(paths)
     if not data.get("config"):
-        raise StepError(
+        raise NotReady(
             f"no pmcp install at {paths.prefix} (no state.json)", fix="pmcp install (or --prefix DIR)"
         )
     try:

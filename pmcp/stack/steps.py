@@ -244,11 +244,14 @@ class InstallDirStep:
         self._started = False
 
     def check(self) -> Plan:
-        """Nothing to do up front: the steps that write create it, so a failed preflight leaves no dir."""
-        return Plan()
+        """Created once preflight passed (it comes first), so a host that fails it gets no dir."""
+        if self.paths.prefix.is_dir():
+            return Plan()
+        return Plan(changes=[f"create {self.paths.prefix}"])
 
     def apply(self) -> None:
         self._started = True
+        self.paths.prefix.mkdir(parents=True, exist_ok=True, mode=0o755)
 
     def undo(self) -> None:
         if self._started:  # a failed mkdir left nothing to remove

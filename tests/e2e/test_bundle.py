@@ -75,12 +75,12 @@ def test_bundle_round_trip_with_tiny_images(tmp_path: Path) -> None:
                 "--json",
             ).stdout
         )
-        assert [e["id"] for e in created["images"]] == ids
+        assert [e["id"] for e in created["data"]["images"]] == ids
         remove(client, *names)
         assert not [i for i in client.images.list() if i.id in ids]
 
         verified = json.loads(pmcp("bundle", "verify", str(out), "--json").stdout)
-        assert verified["ok"] and [e["name"] for e in verified["images"]] == names
+        assert verified["ok"] and [e["name"] for e in verified["data"]["images"]] == names
 
         loaded = pmcp("bundle", "load", str(out))
         assert all(f"loaded {n}" in loaded.stdout for n in names)

@@ -158,7 +158,7 @@ def test_generated_claude_code_config_connects(server: tuple[InstallPaths, str],
 
     # The `claude mcp add` line carries the same URL and header.
     code, out, _ = client_config("--prefix", str(paths.prefix), "--json")
-    command = json.loads(out)["clients"][0]["snippets"][0]["text"]
+    command = json.loads(out)["data"]["clients"][0]["snippets"][0]["text"]
     argv = shlex.split(command)
     assert argv[6] == entry["url"]
     name, _, value = argv[argv.index("--header") + 1].partition(": ")

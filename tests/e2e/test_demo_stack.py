@@ -94,7 +94,9 @@ def test_second_install_changes_nothing(demo_stack: DemoStack) -> None:
 def test_verify_cli_json(demo_stack: DemoStack) -> None:
     proc = pmcp_cli("verify", "--prefix", str(demo_stack.prefix), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(proc.stdout)
+    envelope = json.loads(proc.stdout)
+    assert envelope["ok"] and envelope["command"] == "verify" and envelope["error"] is None
+    report = envelope["data"]
     assert report["ok"] and any(
         c["check"] == "mcp session" and c["result"] == "pass" for c in report["checks"]
     )
@@ -103,7 +105,7 @@ def test_verify_cli_json(demo_stack: DemoStack) -> None:
 def test_status_cli(demo_stack: DemoStack) -> None:
     proc = pmcp_cli("status", "--prefix", str(demo_stack.prefix), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    st = json.loads(proc.stdout)
+    st = json.loads(proc.stdout)["data"]
     assert st["healthy"] and st["services"]["mcp-server"]["health"] == "healthy"
     assert st["services"]["caddy"]["status"] == "running"
 
@@ -163,8 +165,9 @@ def test_demo_stack_rerun_writes_json_info(demo_stack: DemoStack, tmp_path: Path
     info = tmp_path / "info.json"
     before = sorted(project_containers(demo_stack.prefix))
     ports = {"https_port": o.https_port, "server_port": o.server_port, "sim_port": o.sim.port}
-    code = run_demo_stack(str(demo_stack.prefix), False, o.mode, None, str(info), o.sim.guests, True, **ports)
-    assert code == 0
+    res = run_demo_stack(str(demo_stack.prefix), False, o.mode, None, str(info), o.sim.guests, **ports)
+    assert res.ok and res.code == 0, res.to_dict()
+    assert not res.changed, [s.to_dict() for s in res.steps if s.status != "ok"]
     data = json.loads(info.read_text())
     assert set(data) == {"url", "token", "ca_file", "prefix"}
     assert stat.S_IMODE(info.stat().st_mode) == 0o600
@@ -246,7 +249,8 @@ def test_zz_down_removes_everything_identity_first(demo_stack: DemoStack) -> Non
     )
     if not users.stdout.strip():  # another stack may share the image: then docker keeps it, rightly
         assert subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0
-    assert run_demo_stack(str(prefix), True, "read-only", None, None, 5, True) == 0  # --down again: no-op
+    again = run_demo_stack(str(prefix), True, "read-only", None, None, 5)  # --down again: a no-op, said
+    assert again.ok and not again.changed and not again.steps and "nothing to remove" in again.text[0]
 
 
 def _sim_users(port: int, prefix: Path) -> list[str]:

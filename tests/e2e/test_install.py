@@ -28,11 +28,13 @@ def test_dry_run_json_changes_nothing_and_fails_clearly_off_proxmox(tmp_path: Pa
         "",
         env={"PMCP_PVESH": "false", "PMCP_PVEVERSION": "false"},
     )
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # the host is not ready (README: exit codes)
     out = json.loads(proc.stdout)
-    assert out["ok"] is False and out["dry_run"] is True
-    pre = out["steps"][1]
+    assert out["ok"] is False and out["data"]["dry_run"] is True and out["command"] == "install"
+    pre = out["steps"][0]  # preflight comes first: a host that fails it gets no install dir
     assert pre["name"] == "preflight" and pre["status"] == "failed" and pre["fix"]
+    assert out["error"]["message"].startswith("preflight: ") and out["error"]["fix"] == pre["fix"]
+    assert "Traceback" not in proc.stderr and out["error"]["message"] in proc.stderr
     assert not prefix.exists()
 
 

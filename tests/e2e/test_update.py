@@ -224,7 +224,7 @@ def test_rollback_returns_to_the_previous_version_and_rotates(
     res = pmcp_cli("rollback", "--prefix", str(inst.prefix), "--grace", GRACE, "--keep", "2", "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     out = json.loads(res.stdout)
-    assert out["ok"] and out["to_image"] == _tag(variants["v2"])
+    assert out["ok"] and out["command"] == "rollback" and out["data"]["to_image"] == _tag(variants["v2"])
     assert serving(inst) == _tag(variants["v2"])
     assert _data_digest(inst) == before
     kept = backup.list_backups(_paths(inst))

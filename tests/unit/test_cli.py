@@ -1,13 +1,11 @@
-"""The command tree: every command documents itself, unbuilt ones say so, and `--help` stays light."""
+"""The command tree: every command documents itself, takes --json, and `--help` stays light."""
 
 from __future__ import annotations
 
-import ast
-import inspect
+import json
 import re
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 
 import click
@@ -15,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pmcp import __version__
-from pmcp.cli import NotImplementedYet, main
+from pmcp.cli import main
 
 # Imported only by the commands that need them: never by `pmcp --help` or `pmcp --version`.
 HEAVY = ("docker", "requests", "mcp", "pydantic", "pydantic_core", "uvicorn", "proxmoxer", "starlette")
@@ -43,24 +41,7 @@ def commands(
             yield from commands(cmd, (*path, name))
 
 
-def only_raises_not_implemented(cmd: click.Command) -> bool:
-    """True when the callback's whole body is ``raise NotImplementedYet(...)``: safe to invoke."""
-    if cmd.callback is None:
-        return False
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cmd.callback)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-        body = body[1:]
-    return (
-        len(body) == 1
-        and isinstance(body[0], ast.Raise)
-        and isinstance(body[0].exc, ast.Call)
-        and getattr(body[0].exc.func, "id", None) == NotImplementedYet.__name__
-    )
-
-
 ALL = list(commands())
-UNBUILT = [(path, cmd) for path, cmd in ALL if only_raises_not_implemented(cmd)]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["sim", "--help"], ["install", "--help"]])
@@ -97,25 +78,103 @@ def test_every_command_has_real_help(path: tuple[str, ...]) -> None:
     assert (cmd.help or "").strip(), f"pmcp {' '.join(path)} has no help text"
 
 
-@pytest.mark.parametrize("path", [p for p, _ in UNBUILT] or [()], ids=lambda p: " ".join(p) or "none")
-def test_unbuilt_commands_exit_2_and_say_so(path: tuple[str, ...]) -> None:
-    if not path:
-        pytest.skip("every command is built")
-    cmd = dict(ALL)[path]
-    args = ["x" for p in cmd.params if isinstance(p, click.Argument) and p.required]
-    result = CliRunner().invoke(main, [*path, *args])
-    assert result.exit_code == 2, result.output
-    assert "not implemented yet" in result.output
+# `sim pvesh` answers as Proxmox's pvesh does (its own --output-format, exit codes): no envelope.
+NO_JSON = {("sim", "pvesh")}
 
 
-def test_unbuilt_command_fails_in_a_real_process() -> None:
-    """Exit status 2 and the message on stderr from the real entry point, not only click's runner."""
-    if not UNBUILT:
-        pytest.skip("every command is built")
-    path, cmd = UNBUILT[0]
-    args = ["x" for p in cmd.params if isinstance(p, click.Argument) and p.required]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pmcp", *path, *args], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 2
-    assert "not implemented yet" in proc.stderr
+@pytest.mark.parametrize(
+    "path", [p for p, c in ALL if not isinstance(c, click.Group) and p not in NO_JSON], ids=" ".join
+)
+def test_every_command_takes_json_and_quiet(path: tuple[str, ...]) -> None:
+    opts = {o for p in dict(ALL)[path].params for o in p.opts}
+    assert {"--json", "--quiet"} <= opts, f"pmcp {' '.join(path)} lacks --json/--quiet"
+
+
+def invoke(*argv: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(argv))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_failure_is_one_envelope_on_stdout_and_the_fix_on_stderr(tmp_path) -> None:
+    code, out, err = invoke("status", "--prefix", str(tmp_path / "none"), "--json")
+    assert code == 4
+    doc = json.loads(out)
+    assert set(doc) == {"ok", "command", "changed", "steps", "error", "data", "transcript", "exit_code"}
+    assert doc["ok"] is False and doc["command"] == "status" and doc["exit_code"] == 4
+    assert "no pmcp install" in doc["error"]["message"] and doc["error"]["fix"]
+    assert doc["error"]["message"] in err and f"fix: {doc['error']['fix']}" in err
+
+
+def test_success_has_the_same_envelope() -> None:
+    code, out, _ = invoke("sim", "routes", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] is True and doc["error"] is None and doc["command"] == "sim routes"
+    assert {"method": "GET", "path": "/version"} in doc["data"]["routes"]
+
+
+def test_quiet_prints_nothing_on_success_and_the_error_on_failure(tmp_path) -> None:
+    assert invoke("sim", "routes", "--quiet")[1:] == ("", "")
+    code, out, err = invoke("status", "--prefix", str(tmp_path), "--quiet")
+    assert code == 4 and out == "" and "no pmcp install" in err
+
+
+def test_click_usage_errors_take_the_same_way_out() -> None:
+    code, out, err = invoke("install", "--no-such-option", "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["ok"] is False and "--no-such-option" in doc["error"]["message"]
+    assert "pmcp install --help" in doc["error"]["fix"] and "Traceback" not in err
+
+
+def test_an_unexpected_exception_is_one_line_and_a_transcript(tmp_path, monkeypatch) -> None:
+    """A bug: one line on stderr, the traceback only in the transcript (0600), exit 70."""
+    import pmcp.lifecycle.status as status_mod
+
+    def boom(prefix: object) -> None:
+        raise KeyError("the-bug")
+
+    monkeypatch.setattr(status_mod, "status", boom)
+    monkeypatch.setenv("PMCP_LOG_DIR", str(tmp_path / "logs"))
+    code, _, err = invoke("status", "--prefix", str(tmp_path))
+    assert code == 70, err
+    assert "Traceback" not in err and "unexpected KeyError" in err
+    logs = list((tmp_path / "logs").glob("crash-*.log"))
+    assert len(logs) == 1 and f"transcript: {logs[0]}" in err
+    text = logs[0].read_text()
+    assert "Traceback" in text and "boom" in text and oct(logs[0].stat().st_mode & 0o777) == "0o600"
+
+
+def test_interrupt_exits_130_without_a_traceback(tmp_path, monkeypatch) -> None:
+    import pmcp.lifecycle.status as status_mod
+
+    def interrupted(prefix: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(status_mod, "status", interrupted)
+    code, _, err = invoke("status", "--prefix", str(tmp_path))
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_host_changing_commands_check_root_first(tmp_path, monkeypatch) -> None:
+    """As non-root the first and only complaint is root, with the sudo fix (exit 4): not a list of
+    wrong fixes, and before any prompt."""
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    for argv in (
+        ["install", "--dry-run", "--agent-user", ""],
+        ["uninstall"],
+        ["update"],
+        ["rollback"],
+        ["demo", "--stack"],
+    ):
+        code, out, err = invoke(*argv, "--prefix", str(tmp_path), "--json")
+        doc = json.loads(out)
+        assert code == 4, (argv, out, err)
+        assert "must run as root" in doc["error"]["message"] and "sudo pmcp" in doc["error"]["fix"]
+
+
+def test_uninstall_of_nothing_says_so_and_changes_nothing(tmp_path) -> None:
+    before = sorted(tmp_path.iterdir())
+    code, out, err = invoke("uninstall", "--prefix", str(tmp_path), "--yes")
+    assert code == 0 and "nothing to remove" in out and err == ""
+    assert sorted(tmp_path.iterdir()) == before
+    doc = json.loads(invoke("uninstall", "--prefix", str(tmp_path), "--json")[1])
+    assert doc["ok"] and not doc["changed"] and doc["steps"] == [] and doc["data"]["installed"] is False

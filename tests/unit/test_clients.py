@@ -156,7 +156,7 @@ def test_no_install_says_what_to_do(tmp_path: Path) -> None:
 def test_url_override_needs_no_install(tmp_path: Path) -> None:
     code, out, _ = run("--prefix", str(tmp_path / "nothing"), "--url", "https://h.example:9443", "--json")
     assert code == 0
-    doc = json.loads(out)
+    doc = json.loads(out)["data"]
     assert doc["url"] == "https://h.example:9443/mcp"
 
 
@@ -258,7 +258,7 @@ def test_ca_cert_export_and_trust_notes(install: InstallPaths, tmp_path: Path) -
     code, out, err = run("--prefix", str(install.prefix), "--client", "all", "--ca-cert", str(dest), "--json")
     assert code == 0, err
     assert dest.read_text() == PEM and stat.S_IMODE(dest.stat().st_mode) == 0o644
-    doc = json.loads(out)
+    doc = json.loads(out)["data"]
     notes = {c["client"]: " ".join(c["notes"]) for c in doc["clients"]}
     assert f"NODE_EXTRA_CA_CERTS={dest}" in notes["claude-code"]
     assert f"CODEX_CA_CERTIFICATE={dest}" in notes["codex"]

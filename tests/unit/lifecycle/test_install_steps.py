@@ -11,6 +11,7 @@ import pytest
 
 from pmcp import authtokens
 from pmcp import record as statefile
+from pmcp.errors import UsageError
 from pmcp.lifecycle.install import InstallOptions, build, stack_config, step_line
 from pmcp.paths import InstallPaths
 from pmcp.stack import render
@@ -127,12 +128,20 @@ def test_monitoring_gets_a_metrics_only_token_that_is_no_client_token(tmp_path: 
     assert set(authtokens.load(ctx.paths.client_tokens)) == {"default"} and bare.read_text() == scrape
 
 
-def test_options_are_validated() -> None:
-    with pytest.raises(StepError, match="go together"):
+def test_options_are_validated(tmp_path: Path) -> None:
+    """The demo and state.json come here without the CLI's checks: the same rules, the same fixes."""
+    with pytest.raises(UsageError, match="--tls-cert needs --tls-key"):
         InstallOptions(tls_cert="/etc/hostname").validate()
-    with pytest.raises(StepError, match="allow-from"):
+    with pytest.raises(UsageError, match="holds no PEM certificate"):
+        InstallOptions(tls_cert="/etc/hostname", tls_key="/etc/hostname").validate()
+    with pytest.raises(UsageError, match="not an IPv4"):
         InstallOptions(allow_from="not-a-cidr").validate()
-    InstallOptions(allow_from="192.0.2.0/24").validate()
+    with pytest.raises(UsageError, match="are both 8443") as err:
+        InstallOptions(https_port=8443, http_port=8443).validate()
+    assert err.value.fix and err.value.exit_code == 2
+    opts = InstallOptions(allow_from="192.0.2.7/24", domain="PVE.Example.com.")
+    opts.validate()
+    assert (opts.allow_from, opts.domain) == ("192.0.2.0/24", "pve.example.com")
 
 
 ACME_URL = "https://ca.example.lan:9000/acme/acme/directory"
@@ -184,8 +193,8 @@ def test_acme_ca_is_rendered_and_recorded(tmp_path: Path) -> None:
 def test_step_order_host_and_demo(tmp_path: Path) -> None:
     host = [s.name for s in build(InstallOptions(prefix=str(tmp_path / "a"))).steps]
     assert host == [
+        "preflight",  # first: a host that cannot take the stack gets no install dir
         "install dir",
-        "preflight",
         "vm networking",
         "proxmox tls",
         "proxmox identity",

@@ -40,8 +40,8 @@ def test_serve_refuses_public_bind_without_token_file(sim, tmp_path):
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 1
-    assert "PMCP_AUTH_TOKEN_FILE" in proc.stderr and "refusing" in proc.stderr
+    assert proc.returncode == 2  # a bad configuration: README, exit codes
+    assert "PMCP_AUTH_TOKEN_FILE" in proc.stderr and "refusing" in proc.stderr and "fix:" in proc.stderr
 
 
 def test_serve_from_environment(tmp_path):

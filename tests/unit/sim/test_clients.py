@@ -215,7 +215,8 @@ def test_routes_json_lists_what_is_served() -> None:
 
     r = pmcp("sim", "routes", "--json")
     assert r.returncode == 0, r.stderr
-    assert [(x["method"], x["path"]) for x in json.loads(r.stdout)] == all_routes()
+    routes = json.loads(r.stdout)["data"]["routes"]
+    assert [(x["method"], x["path"]) for x in routes] == all_routes()
 
 
 def test_proxmoxer_password_session_and_password_change() -> None:
