@@ -6,10 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: dev dist test test-env test-unit demo lint bench clean distclean
 
+# The first run takes a minute or two (the dependencies are downloaded): say so, and show pip's progress.
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "make: pmcp needs Python 3.11 or newer (Debian 12: apt install python3 python3-venv); $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	@echo "make: creating $(VENV) and installing pmcp's dependencies (first run only, a minute or two) ..." >&2
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[server,dev]'
+	@# One line per package as progress; setuptools' notice about editable installs is not for users.
+	$(PY) -m pip install -e '.[server,dev]' 2>&1 | grep -E '^(Collecting|Successfully|ERROR|error)' || true
+	@test -x $(VENV)/bin/pmcp || { echo "make: pip install failed: run $(PY) -m pip install -e '.[server,dev]'" >&2; exit 1; }
 	touch $(STAMP)
 
 dev: $(STAMP)
@@ -31,8 +37,10 @@ test: test-env dist
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
+# make demo PORT=9000 (0: any free port)
+PORT ?= 8080
 demo: $(STAMP)
-	$(PY) -m pmcp demo
+	$(PY) -m pmcp demo --port $(PORT)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

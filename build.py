@@ -43,39 +43,114 @@ DROP_SUFFIXES = (".pyc", ".pyo", ".pyi")
 # site-packages, which shiv's bootstrap finds after importing ~30 ms of modules (zipfile, json,
 # hashlib, subprocess, compileall, ...): more than click itself. The first run, and any SHIV_*
 # override, go through shiv's own bootstrap unchanged.
+#
+# It must run on any Python 3 a Proxmox host may have, so it is written for Python 3.5 (no f-strings,
+# no walrus, no annotations; tests/unit/test_launcher.py parses it with `ast` at feature_version 3.5
+# and runs it with the oldest interpreters it finds): on PVE 7 (Debian 11, Python 3.9) it must say
+# what to do, not die in a SyntaxError inside click.
 LAUNCHER = """\
 # -*- coding: utf-8 -*-
 import os
 import sys
 
 BUILD_ID = "{build_id}"
+MIN_PYTHON = (3, 11)
+EXIT_NOT_READY = 4  # pmcp.errors.ExitCode.NOT_READY
 
 
-def _root():
-    root = os.environ.get("SHIV_ROOT")
-    return os.path.expanduser(root) if root else os.path.join(os.path.expanduser("~"), ".shiv")
+def _too_old():
+    found = "%d.%d" % sys.version_info[:2]
+    message = (
+        "pmcp needs Python 3.11 or newer, as on Proxmox VE 8 (Debian 12) and 9 (Debian 13); "
+        "this is Python %s" % found
+    )
+    fix = (
+        "on a Proxmox VE 7 host (Debian 11, Python 3.9): PVE 7 reached its end of life on 2024-07-31 "
+        "and gets no security updates. Upgrade it: run `pve7to8 --full`, fix what it reports, then "
+        "follow https://pve.proxmox.com/wiki/Upgrade_from_7_to_8 (and later 8 to 9). Elsewhere: run "
+        "this file with Python 3.11+ (python3.11 %s ...)" % (sys.argv[0] or "pmcp")
+    )
+    if "--json" in sys.argv[1:]:
+        import json
+
+        error = {{"message": message, "fix": fix, "detail": sys.version}}
+        doc = {{"ok": False, "command": " ".join(a for a in sys.argv[1:2] if not a.startswith("-")),
+               "changed": False, "steps": [], "error": error, "data": {{}}, "transcript": None,
+               "exit_code": EXIT_NOT_READY}}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\\n")
+    sys.stderr.write("pmcp: error: %s\\n  fix: %s\\n" % (message, fix))
+    sys.exit(EXIT_NOT_READY)
 
 
 def _writable(root):
     try:
-        os.makedirs(root, exist_ok=True)
+        if not os.path.isdir(root):
+            os.makedirs(root)
         return os.access(root, os.W_OK | os.X_OK)
     except OSError:
         return False
 
 
+def _private(path):
+    # A directory only this user can write: created 0700, else refused unless it is ours and 0700
+    # (someone else could have made it first, and code is unpacked there).
+    try:
+        os.mkdir(path, 0o700)
+    except OSError:
+        pass
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat
+
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def _roots():
+    # Where the site-packages are unpacked: SHIV_ROOT, else ~/.shiv, else (no writable HOME: a service
+    # account, `sudo -u`, a read-only home) a private directory under XDG_RUNTIME_DIR or /tmp.
+    root = os.environ.get("SHIV_ROOT")
+    if root:
+        return [os.path.expanduser(root)], True
+    home = os.path.join(os.path.expanduser("~"), ".shiv")
+    uid = os.getuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    fallbacks = [os.path.join(runtime, "pmcp-shiv")] if runtime else []
+    fallbacks.append(os.path.join(os.environ.get("TMPDIR") or "/tmp", "pmcp-shiv-%d" % uid))
+    return [home] + fallbacks, False
+
+
 def _launch():
-    root = _root()
+    if sys.version_info < MIN_PYTHON:
+        _too_old()
     name = os.path.basename(os.path.realpath(sys.argv[0]))
+    candidates, explicit = _roots()
+    root = None
+    for i, cand in enumerate(candidates):
+        if os.path.isdir(os.path.join(cand, name + "_" + BUILD_ID, "site-packages")):
+            if i == 0 or _private(cand):
+                root = cand
+                break
+    if root is None:
+        for i, cand in enumerate(candidates):
+            if (i == 0 and _writable(cand)) or (i > 0 and _private(cand)):
+                root = cand
+                break
+    if root is None:
+        where = candidates[0] if explicit else ", ".join(candidates)
+        sys.stderr.write(
+            "pmcp: error: cannot unpack into %s (not writable, or not a private directory of this user)\\n"
+            "  fix: set SHIV_ROOT to a directory you own, e.g. SHIV_ROOT=$HOME/.cache/pmcp\\n" % where
+        )
+        sys.exit(EXIT_NOT_READY)
     site_packages = os.path.join(root, name + "_" + BUILD_ID, "site-packages")
     unpacked = os.path.isdir(site_packages)
-    if not unpacked and not _writable(root):
-        sys.stderr.write(
-            "pmcp: cannot unpack into %s (not writable). "
-            "Fix: set SHIV_ROOT to a writable directory.\\n" % root
-        )
-        sys.exit(1)
+    if root != candidates[0] or explicit:
+        os.environ["SHIV_ROOT"] = root  # shiv's bootstrap and every pmcp this one starts use it too
     if not unpacked or any(k.startswith("SHIV_") and k != "SHIV_ROOT" for k in os.environ):
+        if not unpacked and sys.stderr.isatty():
+            sys.stderr.write("pmcp: first run of this build: unpacking into %s ...\\n" % root)
         import _bootstrap
 
         _bootstrap.bootstrap()

@@ -345,48 +345,27 @@ def render_text(configs: list[ClientConfig]) -> str:
 
 
 def url_from_state(state_file: Path) -> tuple[str, bool]:
-    """The URL Caddy serves, as install recorded it, and whether its certificate is publicly trusted.
-
-    Read defensively: ``url`` when present, else built from ``domain`` (or ``host``) and ``https_port``.
-    """
+    """The URL Caddy serves, as install recorded it (``url``), and whether its certificate is publicly
+    trusted (``tls``: ``acme`` or ``custom``; ``internal`` is Caddy's own CA). Both are written by
+    pmcp.lifecycle.install._record; nothing else is guessed at."""
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ClientConfigError(
-            f"no pmcp install at {state_file.parent} (no {state_file.name}): run `pmcp install`, "
-            "pass --prefix DIR of your install, or pass --url https://HOST/mcp"
+            f"no pmcp install at {state_file.parent} (no {state_file.name})",
+            fix="run `pmcp install`, pass --prefix DIR of your install, or pass --url https://HOST/mcp",
         ) from None
     except (OSError, ValueError) as exc:
-        raise ClientConfigError(f"cannot read {state_file}: {exc}; pass --url https://HOST/mcp") from None
-    if not isinstance(state, dict):
-        raise ClientConfigError(f"{state_file} is not a JSON object; pass --url https://HOST/mcp")
-    tls = _lookup(state, "tls")
-    tls = tls if isinstance(tls, str) else ""
-    domain = _lookup(state, "domain")
-    public = tls in ("acme", "public", "custom") or bool(_lookup(state, "tls_cert"))
-    public = public or (bool(domain) and tls != "internal")
-    url = _lookup(state, "url")
-    if isinstance(url, str) and url:
-        return url, public
-    names = _lookup(state, "public_names")
-    first = names[0] if isinstance(names, list) and names else None
-    host = domain or _lookup(state, "host") or _lookup(state, "public_host") or first
-    if not host:
-        raise ClientConfigError(f"{state_file} records no URL or host name; pass --url https://HOST/mcp")
-    host = f"[{host}]" if ":" in str(host) else str(host)
-    port = _lookup(state, "https_port") or 443
-    netloc = host if str(port) == "443" else f"{host}:{port}"
-    return f"https://{netloc}{MCP_PATH}", public
-
-
-def _lookup(state: dict[str, Any], key: str) -> Any:
-    """A key at the top level or one level down (``{"stack": {...}}``): the layout may still move."""
-    if state.get(key) not in (None, ""):
-        return state[key]
-    for value in state.values():
-        if isinstance(value, dict) and value.get(key) not in (None, ""):
-            return value[key]
-    return None
+        raise ClientConfigError(
+            f"cannot read {state_file}: {exc}", fix="pass --url https://HOST/mcp"
+        ) from None
+    url = state.get("url") if isinstance(state, dict) else None
+    if not isinstance(url, str) or not url:
+        raise ClientConfigError(
+            f"{state_file} records no URL (an install that never finished)",
+            fix="re-run `pmcp install`, or pass --url https://HOST/mcp",
+        )
+    return url, state.get("tls") in ("acme", "custom")
 
 
 def pick_token_name(tokens: dict[str, str], wanted: str | None) -> str:

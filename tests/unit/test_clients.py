@@ -25,7 +25,8 @@ def install(tmp_path: Path) -> InstallPaths:
     """An install dir as `pmcp install` leaves it: state.json and one client token."""
     paths = InstallPaths.at(tmp_path / "prefix")
     paths.prefix.mkdir()
-    paths.state_file.write_text(json.dumps({"url": URL}))
+    recorded_state(paths.prefix, public_names=["pve.example.com"], https_port=8443)  # internal CA
+    assert json.loads(paths.state_file.read_text())["url"] == URL
     authtokens.add(paths.client_tokens, "default")
     return paths
 
@@ -123,34 +124,52 @@ def test_literal_token_only_when_given() -> None:
         assert not cfg.secret
 
 
+def recorded_state(prefix: Path, **config: object) -> Path:
+    """state.json exactly as install records it (install._record), for a given stack configuration."""
+    from pmcp.lifecycle.install import InstallOptions, _record
+    from pmcp.stack import render
+    from pmcp.steps import RunResult
+
+    cfg = render.StackConfig(mcp_image="m", base_image="b", caddy_image="c", prometheus_image="p", **config)
+    paths = InstallPaths.at(prefix)
+    _record(paths, InstallOptions(prefix=str(prefix)), cfg, RunResult(), "install", "pve1")
+    return paths.state_file
+
+
 @pytest.mark.parametrize(
-    ("state", "url"),
+    ("config", "url", "public"),
     [
-        ({"url": "https://a.example/mcp"}, "https://a.example/mcp"),
-        ({"domain": "pve.example.com", "https_port": 443}, "https://pve.example.com/mcp"),
         (
-            {"stack": {"public_names": ["192.0.2.10", "localhost"], "https_port": 8443}},
+            {"public_names": ["192.0.2.10", "localhost"], "https_port": 8443},
             "https://192.0.2.10:8443/mcp",
+            False,
         ),
-        ({"public_names": ["2001:db8::1"]}, "https://[2001:db8::1]/mcp"),
+        ({"domain": "pve.example.com"}, "https://pve.example.com/mcp", True),
+        ({"public_names": ["2001:db8::1"]}, "https://[2001:db8::1]/mcp", False),
+        ({"public_names": ["pve"], "tls_cert": "/c.pem", "tls_key": "/k.pem"}, "https://pve/mcp", True),
     ],
 )
-def test_url_from_state(tmp_path: Path, state: dict, url: str) -> None:
-    (tmp_path / "state.json").write_text(json.dumps(state))
-    assert clients.url_from_state(tmp_path / "state.json")[0] == url
+def test_url_from_the_state_install_records(tmp_path: Path, config: dict, url: str, public: bool) -> None:
+    state = recorded_state(tmp_path, **config)
+    assert clients.url_from_state(state) == (url, public)
 
 
-def test_domain_means_public_tls(tmp_path: Path) -> None:
-    (tmp_path / "state.json").write_text(json.dumps({"domain": "pve.example.com"}))
-    assert clients.url_from_state(tmp_path / "state.json")[1] is True
+def test_public_tls_means_no_ca_note() -> None:
     cfg = one("cursor", public_tls=True)
     assert not any("TLS" in n for n in cfg.notes)
+
+
+def test_a_state_without_url_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text(json.dumps({"schema": 1}))
+    with pytest.raises(clients.ClientConfigError, match="records no URL") as err:
+        clients.url_from_state(tmp_path / "state.json")
+    assert "--url" in err.value.fix
 
 
 def test_no_install_says_what_to_do(tmp_path: Path) -> None:
     code, _, err = run("--prefix", str(tmp_path / "nothing"))
     assert code == 1
-    assert "pmcp install" in err and "--url" in err
+    assert "pmcp install" in err and "fix:" in err and "--url" in err
 
 
 def test_url_override_needs_no_install(tmp_path: Path) -> None:

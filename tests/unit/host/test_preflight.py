@@ -140,7 +140,7 @@ def test_docker_and_compose_facts(tmp_path: Path) -> None:
     step = Preflight(options(tmp_path, require_docker=True))
     step.check()
     assert step.facts.docker_major >= 20
-    assert step.facts.compose_cmd in (["docker", "compose"], ["docker-compose"]) or step.facts.compose_cmd
+    assert step.facts.compose_cmd in (["docker", "compose"], ["docker-compose"]), step.facts.compose_cmd
     assert step.facts.compose_version[0].isdigit()
 
 
