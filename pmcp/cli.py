@@ -130,6 +130,12 @@ def outcome(fn: Callable[..., Result | None]) -> Callable[..., None]:
             )  # fmt: skip
         except (SystemExit, click.exceptions.Exit):
             raise
+        except PermissionError as exc:  # not a bug: a file only root (or its owner) may read or write
+            where = exc.filename or "a file"
+            res = Result.failed(
+                out.command,
+                NotReady(f"permission denied: {where}", fix=f"run as root: sudo pmcp {out.command} ..."),
+            )
         except Exception as exc:
             res = crashed(out.command, exc)
         if res is None:

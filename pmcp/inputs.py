@@ -11,7 +11,9 @@ import ipaddress
 import os
 import pwd
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pmcp.errors import UsageError
 
@@ -113,6 +115,18 @@ def agent_user(value: str, *, must_exist: bool) -> str:
     return value
 
 
+def _reachable(check: Callable[[], Any], path: Path) -> Any:
+    """Run a file test; a directory this user may not enter is said plainly, not as a traceback."""
+    try:
+        return check()
+    except PermissionError:
+        who = "root" if os.geteuid() == 0 else "this user"
+        raise UsageError(
+            f"{path}: permission denied ({who} may not look inside its directory)",
+            fix="another path, or run as a user who may (sudo pmcp ...)",
+        ) from None
+
+
 def absolute_dir(value: str) -> Path:
     """An absolute directory path outside /proc, /sys and /dev (not necessarily existing)."""
     path = Path(value)
@@ -123,7 +137,7 @@ def absolute_dir(value: str) -> Path:
     path = Path(os.path.normpath(path))
     if path == Path("/") or any(path == p or p in path.parents for p in PSEUDO_FS):
         raise UsageError(f"{value} cannot hold an install", fix="a directory such as /opt/proxmox-mcp")
-    if path.exists() and not path.is_dir():
+    if _reachable(lambda: path.exists() and not path.is_dir(), path):
         raise UsageError(f"{value} exists and is not a directory", fix="another path, or remove that file")
     return path
 
@@ -132,7 +146,7 @@ def writable_dir(value: str) -> Path:
     """``absolute_dir`` that this process can create or write into."""
     path = absolute_dir(value)
     probe = path
-    while not probe.exists():
+    while not _reachable(probe.exists, probe):
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK) or _read_only(probe):
         who = "root" if os.geteuid() == 0 else "this user"
@@ -154,12 +168,14 @@ def new_file(value: str, *, make_dirs: bool = False) -> Path:
     """A file to write: its directory must exist (or, with ``make_dirs``, be creatable) and be writable."""
     path = Path(value).expanduser()
     parent = path.parent
-    if path.is_dir():
+    if not os.access(parent, os.X_OK) and parent.exists():
+        raise UsageError(f"cannot write into {parent}", fix="another directory, or run as its owner")
+    if _reachable(path.is_dir, path):
         raise UsageError(f"{value} is a directory", fix=f"a file name, such as {path / 'out.json'}")
     probe = parent
-    while make_dirs and not probe.exists() and probe != probe.parent:
+    while make_dirs and not _reachable(probe.exists, probe) and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir():
+    if not _reachable(probe.is_dir, probe):
         raise UsageError(f"the directory {parent} does not exist", fix=f"mkdir -p {parent}, or another path")
     if not os.access(probe, os.W_OK | os.X_OK) or _read_only(probe):
         raise UsageError(f"cannot write into {probe}", fix="another directory, or run as its owner")
