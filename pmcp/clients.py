@@ -29,7 +29,15 @@ AS_ROOT = "run as root (sudo pmcp client-config …)"
 
 
 class ClientConfigError(PmcpError, ValueError):
-    """The configuration cannot be made; the message says how to fix it."""
+    """The configuration cannot be made. Raised as "what: how to fix it" (or "what; how"): without an
+    explicit ``fix`` the text is split there, so the CLI shows the fix on its own line."""
+
+    def __init__(self, message: str, fix: str = "", detail: str = "") -> None:
+        if not fix:
+            what, sep, how = message.partition("; ") if "; " in message else message.partition(": ")
+            if sep and how:
+                message, fix = what, how
+        super().__init__(message, fix, detail)
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,13 @@ def test_uninstall_of_nothing_says_so_and_changes_nothing(tmp_path) -> None:
     assert sorted(tmp_path.iterdir()) == before
     doc = json.loads(invoke("uninstall", "--prefix", str(tmp_path), "--json")[1])
     assert doc["ok"] and not doc["changed"] and doc["steps"] == [] and doc["data"]["installed"] is False
+
+
+def test_readme_documents_every_exit_code() -> None:
+    from pathlib import Path
+
+    from pmcp.errors import ExitCode
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [c.name for c in ExitCode if f"\n| {int(c)} |" not in readme]
+    assert not missing, f"README.md's exit code table lacks {missing}"
