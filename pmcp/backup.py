@@ -11,7 +11,6 @@ in place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp import __version__
-from pmcp.files import fix_owner_mode, write_json
+from pmcp.files import fix_owner_mode, sha256_file, write_json
 from pmcp.paths import InstallPaths
 from pmcp.steps import StepError
 
@@ -61,14 +60,6 @@ class Backup:
         }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def config_files(paths: InstallPaths) -> list[Path]:
     """The files a backup copies, relative to the prefix."""
     found: list[Path] = []
@@ -87,7 +78,7 @@ def config_files(paths: InstallPaths) -> list[Path]:
 def secret_hashes(paths: InstallPaths) -> dict[str, str]:
     if not paths.secrets_dir.is_dir():
         return {}
-    return {p.name: _sha256(p) for p in sorted(paths.secrets_dir.iterdir()) if p.is_file()}
+    return {p.name: sha256_file(p) for p in sorted(paths.secrets_dir.iterdir()) if p.is_file()}
 
 
 def _new_dir(paths: InstallPaths) -> tuple[str, Path]:
@@ -125,7 +116,7 @@ def backup(
             dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             shutil.copy2(src, dst)
             os.chmod(dst, 0o600)
-            files[str(rel)] = _sha256(dst)
+            files[str(rel)] = sha256_file(dst)
         b = Backup(
             timestamp=name,
             path=target,
@@ -214,7 +205,7 @@ def restore(paths: InstallPaths, timestamp: str | None = None) -> Backup:
     b = get(paths, timestamp)
     for rel, digest in b.files.items():
         src = b.path / rel
-        if not src.is_file() or _sha256(src) != digest:
+        if not src.is_file() or sha256_file(src) != digest:
             raise StepError(
                 f"backup {b.timestamp} is damaged: {rel} is missing or changed",
                 fix=f"choose another backup with `pmcp rollback --to TIMESTAMP` (see {paths.backups_dir})",

@@ -21,13 +21,13 @@ from typing import Any
 
 import click
 
-from pmcp import __version__
+from pmcp import __version__, inputs
 from pmcp.errors import ExitCode, NotReady, PmcpError, UsageError
 from pmcp.outcome import Result, step_line
 from pmcp.paths import DEFAULT_PREFIX
 from pmcp.steps import StepResult
 
-MODES = ["read-only", "operator", "admin"]
+MODES = list(inputs.MODES)
 
 
 # --- the one renderer --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -207,3 +208,12 @@ def _chain_problem(path: Path) -> tuple[Path, str] | None:
             who = "group and others" if writable == 0o022 else "its group" if writable & 0o020 else "others"
             return p, f"{p} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (the pmcp file, bundle images, backed-up files)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

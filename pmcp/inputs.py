@@ -26,6 +26,7 @@ USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
 LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # client and token names (pmcp.authtokens)
 PSEUDO_FS = (Path("/proc"), Path("/sys"), Path("/dev"))
+MODES = ("read-only", "operator", "admin")  # what the server may do; the token's role (pmcp.host.pve)
 
 
 def port(value: int, *, allow_zero: bool = False, zero_means: str = "none") -> int:

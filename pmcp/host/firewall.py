@@ -18,13 +18,13 @@ Interfaces (stable, used by pmcp.lifecycle):
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import shlex
 from pathlib import Path
 from typing import Any
 
 from pmcp.files import atomic_write
 from pmcp.host.run import CommandError, Pvesh, PveshError, Result, run, systemctl
+from pmcp.inputs import cidr
 from pmcp.steps import Plan, StepError
 
 
@@ -48,13 +48,7 @@ class FirewallRule:
         comment: str = "pmcp-mcp https",
     ) -> None:
         if allow_from:
-            try:
-                allow_from = str(ipaddress.ip_network(allow_from, strict=False))
-            except ValueError as exc:
-                raise StepError(
-                    f"--allow-from {allow_from!r} is not an address or CIDR",
-                    fix="e.g. --allow-from 192.0.2.0/24",
-                ) from exc
+            allow_from = cidr(allow_from)  # parsed once, the CLI's own check
         if not comment.startswith("pmcp"):
             raise ValueError("the rule comment must start with 'pmcp' so uninstall can find it")
         self.pvesh = pvesh
@@ -249,7 +243,7 @@ class PublishedPortFilter:
         systemctl_cmd: tuple[str, ...] | list[str] = ("systemctl",),
     ) -> None:
         self.port = int(port)
-        self.allow_from = str(ipaddress.ip_network(allow_from, strict=False))
+        self.allow_from = cidr(allow_from)
         self.iptables = list(iptables_cmd)
         self.unit = Path(unit_dir) / PORT_FILTER_UNIT if unit_dir else None
         self.systemctl = list(systemctl_cmd)

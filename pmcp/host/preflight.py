@@ -41,6 +41,7 @@ from pmcp.errors import NotReady
 from pmcp.files import path_fix, unsafe_path
 from pmcp.host.files import atomic_write, ensure_dir
 from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run, systemctl
+from pmcp.paths import DEFAULT_PREFIX
 from pmcp.steps import Plan, StepError
 
 DEFAULT_PORTS: tuple[tuple[str, int], ...] = (("0.0.0.0", 443), ("0.0.0.0", 80), ("127.0.0.1", 8080))
@@ -60,7 +61,7 @@ class PreflightOptions:
     require_docker: bool = True
     node: str | None = None
     ports: Sequence[tuple[str, int]] = DEFAULT_PORTS
-    prefix: Path = Path("/opt/proxmox-mcp")
+    prefix: Path = Path(DEFAULT_PREFIX)
     min_free_mb: int = 1024
     compose_project: str | None = None
     pvesh: Pvesh | None = None

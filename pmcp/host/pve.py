@@ -63,10 +63,10 @@ from pmcp import record as statefile
 from pmcp.host.checks import Check
 from pmcp.host.files import atomic_write, ensure_dir, fix_owner_mode
 from pmcp.host.run import Pvesh, PveshError
+from pmcp.inputs import MODES
 from pmcp.paths import InstallPaths
 from pmcp.steps import Plan, StepError
 
-MODES = ("read-only", "operator", "admin")
 ROLE_NAMES = {"read-only": "PMCPReadOnly", "operator": "PMCPOperator", "admin": "PMCPAdmin"}
 
 FORBIDDEN = frozenset(

@@ -22,7 +22,8 @@ from pmcp import __version__, outcome
 from pmcp import record as statefile
 from pmcp.errors import UsageError
 from pmcp.files import UnsafeFile, atomic_write
-from pmcp.paths import InstallPaths
+from pmcp.inputs import MODES
+from pmcp.paths import DEFAULT_PREFIX, InstallPaths
 from pmcp.stack import images, render
 from pmcp.stack.compose import project_name
 from pmcp.stack.steps import (
@@ -36,8 +37,6 @@ from pmcp.stack.steps import (
 )
 from pmcp.steps import Plan, RunResult, Step, StepError, StepResult, run_steps
 
-DEFAULT_PREFIX = "/opt/proxmox-mcp"
-MODES = ("read-only", "operator", "admin")
 TOKEN_ID = "pmcp@pve!mcp"
 
 

@@ -13,7 +13,6 @@ flipped bit changes nothing on the host. The Docker SDK is imported lazily (``pm
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from pmcp import __version__
+from pmcp.files import sha256_file
 from pmcp.stack import images as stack_images
-from pmcp.steps import Plan, StepError
+from pmcp.steps import StepError
 
 FORMAT = "pmcp-bundle"
 FORMAT_VERSION = 1
@@ -180,7 +180,7 @@ def write_bundle(
                 path.unlink()
         os.chmod(partial, 0o644)
         os.replace(partial, output)
-    digest = _sha256_file(output)
+    digest = sha256_file(output)
     Path(f"{output}.sha256").write_text(f"{digest}  {output.name}\n", encoding="utf-8")
     return manifest
 
@@ -203,14 +203,6 @@ class _BytesReader:
         out = bytes(self._data[self._pos : end])
         self._pos += len(out)
         return out
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_chunks(fh: IO[bytes]) -> Iterator[bytes]:
@@ -449,61 +441,3 @@ def build_mcp_image(progress: Progress | None = None, client: Any = None) -> str
         Path(context, "Dockerfile").write_text(render.dockerfile_text(cfg), encoding="utf-8")
         engine.build_mcp_image(client, Path(context), tag, base, pmcp_file)
     return tag
-
-
-class LoadBundleStep:
-    """The install/update step for ``--bundle FILE``: refuse a bad bundle in check(), before any change.
-
-    check() verifies every checksum and plans to load only the images the engine lacks (a re-run with
-    everything present plans nothing); undo() removes the images this step added.
-    """
-
-    name = "images from bundle"
-
-    def __init__(self, path: str | Path, progress: Progress | None = None, client: Any = None) -> None:
-        self.path = Path(path)
-        self.progress = progress
-        self._client = client
-        self._manifest: Manifest | None = None
-        self._added: list[str] = []
-
-    def _missing(self) -> list[Entry]:
-        from docker.errors import ImageNotFound
-
-        self._client = _docker(self._client)
-        assert self._manifest is not None
-        missing = []
-        for entry in self._manifest.images:
-            try:
-                image = self._client.images.get(entry.id)
-            except ImageNotFound:
-                missing.append(entry)
-                continue
-            if entry.name not in image.tags:
-                missing.append(entry)
-        return missing
-
-    def check(self) -> Plan:
-        if self._manifest is None:
-            self._manifest = verify_bundle(self.path, self.progress)
-        missing = self._missing()
-        return Plan(
-            changes=[f"load {e.name} ({e.size / 1e6:.0f} MB) from {self.path.name}" for e in missing],
-            notes=[f"{self.path.name}: {len(self._manifest.images)} images, checksums verified"],
-        )
-
-    def apply(self) -> None:
-        if self._manifest is None:
-            self.check()
-        assert self._manifest is not None
-        before = {e.id for e in self._manifest.images} - {e.id for e in self._missing()}
-        load_bundle(self.path, self.progress, self._client, self._manifest)
-        self._added = [e.id for e in self._manifest.images if e.id not in before]
-
-    def undo(self) -> None:
-        from docker.errors import APIError, ImageNotFound
-
-        for image_id in self._added:
-            with contextlib.suppress(ImageNotFound, APIError):
-                self._client.images.remove(image_id, force=False)
-        self._added = []

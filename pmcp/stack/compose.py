@@ -14,12 +14,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmcp import paths
 from pmcp.paths import InstallPaths
 from pmcp.steps import StepError
 
 MIN_V1 = (1, 28, 0)  # profiles
 MIN_V2 = (2, 0, 0)
-DEFAULT_PREFIX = Path("/opt/proxmox-mcp")
+DEFAULT_PREFIX = Path(paths.DEFAULT_PREFIX)
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 
 

@@ -7,7 +7,6 @@ Health is polled quickly (no fixed sleeps) and a failure names the container and
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pmcp.files import sha256_file
 from pmcp.steps import StepError
 
 POLL = 0.25
@@ -54,12 +54,7 @@ def self_file() -> Path | None:
     return None
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_digest = sha256_file  # the one sha256 helper lives in pmcp.files
 
 
 def image_present(c: Any, name: str) -> str | None:

@@ -386,12 +386,6 @@ class ImageStep:
         (self.ctx.paths.image_dir / "pmcp").unlink(missing_ok=True)
 
 
-def record_stack(ctx: StackContext) -> None:
-    """Record what the running stack was started from; `pmcp update` calls it after a switch, so the next
-    install sees the stack as already right."""
-    statefile.update(ctx.paths, stack_fingerprints=fingerprints(ctx.paths, ctx))
-
-
 def fingerprints(paths: InstallPaths, ctx: StackContext) -> dict[str, str]:
     return {
         "compose": render.fingerprint(

@@ -62,7 +62,7 @@ def test_rule_added_once_then_updated_then_removed(pvesh: Pvesh, node: str) -> N
 
 
 def test_bad_cidr_is_refused(pvesh: Pvesh, node: str) -> None:
-    with pytest.raises(StepError, match="not an address or CIDR"):
+    with pytest.raises(StepError, match="not an IPv4 address or network"):
         FirewallRule(pvesh, node, allow_from="everyone")
 
 

@@ -163,24 +163,6 @@ def test_tampered_bundle_loads_nothing(tmp_path: Path, tiny_images: tuple[Any, l
 
 
 @pytest.mark.docker
-def test_load_step_plans_only_missing_images(tmp_path: Path, tiny_images: tuple[Any, list[str]]) -> None:  # noqa: F811
-    client, names = tiny_images
-    out = tmp_path / "b.tar.gz"
-    bundle.create_bundle(out, names, pull_missing=False, client=client)
-    assert not bundle.LoadBundleStep(out, client=client).check().needed
-    client.images.remove(names[1], force=True)
-    step = bundle.LoadBundleStep(out, client=client)
-    plan = step.check()
-    assert len(plan.changes) == 1 and names[1] in plan.changes[0]
-    step.apply()
-    assert names[1] in client.images.get(names[1]).tags
-    assert not bundle.LoadBundleStep(out, client=client).check().needed
-    step.undo()
-    assert not [i for i in client.images.list() if names[1] in i.tags]
-    assert client.images.get(names[0])  # untouched: it was there before
-
-
-@pytest.mark.docker
 def test_missing_image_without_pull_is_refused(tmp_path: Path) -> None:
     from tests.support.bundles import docker_client
 
