@@ -356,24 +356,27 @@ def url_from_state(state_file: Path) -> tuple[str, bool]:
     """The URL Caddy serves, as install recorded it (``url``), and whether its certificate is publicly
     trusted (``tls``: ``acme`` or ``custom``; ``internal`` is Caddy's own CA). Both are written by
     pmcp.lifecycle.install._record; nothing else is guessed at."""
+    from pmcp import record
+    from pmcp.paths import InstallPaths
+
     try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ClientConfigError(
-            f"no pmcp install at {state_file.parent} (no {state_file.name})",
-            fix="run `pmcp install`, pass --prefix DIR of your install, or pass --url https://HOST/mcp",
-        ) from None
-    except (OSError, ValueError) as exc:
+        rec = record.read(InstallPaths.at(state_file.parent))
+    except ValueError as exc:
         raise ClientConfigError(
             f"cannot read {state_file}: {exc}", fix="pass --url https://HOST/mcp"
         ) from None
-    url = state.get("url") if isinstance(state, dict) else None
-    if not isinstance(url, str) or not url:
+    if rec is None:
+        raise ClientConfigError(
+            f"no pmcp install at {state_file.parent} (no {state_file.name})",
+            fix="run `pmcp install`, pass --prefix DIR of your install, or pass --url https://HOST/mcp",
+        )
+    url = rec.url
+    if not url:
         raise ClientConfigError(
             f"{state_file} records no URL (an install that never finished)",
             fix="re-run `pmcp install`, or pass --url https://HOST/mcp",
         )
-    return url, state.get("tls") in ("acme", "custom")
+    return url, rec.tls in ("acme", "custom")
 
 
 def pick_token_name(tokens: dict[str, str], wanted: str | None) -> str:

@@ -257,7 +257,7 @@ def test_state_file_is_private_and_atomic(tmp_path: Path) -> None:
     paths = InstallPaths.at(tmp_path / "inst")
     statefile.update(paths, url="https://x/mcp")
     statefile.update(paths, version="1")
-    assert statefile.load(paths) == {"schema": 1, "url": "https://x/mcp", "version": "1"}
+    assert statefile.load(paths) == {"schema": statefile.SCHEMA, "url": "https://x/mcp", "version": "1"}
     assert stat.S_IMODE(paths.state_file.stat().st_mode) == 0o600
     assert not list(paths.prefix.glob(".tmp-*"))
 
