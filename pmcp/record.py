@@ -58,6 +58,12 @@ class Record:
 def _from_1(data: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 (and files without a schema) -> 2: ``url`` and ``tls`` recorded at the top, where
     clients and verify read them; an older file had them only inside ``config`` (or not at all)."""
+    return _derived(data)
+
+
+def _derived(data: dict[str, Any]) -> dict[str, Any]:
+    """``url`` and ``tls`` from ``config`` when they are not recorded yet: install records them at its
+    end, and its client-config step (before the end) must already see the URL the stack serves."""
     cfg = data.get("config") or {}
     if not data.get("url") and cfg:
         host = cfg.get("domain") or (cfg.get("public_names") or [None])[0]
@@ -96,7 +102,7 @@ def load(paths: InstallPaths) -> dict[str, Any]:
         return {}
     except ValueError as exc:
         raise ValueError(f"{paths.state_file} is not valid JSON ({exc}); restore it from backups/") from exc
-    return migrate(data, str(paths.state_file)) if isinstance(data, dict) else {}
+    return _derived(migrate(data, str(paths.state_file))) if isinstance(data, dict) else {}
 
 
 def read(paths: InstallPaths) -> Record | None:

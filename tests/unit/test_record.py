@@ -60,3 +60,14 @@ def test_unknown_keys_survive_a_round_trip(tmp_path: Path) -> None:
 
 def test_nothing_recorded_is_none(tmp_path: Path) -> None:
     assert record.read(InstallPaths.at(tmp_path)) is None
+
+
+def test_mid_install_state_already_has_the_url(tmp_path: Path) -> None:
+    """The stack step records ``config`` before install records ``url`` at its end: the client-config
+    step in between must see the URL (else a first install writes no client configuration)."""
+    from pmcp.stack.render import StackConfig
+
+    cfg = StackConfig(public_names=["pve.lan"], https_port=8443)
+    paths = InstallPaths.at(tmp_path)
+    record.update(paths, config=cfg.to_dict(), project="p")
+    assert record.read(paths).url == cfg.url and record.read(paths).tls == "internal"  # type: ignore[union-attr]
