@@ -816,12 +816,10 @@ def _public_options(opts: InstallOptions) -> dict[str, Any]:
 
 
 def _open_transcript(kind: str, paths: InstallPaths) -> Any:
-    from pmcp.lifecycle.transcript import Redactor, open_transcript
+    from pmcp.lifecycle.run import begin
 
-    redactor = Redactor()
-    redactor.add_install_secrets(paths)
     try:
-        return open_transcript(kind, redactor=redactor)
+        return begin(kind, paths.prefix)[2]
     except OSError:
         return None
 

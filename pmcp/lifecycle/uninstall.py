@@ -40,15 +40,11 @@ def uninstall(
     keep_images: bool = False,
 ) -> RunResult:
     from pmcp.lifecycle.lock import HostLock
-    from pmcp.lifecycle.transcript import Redactor, open_transcript
+    from pmcp.lifecycle.run import begin
 
     paths = InstallPaths.at(prefix)
     opts = options or recorded_options(prefix)
-    transcript = None
-    if not dry_run:
-        redactor = Redactor()
-        redactor.add_install_secrets(paths)
-        transcript = open_transcript("uninstall", redactor=redactor)
+    transcript = begin("uninstall", paths.prefix)[2] if not dry_run else None
 
     def on_step(r: StepResult) -> None:
         if transcript:
