@@ -188,3 +188,17 @@ def test_readme_documents_every_exit_code() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [c.name for c in ExitCode if f"\n| {int(c)} |" not in readme]
     assert not missing, f"README.md's exit code table lacks {missing}"
+
+
+def test_preflight_comes_before_the_question(tmp_path, monkeypatch) -> None:
+    """On a host that cannot take the stack, nobody is asked "Install?" only to learn it afterwards."""
+    monkeypatch.setattr("pmcp.cli.tty", lambda: True)
+    monkeypatch.setattr("os.geteuid", lambda: 0)  # past the root check, to the host's own problems
+    monkeypatch.setenv("PMCP_PVESH", "false")
+    monkeypatch.setenv("PMCP_PVEVERSION", "false")
+    result = CliRunner().invoke(
+        main, ["install", "--prefix", str(tmp_path / "inst"), "--agent-user", ""], input="y\n"
+    )
+    assert result.exit_code == 4, result.output
+    assert "Install pmcp into" not in result.output and "not a Proxmox VE host" in result.stderr
+    assert not (tmp_path / "inst").exists()
