@@ -17,17 +17,18 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pmcp import __version__, inputs
+from pmcp import DEFAULT_PREFIX, __version__, inputs
 from pmcp.errors import ExitCode, NotReady, PmcpError, UsageError
-from pmcp.outcome import Result, step_line
-from pmcp.paths import DEFAULT_PREFIX
-from pmcp.steps import StepResult
 
 MODES = list(inputs.MODES)
+
+if TYPE_CHECKING:  # imported by the code that runs a command, not by `pmcp --help` (a test checks)
+    from pmcp.outcome import Result
+    from pmcp.steps import StepResult
 
 
 # --- the one renderer --------------------------------------------------------------------------------
@@ -47,6 +48,8 @@ class Output:
 
     def step(self, r: StepResult) -> None:
         """A step as it ends (a run_steps reporter)."""
+        from pmcp.outcome import step_line
+
         if self.text:
             click.echo(step_line(r))
 
@@ -56,6 +59,8 @@ class Output:
             click.echo(line, err=True)
 
     def result(self, **kw: Any) -> Result:
+        from pmcp.outcome import Result
+
         return Result(self.command, **kw)
 
 
@@ -81,6 +86,8 @@ def render(res: Result, as_json: bool, quiet: bool) -> None:
 def crashed(command: str, exc: BaseException) -> Result:
     """An exception nobody expected: one line for the user, the traceback into a transcript."""
     import traceback
+
+    from pmcp.outcome import Result
 
     path = ""
     try:
@@ -114,6 +121,8 @@ def outcome(fn: Callable[..., Result | None]) -> Callable[..., None]:
 
     @functools.wraps(fn)
     def wrapper(**kw: Any) -> None:
+        from pmcp.outcome import Result
+
         ctx = click.get_current_context()
         out = Output(_command_name(ctx), kw.pop("as_json", False), kw.pop("quiet", False))
         try:
@@ -149,6 +158,12 @@ def outcome(fn: Callable[..., Result | None]) -> Callable[..., None]:
     )
 
 
+def _failed(command: str, err: PmcpError) -> Result:
+    from pmcp.outcome import Result
+
+    return Result.failed(command, err)
+
+
 class PmcpGroup(click.Group):
     """The root group: click's own errors (unknown option, bad number, missing argument) and a bad
     value refused by a check take the same way out as every other failure."""
@@ -162,17 +177,17 @@ class PmcpGroup(click.Group):
             code = exc.exit_code
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "pmcp"
-            res = Result.failed(
+            res = _failed(
                 _command_name(exc.ctx), UsageError(exc.format_message(), fix=f"see `{where} --help`")
             )
             code = self._render(res, argv)
         except click.ClickException as exc:
-            res = Result.failed("", PmcpError(exc.format_message(), exit_code=exc.exit_code))
+            res = _failed("", PmcpError(exc.format_message(), exit_code=exc.exit_code))
             code = self._render(res, argv)
         except click.Abort:
-            code = self._render(Result.failed("", PmcpError("aborted: nothing was changed")), argv)
+            code = self._render(_failed("", PmcpError("aborted: nothing was changed")), argv)
         except PmcpError as exc:  # a check in a parameter type
-            code = self._render(Result.failed(getattr(exc, "command", ""), exc), argv)
+            code = self._render(_failed(getattr(exc, "command", ""), exc), argv)
         except KeyboardInterrupt:
             code = ExitCode.INTERRUPTED
         except Exception as exc:
@@ -382,6 +397,7 @@ def install(out: Output, prefix: str, dry_run: bool, yes: bool, **options: Any) 
     from pmcp import inputs
     from pmcp.lifecycle.install import InstallOptions, check_host
     from pmcp.lifecycle.install import install as run_install
+    from pmcp.outcome import Result
 
     ctx = click.get_current_context()
     opts = InstallOptions(prefix=str(prefix), **options)
@@ -433,6 +449,8 @@ grace_option = click.option(
 
 def _lifecycle_result(command: str, o: Any) -> Result:
     """An update/rollback Outcome as the one Result."""
+    from pmcp.outcome import Result
+
     envelope = ("ok", "changed", "steps", "transcript", "error", "fix", "detail", "exit_code")
     data = {k: v for k, v in o.to_dict().items() if k not in envelope}
     res = Result(command, ok=o.ok, changed=o.changed, steps=list(o.steps), data=data, transcript=o.transcript)
@@ -548,6 +566,7 @@ def uninstall(out: Output, prefix: str, dry_run: bool, purge: bool, yes: bool) -
     """Undo every install step in reverse; keeps backups and the audit log unless --purge."""
     from pmcp.lifecycle.uninstall import installed
     from pmcp.lifecycle.uninstall import uninstall as run_uninstall
+    from pmcp.outcome import Result
 
     require_root("uninstall")
     if not installed(prefix):

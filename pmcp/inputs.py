@@ -7,9 +7,7 @@ same functions for options that come from elsewhere (the demo, state.json), so a
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import pwd
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +37,8 @@ def port(value: int, *, allow_zero: bool = False, zero_means: str = "none") -> i
 
 def cidr(value: str) -> str:
     """An IPv4 address or network (the firewall rules are IPv4 only); host bits are cleared."""
+    import ipaddress  # here, not at the top: `pmcp --help` imports this module
+
     text = value.strip()
     if ":" in text:
         raise UsageError(
@@ -97,6 +97,8 @@ def node(value: str) -> str:
 
 def agent_user(value: str, *, must_exist: bool) -> str:
     """The agent's OS account: never root (it cannot be contained), and it exists when named."""
+    import pwd
+
     if not USER_RE.match(value) or len(value) > 32:
         raise UsageError(f"{value!r} is not a user name", fix="a Linux account name such as claude-user")
     try:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pmcp import DEFAULT_PREFIX
+
+__all__ = ["DEFAULT_PREFIX", "LOG_DIR", "InstallPaths"]
+
 LOG_DIR = Path("/var/log/pmcp")
-DEFAULT_PREFIX = "/opt/proxmox-mcp"  # the one place it is spelled
 
 
 @dataclass(frozen=True)
