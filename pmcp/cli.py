@@ -493,7 +493,7 @@ def update(
     if check:
         res = upd.check(opts)
         return out.result(
-            data=res.to_dict() | {"due": res.due},
+            data={k: res.to_dict()[k] for k in ("due", "reasons", "summary", "from_image", "to_image")},
             text=[("update due: " if res.due else "") + res.summary],
             exit_code=upd.EXIT_DUE if res.due else upd.EXIT_CURRENT,
         )
