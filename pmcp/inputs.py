@@ -43,7 +43,8 @@ def cidr(value: str) -> str:
     if ":" in text:
         raise UsageError(
             f"{value!r} is IPv6, and pmcp's firewall rules are IPv4 only",
-            fix="an IPv4 network such as 192.0.2.0/24; leave --allow-from out to accept every source",
+            fix="an IPv4 network such as 192.0.2.0/24 (the HTTPS port is then published on IPv4 only); "
+            "leave --allow-from out to accept every source",
         )
     addr, _, length = text.partition("/")
     try:

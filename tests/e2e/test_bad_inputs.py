@@ -62,6 +62,7 @@ CASES = [
      "another port", USAGE),
     ("server = https port", ["install", "--server-port", "443"], "are both 443", "another port", USAGE),
     ("domain with a space", ["install", "--domain", "pve example.com"], "not a DNS name", "pve.example.com", USAGE),
+    ("protect not a VMID", ["install", "--protect", "100,abc"], "'abc' is not a VMID", "--protect 100,105", USAGE),
     ("bad pool", ["install", "--pool", "bad pool!"], "not a Proxmox pool name", "pvesh get /pools", USAGE),
     ("bad node", ["install", "--node", "bad node!"], "not a Proxmox node name", "hostname", USAGE),
     ("agent-user root", ["install", "--agent-user", "root"], "a root account cannot be contained",

@@ -449,7 +449,8 @@ def test_update_only_narrows_a_tag_added_later(pvesh: Pvesh, sim: Any, paths: In
     import sys
     from types import SimpleNamespace
 
-    from pmcp.lifecycle.update import Outcome, _deny_protected, _Recorder
+    from pmcp.lifecycle.run import Recorder as _Recorder
+    from pmcp.lifecycle.update import Outcome, _deny_protected
     from pmcp.stack.render import StackConfig
     from tests.unit.host.conftest import _sim_env
 

@@ -298,7 +298,7 @@ def test_allow_from_publishes_https_on_ipv4_only() -> None:
     assert cfg.ipv4_only
     assert '- "0.0.0.0:8443:8443"' in render.compose_text(cfg)
     assert '- "8443:8443"' in render.compose_text(stack_config(InstallOptions(prefix="/x", https_port=8443)))
-    with pytest.raises(StepError, match="only an IPv4 CIDR") as err:
+    with pytest.raises(StepError, match="is IPv6, and pmcp's firewall rules are IPv4 only") as err:
         InstallOptions(allow_from="2001:db8::/32").validate()
     assert "IPv4 only" in err.value.fix
 

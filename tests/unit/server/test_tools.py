@@ -541,3 +541,25 @@ def test_smuggled_proxmox_parameter_does_not_raise_the_risk_or_reach_proxmox(mak
     [intent] = [r for r in intents if r["phase"] == "intent"]
     assert intent["risk"] == "change" and intent["arguments"]["force_stop"] is False
     assert "forceStop" not in intent["arguments"]
+
+
+def test_convert_to_template_plans_then_converts(server, sim):
+    """Irreversible, so without confirm only the plan; with it, the stopped VM is a template."""
+    vmid = guests_where(sim, type="qemu", status="stopped")[0]
+    guest = sim.state.guest(vmid)
+    saved = dict(guest)
+    guest["snapshots"] = []  # Proxmox refuses a VM with snapshots (the seeded ones have some)
+
+    async def go(args):
+        async with connect(server) as client:
+            return await client.call_tool("convert_to_template", args)
+
+    try:
+        plan = run(go, {"vmid": vmid})
+        assert "becomes a template" in plan.content[0].text and not guest["template"]
+        done = run(go, {"vmid": vmid, "confirm": True})
+        assert structured(done)["outcome"] == "ok", done.content[0].text
+        assert sim.state.guest(vmid)["template"]
+    finally:  # the simulator is shared by the module: the next tests find the world as seeded
+        sim.state.guest(vmid).clear()
+        sim.state.guest(vmid).update(saved)
