@@ -18,6 +18,7 @@ Interfaces (stable, used by pmcp.lifecycle):
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import shlex
 from pathlib import Path
 from typing import Any
