@@ -111,12 +111,12 @@ class InstallOptions:
             ("--tls-cert", self.tls_cert, "CERTIFICATE-----"),
             ("--tls-key", self.tls_key, "PRIVATE KEY-----"),
             ("--bundle", self.images, None),
-            ("--acme-ca-root", self.acme_ca_root, "CERTIFICATE-----"),
+            ("--acme-ca-root", self.acme_ca_root, None),
         ):
             if not f:
                 continue
             if not Path(f).is_file():
-                raise UsageError(f"{option} {f}: no such file", fix="give the path of an existing file")
+                raise UsageError(f"{option} {f}: not found", fix="give the path of an existing file")
             if marker:
                 try:
                     text = Path(f).read_text(encoding="ascii", errors="replace")
