@@ -58,14 +58,15 @@ def cidr(value: str) -> str:
     return str(ipaddress.IPv4Network(text, strict=False))
 
 
-def dns_name(value: str) -> str:
-    """A public DNS name Caddy can get an ACME certificate for."""
+def dns_name(value: str, single_label: bool = False) -> str:
+    """A DNS name Caddy can get an ACME certificate for: public CAs need a dotted name; a private ACME CA
+    (``--acme-ca``, step-ca in a LAN) may also issue for a single-label host name such as ``pve``."""
     name = value.strip().rstrip(".").lower()
     labels = name.split(".")
     if (
         not name
         or len(name) > 253
-        or len(labels) < 2
+        or (len(labels) < 2 and not single_label)
         or not all(LABEL_RE.match(label) for label in labels)
         or labels[-1].isdigit()
     ):

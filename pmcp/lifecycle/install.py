@@ -127,7 +127,7 @@ class InstallOptions:
                                      fix="a PEM file (-----BEGIN ...-----)")  # fmt: skip
         self._validate_acme()
         if self.domain:
-            self.domain = inputs.dns_name(self.domain)
+            self.domain = inputs.dns_name(self.domain, single_label=bool(self.acme_ca))
         if self.pool:
             inputs.pool(self.pool)
         if self.node:
