@@ -30,6 +30,7 @@ from tests.support.update_load import LOAD_TEST_LIMITS, make_variant
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 STACK_EXTRA_ENV = LOAD_TEST_LIMITS  # the client loop calls as fast as it can: no per-token rate limits
+UPSTREAM_CADDY = True  # the Caddy line production runs (conftest.demo_stack says why not Debian's 2.6.2)
 
 GRACE = "1"
 

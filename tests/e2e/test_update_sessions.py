@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import DemoStack, demo_opts, pmcp_cli, project_containers
+from tests.support.update_load import LOAD_TEST_LIMITS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -57,6 +58,7 @@ def stack(upstream_caddy: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     prefix = tmp_path_factory.mktemp("stack") / "inst"
     opts = demo_opts(prefix, mode="operator")
     opts.sim.task_seconds = TASK_SECONDS
+    opts.extra_env = dict(LOAD_TEST_LIMITS)  # the loops call as fast as they can: no per-token rate limits
     steps: list[Any] = []
     result = install(opts, report=steps.append, kind="demo")
     try:
