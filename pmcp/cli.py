@@ -317,7 +317,8 @@ def main() -> None:
 @click.option(
     "--domain",
     metavar="NAME",
-    type=Checked(_lazy("dns_name"), "DNS name"),
+    # syntax only here; a single-label name is allowed or refused by InstallOptions, which knows --acme-ca
+    type=Checked(_lazy("dns_name", single_label=True), "DNS name"),
     help="Public DNS name: Caddy gets a certificate by ACME.",
 )
 @click.option(
