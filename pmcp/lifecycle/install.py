@@ -9,9 +9,6 @@ list, reversed, is uninstall; with the simulator in front, it is `pmcp demo --st
 from __future__ import annotations
 
 import os
-import shlex
-import socket
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +20,7 @@ from pmcp import record as statefile
 from pmcp.errors import UsageError
 from pmcp.files import UnsafeFile, atomic_write
 from pmcp.inputs import MODES
+from pmcp.lifecycle.target import target_for
 from pmcp.paths import DEFAULT_PREFIX, InstallPaths
 from pmcp.stack import images, render
 from pmcp.stack.compose import project_name
@@ -191,33 +189,6 @@ def protected_list(opts: InstallOptions) -> list[int]:
     return sorted({int(v) for v in items})
 
 
-def host_names() -> list[str]:
-    """Names and addresses clients may use for this host (Caddy's certificate, allowed Host headers)."""
-    names: list[str] = []
-    fqdn, short = socket.getfqdn(), socket.gethostname()
-    for n in (fqdn, short):
-        if n and n not in names and n != "localhost":
-            names.append(n)
-    try:
-        addr = socket.gethostbyname(short)
-        if not addr.startswith("127."):
-            names.append(addr)
-    except OSError:
-        pass
-    return [*names, "localhost", "127.0.0.1"]
-
-
-def default_proxmox_url() -> str:
-    """Proxmox's API as the container reaches it: the node's own address, which pve-ssl.pem names."""
-    if os.environ.get("PMCP_PROXMOX_URL"):
-        return os.environ["PMCP_PROXMOX_URL"]
-    try:
-        addr = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        addr = "127.0.0.1"
-    return f"https://{addr}:8006"
-
-
 def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -> render.StackConfig:
     """The rendered configuration for these options. The image tag names the running pmcp file."""
     from pmcp.stack import engine
@@ -231,22 +202,21 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         gid = int((existing or {}).get("gid") or uid)
     else:
         uid, gid = os.getuid(), os.getgid()
-    sim = opts.sim
+    target = target_for(opts)
     mcp_image = images.mcp_image_for(digest) if digest else images.mcp_image(__version__)
     if not digest and existing and existing.get("mcp_image"):
         mcp_image = existing["mcp_image"]  # not a release file: keep the image the install runs
     # the trust install chose for what 8006 serves (TrustStep) stays until install looks again
     prior = existing or {}
-    proxmox_ca = None if sim else prior.get("proxmox_ca", opts.proxmox_ca)
     cfg = render.StackConfig(
         mode=opts.mode,
-        proxmox_url=("https://pve-sim:8006" if sim else (opts.proxmox_url or default_proxmox_url())),
+        proxmox_url=target.server_url(),
         token_id=TOKEN_ID,
-        proxmox_ca=proxmox_ca,
+        proxmox_ca=target.server_ca(prior),
         proxmox_ca_pem=prior.get("proxmox_ca_pem"),
         proxmox_tls_name=prior.get("proxmox_tls_name"),
         tls_insecure=False,
-        public_names=opts.public_names or (["localhost", "127.0.0.1"] if sim else host_names()),
+        public_names=target.public_names(),
         domain=opts.domain,
         acme_ca=opts.acme_ca,
         acme_ca_root=str(Path(opts.acme_ca_root).resolve()) if opts.acme_ca_root else None,
@@ -267,55 +237,21 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         protected=",".join(str(v) for v in protected_list(opts)),
         ipv4_only=bool(opts.allow_from),
         extra_env=dict(opts.extra_env),
-        sim=sim,
+        sim=opts.sim,
     )
     return cfg
-
-
-def pvesh_command(opts: InstallOptions) -> list[str] | None:
-    """The pvesh the installer uses: the real one, `$PMCP_PVESH`, or (demo) this pmcp's simulator client."""
-    if opts.pvesh:
-        return list(opts.pvesh)
-    if opts.sim:
-        import zipfile
-
-        argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-        frozen = argv0 is not None and argv0.is_file() and zipfile.is_zipfile(argv0)
-        base = [str(argv0.resolve())] if frozen and argv0 else [sys.executable, "-m", "pmcp"]
-        return [*base, "sim", "pvesh"]
-    if os.environ.get("PMCP_PVESH"):
-        return shlex.split(os.environ["PMCP_PVESH"])
-    return None
-
-
-def api_url(opts: InstallOptions) -> str:
-    """The Proxmox API as the installer (on the host) reaches it, to test the token."""
-    if opts.sim:
-        return f"https://127.0.0.1:{opts.sim.port}"
-    return os.environ.get("PMCP_HOST_API_URL") or "https://127.0.0.1:8006"
-
-
-def sim_ca(opts: InstallOptions) -> str:
-    return str(InstallPaths.at(opts.prefix).prefix / render.SIM_CA)
-
-
-def api_verify(opts: InstallOptions) -> bool | str:
-    if opts.sim:
-        return sim_ca(opts)
-    if not opts.proxmox_ca:
-        return True
-    return opts.proxmox_ca if Path(opts.proxmox_ca).exists() else True
 
 
 def identity_info(opts: InstallOptions, trust: dict[str, Any] | None = None) -> dict[str, Any]:
     """How verify/uninstall reach Proxmox for this install (recorded in state.json; no secret).
     ``trust``: what the proxmox tls step chose (its ``verify`` and ``tls_name`` win)."""
+    target = target_for(opts)
     info = {
         "token_id": TOKEN_ID,
-        "pvesh": pvesh_command(opts),
-        "pvesh_env": _sim_env(opts),
-        "api_url": api_url(opts),
-        "verify": api_verify(opts),
+        "pvesh": target.pvesh_command(),
+        "pvesh_env": target.pvesh_env(),
+        "api_url": target.api_url(),
+        "verify": target.api_verify(),
         "tls_name": None,
         "pool": opts.pool,
     }
@@ -335,6 +271,7 @@ class TrustStep:
         self, opts: InstallOptions, ctx: StackContext, shared: dict[str, Any], rerender: bool
     ) -> None:
         self.opts = opts
+        self.target = target_for(opts)
         self.ctx = ctx
         self.shared = shared  # read by the identity step and verify (identity_info)
         self.rerender = rerender
@@ -345,14 +282,9 @@ class TrustStep:
 
         from pmcp.host import pvecert
 
-        api = urlsplit(api_url(self.opts))
+        api = urlsplit(self.target.api_url())
         url_host = urlsplit(self.ctx.config.proxmox_url).hostname or "127.0.0.1"
-        if self.opts.sim:
-            pve_ca: Path | None = Path(sim_ca(self.opts))
-            chain: Path | None = Path(sim_ca(self.opts)).parent / "pveproxy-ssl.pem"
-        else:
-            pve_ca = Path(self.opts.proxmox_ca) if self.opts.proxmox_ca else None
-            chain = pvecert.PVEPROXY_CUSTOM
+        pve_ca, chain = self.target.served_certificate()
         return pvecert.choose(
             api.hostname or "127.0.0.1", api.port or 8006, url_host, pve_ca, chain, self.opts.proxmox_trust
         )
@@ -363,8 +295,8 @@ class TrustStep:
         cfg.proxmox_tls_name = t.server_name
         if t.mode == "pve-ca":
             cfg.proxmox_ca_pem = None  # the file itself is mounted (the host's CA, or the simulator's)
-            cfg.proxmox_ca = None if self.opts.sim else self.opts.proxmox_ca
-            verify: bool | str = sim_ca(self.opts) if self.opts.sim else api_verify(self.opts)
+            cfg.proxmox_ca = self.target.server_ca({})
+            verify: bool | str = self.target.api_verify()
         elif t.mode == "system":
             cfg.proxmox_ca_pem = None
             cfg.proxmox_ca = None
@@ -405,22 +337,6 @@ class TrustStep:
 
     def undo(self) -> None:
         """The files it wrote belong to the files step, which removes them."""
-
-
-def pvesh_env(opts: InstallOptions) -> dict[str, str] | None:
-    if not opts.sim:
-        return None
-    return {**os.environ, **_sim_env(opts)}
-
-
-def _sim_env(opts: InstallOptions) -> dict[str, str]:
-    if not opts.sim:
-        return {}
-    env = {"PMCP_SIM_URL": f"https://127.0.0.1:{opts.sim.port}", "PMCP_SIM_CA_FILE": sim_ca(opts)}
-    if opts.sim.custom_cert:  # the simulator's 8006 serves an ACME-style certificate (see pmcp.sim.tls)
-        env["PMCP_SIM_CA_FILE"] = str(Path(sim_ca(opts)).parent / "acme-root.pem")
-        env["PMCP_SIM_TLS_NAME"] = opts.sim.custom_cert
-    return env
 
 
 class Deferred:
@@ -509,12 +425,8 @@ def build(
     if redact:
         ctx.redact = redact
     b = InstallPlan(opts, paths, ctx)
-    pvesh_cmd, env = pvesh_command(opts), pvesh_env(opts)
-
-    def pvesh() -> Any:
-        from pmcp.host.run import Pvesh
-
-        return Pvesh(pvesh_cmd, env=env)
+    target = target_for(opts)
+    pvesh = target.pvesh
 
     preflight_holder: dict[str, Any] = {}
 
@@ -563,7 +475,7 @@ def build(
             paths,
             pool=opts.pool,
             rotate=opts.rotate_token,
-            api_url=api_url(opts),
+            api_url=target.api_url(),
             verify=identity["verify"],
             tls_name=identity["tls_name"],
             secret_owner=render.secret_owner(cfg.gid)[0],
@@ -603,7 +515,7 @@ def build(
 
     preflight = Deferred("preflight", make_preflight)
     steps: list[Step] = [InstallDirStep(paths, purge=purge)]
-    if opts.sim:
+    if target.simulated:  # the simulator is part of the stack: its files and image come first
         steps += [
             FilesStep(ctx),
             ImageStep(ctx, remove_on_undo=not keep_images),
@@ -613,13 +525,13 @@ def build(
     else:  # preflight first: a host that cannot take the stack gets no install dir either
         steps = [preflight, *steps, Deferred("vm networking", make_forward)]
     if not recorded:  # uninstall removes what is there: no need to look at the certificate
-        steps.append(TrustStep(opts, ctx, trust, rerender=bool(opts.sim)))
+        steps.append(TrustStep(opts, ctx, trust, rerender=target.simulated))
     steps += [
         Deferred("proxmox identity", make_identity),
         Deferred("agent account", make_agent),
         SecretsStep(ctx),
     ]
-    if not opts.sim:
+    if not target.simulated:
         steps += [FilesStep(ctx), ImageStep(ctx, remove_on_undo=not keep_images)]
     # the server's own way to the API through the Proxmox firewall: its network exists once the stack runs
     steps += [StackStep(ctx), Deferred("api firewall", make_api_firewall)]
