@@ -96,14 +96,39 @@ def run(
 class PveshError(Exception):
     """PVE refused a call: ``message`` is what PVE said, ``status`` the HTTP code when pvesh printed one."""
 
-    def __init__(self, message: str, status: int | None = None, argv: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        argv: Sequence[str] = (),
+        warnings: Sequence[str] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.argv = list(argv)
+        self.warnings = list(warnings)  # what perl printed before the error (kept for the transcript)
 
 
 _STATUS = re.compile(r"^(\d{3})\s+(.*)$", re.S)
+# What perl prints on stderr before pvesh's own error: its locale warning block (a LANG the host lacks,
+# common over SSH from a desktop) with tab/space-indented continuation lines, and "... at FILE line N."
+# warnings. On success pvesh's JSON is on stdout and stderr is ignored; on failure these lines must not
+# become the message or hide the "CODE message" line (pve-common PVE/Exception.pm stringify).
+_PERL_WARNING = re.compile(r"^(perl: warning:|\s)|.* at \S+ line \d+\.$")
+
+
+def pvesh_error(stderr: str, returncode: int) -> tuple[int | None, str, list[str]]:
+    """(HTTP status if printed, PVE's message, warnings printed before it) from a failed pvesh's stderr."""
+    lines = stderr.strip("\n").splitlines()
+    warnings: list[str] = []
+    while lines and _PERL_WARNING.match(lines[0]) and not _STATUS.match(lines[0]):
+        warnings.append(lines.pop(0))
+    text = "\n".join(lines).strip() or f"exit status {returncode}"
+    m = _STATUS.match(text)
+    if m:
+        return int(m.group(1)), m.group(2).strip(), warnings
+    return None, text, warnings
 
 
 def _encode(value: Any) -> str:
@@ -141,10 +166,8 @@ class Pvesh:
         except CommandError as exc:
             raise PveshError(exc.message, argv=argv) from exc
         if not res.ok:
-            text = (res.stderr.strip() or res.stdout.strip() or f"exit status {res.returncode}").strip()
-            m = _STATUS.match(text)
-            status = int(m.group(1)) if m else None
-            raise PveshError(m.group(2).strip() if m else text, status=status, argv=argv)
+            status, message, warnings = pvesh_error(res.stderr or res.stdout, res.returncode)
+            raise PveshError(message, status=status, argv=argv, warnings=warnings)
         out = res.stdout.strip()
         if not out:
             return None

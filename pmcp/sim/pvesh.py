@@ -71,8 +71,40 @@ def render(data: Any, fmt: str) -> str | None:
     return json.dumps(data, indent=4, sort_keys=True)
 
 
+def perl_locale_warning() -> str | None:
+    """What perl prints first when LANG/LC_* name a locale the host lacks (perl's locale.c), as every
+    real pvesh does then: same condition as setlocale(LC_ALL, "") failing in this process."""
+    import locale
+
+    try:
+        saved = locale.setlocale(locale.LC_ALL)
+        locale.setlocale(locale.LC_ALL, "")
+        locale.setlocale(locale.LC_ALL, saved)
+        return None
+    except locale.Error:
+        pass
+    shown = ["LANGUAGE", "LC_ALL", *sorted(k for k in os.environ if k.startswith("LC_") and k != "LC_ALL")]
+    lines = [
+        "perl: warning: Setting locale failed.",
+        "perl: warning: Please check that your locale settings:",
+    ]
+    for k in [*shown, "LANG"]:
+        v = os.environ.get(k)
+        lines.append(f"\t{k} = " + (f'"{v}"' if v is not None else "(unset)") + ",")
+    lines[-1] = lines[-1].rstrip(",")
+    lines += [
+        "    are supported and installed on your system.",
+        'perl: warning: Falling back to a fallback locale ("C.UTF-8").',
+    ]
+    return "\n".join(lines)
+
+
 def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     from pmcp.sim.testing import call
+
+    warning = perl_locale_warning()
+    if warning:
+        print(warning, file=err)
 
     try:
         method, path, params, fmt = parse_args(argv)

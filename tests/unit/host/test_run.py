@@ -102,3 +102,20 @@ def test_pveversion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PMCP_PVEVERSION", "false")
     with pytest.raises(CommandError):
         pveversion()
+
+
+def test_perl_locale_warnings_before_the_error_line(sim: object) -> None:
+    """A host reached over SSH with a LANG it lacks: every real pvesh prints perl's locale warning first
+    (the simulator's pvesh does the same); the error keeps PVE's status and message, success its JSON."""
+    from tests.unit.host.conftest import _sim_env
+
+    env = {**_sim_env(sim), "LANG": "xx_XX.UTF-8", "LC_ALL": ""}
+    shim = Pvesh([sys.executable, "-m", "pmcp", "sim", "pvesh"], env=env)
+    raw = run([*shim.command, "get", "/version"], env=env)
+    assert raw.ok and raw.stderr.startswith("perl: warning: Setting locale failed.")
+    assert shim.get("/version")["version"]  # stdout is still the JSON
+    with pytest.raises(PveshError) as err:
+        shim.create("/access/users", userid="bad user")
+    assert err.value.status == 400
+    assert err.value.message.startswith("Parameter verification failed.")
+    assert "perl" not in err.value.message and err.value.warnings[0].startswith("perl: warning:")
