@@ -11,20 +11,14 @@ Interfaces (stable, used by pmcp.lifecycle):
     firewall_enabled(pvesh) -> bool
     ApiAccessRule(pvesh, node, subnet)  -- a Step (.name "api firewall"): ACCEPT tcp/8006 from the server's
         Docker network when the firewall is on; api_blocked(pvesh, node, subnet) -> cause or None
-    PublishedPortFilter(port, allow_from, iptables_cmd, unit_dir, systemctl_cmd)  -- a Step: the same
-        CIDR enforced in DOCKER-USER, since Docker-published ports never cross the INPUT chain
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import shlex
-from pathlib import Path
 from typing import Any
 
-from pmcp.files import atomic_write
-from pmcp.host.run import CommandError, Pvesh, PveshError, Result, run, systemctl
+from pmcp.host.run import Pvesh, PveshError
 from pmcp.inputs import cidr
 from pmcp.steps import Plan, StepError
 
@@ -215,129 +209,3 @@ def api_blocked(pvesh: Pvesh, node: str, subnet: str | None) -> str | None:
         if not src or covered:
             return None
     return BLOCKED_CAUSE.format(subnet=subnet or "(unknown)")
-
-
-PORT_FILTER_COMMENT = "pmcp-https-allow-from"
-PORT_FILTER_UNIT = "pmcp-https-allow.service"
-
-
-class PublishedPortFilter:
-    """Step: make ``--allow-from`` real for Caddy's published HTTPS port.
-
-    Docker publishes ports by DNAT in PREROUTING, so the forwarded packets never cross the host's INPUT
-    chain, where pve-firewall's rule lives: that rule alone lets every source in. This step adds, in
-    Docker's own ``DOCKER-USER`` chain, a DROP for connections DNATed from the HTTPS port whose source is
-    outside the CIDR. ``--ctstate DNAT`` limits it to published ports, so bridged VM traffic is never
-    touched; connections from the host itself reach Caddy through docker-proxy, not FORWARD, so verify
-    still works. A systemd unit re-adds the rule whenever Docker starts (iptables rules do not survive a
-    reboot).
-    """
-
-    name = "published port filter"
-
-    def __init__(
-        self,
-        port: int,
-        allow_from: str,
-        iptables_cmd: tuple[str, ...] | list[str] = ("iptables",),
-        unit_dir: Path | None = Path("/etc/systemd/system"),
-        systemctl_cmd: tuple[str, ...] | list[str] = ("systemctl",),
-    ) -> None:
-        self.port = int(port)
-        self.allow_from = cidr(allow_from)
-        self.iptables = list(iptables_cmd)
-        self.unit = Path(unit_dir) / PORT_FILTER_UNIT if unit_dir else None
-        self.systemctl = list(systemctl_cmd)
-        self._added = False
-        self._unit_before: str | None = None
-
-    def rule(self) -> list[str]:
-        return [
-            "-p", "tcp", "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", str(self.port),
-            "--ctdir", "ORIGINAL", "!", "-s", self.allow_from,
-            "-m", "comment", "--comment", PORT_FILTER_COMMENT, "-j", "DROP",
-        ]  # fmt: skip
-
-    def _ipt(self, *args: str) -> Result:
-        try:
-            return run([*self.iptables, *args], timeout=30)
-        except CommandError as exc:
-            raise StepError(f"cannot run iptables: {exc.message}", fix="apt-get install iptables") from exc
-
-    def _ours(self) -> list[list[str]]:
-        """Our rules as `-A DOCKER-USER ...` argument lists (any CIDR or port an earlier run chose)."""
-        res = self._ipt("-S", "DOCKER-USER")
-        if not res.ok:
-            raise StepError(
-                "Docker's DOCKER-USER chain is missing, so --allow-from cannot be enforced",
-                fix="systemctl restart docker (Docker creates the chain), then re-run pmcp install",
-                detail=res.text[-300:],
-            )
-        return [
-            shlex.split(line)[2:]
-            for line in res.stdout.splitlines()
-            if line.startswith("-A DOCKER-USER ") and PORT_FILTER_COMMENT in line
-        ]
-
-    def _unit_text(self) -> str:
-        rule = " ".join(shlex.quote(a) for a in ["DOCKER-USER", *self.rule()])
-        return "\n".join(
-            [
-                "# Installed by pmcp (`pmcp uninstall` removes it): only --allow-from reaches the MCP port.",
-                "[Unit]",
-                "Description=pmcp: enforce --allow-from on the published HTTPS port",
-                "After=docker.service",
-                "PartOf=docker.service",
-                "",
-                "[Service]",
-                "Type=oneshot",
-                "RemainAfterExit=yes",
-                f"ExecStart=/bin/sh -c 'iptables -C {rule} 2>/dev/null || iptables -I {rule}'",
-                "",
-                "[Install]",
-                "WantedBy=docker.service",
-                "",
-            ]
-        )
-
-    def check(self) -> Plan:
-        plan = Plan()
-        ours = self._ours()
-        if len(ours) != 1 or not self._ipt("-C", "DOCKER-USER", *self.rule()).ok:
-            plan.changes.append(
-                f"iptables -I DOCKER-USER: drop connections to published port {self.port} "
-                f"not from {self.allow_from}"
-            )
-        if self.unit is not None and (not self.unit.is_file() or self.unit.read_text() != self._unit_text()):
-            plan.changes.append(f"install {self.unit} (re-adds the rule whenever Docker starts)")
-        return plan
-
-    def apply(self) -> None:
-        self._delete_ours()
-        res = self._ipt("-I", "DOCKER-USER", *self.rule())
-        if not res.ok:
-            raise StepError(
-                "could not add the DOCKER-USER rule for --allow-from",
-                fix="iptables -I DOCKER-USER " + " ".join(shlex.quote(a) for a in self.rule()),
-                detail=res.text[-300:],
-            )
-        self._added = True
-        if self.unit is not None and (not self.unit.is_file() or self.unit.read_text() != self._unit_text()):
-            self._unit_before = self.unit.read_text() if self.unit.is_file() else None
-            atomic_write(self.unit, self._unit_text(), 0o644)
-            systemctl(self.systemctl, "daemon-reload")
-            systemctl(self.systemctl, "enable", PORT_FILTER_UNIT)
-
-    def _delete_ours(self) -> None:
-        for args in self._ours():
-            self._ipt("-D", "DOCKER-USER", *args)
-
-    def undo(self) -> None:
-        """Remove the rule and the unit (uninstall, or a failed apply): the port is as open as before."""
-        self._delete_ours()
-        if self.unit is not None and self.unit.exists():
-            with contextlib.suppress(StepError):
-                systemctl(self.systemctl, "disable", PORT_FILTER_UNIT)
-            self.unit.unlink()
-            with contextlib.suppress(StepError):
-                systemctl(self.systemctl, "daemon-reload")

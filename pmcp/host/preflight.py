@@ -1,13 +1,7 @@
-"""Facts about the host before install changes anything, and the one networking fix Docker on Proxmox needs.
+"""Facts about the host before install changes anything.
 
 ``Preflight`` changes nothing: its check() gathers ``HostFacts`` and raises one ``StepError`` listing every
 blocking failure (each one line with its fix), so an admin fixes them all in one go instead of one per run.
-
-``ForwardSafety`` exists because Docker sets the iptables FORWARD policy to DROP when it enables IP
-forwarding, and with ``br_netfilter`` loaded (Docker loads it) bridged VM traffic on ``vmbr*`` crosses
-FORWARD: the VMs go offline. The supported fixes: ``"ip-forward-no-drop": true`` in daemon.json (Docker
->= 28; takes effect at Docker's next start) and an ACCEPT rule per bridge in the DOCKER-USER chain (any
-Docker version, immediate; with Docker < 28 a small systemd unit re-adds it whenever Docker starts).
 
 Interfaces (stable, used by pmcp.lifecycle):
     PreflightOptions(require_root=True, require_pve=True, require_docker=True, node=None,
@@ -17,19 +11,13 @@ Interfaces (stable, used by pmcp.lifecycle):
     HostFacts(pve_version, pve_major, node, docker_version, docker_major, compose_cmd, compose_version,
               bridges, forward_policy, free_mb, docker_root, ports_in_use_by_stack)
     Preflight(options).check() -> Plan (no changes; notes = facts); .facts: HostFacts after check()
-    ForwardSafety(docker_version, state_dir, sys_class_net=Path("/sys/class/net"),
-                  daemon_json=Path("/etc/docker/daemon.json"), iptables_cmd=("iptables",),
-                  unit_dir=Path("/etc/systemd/system"), systemctl=("systemctl",))   -- a Step
-        state_dir: where it records what it changed, for undo: host_state_dir(paths) (pmcp.host.files)
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
-import re
 import shutil
 import socket
 from collections.abc import Callable, Sequence
@@ -39,19 +27,13 @@ from typing import Any
 
 from pmcp.errors import NotReady
 from pmcp.files import path_fix, unsafe_path
-from pmcp.host.files import atomic_write, ensure_dir
-from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion, run, systemctl
+from pmcp.host.dockeruser import forward_policy, major_version, vm_bridges
+from pmcp.host.run import CommandError, Pvesh, PveshError, parse_pveversion, pveversion
 from pmcp.paths import DEFAULT_PREFIX
 from pmcp.steps import Plan, StepError
 
 DEFAULT_PORTS: tuple[tuple[str, int], ...] = (("0.0.0.0", 443), ("0.0.0.0", 80), ("127.0.0.1", 8080))
 SUPPORTED_PVE = (8, 9)
-RULE_COMMENT = "pmcp-vm-bridge"
-
-
-def _major(version: str) -> int:
-    m = re.match(r"\D*(\d+)", version)
-    return int(m.group(1)) if m else 0
 
 
 @dataclass
@@ -89,25 +71,6 @@ class HostFacts:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def vm_bridges(sys_class_net: Path) -> list[str]:
-    """The Proxmox VM bridges (``vmbr*``) that exist on this host."""
-    if not sys_class_net.is_dir():
-        return []
-    return sorted(p.name for p in sys_class_net.iterdir() if p.name.startswith("vmbr"))
-
-
-def forward_policy(iptables_cmd: Sequence[str]) -> str | None:
-    """The iptables FORWARD chain policy (ACCEPT/DROP), or None when iptables cannot be read."""
-    try:
-        res = run([*iptables_cmd, "-S", "FORWARD"], timeout=30)
-    except CommandError:
-        return None
-    if not res.ok:
-        return None
-    m = re.search(r"^-P FORWARD (\w+)", res.stdout, re.M)
-    return m.group(1) if m else None
 
 
 def _default_compose_finder() -> tuple[list[str], str]:
@@ -257,7 +220,7 @@ class Preflight:
             )
             return None
         self.facts.docker_version = str(version.get("Version", ""))
-        self.facts.docker_major = _major(self.facts.docker_version)
+        self.facts.docker_major = major_version(self.facts.docker_version)
         self.facts.docker_root = str(info.get("DockerRootDir", ""))
         self.notes.append(f"Docker {self.facts.docker_version}")
         return client
@@ -340,216 +303,3 @@ class Preflight:
                 f"VM bridges {', '.join(self.facts.bridges)}; iptables FORWARD policy "
                 f"{self.facts.forward_policy or 'unknown'}"
             )
-
-
-UNIT_NAME = "pmcp-vm-forward.service"
-_BRIDGE = re.compile(r"^vmbr[A-Za-z0-9_.-]{1,11}$")
-
-
-def _unit_text(bridges: Sequence[str]) -> str:
-    lines = [
-        "# Installed by pmcp (`pmcp uninstall` removes it). Docker < 28 sets the iptables FORWARD policy to",
-        "# DROP at every start, which cuts bridged VMs off: re-add pmcp's DOCKER-USER rules each time.",
-        "[Unit]",
-        "Description=pmcp: keep bridged Proxmox VM traffic flowing while Docker runs",
-        "After=docker.service",
-        "PartOf=docker.service",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        "RemainAfterExit=yes",
-    ]
-    for b in bridges:
-        rule = f"DOCKER-USER -i {b} -o {b} -m comment --comment {RULE_COMMENT} -j ACCEPT"
-        lines.append(f"ExecStart=/bin/sh -c 'iptables -C {rule} 2>/dev/null || iptables -I {rule}'")
-    lines += ["", "[Install]", "WantedBy=docker.service", ""]
-    return "\n".join(lines)
-
-
-class ForwardSafety:
-    """Step: keep bridged VM traffic flowing while Docker runs on the Proxmox host.
-
-    Docker >= 28: ``ip-forward-no-drop`` in daemon.json (persistent) plus the DOCKER-USER rules when the
-    policy is already DROP now. Docker < 28: the DOCKER-USER rules now, and a systemd unit that re-adds them
-    whenever Docker starts (Docker resets the policy to DROP at each start).
-    """
-
-    name = "vm networking"
-
-    def __init__(
-        self,
-        docker_version: str,
-        state_dir: Path,
-        sys_class_net: Path = Path("/sys/class/net"),
-        daemon_json: Path = Path("/etc/docker/daemon.json"),
-        iptables_cmd: Sequence[str] = ("iptables",),
-        unit_dir: Path | None = Path("/etc/systemd/system"),
-        systemctl: Sequence[str] = ("systemctl",),
-    ) -> None:
-        self.docker_major = _major(docker_version)
-        self.state_file = Path(state_dir) / "forward-safety.json"
-        self.sys_class_net = Path(sys_class_net)
-        self.daemon_json = Path(daemon_json)
-        self.iptables = list(iptables_cmd)
-        self.unit = Path(unit_dir) / UNIT_NAME if unit_dir else None
-        self.systemctl = list(systemctl)
-
-    @property
-    def uses_daemon_option(self) -> bool:
-        return self.docker_major >= 28
-
-    def _bridges(self) -> list[str]:
-        bridges = vm_bridges(self.sys_class_net)
-        bad = [b for b in bridges if not _BRIDGE.match(b)]
-        if bad:
-            raise StepError(f"unexpected bridge name(s): {', '.join(bad)}", fix="rename the bridge (vmbrN)")
-        return bridges
-
-    def _rule(self, bridge: str) -> list[str]:
-        return ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", RULE_COMMENT, "-j", "ACCEPT"]
-
-    def _ipt(self, *args: str) -> Any:
-        try:
-            return run([*self.iptables, *args], timeout=30)
-        except CommandError as exc:
-            raise StepError(
-                f"cannot run iptables: {exc.message}", fix="apt-get install iptables", detail=exc.message
-            ) from exc
-
-    def _has_rule(self, bridge: str) -> bool:
-        return self._ipt("-C", "DOCKER-USER", *self._rule(bridge)).ok
-
-    def _chain_exists(self) -> bool:
-        return self._ipt("-S", "DOCKER-USER").ok
-
-    def _daemon_config(self) -> dict[str, Any]:
-        if not self.daemon_json.is_file():
-            return {}
-        try:
-            data = json.loads(self.daemon_json.read_text() or "{}")
-        except json.JSONDecodeError as exc:
-            raise StepError(
-                f"{self.daemon_json} is not valid JSON: {exc}",
-                fix=f"fix {self.daemon_json} (python3 -m json.tool {self.daemon_json})",
-            ) from exc
-        if not isinstance(data, dict):
-            raise StepError(f"{self.daemon_json} is not a JSON object", fix=f"fix {self.daemon_json}")
-        return data
-
-    def _needs_rule(self, bridges: list[str]) -> list[str]:
-        if not bridges:
-            return []
-        policy = forward_policy(self.iptables)
-        if policy == "ACCEPT" and (self.uses_daemon_option or not self._chain_exists()):
-            return []  # nothing drops now, and Docker (no-drop, or not managing iptables) will not later
-        return [b for b in bridges if not self._has_rule(b)]
-
-    def _unit_wanted(self, bridges: list[str]) -> bool:
-        if not bridges or self.uses_daemon_option or self.unit is None:
-            return False
-        return self._chain_exists()
-
-    def _unit_right(self, bridges: list[str]) -> bool:
-        return self.unit is not None and self.unit.is_file() and self.unit.read_text() == _unit_text(bridges)
-
-    def check(self) -> Plan:
-        bridges = self._bridges()
-        if not bridges:
-            return Plan(notes=["no vmbr bridges: VM traffic does not cross Docker's FORWARD rules"])
-        plan = Plan()
-        if self.uses_daemon_option and self._daemon_config().get("ip-forward-no-drop") is not True:
-            plan.changes.append(f'set "ip-forward-no-drop": true in {self.daemon_json} (Docker >= 28)')
-        missing = self._needs_rule(bridges)
-        if missing and not self._chain_exists():
-            raise StepError(
-                "iptables FORWARD policy drops bridged VM traffic and Docker's DOCKER-USER chain is missing",
-                fix="systemctl restart docker (creates DOCKER-USER), or: iptables -P FORWARD ACCEPT",
-            )
-        for b in missing:
-            plan.changes.append(f"iptables -I DOCKER-USER -i {b} -o {b} -j ACCEPT (bridged VM traffic)")
-        if self._unit_wanted(bridges) and not self._unit_right(bridges):
-            plan.changes.append(f"install {self.unit} (re-adds the rules whenever Docker starts)")
-        elif not self.uses_daemon_option and self.unit is None:
-            plan.notes.append(
-                "Docker < 28 sets FORWARD to DROP at every start: after a Docker restart, re-run "
-                "`pmcp install` (or upgrade Docker to >= 28) to restore the bridge rules"
-            )
-        return plan
-
-    def _load_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        if self.state_file.is_file():
-            state = json.loads(self.state_file.read_text())
-        state.setdefault("rules", [])
-        state.setdefault("daemon", None)
-        state.setdefault("unit", None)
-        return state
-
-    def _save_state(self, state: dict[str, Any]) -> None:
-        ensure_dir(self.state_file.parent, 0o700)
-        atomic_write(self.state_file, json.dumps(state, indent=2) + "\n", 0o600)
-
-    def _systemctl(self, *args: str) -> None:
-        systemctl(self.systemctl, *args)
-
-    def apply(self) -> None:
-        bridges = self._bridges()
-        state = self._load_state()
-        if self.uses_daemon_option and bridges:
-            config = self._daemon_config()
-            if config.get("ip-forward-no-drop") is not True:
-                if state["daemon"] is None:
-                    state["daemon"] = {
-                        "existed": self.daemon_json.is_file(),
-                        "had_key": "ip-forward-no-drop" in config,
-                        "old": config.get("ip-forward-no-drop"),
-                    }
-                    self._save_state(state)
-                config["ip-forward-no-drop"] = True
-                ensure_dir(self.daemon_json.parent, 0o755)
-                atomic_write(self.daemon_json, json.dumps(config, indent=2) + "\n", 0o644)
-        for b in self._needs_rule(bridges):
-            if b not in state["rules"]:
-                state["rules"].append(b)
-                self._save_state(state)
-            res = self._ipt("-I", "DOCKER-USER", *self._rule(b))
-            if not res.ok:
-                raise StepError(
-                    f"could not add the DOCKER-USER rule for {b}",
-                    fix=f"iptables -I DOCKER-USER -i {b} -o {b} -j ACCEPT",
-                    detail=res.text[-300:],
-                )
-        if self.unit is not None and self._unit_wanted(bridges) and not self._unit_right(bridges):
-            state["unit"] = str(self.unit)
-            self._save_state(state)
-            atomic_write(self.unit, _unit_text(bridges), 0o644)
-            self._systemctl("daemon-reload")
-            self._systemctl("enable", UNIT_NAME)
-
-    def undo(self) -> None:
-        if not self.state_file.is_file():
-            return
-        state = self._load_state()
-        if state["unit"]:
-            unit = Path(state["unit"])
-            if unit.exists():
-                with contextlib.suppress(StepError):
-                    self._systemctl("disable", UNIT_NAME)
-                unit.unlink()
-                with contextlib.suppress(StepError):
-                    self._systemctl("daemon-reload")
-        for b in state["rules"]:
-            while self._has_rule(b):
-                self._ipt("-D", "DOCKER-USER", *self._rule(b))
-        saved = state.get("daemon")
-        if saved is not None and self.daemon_json.is_file():
-            config = self._daemon_config()
-            if saved["had_key"]:
-                config["ip-forward-no-drop"] = saved["old"]
-            else:
-                config.pop("ip-forward-no-drop", None)
-            if not config and not saved["existed"]:
-                self.daemon_json.unlink()
-            else:
-                atomic_write(self.daemon_json, json.dumps(config, indent=2) + "\n", 0o644)
-        self.state_file.unlink()

@@ -456,7 +456,7 @@ def build(
     def make_forward() -> Step | None:
         if not opts.host_checks:
             return Skipped("vm networking", "demo: the host's networking is left alone")
-        from pmcp.host.preflight import ForwardSafety
+        from pmcp.host.dockeruser import ForwardSafety
 
         facts = preflight_holder["step"].facts if "step" in preflight_holder else None
         version = facts.docker_version if facts else _docker_version()
@@ -537,7 +537,7 @@ def build(
     steps += [StackStep(ctx), Deferred("api firewall", make_api_firewall)]
     steps += [Deferred("firewall", make_firewall)]
     if opts.allow_from and opts.host_checks:
-        from pmcp.host.firewall import PublishedPortFilter
+        from pmcp.host.dockeruser import PublishedPortFilter
 
         # pve-firewall's rule never sees Docker's DNATed traffic: enforce the CIDR in DOCKER-USER too
         steps.append(PublishedPortFilter(opts.https_port, opts.allow_from))
