@@ -672,6 +672,25 @@ def rollback(
     type=Checked(_lazy("name", what="token name"), "name"),
     help="Remove a client token (the server needs no restart).",
 )
+@click.option(
+    "--mode",
+    "token_mode",
+    type=Checked(_lazy("client_mode"), "mode"),
+    help="With --new-token/--token-name: this client's mode (read-only, operator, admin; at most the "
+    "install's).",
+)
+@click.option(
+    "--scope",
+    metavar="tag:T,pool:P",
+    type=Checked(_lazy("client_scope"), "scope"),
+    help="With --new-token/--token-name: the guests this client sees and touches (any listed tag or "
+    "pool); '' removes it.",
+)
+@click.option(
+    "--budget",
+    type=Checked(_lazy("client_budget"), "number", int),
+    help="With --new-token/--token-name: destructive actions per hour (default: the server's, 10).",
+)
 @outcome
 def client_config(
     out: Output,
@@ -685,13 +704,23 @@ def client_config(
     ca_cert: str | None,
     new_token: str | None,
     revoke: str | None,
+    token_mode: str | None,
+    scope: str | None,
+    budget: int | None,
 ) -> Result:
     """Print the configuration that connects an AI client to this server.
 
     Without --show-token the token is referenced (PMCP_TOKEN, a VS Code prompt), never printed.
+    A token can be limited below the install: --mode, --scope (Proxmox tags and pools), --budget.
     """
     from pmcp import clients
 
+    limits = clients.LimitOptions(token_mode, scope, budget)
+    if revoke and limits.given:
+        raise UsageError(
+            "--revoke removes a token; --mode, --scope and --budget set a token's limits",
+            fix=f"run them separately: --revoke {revoke}, or --token-name {revoke} --mode …",
+        )
     if revoke:
         message = clients.revoke_token(prefix, revoke)
         return out.result(changed=True, data={"revoked": revoke, "message": message}, text=[message])
@@ -704,6 +733,7 @@ def client_config(
         show_token=show_token or bool(new_token and output),
         ca_cert=str(ca_cert) if ca_cert else None,
         new_token=new_token,
+        limits=limits,
     )
     if output:
         path, secret = clients.write_output(prepared, str(output), out.json)
@@ -713,16 +743,22 @@ def client_config(
             for note in [] if out.json else [n for cfg in prepared.configs for n in cfg.notes]:
                 click.echo(f"- {note}", err=True)
         return out.result(
-            changed=True, data={"output": str(path), "mode": mode, "token_name": prepared.token_name}
+            changed=True,
+            data={"output": str(path), "mode": mode, "token_name": prepared.token_name}
+            | ({"limits": prepared.limits} if prepared.limits is not None else {}),
         )
     text = []
     if prepared.new_token:
         text.append(f"New client token {prepared.token_name!r} (shown once): {prepared.new_token}\n")
+    if prepared.limits is not None:
+        text.append(f"Limits of {prepared.token_name!r}: {clients.describe_limits(prepared.limits)}\n")
     if prepared.ca_file:
         text.append(f"Exported Caddy's root certificate to {prepared.ca_file}.\n")
     text.append(clients.render_text(prepared.configs).rstrip("\n"))
     return out.result(
-        changed=bool(prepared.new_token or prepared.ca_file), data=prepared.to_dict(), text=text
+        changed=bool(prepared.new_token or prepared.ca_file or prepared.limits is not None),
+        data=prepared.to_dict(),
+        text=text,
     )
 
 

@@ -16,10 +16,14 @@ import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pmcp.errors import PmcpError
+from pmcp.errors import PmcpError, UsageError
+
+if TYPE_CHECKING:
+    from pmcp.authtokens import TokenLimits
+    from pmcp.paths import InstallPaths
 
 CLIENTS = ("claude-code", "claude-desktop", "cursor", "vscode", "codex", "windsurf")
 TOKEN_ENV = "PMCP_TOKEN"
@@ -462,6 +466,7 @@ class Prepared:
     token_name: str
     new_token: str | None = None
     ca_file: str | None = None
+    limits: dict[str, Any] | None = None  # the token's own limits, when this run set them
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -469,6 +474,8 @@ class Prepared:
             "token_name": self.token_name,
             "clients": [c.to_dict() for c in self.configs],
         }
+        if self.limits is not None:
+            out["limits"] = self.limits
         if self.ca_file:
             out["ca_file"] = self.ca_file
         if self.new_token:
@@ -532,8 +539,10 @@ def prepare(
     show_token: bool = False,
     ca_cert: str | None = None,
     new_token: str | None = None,
+    limits: LimitOptions | None = None,
 ) -> Prepared:
-    """Read the install (state, tokens, CA), optionally add a token, and generate the configurations."""
+    """Read the install (state, tokens, CA), optionally add a token or set a token's limits, and
+    generate the configurations."""
     from pmcp import authtokens
     from pmcp.paths import InstallPaths
 
@@ -544,9 +553,21 @@ def prepare(
     url = normalize_url(url)
     token_file = paths.client_tokens
     fresh = None
+    chosen_limits = None
+    if limits is not None and limits.given:
+        if not (new_token or token_name):
+            raise UsageError(
+                "--mode, --scope and --budget set one client token's limits",
+                fix="add --new-token NAME (a new token) or --token-name NAME (change an existing one; "
+                "its secret stays the same)",
+            )
+        if not new_token:
+            assert token_name is not None
+            chosen_limits = _set_limits(paths, token_name, limits)
     if new_token:
+        chosen_limits = limits.apply(authtokens.NO_LIMITS, install_mode(paths)) if limits else None
         try:
-            fresh = authtokens.add(token_file, new_token)
+            fresh = authtokens.add(token_file, new_token, chosen_limits or authtokens.NO_LIMITS)
         except authtokens.TokenFileError as exc:
             raise ClientConfigError(str(exc)) from None
         except PermissionError:
@@ -566,7 +587,105 @@ def prepare(
         ca_file=ca_file,
         public_tls=public,
     )
-    return Prepared(generate(client, target), url, chosen, new_token=fresh, ca_file=ca_file)
+    return Prepared(
+        generate(client, target),
+        url,
+        chosen,
+        new_token=fresh,
+        ca_file=ca_file,
+        limits=chosen_limits.to_dict() if chosen_limits is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class LimitOptions:
+    """``client-config --mode/--scope/--budget`` (checked by pmcp.inputs); None: not given."""
+
+    mode: str | None = None
+    scope: str | None = None  # '' removes the scope
+    budget: int | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.mode is not None or self.scope is not None or self.budget is not None
+
+    def apply(self, base: TokenLimits, installed: str | None) -> TokenLimits:
+        """``base`` with the given settings replaced; a mode above the install's is refused."""
+        from dataclasses import replace
+
+        from pmcp import authtokens
+
+        out = base
+        if self.mode is not None:
+            modes = authtokens.MODES
+            if installed in modes and modes.index(self.mode) > modes.index(installed):
+                raise UsageError(
+                    f"--mode {self.mode} is above this install's mode ({installed}): a client token "
+                    "never gets more than the server may do",
+                    fix=f"--mode {installed} or lower, or first `pmcp install --mode {self.mode}`",
+                )
+            out = replace(out, mode=self.mode)
+        if self.scope is not None:
+            tags, pools = authtokens.parse_scope(self.scope) if self.scope else ((), ())
+            out = replace(out, tags=tags, pools=pools)
+        if self.budget is not None:
+            out = replace(out, budget=self.budget)
+        return out
+
+
+def describe_limits(limits: dict[str, Any]) -> str:
+    """One line for ``Prepared.limits`` (TokenLimits.to_dict)."""
+    scope = limits.get("scope") or {}
+    where = []
+    if scope.get("tags"):
+        where.append("guests tagged " + " or ".join(scope["tags"]))
+    if scope.get("pools"):
+        where.append("guests in pool " + " or ".join(scope["pools"]))
+    budget = limits.get("budget_per_hour")
+    per_hour = "the server's default number of" if budget is None else str(budget)
+    return (
+        f"mode {limits.get('mode') or 'of the install'}; {' or '.join(where) or 'every guest'}; "
+        f"{per_hour} destructive actions per hour. The server applies them from the next request."
+    )
+
+
+def install_mode(paths: InstallPaths) -> str | None:
+    """The mode install recorded (state.json), or None when it cannot be read (the server still
+    takes the lower of the token's and its own)."""
+    from pmcp import record
+
+    try:
+        rec = record.read(paths)
+    except ValueError:
+        return None
+    mode = (rec.config or {}).get("mode") if rec is not None else None
+    return mode if isinstance(mode, str) else None
+
+
+def _set_limits(paths: InstallPaths, name: str, limits: LimitOptions) -> TokenLimits:
+    from pmcp import authtokens
+
+    token_file = paths.client_tokens
+    try:
+        entries = authtokens.load_entries(token_file)
+    except FileNotFoundError:
+        entries = {}
+    except PermissionError:
+        raise ClientConfigError(f"cannot read {token_file}: {AS_ROOT}") from None
+    except authtokens.TokenFileError as exc:
+        raise ClientConfigError(f"{token_file}: {exc}") from None
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise ClientConfigError(
+            f"no client token named {name!r} (known: {known})",
+            fix=f"pmcp client-config --new-token {name} with the same options",
+        )
+    chosen = limits.apply(entries[name].limits, install_mode(paths))
+    try:
+        authtokens.set_limits(token_file, name, chosen)
+    except PermissionError:
+        raise ClientConfigError(f"cannot write {token_file}: {AS_ROOT}") from None
+    return chosen
 
 
 def revoke_token(prefix: str | Path, name: str) -> str:

@@ -221,3 +221,43 @@ def distinct_ports(ports: dict[str, int]) -> None:
                 f"{seen[number]} and {option} are both {number}", fix=f"give {option} another port"
             )
         seen[number] = option
+
+
+def client_mode(value: str) -> str:
+    """A client token's mode (``client-config --mode``): never above the install's, checked later."""
+    if value not in MODES:
+        raise UsageError(
+            f"{value!r} is not a mode",
+            fix="read-only, operator or admin (at most the install's mode: `pmcp status` shows it)",
+        )
+    return value
+
+
+def client_scope(value: str) -> str:
+    """A client token's guest scope (``client-config --scope``), normalised; '' clears it."""
+    from pmcp import authtokens
+
+    if not value.strip():
+        return ""
+    try:
+        tags, pools = authtokens.parse_scope(value)
+    except ValueError as exc:
+        raise UsageError(
+            str(exc),
+            fix=f"{authtokens.SCOPE_SYNTAX}; a guest with any listed tag or in any listed pool is in "
+            "scope; --scope '' removes the scope",
+        ) from None
+    return authtokens.TokenLimits(tags=tags, pools=pools).scope_text
+
+
+def client_budget(value: int) -> int:
+    """Destructive actions per hour for a client token (``client-config --budget``)."""
+    from pmcp.authtokens import MAX_BUDGET
+
+    if not 0 <= value <= MAX_BUDGET:
+        raise UsageError(
+            f"{value} is not a budget",
+            fix=f"destructive actions per hour, 0 (none) to {MAX_BUDGET}; leave --budget out for the "
+            "server's default (PMCP_DESTRUCTIVE_PER_HOUR)",
+        )
+    return value

@@ -26,6 +26,7 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import ListToolsResult
 from mcp_types import Tool as MCPTool
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,9 +39,9 @@ from pmcp.server.audit import AuditLog
 from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact
 from pmcp.server.config import ServerConfig
-from pmcp.server.limits import ClientGuard
+from pmcp.server.limits import ClientGuard, DestructiveBudget
 from pmcp.server.metrics import Metrics
-from pmcp.server.policy import Policy
+from pmcp.server.policy import Policy, client_allows
 from pmcp.server.proxmox import ProxmoxClient
 from pmcp.server.registry import TOOLS, Runtime, make_handler
 from pmcp.server.sessions import SessionContinuity, SessionStore
@@ -92,6 +93,24 @@ class PolicyFilteredServer(MCPServer):
             if t.name in TOOLS and self._policy.allows(TOOLS[t.name].risk, TOOLS[t.name].mode)
         ]
 
+    async def _handle_list_tools(self, ctx: Any, params: Any) -> ListToolsResult:
+        """Per client token: a token limited below the server's mode is not shown the tools it may
+        not call. Cheap: the list is filtered per request anyway, and the token's limits arrive with
+        the request (auth layer), so no per-session state is kept; a session is bound to one token,
+        so its list stays the same for its life. The SDK 2.3 offers no public per-request hook for
+        tools/list: this overrides MCPServer's handler (the unit tests fail if a later SDK drops it)."""
+        result = await super()._handle_list_tools(ctx, params)
+        request = getattr(ctx, "request", None)
+        limits = (getattr(request, "scope", None) or {}).get("pmcp.limits")
+        token_mode = getattr(limits, "mode", None)
+        if token_mode is None:
+            return result
+        mode = self._policy.mode
+        result.tools = [
+            t for t in result.tools if client_allows(mode, token_mode, TOOLS[t.name].risk, TOOLS[t.name].mode)
+        ]
+        return result
+
 
 def build_mcp(rt: Runtime) -> MCPServer:
     mcp = PolicyFilteredServer(
@@ -123,6 +142,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
             min_free=config.audit_min_free,
         ),
         metrics=metrics,
+        budget=DestructiveBudget(config.destructive_per_hour),
     )
     mcp = build_mcp(rt)
     security = TransportSecuritySettings(

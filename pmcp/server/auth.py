@@ -34,6 +34,7 @@ class TokenStore:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._tokens: list[tuple[str, bytes]] = []
+        self._limits: dict[str, authtokens.TokenLimits] = {}
 
     @property
     def enabled(self) -> bool:
@@ -46,31 +47,38 @@ class TokenStore:
         except OSError:
             if self._stamp is not None:
                 log.error("token file %s is gone: every request is refused", self.path)
-            self._stamp, self._tokens = None, []
+            self._stamp, self._tokens, self._limits = None, [], {}
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
         try:
-            tokens = authtokens.load(self.path)
+            entries = authtokens.load_entries(self.path)
         except (OSError, authtokens.TokenFileError) as exc:
             log.error("token file %s unreadable (%s): every request is refused", self.path, exc)
-            tokens = {}
+            entries = {}
         self._stamp = stamp
-        self._tokens = [(name, tok.encode()) for name, tok in tokens.items()]
+        self._tokens = [(name, e.token.encode()) for name, e in entries.items()]
+        self._limits = {name: e.limits for name, e in entries.items()}
         log.info("loaded %d client token(s)", len(self._tokens))
 
     def match(self, presented: str) -> str | None:
         """The name of the token that matches, or None; constant-time over all tokens."""
+        return self.match_limits(presented)[0]
+
+    def match_limits(self, presented: str) -> tuple[str | None, authtokens.TokenLimits]:
+        """The matching token's name and its own limits (mode, scope, budget), read with it from the
+        same version of the file, so a changed line never pairs an old name with new limits."""
         with self._lock:
             self._reload()
             tokens = list(self._tokens)
+            limits = self._limits
         given = presented.encode()
         found: str | None = None
         for name, token in tokens:
             if hmac.compare_digest(given, token) and found is None:
                 found = name
-        return found
+        return found, limits.get(found, authtokens.NO_LIMITS) if found else authtokens.NO_LIMITS
 
 
 class ScrapeToken:
@@ -140,7 +148,7 @@ class AuthMiddleware:
             elif path in PUBLIC_PATHS:
                 await self.app(scope, receive, counting_send)
             else:
-                name = self._authenticate(scope, path)
+                name, limits = self._authenticate(scope, path)
                 if name is None:
                     await _json(
                         counting_send,
@@ -150,14 +158,16 @@ class AuthMiddleware:
                     )
                 else:
                     scope["pmcp.client"] = name
+                    scope["pmcp.limits"] = limits  # the token's own mode, scope, budget
                     scope["user"] = authenticated_user(name)
                     await self.app(scope, receive, counting_send)
         finally:
             self.metrics.observe_http(path, status_seen)
 
-    def _authenticate(self, scope: Scope, path: str) -> str | None:
+    def _authenticate(self, scope: Scope, path: str) -> tuple[str | None, authtokens.TokenLimits]:
+        none = authtokens.NO_LIMITS
         if not self.tokens.enabled:
-            return "anonymous"
+            return "anonymous", none
         header = b""
         for key, value in scope.get("headers", []):
             if key == b"authorization":
@@ -165,11 +175,11 @@ class AuthMiddleware:
                 break
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return None
-        name = self.tokens.match(token.strip())
+            return None, none
+        name, limits = self.tokens.match_limits(token.strip())
         if name is None and path == "/metrics" and self.scrape.matches(token.strip()):
-            return SCRAPE_CLIENT
-        return name
+            return SCRAPE_CLIENT, none
+        return name, limits
 
 
 async def _json(

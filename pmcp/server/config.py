@@ -67,6 +67,9 @@ class ServerConfig:
     rate_requests: int = 1200
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    # Destructive actions per client token and hour, unless its line in the token file says otherwise
+    # (pmcp.authtokens, limits.DestructiveBudget); 0 allows none.
+    destructive_per_hour: int = 10
     # The audit log cannot fill the disk (see pmcp.server.audit).
     audit_max_bytes: int = 512 * MIB
     audit_file_bytes: int = 32 * MIB
@@ -198,6 +201,7 @@ LIMIT_VARS = {
     "PMCP_RATE_REQUESTS": ("rate_requests", int, 0),
     "PMCP_HEADER_TIMEOUT": ("header_timeout", float, 0.1),
     "PMCP_BODY_TIMEOUT": ("body_timeout", float, 0.1),
+    "PMCP_DESTRUCTIVE_PER_HOUR": ("destructive_per_hour", int, 0),
     "PMCP_AUDIT_MAX_BYTES": ("audit_max_bytes", int, MIB),
     "PMCP_AUDIT_FILE_BYTES": ("audit_file_bytes", int, 64 * 1024),
     "PMCP_AUDIT_MIN_FREE": ("audit_min_free", int, 0),

@@ -26,11 +26,13 @@ then answered 503 to every other handshake-era client for 30 minutes, and memory
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import json
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -470,3 +472,57 @@ async def _reply(send: Send, status: int, message: str, retry_after: float | Non
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+class DestructiveBudget:
+    """How many destructive actions each client token took in the last hour (a sliding window).
+
+    A destructive call that acts (``confirm: true``) takes one; a plan takes none, and a call refused
+    before anything happened (protection, scope, bad argument) gives its one back. Counted per token
+    name across all its sessions and both protocol eras, in this server process: a restart or an
+    update's switch to a new server starts a fresh count (while old and new overlap, each counts).
+    Memory: at most ``limit`` timestamps per token."""
+
+    WINDOW = 3600.0
+
+    def __init__(self, default: int) -> None:
+        self.default = default
+        self._used: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def limit(self, per_hour: int | None) -> int:
+        return self.default if per_hour is None else per_hour
+
+    def _recent(self, token: str, now: float) -> collections.deque[float]:
+        used = self._used.setdefault(token, collections.deque())
+        while used and now - used[0] >= self.WINDOW:
+            used.popleft()
+        return used
+
+    def take(self, token: str, per_hour: int | None) -> float | None:
+        """Record one action: None when allowed, else the seconds until the next one is."""
+        limit = self.limit(per_hour)
+        now = time.monotonic()
+        with self._lock:
+            used = self._recent(token, now)
+            if len(used) < limit:
+                used.append(now)
+                return None
+            if limit <= 0:  # a budget of 0: none, ever (until an administrator raises it)
+                return math.inf
+            return self.WINDOW - (now - used[len(used) - limit])
+
+    def refund(self, token: str) -> None:
+        with self._lock:
+            used = self._used.get(token)
+            if used:
+                used.pop()
+
+    def remaining(self, token: str, per_hour: int | None) -> tuple[int, int, float | None]:
+        """(limit, left now, seconds until the oldest counted action leaves the window)."""
+        limit = self.limit(per_hour)
+        now = time.monotonic()
+        with self._lock:
+            used = self._recent(token, now)
+            oldest = self.WINDOW - (now - used[0]) if used else None
+            return limit, max(0, limit - len(used)), oldest

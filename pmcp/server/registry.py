@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -23,11 +24,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+from pmcp.authtokens import NO_LIMITS, TokenLimits
 from pmcp.server.audit import AuditLog, AuditUnavailable
 from pmcp.server.config import MAX_TASK_TIMEOUT, Mode, ServerConfig
+from pmcp.server.limits import DestructiveBudget
 from pmcp.server.locator import GuestLocator
 from pmcp.server.metrics import Metrics
-from pmcp.server.policy import Policy, PolicyError, Risk
+from pmcp.server.policy import GuestScope, Policy, PolicyError, Risk, check_client_tool
 from pmcp.server.proxmox import ProxmoxClient, ProxmoxError, TaskOutcome
 from pmcp.server.validate import InvalidArgument
 
@@ -112,6 +115,7 @@ class Runtime:
     audit: AuditLog
     metrics: Metrics
     locator: GuestLocator = field(default_factory=GuestLocator)
+    budget: DestructiveBudget = field(default_factory=lambda: DestructiveBudget(10))
 
 
 @dataclass
@@ -122,10 +126,16 @@ class Call:
     ctx: Context | None
     client: str
     spec: ToolSpec
+    limits: TokenLimits = NO_LIMITS  # the client token's own mode, scope and budget
 
     @property
     def px(self) -> ProxmoxClient:
         return self.rt.proxmox
+
+    @property
+    def scope(self) -> GuestScope:
+        """The guests this client may see and touch (empty: every guest)."""
+        return GuestScope(self.limits.tags, self.limits.pools)
 
     def wait_limit(self, requested: int | None) -> float:
         if requested is None:
@@ -162,6 +172,12 @@ def client_name(ctx: Context | None) -> str:
     return str(_scope(ctx).get("pmcp.client") or "anonymous")
 
 
+def client_limits(ctx: Context | None) -> TokenLimits:
+    """The token's own limits, put in the request scope by the auth layer (pmcp.server.auth)."""
+    limits = _scope(ctx).get("pmcp.limits")
+    return limits if isinstance(limits, TokenLimits) else NO_LIMITS
+
+
 def client_address(ctx: Context | None) -> str | None:
     """The client's address (from the trusted proxy's X-Forwarded-For, see pmcp.server.limits)."""
     address = _scope(ctx).get("pmcp.address")
@@ -190,13 +206,14 @@ def make_handler(spec: ToolSpec, rt: Runtime) -> Callable[..., Awaitable[CallToo
 async def run_call(
     spec: ToolSpec, rt: Runtime, ctx: Context | None, arguments: dict[str, Any]
 ) -> CallToolResult:
-    call = Call(rt, ctx, client_name(ctx), spec)
+    call = Call(rt, ctx, client_name(ctx), spec, client_limits(ctx))
     started = time.perf_counter()
     outcome = "error"
     audit_id: str | None = None
     upid: str | None = None
     risk = spec.risk_of(arguments)
     address = client_address(ctx)
+    spent = False
     try:
         try:
             # an escalated call is held to its raised risk's mode (the tool's own mode is for its risk)
@@ -204,6 +221,8 @@ async def run_call(
                 (spec.name, spec.mode) if risk is spec.risk else (f"{spec.name} with these arguments", None)
             )
             rt.policy.check_tool(what, risk, mode)
+            check_client_tool(what, risk, mode, rt.policy.mode, call.limits.mode, call.client)
+            spent = take_budget(call, risk, arguments)
         except PolicyError as exc:  # nothing changed, but someone tried: recorded while room is plenty
             await anyio.to_thread.run_sync(
                 rt.audit.refused, call.client, spec.name, risk.value, arguments, str(exc), address
@@ -234,6 +253,8 @@ async def run_call(
         outcome = "cancelled"  # the client went away; a started task may still be running in Proxmox
         raise
     finally:
+        if spent and outcome in ("refused", "invalid"):  # refused before anything happened
+            rt.budget.refund(call.client)
         elapsed = time.perf_counter() - started
         rt.metrics.tool_calls.labels(spec.name, outcome).inc()
         rt.metrics.tool_seconds.labels(spec.name).observe(elapsed)
@@ -242,6 +263,35 @@ async def run_call(
                 await anyio.to_thread.run_sync(
                     rt.audit.outcome, audit_id, call.client, spec.name, outcome, upid
                 )
+
+
+def acts_destructively(risk: Risk, arguments: dict[str, Any]) -> bool:
+    """A destructive call that acts rather than plans: what a client's hourly budget counts."""
+    return risk is Risk.DESTRUCTIVE and arguments.get("confirm") is True
+
+
+def take_budget(call: Call, risk: Risk, arguments: dict[str, Any]) -> bool:
+    """Take one of the client's destructive actions for this hour, or refuse with when to retry."""
+    if not acts_destructively(risk, arguments):
+        return False
+    wait = call.rt.budget.take(call.client, call.limits.budget)
+    if wait is None:
+        return True
+    limit = call.rt.budget.limit(call.limits.budget)
+    fix = (
+        f"an administrator raises it with `pmcp client-config --token-name {call.client} --budget N` "
+        "(or PMCP_DESTRUCTIVE_PER_HOUR for every token without its own)"
+    )
+    if limit == 0:
+        raise PolicyError(
+            f"refused: this client's token ({call.client!r}) may take no destructive action; {fix}"
+        )
+    minutes = max(1, math.ceil(wait / 60))
+    raise PolicyError(
+        f"refused: this client's token ({call.client!r}) has taken its {limit} destructive actions of the "
+        f"last hour; the next one is possible in {minutes} min (retry after {math.ceil(wait)} s). "
+        f"Nothing was changed. If more are needed, {fix}"
+    )
 
 
 def explain(exc: ProxmoxError) -> str:

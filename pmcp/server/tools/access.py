@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from pmcp.server.policy import PROTECTED_TAG, Risk
+from pmcp.server.policy import PROTECTED_TAG, Risk, client_allows, client_mode
 from pmcp.server.registry import TOOLS, Call, Reply, tool
+from pmcp.server.tools.common import scope_vmids, vmid_visible
+
+SCOPED_SCAN = 10_000  # records read (from the log's tail) to find a scoped client's own
+
+
+class Scope(BaseModel):
+    tags: list[str]
+    pools: list[str]
+
+
+class Budget(BaseModel):
+    per_hour: int
+    remaining: int
+    next_freed_in_seconds: int | None = Field(
+        None, description="When the oldest destructive action of the last hour stops counting"
+    )
+
+
+class ClientLimits(BaseModel):
+    """This client's own token: its mode (at most the server's), guest scope and hourly budget."""
+
+    name: str
+    mode: str
+    token_mode: str | None = Field(None, description="The mode set on the token (None: the server's)")
+    scope: Scope | None = Field(None, description="Only guests with one of these tags or in these pools")
+    destructive_budget: Budget
 
 
 class Capabilities(BaseModel):
     mode: str
     token: str
+    client: ClientLimits
     tools_available: list[str]
     tools_disabled: list[str]
     protected_vmids: list[int]
@@ -20,31 +48,65 @@ class Capabilities(BaseModel):
     permissions: dict[str, dict[str, int]]
 
 
+def client_limits(call: Call) -> ClientLimits:
+    limits = call.limits
+    per_hour, left, freed = call.rt.budget.remaining(call.client, limits.budget)
+    return ClientLimits(
+        name=call.client,
+        mode=client_mode(call.rt.policy.mode, limits.mode).value,
+        token_mode=limits.mode,
+        scope=Scope(tags=list(limits.tags), pools=list(limits.pools)) if limits.scoped else None,
+        destructive_budget=Budget(
+            per_hour=per_hour,
+            remaining=left,
+            next_freed_in_seconds=math.ceil(freed) if freed is not None else None,
+        ),
+    )
+
+
 @tool(Risk.READ, "Capabilities", Capabilities)
 async def capabilities(call: Call) -> Reply:
-    """What this server may do: its mode, which tools are enabled, protected guests, and the
-    Proxmox privileges of its API token per path (from /access/permissions)."""
+    """What this server and this client may do: the mode (the server's, and this client token's own),
+    which tools are enabled, this client's guest scope and remaining destructive actions this hour,
+    protected guests, and the Proxmox privileges of the server's API token per path."""
     raw = await call.px.get("/access/permissions") or {}
+    inside = await scope_vmids(call)
     perms = {
         str(path): {str(p): int(v) for p, v in privs.items()}
         for path, privs in raw.items()
         if isinstance(privs, dict)
+        # a scoped client is not told about guests outside its scope, not even their ACL paths
+        and (not str(path).startswith("/vms/") or vmid_visible(str(path)[5:], inside))
     }
     policy = call.rt.policy
-    available = sorted(n for n, s in TOOLS.items() if policy.allows(s.risk, s.mode))
-    disabled = sorted(n for n, s in TOOLS.items() if not policy.allows(s.risk, s.mode))
+    me = client_limits(call)
+    allowed = {n for n, s in TOOLS.items() if client_allows(policy.mode, call.limits.mode, s.risk, s.mode)}
+    available = sorted(allowed)
+    disabled = sorted(set(TOOLS) - allowed)
     data = Capabilities(
         mode=policy.mode.value,
         token=call.rt.config.proxmox_token_id,
+        client=me,
         tools_available=available,
         tools_disabled=disabled,
-        protected_vmids=sorted(policy.protected),
+        protected_vmids=sorted(v for v in policy.protected if vmid_visible(v, inside)),
         protected_tag=PROTECTED_TAG,
         permissions=perms,
     )
+    budget = me.destructive_budget
     lines = [
-        f"Mode {data.mode}: {len(available)} tools enabled"
-        + (f", {len(disabled)} need a higher PMCP_MODE ({', '.join(disabled)})." if disabled else "."),
+        f"Mode {data.mode}: {len(available)} tools enabled for this client"
+        + (f", {len(disabled)} need a higher mode ({', '.join(disabled)})." if disabled else "."),
+        f"This client ({me.name}): mode {me.mode}"
+        + (f" (its token's; the server's is {data.mode})" if me.token_mode else " (the server's)")
+        + f"; guests: {call.scope.describe()}; destructive actions left this hour: "
+        + f"{budget.remaining} of {budget.per_hour}"
+        + (
+            f" (one more in {budget.next_freed_in_seconds} s)"
+            if budget.remaining < budget.per_hour and budget.next_freed_in_seconds is not None
+            else ""
+        )
+        + ".",
         f"Protected guests: {data.protected_vmids or 'none by VMID'} and any tagged '{PROTECTED_TAG}'.",
         f"Proxmox token {data.token} privileges:",
     ]
@@ -66,12 +128,17 @@ async def audit_log(
     limit: Annotated[int, Field(ge=1, le=200, description="How many entries, newest first")] = 20,
     tool_name: Annotated[str | None, Field(max_length=64, description="Only entries of this tool")] = None,
 ) -> Reply:
-    """Recent entries of this server's audit log: who (client token name) did what, when, and the outcome."""
+    """Recent entries of this server's audit log: who (client token name) did what, when, and the outcome
+    (a client whose token is scoped to some guests sees its own entries only)."""
     if not call.rt.audit.enabled:
         return Reply(
             AuditEntries(returned=0, entries=[]), "The audit log is off (PMCP_AUDIT_LOG is not set)."
         )
-    entries = call.rt.audit.recent(limit, tool_name)
+    if call.scope:  # a scoped client reads its own records only: others name guests outside its scope
+        mine = call.rt.audit.recent(SCOPED_SCAN, tool_name)
+        entries = [e for e in mine if e.get("client") == call.client][:limit]
+    else:
+        entries = call.rt.audit.recent(limit, tool_name)
     lines = [f"{len(entries)} audit entries, newest first."]
     for e in entries:
         what = e.get("outcome") if e.get("phase") == "outcome" else e.get("phase", "intent")

@@ -20,7 +20,9 @@ from pmcp.server.tools.common import (
     guest_label,
     hidden_volumes,
     resolve_guest,
+    scope_vmids,
     task_result,
+    vmid_visible,
 )
 
 
@@ -61,8 +63,9 @@ async def list_backups(
     limit: Annotated[int, Field(ge=1, le=500, description="At most this many, newest first")] = 50,
 ) -> Reply:
     """Backups (vzdump archives), newest first: of one guest, on one storage, or everywhere visible."""
-    if vmid is not None and node is None:
-        node = (await resolve_guest(call, vmid)).node
+    if vmid is not None and (node is None or call.scope):
+        node = node or (await resolve_guest(call, vmid)).node  # resolving applies the client's scope
+    inside = await scope_vmids(call)
     node = validate.node(node) if node else await _first_online_node(call)
     if storage:
         storages = [validate.storage(storage)]
@@ -75,6 +78,8 @@ async def list_backups(
         hidden += await hidden_volumes(call, sid, ["backup"], vmid)
         path = validate.api_path("nodes", node, "storage", sid, "content")
         for v in await call.px.get(path, content="backup", vmid=vmid) or []:
+            if not vmid_visible(v.get("vmid"), inside):
+                continue
             found.append(
                 Backup(
                     volid=str(v.get("volid")),

@@ -66,6 +66,8 @@ async def cluster_overview(call: Call) -> Reply:
     status = await _forbidden_is_none(call.px.get("/cluster/status"))
     resources = await call.px.get("/cluster/resources") or []
     call.rt.locator.remember(resources)
+    scope = call.scope  # a scoped client counts its own guests only
+    resources = [r for r in resources if r.get("type") not in ("qemu", "lxc") or scope.contains_item(r)]
     cluster = next((s for s in status or [] if s.get("type") == "cluster"), {})
     nodes, counts = [], GuestCounts()
     used = total = 0

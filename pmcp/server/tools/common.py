@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from pmcp.server import validate
-from pmcp.server.policy import split_tags
+from pmcp.server.policy import PolicyError, split_tags
 from pmcp.server.proxmox import TaskOutcome
 from pmcp.server.registry import Call
 
@@ -96,6 +96,7 @@ async def resolve_guest_status(call: Call, vmid: int) -> tuple[Guest, dict[str, 
     """
     vmid = validate.vmid(vmid)
     locator = call.rt.locator
+    scope = call.scope
     found = await locator.current(call.px, vmid)
     if found is not None:
         (node, kind), s = found
@@ -111,9 +112,13 @@ async def resolve_guest_status(call: Call, vmid: int) -> tuple[Guest, dict[str, 
             tags=split_tags(s.get("tags")),
             template=bool(s.get("template")),
         )
+        if not scope.contains(guest.tags, None):
+            await _pool_in_scope(call, vmid)  # its fresh tags did not place it in scope: its pool may
         return guest, s
     for item in await locator.listing(call.px):
         if item.get("vmid") == vmid:
+            if not scope.contains_item(item):
+                raise scope.refusal(vmid, call.client)
             return (
                 Guest(
                     vmid=vmid,
@@ -126,11 +131,76 @@ async def resolve_guest_status(call: Call, vmid: int) -> tuple[Guest, dict[str, 
                 ),
                 None,
             )
+    if scope:  # the same answer whether the guest exists or not
+        raise scope.refusal(vmid, call.client)
     call.rt.policy.check_guest(call.spec.name, vmid, ())  # a listed guest is hidden by its NoAccess ACL
     raise validate.InvalidArgument(
         f"vmid: no VM or container {vmid} that this server's token can see (see list_guests); "
         "protected guests are hidden from it"
     )
+
+
+async def _pool_in_scope(call: Call, vmid: int) -> None:
+    """Refuse ``vmid`` unless the authoritative cluster listing puts it in one of the scope's pools.
+
+    `status/current` carries no pool (qemu-server PVE/QemuServer.pm and pve-container PVE/LXC.pm
+    `vmstatus`); `/cluster/resources` does (pve-manager PVE/API2/Cluster.pm `resources` sets `pool`
+    from the pool membership in user.cfg). Listed fresh, never from the locator's memory: a guest
+    taken out of the pool must leave the scope at once. Costs one listing, only for a scoped token
+    whose tags did not already decide."""
+    scope = call.scope
+    if scope.pools:
+        for item in await call.rt.locator.listing(call.px):
+            if item.get("vmid") == vmid:
+                pool = item.get("pool")
+                if scope.contains((), pool if isinstance(pool, str) else None):
+                    return
+                break
+    raise scope.refusal(vmid, call.client)
+
+
+def check_may_create(call: Call) -> None:
+    """A scoped client creates no guest: the new one would start outside its scope (no tag, no pool
+    yet), and the answers about a chosen VMID ("exists") would reveal guests outside it."""
+    if call.scope:
+        raise PolicyError(
+            f"{call.spec.name}: this client's token is scoped ({call.scope.describe()}) and a scoped "
+            "client creates no guests (the new guest would be outside its scope). An administrator "
+            f"can lift the scope: `pmcp client-config --token-name {call.client} --scope ''`"
+        )
+
+
+async def scope_vmids(call: Call) -> set[int] | None:
+    """The VMIDs this client may see (one cluster listing), or None when its token has no scope."""
+    scope = call.scope
+    if not scope:
+        return None
+    return {i["vmid"] for i in await call.rt.locator.listing(call.px) if scope.contains_item(i)}
+
+
+def vmid_visible(vmid: object, inside: set[int] | None, *, guestless: bool = False) -> bool:
+    """Whether an item naming ``vmid`` (a volume's, a task's id) may be shown: every item for a client
+    without scope; for a scoped one the items of its guests, and with ``guestless`` also the items
+    of no guest (an ISO or a template volume; never a task: a multi-guest vzdump has no id and its log
+    names every guest)."""
+    if inside is None:
+        return True
+    text = str(vmid if vmid is not None else "")
+    if not text:
+        return guestless
+    return text.isdigit() and int(text) in inside
+
+
+async def check_task_scope(call: Call, upid: str) -> None:
+    """A scoped client reads only the tasks of its guests (a guest task's UPID carries its VMID as
+    the id field: pve-common src/PVE/Tools.pm upid_encode, UPID:node:pid:pstart:start:type:id:user:).
+    Decided before any request, so the answer says nothing about whether the task exists."""
+    inside = await scope_vmids(call)
+    if inside is not None and not vmid_visible(upid.split(":")[6], inside):
+        raise PolicyError(
+            f"task {upid}: not in this client's scope ({call.scope.describe()}): a scoped client reads "
+            "only the tasks of its own guests (list_tasks shows them)"
+        )
 
 
 def guest_path(guest: Guest, *rest: str) -> str:

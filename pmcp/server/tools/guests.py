@@ -88,7 +88,10 @@ async def list_guests(
     items = await call.rt.locator.listing(call.px)
     needle = name.lower() if name else None
     matches = []
+    scope = call.scope
     for i in items:
+        if not scope.contains_item(i):  # a scoped client sees its guests only (not even a count)
+            continue
         if node and i.get("node") != node:
             continue
         if status and i.get("status") != status:

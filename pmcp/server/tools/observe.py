@@ -15,7 +15,16 @@ from pmcp.server import validate
 from pmcp.server.policy import Risk
 from pmcp.server.proxmox import ProxmoxError
 from pmcp.server.registry import Call, Reply, tool
-from pmcp.server.tools.common import Guest, Node, Vmid, guest_label, guest_path, resolve_guest
+from pmcp.server.tools.common import (
+    Guest,
+    Node,
+    Vmid,
+    guest_label,
+    guest_path,
+    resolve_guest,
+    scope_vmids,
+    vmid_visible,
+)
 
 
 def when(epoch: float | int | None) -> str | None:
@@ -252,9 +261,12 @@ async def recent_events(
     since = time.time() - hours * 3600
     events: list[Event] = []
     failed = 0
+    inside = await scope_vmids(call)
     for t in await call.px.get("/cluster/tasks") or []:
         status, start = t.get("status"), t.get("starttime") or 0
         if start < since or status in (None, "OK", "running") or str(status).startswith("WARNINGS"):
+            continue
+        if not vmid_visible(t.get("id"), inside):
             continue
         failed += 1
         what = f"{t.get('type')} {t.get('id') or ''}".strip() + f" failed: {status}"
@@ -270,9 +282,13 @@ async def recent_events(
         )
     note = None
     try:
-        log = await call.px.get("/cluster/log", max=500) or []
+        log = []  # a scoped client does not read the cluster log: its free text names other guests
+        if inside is None:
+            log = await call.px.get("/cluster/log", max=500) or []
     except ProxmoxError as exc:
         log, note = [], f"cluster log not readable: {exc.message.strip()}"
+    if inside is not None:
+        note = "This client's token is scoped: only failed tasks of its guests; no cluster log."
     for e in log:
         if (e.get("time") or 0) < since:
             continue

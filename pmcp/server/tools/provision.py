@@ -29,6 +29,7 @@ from pmcp.server.tools.common import (
     StorageId,
     Vmid,
     WaitSeconds,
+    check_may_create,
     guest_label,
     guest_path,
     resolve_guest,
@@ -124,6 +125,7 @@ async def clone_guest(
 ) -> Reply:
     """Clone a template (or a stopped guest) into a new VM or container, optionally with cloud-init user,
     SSH keys and IP config. Without confirm=true: the plan (new VMID, node, storage, disk space)."""
+    check_may_create(call)
     src = await resolve_guest(call, vmid)
     config = await call.px.get(guest_path(src, "config")) or {}
     if ciuser is not None and not USER_RE.match(ciuser):
@@ -348,6 +350,7 @@ async def restore_backup(
 ) -> Reply:
     """Restore a backup as a NEW guest (never over an existing one: restore to a new VMID, check it, then
     delete the old guest). Without confirm=true: the plan."""
+    check_may_create(call)
     m = re.search(r"vzdump-(qemu|lxc)-(\d+)-", volume)
     if not m:
         raise validate.InvalidArgument("volume: not a vzdump backup name (vzdump-qemu-… or vzdump-lxc-…)")

@@ -9,7 +9,15 @@ from pydantic import BaseModel, Field
 from pmcp.server import validate
 from pmcp.server.policy import Risk
 from pmcp.server.registry import Call, Reply, tool
-from pmcp.server.tools.common import Node, StorageId, Vmid, hidden_volumes
+from pmcp.server.tools.common import (
+    Node,
+    StorageId,
+    Vmid,
+    hidden_volumes,
+    resolve_guest,
+    scope_vmids,
+    vmid_visible,
+)
 
 
 class StorageItem(BaseModel):
@@ -110,7 +118,14 @@ async def storage_content(
 ) -> Reply:
     """The volumes on one storage of one node (disk images, ISOs, templates, backups), paginated."""
     path = validate.api_path("nodes", validate.node(node), "storage", validate.storage(storage), "content")
-    raw = await call.px.get(path, content=content, vmid=vmid) or []
+    if vmid is not None and call.scope:
+        await resolve_guest(call, vmid)  # applies the client's scope
+    inside = await scope_vmids(call)
+    raw = [
+        v
+        for v in await call.px.get(path, content=content, vmid=vmid) or []
+        if vmid_visible(v.get("vmid"), inside, guestless=True)
+    ]
     hidden = await hidden_volumes(call, storage, [content] if content else ["backup", "images"], vmid)
     vols = sorted(
         (

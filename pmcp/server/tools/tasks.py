@@ -9,7 +9,16 @@ from pydantic import BaseModel, Field
 from pmcp.server import validate
 from pmcp.server.policy import Risk
 from pmcp.server.registry import Call, Reply, tool
-from pmcp.server.tools.common import Node, Upid, Vmid, held_privileges
+from pmcp.server.tools.common import (
+    Node,
+    Upid,
+    Vmid,
+    check_task_scope,
+    held_privileges,
+    resolve_guest,
+    scope_vmids,
+    vmid_visible,
+)
 
 
 class TaskItem(BaseModel):
@@ -66,6 +75,9 @@ async def list_tasks(
             )
             or []
         )
+    if vmid is not None and call.scope:
+        await resolve_guest(call, vmid)  # applies the client's scope
+    inside = await scope_vmids(call)
     limited = None
     if not node:
         # pve-manager API2/Cluster.pm tasks: without Sys.Audit on / only tasks whose user (a token's
@@ -82,6 +94,8 @@ async def list_tasks(
     for t in raw:
         status = t.get("status")
         if vmid is not None and str(t.get("id")) != str(vmid):
+            continue
+        if not vmid_visible(t.get("id"), inside):
             continue
         if errors_only and (status in (None, "OK", "running") or str(status).startswith("WARNINGS")):
             continue
@@ -122,6 +136,7 @@ async def task_status(call: Call, upid: Upid) -> Reply:
     """Whether a task is still running, and if not whether it succeeded (exit status, log tail on failure)."""
     upid = validate.upid(upid)
     node = validate.upid_node(upid)
+    await check_task_scope(call, upid)
     s = await call.px.get(validate.api_path("nodes", node, "tasks", upid, "status")) or {}
     exitstatus = s.get("exitstatus")
     if s.get("status") != "stopped":
@@ -165,6 +180,7 @@ async def task_log(
     """The log lines of one task (page with start/limit)."""
     upid = validate.upid(upid)
     node = validate.upid_node(upid)
+    await check_task_scope(call, upid)
     raw = (
         await call.px.get(validate.api_path("nodes", node, "tasks", upid, "log"), start=start, limit=limit)
         or []
