@@ -622,7 +622,8 @@ class LimitOptions:
                 raise UsageError(
                     f"--mode {self.mode} is above this install's mode ({installed}): a client token "
                     "never gets more than the server may do",
-                    fix=f"--mode {installed} or lower, or first `pmcp install --mode {self.mode}`",
+                    fix=f"--mode {installed}{' or lower' if modes.index(installed) else ''}, or first "
+                    f"`pmcp install --mode {self.mode}`",
                 )
             out = replace(out, mode=self.mode)
         if self.scope is not None:
@@ -658,7 +659,10 @@ def install_mode(paths: InstallPaths) -> str | None:
         rec = record.read(paths)
     except ValueError:
         return None
-    mode = (rec.config or {}).get("mode") if rec is not None else None
+    if rec is None:
+        return None
+    # the stack's configuration is what the server runs with (PMCP_MODE); the options what was asked
+    mode = (rec.config or {}).get("mode") or (rec.options or {}).get("mode")
     return mode if isinstance(mode, str) else None
 
 

@@ -67,3 +67,78 @@ def test_root_keeps_the_group_read_of_a_root_owned_file(tmp_path: Path) -> None:
     os.chmod(path, 0o666)
     authtokens.revoke(path, "first")
     assert stat.S_IMODE(path.stat().st_mode) == 0o640  # never wider than group-read
+
+
+# --- a token's own limits (mode, scope, budget) -----------------------------------------------------
+
+
+def old_server_match(text: str, presented_header: bytes) -> str | None:
+    """What a server older than per-client limits did (pmcp.authtokens.parse and
+    pmcp.server.auth at 11477f5): everything after the first ':' is the token; the Authorization
+    header is decoded as Latin-1 and compared as UTF-8 bytes."""
+    import hmac
+
+    tokens = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, _, token = line.partition(":")
+            tokens[name] = token
+    _, _, given = presented_header.decode("latin-1").partition(" ")
+    found = None
+    for name, token in tokens.items():
+        if hmac.compare_digest(given.strip().encode(), token.encode()) and found is None:
+            found = name
+    return found
+
+
+def test_limits_roundtrip_and_the_plain_line_stays_plain(tmp_path: Path) -> None:
+    path = tmp_path / "client-tokens"
+    plain = authtokens.add(path, "laptop")
+    limited = authtokens.TokenLimits("operator", ("web",), ("lab",), 5)
+    secret = authtokens.add(path, "web", limited)
+    lines = path.read_text().splitlines()
+    assert f"laptop:{plain}" in lines, "a token without limits keeps the line every version reads"
+    assert f"web:{secret} ‖ mode=operator scope=tag:web,pool:lab budget=5" in lines
+    entries = authtokens.load_entries(path)
+    assert entries["web"] == authtokens.ClientToken(secret, limited)
+    assert entries["laptop"].limits == authtokens.NO_LIMITS
+    assert authtokens.load(path) == {"laptop": plain, "web": secret}, "the bearer is the token alone"
+    authtokens.revoke(path, "laptop")
+    assert authtokens.load_entries(path) == {"web": entries["web"]}, "revoking another keeps the limits"
+    authtokens.set_limits(path, "web", authtokens.NO_LIMITS)
+    assert path.read_text() == f"web:{secret}\n"
+
+
+def test_an_older_server_never_grants_a_limited_token_anything(tmp_path: Path) -> None:
+    """Rollback: the older server reads the limited line as one long token. No header can match it
+    (U+2016 is outside Latin-1), so that client is refused, while the plain tokens keep working."""
+    path = tmp_path / "client-tokens"
+    plain = authtokens.add(path, "laptop")
+    secret = authtokens.add(path, "ro", authtokens.TokenLimits(mode="read-only"))
+    text = path.read_text()
+    assert old_server_match(text, f"Bearer {plain}".encode()) == "laptop"
+    line_rest = text.split("ro:", 1)[1].strip()
+    for header in (
+        f"Bearer {secret}".encode(),
+        f"Bearer {secret} mode=read-only".encode(),
+        b"Bearer " + line_rest.encode("utf-8"),  # the whole stored value, as UTF-8 bytes
+        b"Bearer " + line_rest.encode("utf-8").decode("latin-1").encode("latin-1"),
+    ):
+        assert old_server_match(text, header) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ("mode=root", "mode 'root' is not one of"),
+        ("scope=web", "neither tag:NAME nor pool:NAME"),
+        ("budget=-3", "not a whole number"),
+        ("mode=admin mode=read-only", "mode= given twice"),
+        ("quota=5", "unknown setting 'quota=5'"),
+    ],
+)
+def test_bad_settings_name_the_line_and_refuse_the_file(settings: str, error: str) -> None:
+    text = "ok:" + "x" * 20 + "\nci:" + "y" * 20 + f" ‖ {settings}\n"
+    with pytest.raises(authtokens.TokenFileError, match=f"line 2 \\(ci\\): .*{error}"):
+        authtokens.parse(text)
