@@ -58,7 +58,8 @@ restore_backup, convert_to_template, delete_guest, stop_guest, reset_guest, roll
 delete_snapshot, and the hard stops shutdown_guest force_stop=true and backup_guest mode=stop) change nothing
 without confirm=true (the JSON boolean): call once without it, show the plan to the user, then confirm.
 Guests listed in PMCP_PROTECTED or tagged pmcp-protected are never changed.
-`capabilities` says what this server and its token may do."""
+`capabilities` says what this server and its token may do, and this client's own limits (its mode, the
+guests in its scope, the destructive actions left this hour)."""
 
 
 UNSERVED_METHODS = (
