@@ -202,6 +202,20 @@ def test_pool_acl_reaches_the_pools_guests(sim: RunningSim) -> None:
     assert {v["vmid"] for v in vms} == {g["vmid"] for g in pooled}
 
 
+def test_a_guests_pool_is_shown_only_with_pool_audit(sim: RunningSim) -> None:
+    """pve-manager PVE/API2/Cluster.pm resources deletes `pool` from a guest's entry unless the caller
+    holds Pool.Audit on /pool/NAME (pmcp's per-client pool scope reads it there)."""
+    pooled = {g["vmid"] for g in sim.state.world["guests"].values() if g.get("pool") == "lab"}
+    who = make_identity(sim, uid(), role="SimAudit", privs=ROLE_PRIVS["SimAudit"], token_acl="/vms")
+    vms = ok(sim.request("GET", "/cluster/resources", token=who.token, params={"type": "vm"}))
+    assert pooled <= {v["vmid"] for v in vms} and not any("pool" in v for v in vms)
+    _acl(sim, "/pool/lab", "PVEAuditor", users=who.userid)
+    _acl(sim, "/pool/lab", "PVEAuditor", tokens=f"{who.userid}!tok")
+    vms = ok(sim.request("GET", "/cluster/resources", token=who.token, params={"type": "vm"}))
+    assert {v["vmid"] for v in vms if v.get("pool") == "lab"} == pooled
+    assert not any(v.get("pool") not in (None, "lab") for v in vms)
+
+
 def _acl(sim: RunningSim, path: str, role: str, **who: str) -> None:
     ok(sim.request("PUT", "/access/acl", params={"path": path, "roles": role, **who}))
 
