@@ -98,7 +98,13 @@ async def capabilities(call: Call) -> Reply:
         f"Mode {data.mode}: {len(available)} tools enabled for this client"
         + (f", {len(disabled)} need a higher mode ({', '.join(disabled)})." if disabled else "."),
         f"This client ({me.name}): mode {me.mode}"
-        + (f" (its token's; the server's is {data.mode})" if me.token_mode else " (the server's)")
+        + (
+            " (the server's)"
+            if not me.token_mode
+            else f" (its token's; the server's is {data.mode})"
+            if me.token_mode == me.mode
+            else f" (its token asks for {me.token_mode}; the server's is lower)"
+        )
         + f"; guests: {call.scope.describe()}; destructive actions left this hour: "
         + f"{budget.remaining} of {budget.per_hour}"
         + (

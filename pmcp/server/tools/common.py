@@ -145,9 +145,9 @@ async def _pool_in_scope(call: Call, vmid: int) -> None:
 
     `status/current` carries no pool (qemu-server PVE/QemuServer.pm and pve-container PVE/LXC.pm
     `vmstatus`); `/cluster/resources` does (pve-manager PVE/API2/Cluster.pm `resources` sets `pool`
-    from the pool membership in user.cfg). Listed fresh, never from the locator's memory: a guest
-    taken out of the pool must leave the scope at once. Costs one listing, only for a scoped token
-    whose tags did not already decide."""
+    from the pool membership in user.cfg, for a caller with Pool.Audit on it). Listed fresh, never
+    from the locator's memory: a guest taken out of the pool must leave the scope at once. Costs one
+    listing, only for a scoped token whose tags did not already decide."""
     scope = call.scope
     if scope.pools:
         for item in await call.rt.locator.listing(call.px):
