@@ -143,7 +143,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
             min_free=config.audit_min_free,
         ),
         metrics=metrics,
-        budget=DestructiveBudget(config.destructive_per_hour),
+        budget=DestructiveBudget(config.destructive_per_hour, config.session_dir),
     )
     mcp = build_mcp(rt)
     security = TransportSecuritySettings(

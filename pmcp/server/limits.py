@@ -26,16 +26,17 @@ then answered 503 to every other handshake-era client for 30 minutes, and memory
 
 from __future__ import annotations
 
-import collections
 import ipaddress
 import json
 import logging
 import math
+import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -479,50 +480,88 @@ class DestructiveBudget:
 
     A destructive call that acts (``confirm: true``) takes one; a plan takes none, and a call refused
     before anything happened (protection, scope, bad argument) gives its one back. Counted per token
-    name across all its sessions and both protocol eras, in this server process: a restart or an
-    update's switch to a new server starts a fresh count (while old and new overlap, each counts).
-    Memory: at most ``limit`` timestamps per token."""
+    name across all its sessions and both protocol eras. With ``directory`` (the install's sessions
+    directory, shared by every server of the install) the times are kept in ``budget-NAME`` files
+    (0600, under ``flock``), so a restart, and the old and new server of an update serving side by
+    side, share one count; without it they are kept in this process only. Wall-clock times, a time in
+    the future (a clock set back) counts as now. At most ``limit`` times per token are kept."""
 
     WINDOW = 3600.0
 
-    def __init__(self, default: int) -> None:
+    def __init__(self, default: int, directory: Path | None = None) -> None:
         self.default = default
-        self._used: dict[str, collections.deque[float]] = {}
+        self.directory = directory
+        self._used: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def limit(self, per_hour: int | None) -> int:
         return self.default if per_hour is None else per_hour
 
-    def _recent(self, token: str, now: float) -> collections.deque[float]:
-        used = self._used.setdefault(token, collections.deque())
-        while used and now - used[0] >= self.WINDOW:
-            used.popleft()
-        return used
-
     def take(self, token: str, per_hour: int | None) -> float | None:
         """Record one action: None when allowed, else the seconds until the next one is."""
         limit = self.limit(per_hour)
-        now = time.monotonic()
-        with self._lock:
-            used = self._recent(token, now)
+
+        def change(used: list[float], now: float) -> float | None:
+            if limit <= 0:  # a budget of 0: none, ever (until an administrator raises it)
+                return math.inf
             if len(used) < limit:
                 used.append(now)
                 return None
-            if limit <= 0:  # a budget of 0: none, ever (until an administrator raises it)
-                return math.inf
             return self.WINDOW - (now - used[len(used) - limit])
 
+        return self._with(token, change)
+
     def refund(self, token: str) -> None:
-        with self._lock:
-            used = self._used.get(token)
-            if used:
-                used.pop()
+        self._with(token, lambda used, now: used.pop() if used else None)
 
     def remaining(self, token: str, per_hour: int | None) -> tuple[int, int, float | None]:
         """(limit, left now, seconds until the oldest counted action leaves the window)."""
         limit = self.limit(per_hour)
-        now = time.monotonic()
+        used = self._with(token, lambda used, now: [now - t for t in used])
+        oldest = self.WINDOW - used[0] if used else None
+        return limit, max(0, limit - len(used)), oldest
+
+    def _with(self, token: str, change: Callable[[list[float], float], Any]) -> Any:
+        """Run ``change(times, now)`` on the token's times of the last hour, then keep them."""
         with self._lock:
-            used = self._recent(token, now)
-            oldest = self.WINDOW - (now - used[0]) if used else None
-            return limit, max(0, limit - len(used)), oldest
+            now = time.time()
+            if self.directory is not None:
+                try:
+                    return self._with_file(token, change, now)
+                except OSError as exc:
+                    log.warning(
+                        "budget file in %s not usable (%s): counting in this process only",
+                        self.directory,
+                        exc.strerror,
+                    )
+                    self.directory = None
+            used = self._recent(self._used.get(token, []), now)
+            result = change(used, now)
+            self._used[token] = used
+            return result
+
+    def _recent(self, times: Iterable[float], now: float) -> list[float]:
+        return sorted(min(t, now) for t in times if now - t < self.WINDOW)
+
+    def _with_file(self, token: str, change: Callable[[list[float], float], Any], now: float) -> Any:
+        import fcntl
+
+        assert self.directory is not None
+        path = self.directory / f"budget-{token}"  # token names are [A-Za-z0-9][A-Za-z0-9_.-]*
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the other servers of the install wait here
+            with os.fdopen(os.dup(fd), "r+", encoding="utf-8") as fh:
+                try:
+                    times = [float(t) for t in json.loads(fh.read() or "[]")]
+                except (ValueError, TypeError):
+                    times = []  # a damaged file: counting starts again, logged once
+                    log.warning("%s was not a list of times; the budget count starts again", path)
+                used = self._recent(times, now)
+                result = change(used, now)
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(used))
+            return result
+        finally:
+            os.close(fd)

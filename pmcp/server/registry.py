@@ -222,7 +222,7 @@ async def run_call(
             )
             rt.policy.check_tool(what, risk, mode)
             check_client_tool(what, risk, mode, rt.policy.mode, call.limits.mode, call.client)
-            spent = take_budget(call, risk, arguments)
+            spent = await take_budget(call, risk, arguments)
         except PolicyError as exc:  # nothing changed, but someone tried: recorded while room is plenty
             await anyio.to_thread.run_sync(
                 rt.audit.refused, call.client, spec.name, risk.value, arguments, str(exc), address
@@ -254,7 +254,8 @@ async def run_call(
         raise
     finally:
         if spent and outcome in ("refused", "invalid"):  # refused before anything happened
-            rt.budget.refund(call.client)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(rt.budget.refund, call.client)
         elapsed = time.perf_counter() - started
         rt.metrics.tool_calls.labels(spec.name, outcome).inc()
         rt.metrics.tool_seconds.labels(spec.name).observe(elapsed)
@@ -270,11 +271,12 @@ def acts_destructively(risk: Risk, arguments: dict[str, Any]) -> bool:
     return risk is Risk.DESTRUCTIVE and arguments.get("confirm") is True
 
 
-def take_budget(call: Call, risk: Risk, arguments: dict[str, Any]) -> bool:
+async def take_budget(call: Call, risk: Risk, arguments: dict[str, Any]) -> bool:
     """Take one of the client's destructive actions for this hour, or refuse with when to retry."""
     if not acts_destructively(risk, arguments):
         return False
-    wait = call.rt.budget.take(call.client, call.limits.budget)
+    # off the event loop: the count may be a file shared with the install's other servers (flock)
+    wait = await anyio.to_thread.run_sync(call.rt.budget.take, call.client, call.limits.budget)
     if wait is None:
         return True
     limit = call.rt.budget.limit(call.limits.budget)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
+import anyio
 from pydantic import BaseModel, Field
 
 from pmcp.server.policy import PROTECTED_TAG, Risk, client_allows, client_mode
@@ -48,9 +49,11 @@ class Capabilities(BaseModel):
     permissions: dict[str, dict[str, int]]
 
 
-def client_limits(call: Call) -> ClientLimits:
+async def client_limits(call: Call) -> ClientLimits:
     limits = call.limits
-    per_hour, left, freed = call.rt.budget.remaining(call.client, limits.budget)
+    per_hour, left, freed = await anyio.to_thread.run_sync(
+        call.rt.budget.remaining, call.client, limits.budget
+    )
     return ClientLimits(
         name=call.client,
         mode=client_mode(call.rt.policy.mode, limits.mode).value,
@@ -79,7 +82,7 @@ async def capabilities(call: Call) -> Reply:
         and (not str(path).startswith("/vms/") or vmid_visible(str(path)[5:], inside))
     }
     policy = call.rt.policy
-    me = client_limits(call)
+    me = await client_limits(call)
     allowed = {n for n, s in TOOLS.items() if client_allows(policy.mode, call.limits.mode, s.risk, s.mode)}
     available = sorted(allowed)
     disabled = sorted(set(TOOLS) - allowed)

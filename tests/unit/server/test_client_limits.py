@@ -234,7 +234,7 @@ def test_the_budget_is_a_sliding_hour_and_a_lowered_budget_holds_at_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr("pmcp.server.limits.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("pmcp.server.limits.time.time", lambda: now[0])
     budget = DestructiveBudget(default=3)
     assert [budget.take("a", None) for _ in range(3)] == [None, None, None]
     now[0] += 600
@@ -250,3 +250,17 @@ def test_the_budget_is_a_sliding_hour_and_a_lowered_budget_holds_at_once(
     assert ServerConfig.from_env(env | {"PMCP_DESTRUCTIVE_PER_HOUR": "0"}).destructive_per_hour == 0
     with pytest.raises(ConfigError, match="PMCP_DESTRUCTIVE_PER_HOUR='-1': use at least 0"):
         ServerConfig.from_env(env | {"PMCP_DESTRUCTIVE_PER_HOUR": "-1"})
+
+
+def test_the_servers_of_one_install_share_one_count(tmp_path: Path) -> None:
+    """A restart, or the old and new server of an update side by side: one count per token, kept in
+    the install's sessions directory (0600), so a new process does not start a fresh hour."""
+    old, new = DestructiveBudget(2, tmp_path), DestructiveBudget(2, tmp_path)
+    assert old.take("ci", None) is None and new.take("ci", None) is None
+    assert old.take("ci", None) is not None and new.take("ci", None) is not None
+    assert new.remaining("ci", None)[:2] == (2, 0)
+    new.refund("ci")
+    assert old.remaining("ci", None)[:2] == (2, 1), "a refund is seen by the other server too"
+    assert (tmp_path / "budget-ci").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "budget-ci").write_text("not json")
+    assert old.take("ci", None) is None, "a damaged file starts the count again, it never blocks a call"
