@@ -19,8 +19,9 @@ install's full mode and every guest, if a client could present it. It cannot: th
 the Authorization header as Latin-1 (U+0000-U+00FF only) and compares UTF-8 bytes, so a stored
 token holding U+2016 never matches anything a client sends. An older server therefore refuses a
 limited token (401) and keeps serving the unlimited ones; an older CLI keeps such lines verbatim
-when it adds or revokes others. A newer setting this version does not know makes the whole file
-unreadable here (every request refused, the line named in the log), never a silently wider token.
+when it adds or revokes others. Likewise forward: a setting this version does not know (a newer pmcp
+wrote it) makes this server refuse that one token, naming the line in its log, never serve it wider;
+this CLI refuses to rewrite such a file.
 """
 
 from __future__ import annotations
@@ -149,7 +150,10 @@ def parse_limits(text: str) -> TokenLimits:
     )
 
 
-def parse_entries(text: str) -> dict[str, ClientToken]:
+def parse_entries(text: str, skipped: list[str] | None = None) -> dict[str, ClientToken]:
+    """Every token with its limits. A line whose settings this version cannot apply (a newer pmcp's)
+    raises, or with ``skipped`` is left out (that client refused) and described there: the server
+    refuses one client it cannot limit rather than every client."""
     tokens: dict[str, ClientToken] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -166,7 +170,10 @@ def parse_entries(text: str) -> dict[str, ClientToken]:
         try:
             limits = parse_limits(settings) if mark else NO_LIMITS
         except ValueError as exc:
-            raise TokenFileError(f"line {lineno} ({name}): {exc}") from None
+            if skipped is None:
+                raise TokenFileError(f"line {lineno} ({name}): {exc}") from None
+            skipped.append(f"line {lineno} ({name}): {exc}")
+            continue
         tokens[name] = ClientToken(token, limits)
     return tokens
 
@@ -180,8 +187,8 @@ def load(path: str | Path) -> dict[str, str]:
     return parse(Path(path).read_text(encoding="utf-8"))
 
 
-def load_entries(path: str | Path) -> dict[str, ClientToken]:
-    return parse_entries(Path(path).read_text(encoding="utf-8"))
+def load_entries(path: str | Path, skipped: list[str] | None = None) -> dict[str, ClientToken]:
+    return parse_entries(Path(path).read_text(encoding="utf-8"), skipped)
 
 
 def _line(name: str, entry: ClientToken) -> str:

@@ -52,8 +52,11 @@ class TokenStore:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
+        skipped: list[str] = []
         try:
-            entries = authtokens.load_entries(self.path)
+            entries = authtokens.load_entries(self.path, skipped)
+            for why in skipped:
+                log.error("token file %s: %s; that client is refused (update pmcp)", self.path, why)
         except (OSError, authtokens.TokenFileError) as exc:
             log.error("token file %s unreadable (%s): every request is refused", self.path, exc)
             entries = {}

@@ -142,3 +142,12 @@ def test_bad_settings_name_the_line_and_refuse_the_file(settings: str, error: st
     text = "ok:" + "x" * 20 + "\nci:" + "y" * 20 + f" ‖ {settings}\n"
     with pytest.raises(authtokens.TokenFileError, match=f"line 2 \\(ci\\): .*{error}"):
         authtokens.parse(text)
+
+
+def test_the_server_refuses_only_a_token_it_cannot_limit() -> None:
+    """A newer pmcp's setting: this version's server leaves that one client out, keeps the others."""
+    text = "ok:" + "x" * 20 + "\nnew:" + "y" * 20 + " ‖ mode=read-only hours=9-17\n"
+    skipped: list[str] = []
+    assert authtokens.parse_entries(text, skipped) == {"ok": authtokens.ClientToken("x" * 20)}
+    assert skipped == ["line 2 (new): unknown setting 'hours=9-17' (this pmcp knows mode=, scope=, budget=; "
+                       "a newer pmcp wrote it?)"]  # fmt: skip

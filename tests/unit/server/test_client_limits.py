@@ -14,6 +14,7 @@ import pytest
 
 from pmcp import authtokens
 from pmcp.authtokens import TokenLimits
+from pmcp.server.auth import TokenStore
 from pmcp.server.config import ConfigError, Mode, ServerConfig
 from pmcp.server.limits import DestructiveBudget
 from pmcp.server.policy import GuestScope, client_mode, split_tags
@@ -264,3 +265,14 @@ def test_the_servers_of_one_install_share_one_count(tmp_path: Path) -> None:
     assert (tmp_path / "budget-ci").stat().st_mode & 0o777 == 0o600
     (tmp_path / "budget-ci").write_text("not json")
     assert old.take("ci", None) is None, "a damaged file starts the count again, it never blocks a call"
+
+
+def test_the_auth_layer_refuses_a_token_whose_limits_it_cannot_read(tmp_path: Path) -> None:
+    path = tmp_path / "client-tokens"
+    path.write_text(
+        "ok:" + "x" * 20 + "\nro:" + "y" * 20 + " ‖ mode=read-only\nnew:" + "z" * 20 + " ‖ hours=9\n"
+    )
+    store = TokenStore(path)
+    assert store.match_limits("x" * 20) == ("ok", authtokens.NO_LIMITS)
+    assert store.match_limits("y" * 20) == ("ro", TokenLimits(mode="read-only"))
+    assert store.match_limits("z" * 20) == (None, authtokens.NO_LIMITS), "refused, never served unlimited"
