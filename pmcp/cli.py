@@ -557,6 +557,57 @@ def logs(out: Output, prefix: str, follow: bool, tail: int, service: str | None)
     return out.result()
 
 
+@main.group()
+def audit() -> None:
+    """Prove the audit log whole (HMAC chain) or export it for a log system."""
+
+
+@audit.command("verify")
+@prefix_option
+@outcome
+def audit_verify(out: Output, prefix: str) -> Result:
+    """Verify the audit log's HMAC chain: exit 0 when whole, 1 naming the first edited, missing,
+    reordered or cut record by file and line."""
+    from pmcp.lifecycle import audit as audit_log
+
+    v = audit_log.verify(prefix)
+    res = out.result(ok=v.ok, data=v.to_dict(), text=[v.summary])  # type: ignore[attr-defined]
+    res.error = audit_log.broken(v)
+    return res
+
+
+@audit.command("export")
+@prefix_option
+@click.option(
+    "--since",
+    type=Checked(_lazy("since"), "time"),
+    help="Only records from then on: 2026-01-31, 2026-01-31T12:00:00Z, or an age such as 7d or 24h.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=Checked(_lazy("new_file"), "file"),
+    help="Write the JSON lines to this file (0600) instead of stdout.",
+)
+@outcome
+def audit_export(out: Output, prefix: str, since: Any, output: Any) -> Result:
+    """Write the audit records as JSON lines, as sealed (seq, mac), oldest first, for a log system;
+    exits 1 (after writing) when the log does not verify."""
+    from pmcp.lifecycle import audit as audit_log
+
+    if output is None and out.json:
+        raise UsageError("--json prints the result on stdout, so the records need -o FILE", fix="add -o FILE")
+    count, v = audit_log.export(prefix, since, output)
+    where = str(output) if output else "stdout"
+    data = {"records": count, "output": where, "verification": v.to_dict()}  # type: ignore[attr-defined]
+    text = [f"{count} records written to {where}"] if output else []  # stdout holds the records
+    res = out.result(ok=v.ok, data=data, text=text)  # type: ignore[attr-defined]
+    res.error = audit_log.broken(v)
+    if res.error:
+        res.error.message = f"{count} records written, but {res.error.message}"
+    return res
+
+
 @main.command()
 @prefix_option
 @click.option("--dry-run", is_flag=True, help="Print what would be removed and change nothing.")

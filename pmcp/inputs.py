@@ -210,6 +210,26 @@ def non_negative(value: float) -> float:
     return value
 
 
+def since(value: str) -> Any:
+    """A point in time, as a UTC ``datetime``: ``2026-01-31``, ``2026-01-31T12:00`` (UTC unless it
+    says otherwise, e.g. ``+02:00``), or an age back from now: ``90m``, ``24h``, ``7d``."""
+    from datetime import UTC, datetime, timedelta
+
+    text = value.strip()
+    age = re.fullmatch(r"(\d{1,6})([smhd])", text)
+    if age:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[age.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(age.group(1))})
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{value!r} is not a date, a time or an age",
+            fix="e.g. 2026-01-31, 2026-01-31T12:00:00Z or 7d (also 24h, 90m)",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def distinct_ports(ports: dict[str, int]) -> None:
     """Each service its own port: two on one port cannot both listen."""
     seen: dict[int, str] = {}

@@ -53,6 +53,12 @@ class InstallPaths:
         return self.secrets_dir / "client-tokens"
 
     @property
+    def audit_key(self) -> Path:
+        """The audit log's HMAC key (root's, readable by the server; never in the log): kept with the
+        audit log when uninstall keeps that, so the records it sealed stay verifiable."""
+        return self.secrets_dir / "audit-key"
+
+    @property
     def state_file(self) -> Path:
         """What install recorded: version, options, identity names, image id (no secrets)."""
         return self.prefix / "state.json"

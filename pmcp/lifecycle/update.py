@@ -204,7 +204,7 @@ def _update_run(inst: Install, rec: Recorder, out: Outcome, opts: Options) -> No
         files = fstep.wanted_files()
         validate_files(inst, files)
     point = backup_phase(rec, inst, out, f"update {out.from_image} -> {out.to_image}")
-    from pmcp.stack.steps import ImageStep
+    from pmcp.stack.steps import ImageStep, ensure_audit_key
 
     image_step = ImageStep(ctx, remove_on_undo=False)
     with rec.phase("image", f"{ctx.config.mcp_image}") as notes:
@@ -215,6 +215,7 @@ def _update_run(inst: Install, rec: Recorder, out: Outcome, opts: Options) -> No
 
     def write_desired() -> list[str]:
         render.ensure_dirs(paths, ctx.config.uid, ctx.config.gid)
+        ensure_audit_key(paths, ctx.config.gid)  # installs made before the audit chain
         written = render.write(paths, fstep.wanted_files())
         statefile.update(
             paths,

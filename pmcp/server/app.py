@@ -141,6 +141,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
             max_bytes=config.audit_max_bytes,
             file_bytes=config.audit_file_bytes,
             min_free=config.audit_min_free,
+            key=config.audit_key,
         ),
         metrics=metrics,
         budget=DestructiveBudget(config.destructive_per_hour, config.session_dir),

@@ -74,6 +74,8 @@ class ServerConfig:
     audit_max_bytes: int = 512 * MIB
     audit_file_bytes: int = 32 * MIB
     audit_min_free: int = 128 * MIB
+    # The audit chain's HMAC key (PMCP_AUDIT_KEY_FILE); None: one kept beside the log (pmcp.server.audit).
+    audit_key: bytes | None = field(default=None, repr=False)
 
     @property
     def proxmox_api(self) -> str:
@@ -169,6 +171,20 @@ class ServerConfig:
             raise ConfigError(
                 f"PMCP_MODE={mode.value} changes guests: set PMCP_AUDIT_LOG to an audit file path"
             )
+        audit_key = None
+        key_file = get("PMCP_AUDIT_KEY_FILE")
+        if key_file:
+            from pmcp.server.auditchain import read_key
+
+            try:
+                audit_key = read_key(Path(key_file))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read PMCP_AUDIT_KEY_FILE ({exc.strerror}); `pmcp update` or `pmcp install` "
+                    "creates secrets/audit-key"
+                ) from None
+            except ValueError as exc:
+                raise ConfigError(f"PMCP_AUDIT_KEY_FILE: {exc}") from None
         return cls(
             proxmox_url=url.rstrip("/"),
             proxmox_token_id=token_id,
@@ -186,6 +202,7 @@ class ServerConfig:
             session_dir=Path(get("PMCP_SESSION_DIR")) if get("PMCP_SESSION_DIR") else None,
             metrics_token_file=Path(metrics_token) if metrics_token else None,
             trusted_proxies=tuple(_csv(get("PMCP_TRUSTED_PROXIES"))),
+            audit_key=audit_key,
             **_limits(get),
         )
 

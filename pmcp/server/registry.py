@@ -211,6 +211,7 @@ async def run_call(
     outcome = "error"
     audit_id: str | None = None
     upid: str | None = None
+    why: str | None = None  # for the audit: why a change was refused or failed
     risk = spec.risk_of(arguments)
     address = client_address(ctx)
     spent = False
@@ -241,14 +242,14 @@ async def run_call(
             is_error=False,
         )
     except (PolicyError, AuditUnavailable) as exc:
-        outcome = "refused"
-        raise ToolError(str(exc)) from None
+        outcome, why = "refused", str(exc)
+        raise ToolError(why) from None
     except InvalidArgument as exc:
-        outcome = "invalid"
-        raise ToolError(f"invalid argument: {exc}") from None
+        outcome, why = "invalid", f"invalid argument: {exc}"
+        raise ToolError(why) from None
     except ProxmoxError as exc:
-        outcome = "proxmox-error"
-        raise ToolError(explain(exc)) from None
+        outcome, why = "proxmox-error", explain(exc)
+        raise ToolError(why) from None
     except anyio.get_cancelled_exc_class():
         outcome = "cancelled"  # the client went away; a started task may still be running in Proxmox
         raise
@@ -262,7 +263,7 @@ async def run_call(
         if audit_id is not None:  # fsync off the event loop; shielded so a cancelled call still records
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(
-                    rt.audit.outcome, audit_id, call.client, spec.name, outcome, upid
+                    rt.audit.outcome, audit_id, call.client, spec.name, outcome, upid, why
                 )
 
 

@@ -73,7 +73,20 @@ def prometheus_token_file(paths: InstallPaths) -> Path:
 
 
 def _secret_files(paths: InstallPaths) -> list[Path]:
-    return [paths.proxmox_token_secret, paths.client_tokens, prometheus_token_file(paths)]
+    return [paths.proxmox_token_secret, paths.client_tokens, prometheus_token_file(paths), paths.audit_key]
+
+
+def ensure_audit_key(paths: InstallPaths, gid: int) -> bool:
+    """The audit log's HMAC key (pmcp.server.auditchain), made once and never replaced: a new key could
+    not verify what the old one sealed. Install and update both call it (an install made before the
+    chain gets its key from `pmcp update`). True when it was created."""
+    import secrets as random
+
+    if os.path.lexists(paths.audit_key):
+        return False
+    owner, mode = render.secret_owner(gid)
+    atomic_write(paths.audit_key, random.token_hex(32) + "\n", mode, owner)
+    return True
 
 
 class SecretsStep:
@@ -111,6 +124,8 @@ class SecretsStep:
                 f"remove the client token {PROMETHEUS_CLIENT!r} (older installs): Prometheus' token reads "
                 "/metrics only"
             )
+        if not os.path.lexists(self.ctx.paths.audit_key):
+            plan.changes.append(f"create the audit log's HMAC key in {self.ctx.paths.audit_key}")
         for p in self._wrong_owner():
             plan.changes.append(
                 f"make {p} root's, 0640, readable by the containers' group {self.ctx.config.gid}"
@@ -147,6 +162,7 @@ class SecretsStep:
             authtokens.revoke(tokens, PROMETHEUS_CLIENT)
         if self._prometheus_missing():
             atomic_write(prometheus_token_file(self.ctx.paths), authtokens.new_token().encode(), 0o600)
+        ensure_audit_key(self.ctx.paths, self.ctx.config.gid)
         owner, mode = render.secret_owner(self.ctx.config.gid)
         if owner is not None:
             for p in _secret_files(self.ctx.paths):
@@ -265,6 +281,16 @@ class InstallDirStep:
         keep = {"backups", "audit"}
         for child in prefix.iterdir():
             if child.name in keep:
+                continue
+            if child == self.paths.secrets_dir and os.path.lexists(self.paths.audit_key):
+                # the key stays with the audit log it sealed (a reinstall goes on with the same chain)
+                for secret in child.iterdir():
+                    if secret == self.paths.audit_key:
+                        continue
+                    if secret.is_dir() and not secret.is_symlink():
+                        shutil.rmtree(secret)
+                    else:
+                        secret.unlink()
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

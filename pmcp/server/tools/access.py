@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Annotated, Any
 
 import anyio
@@ -148,6 +149,8 @@ async def audit_log(
         entries = [e for e in mine if e.get("client") == call.client][:limit]
     else:
         entries = call.rt.audit.recent(limit, tool_name)
+    # the MAC proves nothing to a reader without the key (audit_status verifies): not worth the context
+    entries = [{k: v for k, v in e.items() if k != "mac"} for e in entries]
     lines = [f"{len(entries)} audit entries, newest first."]
     for e in entries:
         what = e.get("outcome") if e.get("phase") == "outcome" else e.get("phase", "intent")
@@ -155,3 +158,57 @@ async def audit_log(
             f"- {e.get('time')} {e.get('client')} {e.get('tool')} {what} {e.get('upid') or ''}".rstrip()
         )
     return Reply(AuditEntries(returned=len(entries), entries=entries), "\n".join(lines))
+
+
+class AuditBreak(BaseModel):
+    kind: str = Field(description="edited, missing, reordered, truncated or unchained")
+    file: str
+    line: int
+    message: str
+
+
+class AuditStatus(BaseModel):
+    enabled: bool
+    verified: bool | None = Field(None, description="whether the whole HMAC chain holds (None: no log)")
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+    files: int = 0
+    archived: int = Field(0, description="records in rotated files an administrator archived")
+    dropped: int = Field(0, description="refused-call records left out because room was short")
+    unchained: int = Field(0, description="records older than the chain (written before it existed)")
+    breaks_at: AuditBreak | None = None
+    seconds: float = 0.0
+
+
+@tool(Risk.READ, "Audit log status", AuditStatus)
+async def audit_status(call: Call) -> Reply:
+    """Whether this server's audit log verifies: every record's HMAC chain (edited, deleted, reordered
+    or cut records are found), how many records, first and last time, and where it breaks if it does."""
+    audit = call.rt.audit
+    if not audit.enabled:
+        return Reply(AuditStatus(enabled=False), "The audit log is off (PMCP_AUDIT_LOG is not set).")
+    started = time.perf_counter()
+    v = await anyio.to_thread.run_sync(audit.verify)
+    p = v.problem
+    data = AuditStatus(
+        enabled=True,
+        verified=v.ok,
+        records=v.records,
+        first_seq=v.first_seq,
+        last_seq=v.last_seq,
+        first_time=v.first_time,
+        last_time=v.last_time,
+        files=len(v.files),
+        archived=v.archived,
+        dropped=v.dropped,
+        unchained=v.unchained,
+        breaks_at=AuditBreak(kind=p.kind, file=p.file, line=p.line, message=p.message) if p else None,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    text = v.summary[0].upper() + v.summary[1:] + "."
+    if p:
+        text += " An administrator runs `pmcp audit verify` on the host and compares with an exported copy."
+    return Reply(data, text)
