@@ -133,6 +133,8 @@ def test_all_tool_calls_match_both_schemas(own: Served) -> None:
                                         "wait_seconds": 30})  # fmt: skip
             await ok("convert_to_template", {"vmid": new + 1, "confirm": True, "wait_seconds": 30})
             await ok("delete_guest", {"vmid": new, "confirm": True, "wait_seconds": 30})
+            audit = await ok("audit_status", {})  # no Proxmox call; every change above is sealed
+            assert audit["verified"] is True and audit["records"] > 60, audit
 
     sim.state.clear_requests()
     anyio.run(go)
