@@ -602,6 +602,21 @@ def check_audit_space(t: Target) -> Row:
     return Row("audit log space", PASS, detail)
 
 
+def check_audit_chain(t: Target) -> Row:
+    """The audit log's HMAC chain holds (pmcp audit verify): no record edited, deleted, reordered or cut."""
+    from pmcp.errors import PmcpError
+    from pmcp.lifecycle import audit
+
+    try:
+        v = audit.verify(t.paths.prefix)
+    except PmcpError as exc:
+        return Row("audit log chain", WARN, exc.message, exc.fix)
+    err = audit.broken(v)
+    if err is not None:
+        return Row("audit log chain", FAIL, err.message, err.fix)
+    return Row("audit log chain", PASS, v.summary)  # type: ignore[attr-defined]
+
+
 def run_verify(
     prefix: str | Path, identity: dict[str, Any] | None = None, agent_user: str | None = ""
 ) -> Report:
@@ -623,6 +638,7 @@ def run_verify(
     rows.append(check_tls_insecure(t))
     rows.extend(check_images(t))
     rows.append(check_audit_space(t))
+    rows.append(check_audit_chain(t))
     return Report(rows)
 
 

@@ -33,6 +33,7 @@ def test_install_succeeds_and_verifies(demo_stack: DemoStack) -> None:
     # the images run are the ones install recorded, and the MCP image holds this pmcp file (issue 11)
     assert checks["mcp-server image"] == "pass" and checks["caddy image"] == "pass", res.verify
     assert "mcp-server pmcp file" not in checks and checks["audit log space"] in ("pass", "warn")
+    assert checks["audit log chain"] == "pass", res.verify
     assert res.url.startswith("https://localhost:") and res.url.endswith("/mcp")
     data = res.to_dict()
     assert data["ok"] and data["changed"] and Path(data["transcript"]).exists()
@@ -56,7 +57,7 @@ def test_secrets_are_private_files_not_env(demo_stack: DemoStack) -> None:
     paths = InstallPaths.at(demo_stack.prefix)
     gid = statefile.load(paths)["config"]["gid"]
     # root's, read by the containers through their group (the mcp-server just did: verify passed)
-    for secret in (paths.client_tokens, paths.proxmox_token_secret):
+    for secret in (paths.client_tokens, paths.proxmox_token_secret, paths.audit_key):
         st = secret.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, gid, 0o640), secret
     dst = paths.secrets_dir.stat()
@@ -141,6 +142,12 @@ def test_audit_records_the_client_address_caddy_saw(demo_stack: DemoStack) -> No
     caddy_ips = {n["IPAddress"] for n in caddy.attrs["NetworkSettings"]["Networks"].values()}
     assert record["address"] and record["address"] not in caddy_ips, (record, caddy_ips)
     assert record["address"] != "203.0.113.66"  # Caddy does not pass on what a client claims
+    # sealed with the install's key, which the server read from its secrets mount (never the log)
+    key = InstallPaths.at(demo_stack.prefix).audit_key.read_text().strip()
+    assert record["seq"] >= 1 and key not in "\n".join(audit)
+    proc = pmcp_cli("audit", "verify", "--prefix", str(demo_stack.prefix), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["data"]["last_seq"] == record["seq"]
 
 
 def test_wrong_client_token_is_refused(demo_stack: DemoStack) -> None:
