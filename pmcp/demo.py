@@ -97,6 +97,8 @@ def run_demo(
     wait: Callable[[], None] | None = None,
     on_ready: Callable[[DemoInfo], None] | None = None,
 ) -> None:
+    import secrets as _secrets
+
     import anyio
 
     from pmcp.server.app import create_app
@@ -121,6 +123,7 @@ def run_demo(
                 allowed_hosts=("localhost",),
                 mode=Mode(mode),
                 audit_log=workdir / "audit.jsonl",
+                audit_key=_secrets.token_hex(32).encode(),  # the demo's log goes with its directory
             )
             with uvicorn_thread(create_app(config), "127.0.0.1", port, **http_options(config)) as bound:
                 url = f"http://127.0.0.1:{bound}/mcp"

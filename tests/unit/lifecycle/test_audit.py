@@ -174,6 +174,16 @@ def test_export_writes_the_sealed_records_and_verify_reads_them(prefix: Path, tm
     assert none.exit_code == 0 and none.stdout == ""
     bad = CliRunner().invoke(main, ["audit", "export", "--prefix", str(prefix), "--since", "yesterday"])
     assert bad.exit_code == 2 and "--since" in bad.stderr
+    mixed = CliRunner().invoke(main, ["audit", "export", "--prefix", str(prefix), "--json"])
+    assert mixed.exit_code == 2 and json.loads(mixed.stdout)["error"]["fix"] == "add -o FILE"
+
+
+def test_export_of_a_broken_log_writes_it_and_fails(prefix: Path, tmp_path: Path) -> None:
+    rewrite(prefix / "audit" / "audit.jsonl", lambda ls: ls[:2] + ls[3:])
+    out = tmp_path / "export.jsonl"
+    result = CliRunner().invoke(main, ["audit", "export", "--prefix", str(prefix), "-o", str(out)])
+    assert result.exit_code == 1 and " records written, but record " in result.stderr
+    assert "missing before line 3 of audit.jsonl" in result.stderr and out.exists()
 
 
 def test_verify_without_a_key_or_a_log_says_what_to_do(tmp_path: Path) -> None:

@@ -103,6 +103,24 @@ def test_secrets_step_creates_one_client_token_once(tmp_path: Path) -> None:
     assert authtokens.load(ctx.paths.client_tokens) == tokens  # never rotated by a re-run
 
 
+def test_the_audit_key_is_made_once_and_outlives_uninstall_with_the_log(tmp_path: Path) -> None:
+    from pmcp.stack.steps import ensure_audit_key
+
+    ctx = _ctx(tmp_path / "inst")
+    assert any("audit log's HMAC key" in c for c in SecretsStep(ctx).check().changes)
+    run_steps([SecretsStep(ctx)])
+    key = ctx.paths.audit_key.read_bytes()
+    assert len(key.strip()) == 64
+    _assert_secret(ctx, ctx.paths.audit_key)
+    assert run_steps([SecretsStep(ctx)]).steps[0].status == "ok"
+    assert not ensure_audit_key(ctx.paths, ctx.config.gid) and ctx.paths.audit_key.read_bytes() == key
+    assert "PMCP_AUDIT_KEY_FILE=/run/pmcp/secrets/audit-key" in render.env_text(ctx.config)
+    ctx.paths.audit_log.write_text("")
+    InstallDirStep(ctx.paths).undo()  # uninstall without --purge: the log stays, and what verifies it
+    assert ctx.paths.audit_key.read_bytes() == key and ctx.paths.audit_log.exists()
+    assert not ctx.paths.client_tokens.exists()
+
+
 def test_monitoring_gets_a_metrics_only_token_that_is_no_client_token(tmp_path: Path) -> None:
     from pmcp.stack.steps import PROMETHEUS_CLIENT, prometheus_token_file
 
