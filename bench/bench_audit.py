@@ -62,7 +62,7 @@ def per_record(make, records: int) -> float:
         return (time.perf_counter() - started) / records * 1e6
 
 
-def write_cost(before: ModuleType | None, records: int, rounds: int = 3) -> list[tuple[str, float, float]]:
+def write_cost(before: ModuleType | None, records: int, rounds: int = 5) -> list[tuple[str, float, float]]:
     makers = {"after (chain)": lambda p: after.AuditLog(p, key=KEY, min_free=0)}
     if before is not None:
         makers = {"before": lambda p: before.AuditLog(p, min_free=0)} | makers
@@ -118,7 +118,7 @@ def main() -> None:
     before = before_module(a.before)
     print("## Audit log: cost per record, and verification (bench_audit.py)\n")
     print(
-        f"Per record of {a.records // 2} change calls (intent + outcome), median of 3 interleaved rounds; "
+        f"Per record of {a.records // 2} change calls (intent + outcome), median of 5 interleaved rounds; "
         f"'before' is pmcp/server/audit.py at {a.before if before else '(not available)'}.\n"
     )
     print("| audit log | µs per record |\n| --- | ---: |")

@@ -570,7 +570,7 @@ def audit_verify(out: Output, prefix: str) -> Result:
     reordered or cut record by file and line."""
     from pmcp.lifecycle import audit as audit_log
 
-    v = audit_log.verify(prefix)
+    v = audit_log.verify(prefix, progress=out.progress)
     res = out.result(ok=v.ok, data=v.to_dict(), text=[v.summary])  # type: ignore[attr-defined]
     res.error = audit_log.broken(v)
     return res

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -63,12 +63,16 @@ def _open(prefix: str | Path) -> tuple[InstallPaths, bytes]:
     return paths, _key(paths)
 
 
-def verify(prefix: str | Path) -> object:
-    """Verify the whole log; returns a pmcp.server.auditchain.Verification (``ok`` or its ``problem``)."""
+def verify(
+    prefix: str | Path, newest: int | None = None, progress: Callable[[str], None] | None = None
+) -> object:
+    """Verify the log (all of it, or its ``newest`` rotated files and the active one); returns a
+    pmcp.server.auditchain.Verification (``ok`` or its ``problem``)."""
     from pmcp.server import auditchain
 
     paths, key = _open(prefix)
-    return auditchain.Verifier(key).verify(paths.audit_dir)
+    report = (lambda name: progress(f"verifying {name}")) if progress else None
+    return auditchain.Verifier(key).verify(paths.audit_dir, newest=newest, on_file=report)
 
 
 def broken(v: object) -> AuditBroken | None:

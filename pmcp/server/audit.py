@@ -51,6 +51,7 @@ OUTCOME_RESERVE = 1024  # room an intent keeps for its outcome line (detail <= 5
 NOISE_SHARE = 0.9  # records that are not changes stop at this share of the quota
 SEAL_BYTES = 120  # what sealing adds to a record's JSON: seq, mac and the dropped count
 RESERVED_KEYS = auditchain.RESERVED
+STATUS_FILES = 4  # rotated files audit_status reads (32 MiB each; bench_audit: seconds cold, then cached)
 FALLBACK_KEY = ".audit-key"  # beside the log when no key file is configured (demo, a hand-run server)
 
 
@@ -238,14 +239,15 @@ class AuditLog:
         self._seen = (self._seen[0] if self._seen else os.fstat(fd).st_ino, current + len(line))
 
     def verify(self) -> auditchain.Verification:
-        """Verify the whole log (the rotated files it proved before are not read again), with what this
-        process wrote last as a witness against a cut end."""
+        """Verify the log's newest part (the active file and ``STATUS_FILES`` rotated ones; those it
+        proved before are not read again), with what this process wrote last as a witness against a cut
+        end."""
         if self.path is None:
             return auditchain.Verification()
         with self._lock:
             witness = (self._written, self._mac) if self._written else None
         with self._verify_lock:  # one at a time: they share what was proved of the rotated files
-            return self._verifier.verify(self.path.parent, witness)
+            return self._verifier.verify(self.path.parent, witness, newest=STATUS_FILES)
 
     def _full_message(self, used: int, free: int) -> str:
         mib = 1024**2

@@ -192,3 +192,18 @@ def test_verify_without_a_key_or_a_log_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "inst" / "audit").mkdir(parents=True)
     code, doc = verify(tmp_path / "inst")
     assert code == 4 and "no audit key" in doc["error"]["message"] and "pmcp update" in doc["error"]["fix"]
+
+
+def test_the_newest_part_is_checked_quickly_and_the_cli_reads_all(prefix: Path) -> None:
+    """`pmcp verify` and `audit_status` read the newest files only (a full log takes minutes); `pmcp audit
+    verify` reads every file, with progress on stderr."""
+    from pmcp.lifecycle import audit
+
+    first = rotated(prefix)[0]
+    rewrite(first, lambda ls: [ls[0], ls[1].replace(b'"ok"', b'"failed"'), *ls[2:]])
+    part = audit.verify(prefix, newest=2)
+    assert part.ok and part.skipped == len(rotated(prefix)) - 2 and part.files[-1] == "audit.jsonl"
+    assert "not read here" in part.summary
+    result = CliRunner().invoke(main, ["audit", "verify", "--prefix", str(prefix)])
+    assert result.exit_code == 1 and f"line 2 of {first.name}" in result.stderr
+    assert f"verifying {first.name}" in result.stderr
