@@ -130,7 +130,6 @@ def main() -> None:
         f"{mib:.1f} MiB on disk): cold {cold:.2f} s ({records / cold / 1000:.0f}k records/s); again with "
         f"the rotated files unchanged (what `audit_status` does on its next call) {warm:.2f} s.\n"
     )
-    print(f"_Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}._")
 
 
 if __name__ == "__main__":
