@@ -132,6 +132,53 @@ def test_check_exit_codes(inst: DemoStack, variants: dict[str, Path], tmp_path: 
     assert "pmcp install" in missing.stderr
 
 
+class RefusedLoop:
+    """Change calls the read-only mode refuses, in a loop: each is sealed into the audit log by whichever
+    server answers it (old, standby, new), so during an update several processes append to one chain."""
+
+    def __init__(self, url: str, token: str, ca_file: str) -> None:
+        import threading
+
+        self.url, self.token, self.ca_file = url, token, ca_file
+        self.refused = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+        import ssl
+
+        async def go() -> None:
+            import httpx2
+            from mcp.client import Client
+            from mcp.client.streamable_http import streamable_http_client
+
+            headers = {"Authorization": f"Bearer {self.token}"}
+            verify = ssl.create_default_context(cafile=self.ca_file)
+            while not self.stop_event.is_set():
+                try:
+                    async with (
+                        httpx2.AsyncClient(headers=headers, verify=verify, timeout=60) as http,
+                        Client(streamable_http_client(self.url, http_client=http)) as client,
+                    ):
+                        while not self.stop_event.is_set():
+                            result = await client.call_tool("start_guest", {"vmid": 100})
+                            self.refused += bool(result.is_error)
+                            await asyncio.sleep(0.02)
+                except Exception:
+                    await asyncio.sleep(0.05)
+
+        asyncio.run(go())
+
+    def __enter__(self) -> RefusedLoop:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(60)
+
+
 def test_update_under_load_fails_no_request(inst: DemoStack, variants: dict[str, Path]) -> None:
     from pmcp import authtokens
     from tests.support.update_load import ClientLoop
@@ -143,9 +190,14 @@ def test_update_under_load_fails_no_request(inst: DemoStack, variants: dict[str,
     url = f"https://localhost:{inst.opts.https_port}/mcp"
     loop = ClientLoop(url, token, str(p.caddy_root_ca)).start()
     try:
-        res = update(inst, variants["v2"])
+        with RefusedLoop(url, token, str(p.caddy_root_ca)) as refusals:
+            res = update(inst, variants["v2"])
     finally:
         stats = loop.stop()
+    # one HMAC chain across the servers that took turns (each write holds the log's flock)
+    audit = pmcp_cli("audit", "verify", "--prefix", str(inst.prefix), "--json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert refusals.refused > 10 and json.loads(audit.stdout)["data"]["records"] >= refusals.refused
     print("update under load:", json.dumps(stats.to_dict()))
     assert res.returncode == 0, res.stdout + res.stderr
     assert stats.failed == 0, stats.errors
