@@ -196,6 +196,7 @@ class Verifier:
     def __init__(self, key: bytes) -> None:
         self.key = key
         self._cache: dict[str, _Span] = {}
+        self._on_file: Callable[[str], None] | None = None
 
     def verify(
         self,
@@ -209,16 +210,22 @@ class Verifier:
         a checkpoint, so the chain is checked from there); the older ones are counted in ``skipped``.
         A full quota is about 5 GB of records: minutes to verify, too long for a tool call or for
         ``pmcp verify``, so they check the newest part and ``pmcp audit verify`` reads it all.
-        ``on_file(name)`` is called as each file is read (progress)."""
-        with _shared_lock(directory / ACTIVE):  # a server's writes are whole lines, and no rotation
-            return self._verify(directory, witness, newest, on_file)
+        ``on_file(name)`` is called as each file is read (progress).
+
+        Rotated files never change, so they are read first with no lock (and kept); then, holding the
+        writers' flock (shared), the active file, so no half-written line or rotation is seen. A server
+        waits for that second pass only: at most one 32 MiB file, never a whole log."""
+        self._on_file = on_file
+        self._verify(directory, None, newest, rotated_only=True)
+        with _shared_lock(directory / ACTIVE):
+            return self._verify(directory, witness, newest)
 
     def _verify(
         self,
         directory: Path,
         witness: tuple[int, str] | None,
         newest: int | None,
-        on_file: Callable[[str], None] | None,
+        rotated_only: bool = False,
     ) -> Verification:
         v = Verification()
         self._seq: int | None = None  # the next seq expected (None: the chain has not begun)
@@ -228,14 +235,16 @@ class Verifier:
             rotated = len(files) - (1 if files and files[-1].name == ACTIVE else 0)
             v.skipped = max(0, rotated - newest)
             files = files[v.skipped :]
+        if rotated_only:
+            files = [p for p in files if p.name != ACTIVE]
         v.files = [p.name for p in files]
         seen: set[str] = set()
         for i, path in enumerate(files):
             seen.add(path.name)
-            if on_file is not None:
-                on_file(path.name)
             if not self._file(v, path, files[i + 1 :]):
                 break
+        if rotated_only:
+            return v
         for name in set(self._cache) - seen:
             del self._cache[name]
         if v.ok and witness is not None and (v.last_seq or 0) < witness[0]:
@@ -265,6 +274,8 @@ class Verifier:
                 v.last_time = hit.last_time
                 v.last_seq, v.last_mac = (self._seq or 1) - 1, self._prev
             return True
+        if self._on_file is not None:
+            self._on_file(path.name)
         before = (v.records, v.dropped, v.unchained, v.first_seq)
         ok = self._read(v, path, later)
         if ok and stat is not None:

@@ -165,3 +165,27 @@ def test_a_protected_guest_refusal_is_sealed_with_its_reason(make_server, sim) -
     assert [r["phase"] for r in recs] == ["intent", "outcome"] and recs[1]["outcome"] == "refused"
     assert "PMCP_PROTECTED" in recs[1]["detail"]
     assert os.environ.get("PMCP_AUDIT_KEY_FILE") is None
+
+
+def test_verifying_while_a_server_writes_and_rotates_sees_no_false_break(tmp_path: Path) -> None:
+    """Rotated files are read without the lock, the active one under it: a verification racing writes and
+    rotations never sees half a line or a file mid-rotation."""
+    log = AuditLog(tmp_path / "audit.jsonl", key=KEY, file_bytes=2000, max_bytes=10 * 1024**2, min_free=0)
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(150):
+            log.outcome(
+                log.intent("claude", "start_guest", "change", {"vmid": i}), "claude", "start_guest", "ok"
+            )
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    verifier, results = Verifier(KEY), []
+    while not done.is_set():
+        results.append(verifier.verify(tmp_path))
+    thread.join()
+    results.append(verifier.verify(tmp_path))
+    assert len(results) > 3 and all(v.ok for v in results), [v.problem for v in results if not v.ok]
+    assert results[-1].records - (len(results[-1].files) - 1) == 300
