@@ -154,9 +154,9 @@ async def audit_log(
     lines = [f"{len(entries)} audit entries, newest first."]
     for e in entries:
         what = e.get("outcome") if e.get("phase") == "outcome" else e.get("phase", "intent")
-        lines.append(
-            f"- {e.get('time')} {e.get('client')} {e.get('tool')} {what} {e.get('upid') or ''}".rstrip()
-        )
+        # a checkpoint or cut record has no client or tool: it reads as its phase
+        parts = (e.get("time"), e.get("client"), e.get("tool"), what, e.get("upid"))
+        lines.append("- " + " ".join(str(x) for x in parts if x))
     return Reply(AuditEntries(returned=len(entries), entries=entries), "\n".join(lines))
 
 
