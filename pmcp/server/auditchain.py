@@ -23,7 +23,8 @@ end can go that way: lines cut from the head of a file, or a file missing in the
 chain (the next checkpoint names a record that is not there).
 
 Records written by a pmcp older than the chain carry no ``mac``: they are counted (``unchained``) when
-they all come before the chain's first record, and are an error anywhere after it. A record left out
+they come before the chain's first record, or in its first file within 15 minutes of it (the old server
+still answers during the update that brings the chain), and are an error anywhere else. A record left out
 because room was short (a refused call, never a change) is counted in the next record's ``dropped``.
 """
 
@@ -38,6 +39,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ SUFFIX = len(MAC_KEY) + 64 + 2  # ,"mac":"<64 hex>"}
 SEQ_KEY = b'{"seq":'
 RESERVED = frozenset({"seq", "mac", "dropped"})
 KEY_MIN_BYTES = 32
+UPGRADE_WINDOW = timedelta(minutes=15)  # an update's switch and grace period take a minute or two
 ACTIVE = "audit.jsonl"
 
 
@@ -170,7 +173,10 @@ class Verification:
         elif self.archived:
             text += f"; records 1-{self.archived} were archived (their files are gone)"
         if self.unchained:
-            text += f"; {self.unchained} older records predate the chain"
+            text += (
+                f"; {self.unchained} unsealed records (from a pmcp without the chain: before it began, or "
+                "from the old server during the update that brought it)"
+            )
         if self.dropped:
             text += f"; {self.dropped} refused-call records were left out for room"
         return text
@@ -230,6 +236,7 @@ class Verifier:
         v = Verification()
         self._seq: int | None = None  # the next seq expected (None: the chain has not begun)
         self._prev: str | None = None
+        self._genesis: tuple[str, datetime] | None = None  # file and time of record 1
         files = log_files(directory)
         if newest is not None:
             rotated = len(files) - (1 if files and files[-1].name == ACTIVE else 0)
@@ -303,7 +310,7 @@ class Verifier:
                 line = raw[:-1]
                 parts = split(line)
                 if parts is None:
-                    if self._seq is None and _is_record(line):
+                    if _is_record(line) and (self._seq is None or self._upgrading(name, line)):
                         v.unchained += 1
                         continue
                     what = (
@@ -351,10 +358,21 @@ class Verifier:
             v.last_time = _time(last_body)
         return True
 
+    def _upgrading(self, name: str, line: bytes) -> bool:
+        """An unsealed record just after the chain began, in its first file: during the update that
+        brings the chain, the old server (and its standby) still answer calls for a minute or two
+        beside the new one. Anywhere else an unsealed record is an error."""
+        if self._genesis is None or self._genesis[0] != name:
+            return False
+        when = _when(_time(line))
+        return when is not None and timedelta(0) <= when - self._genesis[1] <= UPGRADE_WINDOW
+
     def _begin(self, v: Verification, seq: int, body: bytes, name: str, n: int) -> bool:
         """The chain's first record present: record 1, or a checkpoint that says where it starts."""
         if seq == 1:
             self._seq, self._prev = 1, GENESIS
+            began = _when(_time(body + b"}"))
+            self._genesis = (name, began) if began else None
         else:
             try:
                 rec = json.loads(body + b"}")
@@ -454,6 +472,13 @@ def _time(line: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def _when(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _stat(path: Path) -> tuple[int, ...] | None:
