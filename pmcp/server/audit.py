@@ -339,6 +339,8 @@ class AuditLog:
         approval: Any = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        """``approval``: who approved and how (pmcp.server.approval: by person/model, how
+        elicitation/confirm); ``extra``: e.g. ``undo``, the safety snapshot taken first."""
         record: dict[str, Any] = {
             "time": _now(),
             "id": call_id,

@@ -35,6 +35,28 @@ class Mode(StrEnum):
     ADMIN = "admin"
 
 
+class Approval(StrEnum):
+    """Who approves a call that needs approval when the client cannot ask its person (MCP elicitation).
+
+    Either way a client that declared elicitation always asks the person: ``confirm: true`` from the
+    model does not replace that. Without elicitation, ``confirm`` falls back to the model's
+    ``confirm: true`` (pmcp's behaviour before elicitation) and ``elicit`` refuses the call."""
+
+    ELICIT = "elicit"
+    CONFIRM = "confirm"
+
+
+class ApprovalScope(StrEnum):
+    """Which calls need approval: destructive ones and those that create or consume resources, or
+    every change."""
+
+    DESTRUCTIVE = "destructive"
+    CHANGES = "changes"
+
+
+DEFAULT_UNDO_KEEP = 3  # pmcp-auto-* safety snapshots kept per guest (PMCP_UNDO_KEEP; 0: none taken)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     proxmox_url: str
@@ -49,6 +71,9 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     mode: Mode = Mode.READ_ONLY
     protected: frozenset[int] = frozenset()
+    approval: Approval = Approval.CONFIRM
+    approval_scope: ApprovalScope = ApprovalScope.DESTRUCTIVE
+    undo_keep: int = DEFAULT_UNDO_KEEP
     audit_log: Path | None = None
     task_timeout: float = DEFAULT_TASK_TIMEOUT
     max_body_bytes: int = DEFAULT_MAX_BODY
@@ -158,6 +183,11 @@ class ServerConfig:
             if not item.isdigit() or not 100 <= int(item) <= 999_999_999:
                 raise ConfigError(f"PMCP_PROTECTED: {item!r} is not a VMID (100-999999999)")
             protected.add(int(item))
+        approval = _choice(get, "PMCP_APPROVAL", Approval, Approval.CONFIRM)
+        approval_scope = _choice(get, "PMCP_APPROVAL_SCOPE", ApprovalScope, ApprovalScope.DESTRUCTIVE)
+        undo_text = get("PMCP_UNDO_KEEP") or str(DEFAULT_UNDO_KEEP)
+        if not undo_text.isdigit() or int(undo_text) > 50:
+            raise ConfigError(f"PMCP_UNDO_KEEP={undo_text!r}: a whole number of snapshots, 0-50 (0: none)")
         try:
             task_timeout = float(get("PMCP_TASK_TIMEOUT") or DEFAULT_TASK_TIMEOUT)
         except ValueError:
@@ -197,6 +227,9 @@ class ServerConfig:
             allowed_origins=tuple(_csv(get("PMCP_ALLOWED_ORIGINS"))),
             mode=mode,
             protected=frozenset(protected),
+            approval=approval,
+            approval_scope=approval_scope,
+            undo_keep=int(undo_text),
             audit_log=Path(audit) if audit else None,
             task_timeout=task_timeout,
             session_dir=Path(get("PMCP_SESSION_DIR")) if get("PMCP_SESSION_DIR") else None,
@@ -239,6 +272,15 @@ def _limits(get: Callable[[str], str]) -> dict[str, Any]:
             raise ConfigError(f"{var}={text!r}: use at least {lowest:g}")
         out[name] = value
     return out
+
+
+def _choice(get: Callable[[str], str], var: str, kind: type[Any], default: Any) -> Any:
+    text = get(var) or default.value
+    try:
+        return kind(text)
+    except ValueError:
+        allowed = " or ".join(m.value for m in kind)
+        raise ConfigError(f"{var}={text!r}: use {allowed}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -16,15 +16,17 @@ import time
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
 from pmcp.authtokens import NO_LIMITS, TokenLimits
+from pmcp.server.approval import InputNeeded, SpentNonces, Verdict, decide, needs_approval
 from pmcp.server.audit import AuditLog, AuditUnavailable
 from pmcp.server.config import MAX_TASK_TIMEOUT, Mode, ServerConfig
 from pmcp.server.limits import DestructiveBudget
@@ -58,6 +60,12 @@ class ToolSpec:
     idempotent: bool
     mode: Mode | None = None  # None: the risk's mode (policy.REQUIRED_MODE)
     escalate: Callable[[dict[str, Any]], Risk | None] | None = None
+
+    @property
+    def plans(self) -> bool:
+        """A tool with a ``confirm`` argument plans first and asks for approval itself, at the point where
+        it acts (tools/common.py ``gate``); any other change tool is asked before its body runs."""
+        return "confirm" in inspect.signature(self.fn).parameters
 
     def risk_of(self, arguments: dict[str, Any]) -> Risk:
         """The risk of this call: the declared one, or higher when the arguments make it so
@@ -116,6 +124,7 @@ class Runtime:
     metrics: Metrics
     locator: GuestLocator = field(default_factory=GuestLocator)
     budget: DestructiveBudget = field(default_factory=lambda: DestructiveBudget(10))
+    spent: SpentNonces = field(default_factory=SpentNonces)
 
 
 @dataclass
@@ -127,6 +136,24 @@ class Call:
     client: str
     spec: ToolSpec
     limits: TokenLimits = NO_LIMITS  # the client token's own mode, scope and budget
+    risk: Risk = Risk.READ
+    approval: dict[str, Any] | None = None  # who approved and how: audited with the outcome
+    undo: dict[str, Any] | None = None  # the safety snapshot taken before the change (tools/undo.py)
+    budget_taken: bool = False  # one of the client's destructive actions of this hour is taken
+
+    async def approve(self, message: str, confirm: bool = False, *, always: bool = True) -> Verdict | None:
+        """None when this call needs no approval; else the verdict (the person's answer through
+        elicitation, or the policy's fallback). ``always``: the tool plans first whatever its risk."""
+        if not needs_approval(self.rt.config, self.risk, always):
+            return None
+        verdict = await decide(
+            self.ctx, self.rt.config, self.rt.spent, message, confirm, has_confirm=self.spec.plans
+        )
+        self.approval = verdict.record()
+        if verdict.accepted and self.risk is Risk.DESTRUCTIVE and not self.budget_taken:
+            # the person's accept acts without confirm=true: it counts against the hourly budget here
+            self.budget_taken = await spend_budget(self)
+        return verdict
 
     @property
     def px(self) -> ProxmoxClient:
@@ -205,16 +232,15 @@ def make_handler(spec: ToolSpec, rt: Runtime) -> Callable[..., Awaitable[CallToo
 
 async def run_call(
     spec: ToolSpec, rt: Runtime, ctx: Context | None, arguments: dict[str, Any]
-) -> CallToolResult:
-    call = Call(rt, ctx, client_name(ctx), spec, client_limits(ctx))
+) -> CallToolResult | InputRequiredResult:
+    risk = spec.risk_of(arguments)
+    call = Call(rt, ctx, client_name(ctx), spec, client_limits(ctx), risk)
     started = time.perf_counter()
     outcome = "error"
     audit_id: str | None = None
     upid: str | None = None
     why: str | None = None  # for the audit: why a change was refused or failed
-    risk = spec.risk_of(arguments)
     address = client_address(ctx)
-    spent = False
     try:
         try:
             # an escalated call is held to its raised risk's mode (the tool's own mode is for its risk)
@@ -223,7 +249,7 @@ async def run_call(
             )
             rt.policy.check_tool(what, risk, mode)
             check_client_tool(what, risk, mode, rt.policy.mode, call.limits.mode, call.client)
-            spent = await take_budget(call, risk, arguments)
+            call.budget_taken = await take_budget(call, risk, arguments)
         except PolicyError as exc:  # nothing changed, but someone tried: recorded while room is plenty
             await anyio.to_thread.run_sync(
                 rt.audit.refused, call.client, spec.name, risk.value, arguments, str(exc), address
@@ -233,6 +259,17 @@ async def run_call(
             audit_id = await anyio.to_thread.run_sync(
                 rt.audit.intent, call.client, spec.name, risk.value, arguments, address
             )
+        if not spec.plans:  # with --approval-scope changes: asked before the body (it has no plan)
+            shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items() if v is not None)
+            verdict = await call.approve(
+                f"pmcp: {spec.title} ({spec.name}: {shown or 'no arguments'}).\nApprove this change?",
+                always=False,
+            )
+            if verdict is not None and not verdict.accepted:
+                outcome = "declined"
+                return CallToolResult(
+                    content=[TextContent(type="text", text=declined_text(verdict))], is_error=True
+                )
         reply = await spec.fn(call, **arguments)
         outcome = str(getattr(reply.data, "outcome", None) or "ok")
         upid = getattr(reply.data, "upid", None)
@@ -241,6 +278,9 @@ async def run_call(
             structured_content=reply.data.model_dump(mode="json", by_alias=True, exclude_none=True),
             is_error=False,
         )
+    except InputNeeded as need:  # 2026-07 era: the client asks its person, then calls again
+        outcome = "approval-asked"
+        return need.result
     except (PolicyError, AuditUnavailable) as exc:
         outcome, why = "refused", str(exc)
         raise ToolError(why) from None
@@ -254,7 +294,8 @@ async def run_call(
         outcome = "cancelled"  # the client went away; a started task may still be running in Proxmox
         raise
     finally:
-        if spent and outcome in ("refused", "invalid"):  # refused before anything happened
+        # nothing happened: refused, invalid, declined by the person, or only asked (2026-07, first exchange)
+        if call.budget_taken and outcome in ("refused", "invalid", "declined", "approval-asked"):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(rt.budget.refund, call.client)
         elapsed = time.perf_counter() - started
@@ -263,7 +304,17 @@ async def run_call(
         if audit_id is not None:  # fsync off the event loop; shielded so a cancelled call still records
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(
-                    rt.audit.outcome, audit_id, call.client, spec.name, outcome, upid, why
+                    partial(
+                        rt.audit.outcome,
+                        approval=call.approval,
+                        extra={"undo": call.undo} if call.undo else None,
+                    ),
+                    audit_id,
+                    call.client,
+                    spec.name,
+                    outcome,
+                    upid,
+                    why,
                 )
 
 
@@ -276,6 +327,11 @@ async def take_budget(call: Call, risk: Risk, arguments: dict[str, Any]) -> bool
     """Take one of the client's destructive actions for this hour, or refuse with when to retry."""
     if not acts_destructively(risk, arguments):
         return False
+    return await spend_budget(call)
+
+
+async def spend_budget(call: Call) -> bool:
+    """Take one destructive action of the client's hour (True), or raise PolicyError with when to retry."""
     # off the event loop: the count may be a file shared with the install's other servers (flock)
     wait = await anyio.to_thread.run_sync(call.rt.budget.take, call.client, call.limits.budget)
     if wait is None:
@@ -294,6 +350,14 @@ async def take_budget(call: Call, risk: Risk, arguments: dict[str, Any]) -> bool
         f"refused: this client's token ({call.client!r}) has taken its {limit} destructive actions of the "
         f"last hour; the next one is possible in {minutes} min (retry after {math.ceil(wait)} s). "
         f"Nothing was changed. If more are needed, {fix}"
+    )
+
+
+def declined_text(verdict: Verdict) -> str:
+    what = "declined" if verdict.answer == "decline" else "cancelled"
+    return (
+        f"Nothing done: the person {what} this in the client's approval prompt (MCP elicitation). "
+        "Do not retry it unless they ask for it."
     )
 
 

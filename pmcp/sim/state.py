@@ -198,6 +198,19 @@ class SimState:
 
     # --- convenience for tests -----------------------------------------------------------------
 
+    def write_disk(self, vmid: int, key: str | None = None) -> None:
+        """The guest writes to a disk (its boot disk, else ``key``): the volume's content changes, which a
+        snapshot keeps and a rollback restores (``guest(vmid)["disk_data"]``: volume ID -> generation)."""
+        from pmcp.sim.api.guests import BOOT_KEYS, volumes
+
+        with self.lock:
+            g = self.world["guests"][str(vmid)]
+            vols = volumes(g["config"])
+            name = key or next(k for k in BOOT_KEYS if k in vols)
+            data = g.setdefault("disk_data", {})
+            data[vols[name]] = data.get(vols[name], 0) + 1
+            self.changed()
+
     def guest(self, vmid: int) -> dict[str, Any]:
         with self.lock:
             self.engine.tick()

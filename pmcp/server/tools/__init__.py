@@ -1,5 +1,27 @@
 """The tools, one module per domain. Importing this package declares them all in ``registry.TOOLS``."""
 
-from pmcp.server.tools import access, backups, cluster, guests, observe, provision, snapshots, storage, tasks
+from pmcp.server.tools import (
+    access,
+    backups,
+    cluster,
+    guests,
+    observe,
+    provision,
+    snapshots,
+    storage,
+    tasks,
+    undo,
+)
 
-__all__ = ["access", "backups", "cluster", "guests", "observe", "provision", "snapshots", "storage", "tasks"]
+__all__ = [
+    "access",
+    "backups",
+    "cluster",
+    "guests",
+    "observe",
+    "provision",
+    "snapshots",
+    "storage",
+    "tasks",
+    "undo",
+]

@@ -13,10 +13,10 @@ from pmcp.server.tools.common import (
     ActionResult,
     Confirm,
     Node,
-    Plan,
     StorageId,
     Vmid,
     WaitSeconds,
+    gate,
     guest_label,
     hidden_volumes,
     resolve_guest,
@@ -138,19 +138,18 @@ async def backup_guest(
     """Back up one guest now with vzdump (zstd) to the given storage or the node's default backup storage."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    if mode == "stop" and not confirm:
-        plan = Plan(
-            action="backup in stop mode",
-            effect=f"{guest_label(guest)} is {guest.status or 'in an unknown state'}; it will be shut down "
-            "for the backup (and powered off if it does not shut down in time), then started again",
-            undo="Nothing undoes the downtime. mode=snapshot backs it up without stopping it.",
-            to_proceed="call backup_guest again with the same arguments and confirm=true",
+    if mode == "stop":
+        effect = (
+            f"{guest_label(guest)} is {guest.status or 'in an unknown state'}; it will be shut down for the "
+            "backup (and powered off if it does not shut down in time), then started again"
         )
-        text = (
-            f"Nothing done yet (confirm=true is required).\nPlan: {plan.effect}\nUndo: {plan.undo}\n"
-            f"To proceed: {plan.to_proceed}."
-        )
-        return Reply(ActionResult(outcome="plan", action=plan.action, guest=guest, plan=plan), text)
+        undo = "Nothing undoes the downtime. mode=snapshot backs it up without stopping it."
+    else:
+        effect = f"{guest_label(guest)} is backed up with vzdump in {mode} mode"
+        undo = "The guest is not changed; the backup stays on its storage until it is pruned or deleted"
+    stop = await gate(call, guest, f"backup in {mode} mode", effect, undo, confirm, always=mode == "stop")
+    if stop is not None:
+        return stop
     params: dict[str, object] = {"vmid": str(guest.vmid), "mode": mode, "compress": "zstd"}
     if storage:
         params["storage"] = validate.storage(storage)

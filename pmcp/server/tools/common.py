@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from pmcp.server import validate
 from pmcp.server.policy import PolicyError, split_tags
 from pmcp.server.proxmox import TaskOutcome
-from pmcp.server.registry import Call
+from pmcp.server.registry import Call, Reply, declined_text
 
 Vmid = Annotated[
     int, Field(ge=validate.VMID_MIN, le=validate.VMID_MAX, description="VMID of a VM or container")
@@ -45,7 +45,9 @@ Confirm = Annotated[
     bool,
     Field(
         strict=True,
-        description="the JSON boolean true to act; without it nothing changes and the plan is returned",
+        description="the JSON boolean true to act, for clients that cannot ask their user (MCP "
+        "elicitation); without it nothing changes and the plan is returned. A client that can ask its "
+        "user is asked by the server instead, and this argument does not replace that answer",
     ),
 ]
 GuestType = Literal["qemu", "lxc"]
@@ -71,7 +73,7 @@ class Plan(BaseModel):
 class ActionResult(BaseModel):
     """The outcome of a change: ok / failed / running (still going) / plan (nothing done yet)."""
 
-    outcome: Literal["ok", "failed", "running", "plan"]
+    outcome: Literal["ok", "failed", "running", "plan", "declined"]
     action: str
     guest: Guest | None = None
     upid: str | None = None
@@ -81,6 +83,7 @@ class ActionResult(BaseModel):
     follow_up: str | None = None
     plan: Plan | None = None
     detail: str | None = None
+    safety_snapshot: str | None = None  # taken before the change: undo_last_change rolls back to it
 
 
 async def resolve_guest(call: Call, vmid: int) -> Guest:
@@ -283,3 +286,48 @@ async def hidden_volumes(call: Call, storage: str, kinds: list[str], vmid: int |
             whose = f"of guest {vmid}" if vmid is not None else "of guests it lacks it on"
             notes.append(f"{words} {whose} are not shown: {need}; this token lacks {gpriv} on {guest_path}")
     return notes
+
+
+def plan_reply(action: str, guest: Guest | None, effect: str, undo: str, tool_name: str) -> Reply:
+    """The answer of a planned tool that did not act: the plan, and how to go on."""
+    plan = Plan(
+        action=action,
+        effect=effect,
+        undo=undo,
+        to_proceed=f"call {tool_name} again with the same arguments and confirm=true",
+    )
+    text = (
+        f"Nothing done yet (confirm=true is required).\nPlan: {effect}\nUndo: {undo}\n"
+        f"To proceed: {plan.to_proceed}."
+    )
+    return Reply(ActionResult(outcome="plan", action=action, guest=guest, plan=plan), text)
+
+
+async def gate(
+    call: Call,
+    guest: Guest | None,
+    action: str,
+    effect: str,
+    undo: str,
+    confirm: bool,
+    *,
+    always: bool = True,
+) -> Reply | None:
+    """Where a planned tool acts: None to go on, else the reply that stops it (the plan, or the person's
+    no). The person sees this plan in their client when it can ask them (pmcp.server.approval)."""
+    what = guest_label(guest) if guest else "Proxmox VE"
+    message = (
+        f"pmcp asks you to approve a change to {what}, requested by the AI client "
+        f"'{call.client}' ({call.spec.name}).\n\nAction: {action}\nEffect: {effect}\nUndo: {undo}"
+    )
+    verdict = await call.approve(message, confirm, always=always)
+    if verdict is None or verdict.accepted:
+        return None
+    reply = plan_reply(action, guest, effect, undo, call.spec.name)
+    if verdict.answer == "plan":
+        return reply
+    assert isinstance(reply.data, ActionResult)
+    reply.data.outcome = "declined"
+    reply.data.plan = None
+    reply.data.detail = f"the person answered {verdict.answer!r}: nothing was done"
+    return Reply(reply.data, f"{declined_text(verdict)}\nThe plan was: {effect}")

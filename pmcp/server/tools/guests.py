@@ -17,15 +17,16 @@ from pmcp.server.tools.common import (
     Guest,
     GuestType,
     Node,
-    Plan,
     Vmid,
     WaitSeconds,
+    gate,
     guest_label,
     guest_path,
     resolve_guest,
     resolve_guest_status,
     task_result,
 )
+from pmcp.server.tools.undo import blocker, take, undo_sentence
 
 DEFAULT_PAGE = 40
 MAX_PAGE = 500
@@ -324,18 +325,30 @@ async def shutdown_guest(
     wait_seconds: WaitSeconds = None,
 ) -> Reply:
     """Ask the guest OS to shut down cleanly (ACPI / container init), like pressing the power button."""
-    if force_stop and not confirm:
-        guest = await resolve_guest(call, vmid)
-        call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-        return _plan(
-            guest,
-            "shutdown, then hard power-off",
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    if force_stop:
+        effect = (
             f"it gets {timeout} s to shut down, then it is powered off like pulling the plug: "
-            "unsaved data inside it is lost",
-            "Nothing restores lost in-memory state; start_guest boots it again. Without force_stop "
-            "the guest is never powered off.",
-            "shutdown_guest",
+            "unsaved data inside it is lost"
         )
+        undo = (
+            "Nothing restores lost in-memory state; start_guest boots it again. Without force_stop "
+            "the guest is never powered off."
+        )
+    else:
+        effect, undo = "its OS is asked to shut down cleanly", "start_guest boots it again"
+    stop = await _gate(
+        call,
+        guest,
+        "shutdown" + (", then hard power-off" if force_stop else ""),
+        effect,
+        undo,
+        confirm,
+        always=force_stop,
+    )
+    if stop is not None:
+        return stop
     params = {"timeout": timeout, "forceStop": force_stop}
     return await _act(call, vmid, "shutdown", ("status", "shutdown"), params, wait_seconds)
 
@@ -393,27 +406,32 @@ async def set_guest_metadata(
             delete.append("description")
     if delete:
         params["delete"] = ",".join(delete)
+    snap = None
+    note = ""
+    if tags is not None:  # a rollback keeps the description, so only a tag change gets a safety snapshot
+        reason = await blocker(call, guest)
+        snap = await take(call, guest) if reason is None else None
+        note = " " + (
+            f"Safety snapshot first: {snap} (undo_last_change reverts the tags)."
+            if snap
+            else undo_sentence(reason, "it") + "."
+        )
     await call.px.put(guest_path(guest, "config"), **params)
     changed = " and ".join(
         x for x in ("tags" if tags is not None else "", "description" if description is not None else "") if x
     )
-    result = ActionResult(outcome="ok", action="set metadata", guest=guest, detail=f"{changed} updated")
-    return Reply(result, f"Updated the {changed} of {guest_label(guest)}.")
+    result = ActionResult(
+        outcome="ok", action="set metadata", guest=guest, detail=f"{changed} updated", safety_snapshot=snap
+    )
+    return Reply(result, f"Updated the {changed} of {guest_label(guest)}.{note}")
 
 
-def _plan(guest: Guest, action: str, effect: str, undo: str, tool_name: str) -> Reply:
-    plan = Plan(
-        action=action,
-        effect=f"{guest_label(guest)} is {guest.status or 'in an unknown state'}; {effect}",
-        undo=undo,
-        to_proceed=f"call {tool_name} again with the same arguments and confirm=true",
-    )
-    result = ActionResult(outcome="plan", action=action, guest=guest, plan=plan)
-    text = (
-        f"Nothing done yet (confirm=true is required).\nPlan: {plan.effect}\nUndo: {undo}\n"
-        f"To proceed: {plan.to_proceed}."
-    )
-    return Reply(result, text)
+async def _gate(
+    call: Call, guest: Guest, action: str, effect: str, undo: str, confirm: bool, *, always: bool = True
+) -> Reply | None:
+    """``gate`` with the guest's state first in the plan (what the person weighs a power action by)."""
+    state = f"{guest_label(guest)} is {guest.status or 'in an unknown state'}; {effect}"
+    return await gate(call, guest, action, state, undo, confirm, always=always)
 
 
 @tool(Risk.DESTRUCTIVE, "Stop guest (hard power-off)", ActionResult, idempotent=True)
@@ -423,16 +441,18 @@ async def stop_guest(
     """Power a guest off immediately, without a clean shutdown (data in its memory is lost).
 
     Prefer shutdown_guest. Without confirm=true this only returns the plan."""
-    if not confirm:
-        guest = await resolve_guest(call, vmid)
-        call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-        return _plan(
-            guest,
-            "stop (hard power-off)",
-            "it will be powered off at once, like pulling the plug: unsaved data inside it is lost",
-            "Nothing restores lost in-memory state; start_guest boots it again. Try shutdown_guest first.",
-            "stop_guest",
-        )
+    guest = await resolve_guest(call, vmid)
+    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
+    stop = await _gate(
+        call,
+        guest,
+        "stop (hard power-off)",
+        "it will be powered off at once, like pulling the plug: unsaved data inside it is lost",
+        "Nothing restores lost in-memory state; start_guest boots it again. Try shutdown_guest first.",
+        confirm,
+    )
+    if stop is not None:
+        return stop
     return await _act(call, vmid, "stop", ("status", "stop"), {}, wait_seconds)
 
 
@@ -449,14 +469,16 @@ async def reset_guest(
             f"{guest_label(guest)} is a container; containers have no reset, use reboot_guest"
         )
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    if not confirm:
-        return _plan(
-            guest,
-            "reset (hard reboot)",
-            "it will be reset at once without a clean shutdown: unsaved data inside it is lost",
-            "Nothing restores lost in-memory state. Try reboot_guest (clean) first.",
-            "reset_guest",
-        )
+    stop = await _gate(
+        call,
+        guest,
+        "reset (hard reboot)",
+        "it will be reset at once without a clean shutdown: unsaved data inside it is lost",
+        "Nothing restores lost in-memory state. Try reboot_guest (clean) first.",
+        confirm,
+    )
+    if stop is not None:
+        return stop
     return await _act(call, vmid, "reset", ("status", "reset"), {}, wait_seconds)
 
 

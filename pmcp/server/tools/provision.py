@@ -25,16 +25,17 @@ from pmcp.server.tools.common import (
     Confirm,
     Guest,
     Node,
-    Plan,
     StorageId,
     Vmid,
     WaitSeconds,
     check_may_create,
+    gate,
     guest_label,
     guest_path,
     resolve_guest,
     task_result,
 )
+from pmcp.server.tools.undo import blocker, take, undo_sentence
 
 GIB = 1024**3
 DISK_RE = re.compile(r"^(?:(?:scsi|sata|ide|virtio)\d{1,2}|rootfs|mp\d{1,3})$")
@@ -60,17 +61,6 @@ WaitLong = Annotated[
     int | None,
     Field(ge=0, le=3600, description="Seconds to wait for the task (default 60; 0 returns at once)"),
 ]
-
-
-def _plan_reply(action: str, guest: Guest | None, effect: str, undo: str, tool_name: str) -> Reply:
-    plan = Plan(
-        action=action,
-        effect=effect,
-        undo=undo,
-        to_proceed=f"call {tool_name} again with the same arguments and confirm=true",
-    )
-    text = f"Nothing done yet (confirm=true is required).\nPlan: {effect}\nUndo: {undo}."
-    return Reply(ActionResult(outcome="plan", action=action, guest=guest, plan=plan), text)
 
 
 def _size_of(value: str) -> int:
@@ -148,23 +138,24 @@ async def clone_guest(
     target = validate.node(target_node) if target_node else src.node
     size = sum(_size_of(v) for v in _disks(config).values())
     where = f"storage {validate.storage(storage)}" if storage else "the source's storage"
-    if not confirm:
-        space = "shared with the template" if linked else f"{size / GIB:.1f} GiB"
-        effect = (
-            f"{'linked' if linked else 'full'} clone of {guest_label(src)} as {new} '{name}' "
-            f"on node {target}, disks on {where} ({space})"
-        )
-        if ciuser or ssh_keys or ipconfig0:
-            effect += "; then cloud-init: " + ", ".join(
-                x
-                for x in (
-                    f"user {ciuser}" if ciuser else "",
-                    f"{len(ssh_keys or [])} SSH key(s)" if ssh_keys else "",
-                    f"ipconfig0 {ipconfig0}" if ipconfig0 else "",
-                )
-                if x
+    space = "shared with the template" if linked else f"{size / GIB:.1f} GiB"
+    effect = (
+        f"{'linked' if linked else 'full'} clone of {guest_label(src)} as {new} '{name}' "
+        f"on node {target}, disks on {where} ({space})"
+    )
+    if ciuser or ssh_keys or ipconfig0:
+        effect += "; then cloud-init: " + ", ".join(
+            x
+            for x in (
+                f"user {ciuser}" if ciuser else "",
+                f"{len(ssh_keys or [])} SSH key(s)" if ssh_keys else "",
+                f"ipconfig0 {ipconfig0}" if ipconfig0 else "",
             )
-        return _plan_reply(f"clone {src.vmid} to {new}", src, effect, f"delete_guest {new}", "clone_guest")
+            if x
+        )
+    stop = await gate(call, src, f"clone {src.vmid} to {new}", effect, f"delete_guest {new}", confirm)
+    if stop is not None:
+        return stop
     params: dict[str, Any] = {"newid": new, "target": target}
     params["name" if src.type == "qemu" else "hostname"] = name
     if storage and not linked:
@@ -216,18 +207,27 @@ async def resize_disk(
     new = int(float(m[2]) * units.get(m[3] or "", 1)) + (now if m[1] else 0)
     if new < now:
         raise validate.InvalidArgument(f"size: {disk} is {now / GIB:.1f} GiB; Proxmox cannot shrink a disk")
-    if not confirm:
-        effect = (
-            f"{disk} of {guest_label(guest)} grows from {now / GIB:.1f} GiB to {new / GIB:.1f} GiB "
-            f"(+{(new - now) / GIB:.1f} GiB on {current.split(':')[0]}); the partition and file system "
-            "inside the guest must still be grown there"
-        )
-        return _plan_reply(f"grow {disk}", guest, effect, "None: Proxmox cannot shrink a disk", "resize_disk")
+    effect = (
+        f"{disk} of {guest_label(guest)} grows from {now / GIB:.1f} GiB to {new / GIB:.1f} GiB "
+        f"(+{(new - now) / GIB:.1f} GiB on {current.split(':')[0]}); the partition and file system "
+        "inside the guest must still be grown there"
+    )
+    # qemu-img refuses to resize a qcow2 image that holds internal snapshots: a safety snapshot would
+    # make this resize fail, so none is taken for one (tools/undo.py)
+    qcow2 = current.split(",")[0].endswith(".qcow2")
+    reason = "its disk is a qcow2 file, which cannot be resized while it holds a snapshot" if qcow2 else None
+    reason = reason or await blocker(call, guest)
+    undo = f"Proxmox cannot shrink a disk. {undo_sentence(reason, 'the resize')}"
+    stop = await gate(call, guest, f"grow {disk}", effect, undo, confirm)
+    if stop is not None:
+        return stop
+    snap = await take(call, guest) if reason is None else None
     upid = await call.px.put(guest_path(guest, "resize"), disk=disk, size=size)
     result, text = task_result(
         f"grow {disk} to {new / GIB:.1f} GiB of", guest, await call.wait(str(upid), wait_seconds)
     )
-    return Reply(result, text)
+    result.safety_snapshot = snap
+    return Reply(result, text + (f" Safety snapshot first: {snap} (undo_last_change)." if snap else ""))
 
 
 class MigrationCheck(BaseModel):
@@ -273,18 +273,19 @@ async def migrate_guest(
         raise validate.InvalidArgument(
             f"{guest_label(guest)} is running: pass online=true or shut it down first"
         )
-    if not confirm:
-        how = (
-            "live (no downtime)"
-            if running and guest.type == "qemu"
-            else ("with a restart" if running else "offline")
-        )
-        effect = f"{guest_label(guest)} moves to {target}, {how}"
-        if local:
-            effect += f"; local disks copied over the network: {', '.join(local)}"
-        return _plan_reply(
-            f"migrate to {target}", guest, effect, f"migrate_guest back to {guest.node}", "migrate_guest"
-        )
+    how = (
+        "live (no downtime)"
+        if running and guest.type == "qemu"
+        else ("with a restart" if running else "offline")
+    )
+    effect = f"{guest_label(guest)} moves to {target}, {how}"
+    if local:
+        effect += f"; local disks copied over the network: {', '.join(local)}"
+    stop = await gate(
+        call, guest, f"migrate to {target}", effect, f"migrate_guest back to {guest.node}", confirm
+    )
+    if stop is not None:
+        return stop
     params: dict[str, Any] = {"target": target}
     if running:
         params["online" if guest.type == "qemu" else "restart"] = True
@@ -307,15 +308,11 @@ async def convert_to_template(
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     if guest.template:
         raise validate.InvalidArgument(f"{guest_label(guest)} is already a template")
-    if not confirm:
-        effect = f"{guest_label(guest)} becomes a template: it can no longer be started, only cloned"
-        return _plan_reply(
-            "convert to template",
-            guest,
-            effect,
-            "None: clone it to get a normal guest back",
-            "convert_to_template",
-        )
+    effect = f"{guest_label(guest)} becomes a template: it can no longer be started, only cloned"
+    undo = "None: clone it to get a normal guest back (a guest with snapshots cannot become a template)"
+    stop = await gate(call, guest, "convert to template", effect, undo, confirm)
+    if stop is not None:
+        return stop
     upid = await call.px.post(guest_path(guest, "template"))
     if isinstance(upid, str) and upid.startswith("UPID:"):
         result, text = task_result("convert to template", guest, await call.wait(upid, wait_seconds))
@@ -363,14 +360,13 @@ async def restore_backup(
             f"newid: {new} exists; restoring over a guest is not offered. Pick a free VMID (or omit newid)"
         )
     label = "VM" if kind == "qemu" else "container"
-    if not confirm:
-        effect = f"backup {volume} (of {source}) is restored as {label} {new} on {node}"
-        effect += (
-            f", disks on storage {validate.storage(storage)}"
-            if storage
-            else ", disks on their original storage"
-        )
-        return _plan_reply(f"restore to {new}", None, effect, f"delete_guest {new}", "restore_backup")
+    effect = f"backup {volume} (of {source}) is restored as {label} {new} on {node}"
+    effect += (
+        f", disks on storage {validate.storage(storage)}" if storage else ", disks on their original storage"
+    )
+    stop = await gate(call, None, f"restore to {new}", effect, f"delete_guest {new}", confirm)
+    if stop is not None:
+        return stop
     params: dict[str, Any] = {"vmid": new}
     if storage:
         params["storage"] = validate.storage(storage)
@@ -409,17 +405,18 @@ async def delete_guest(
     if guest.status != "stopped":
         raise validate.InvalidArgument(f"{guest_label(guest)} is {guest.status}: shut it down first")
     disks = _disks(config)
-    if not confirm:
-        size = sum(_size_of(v) for v in disks.values())
-        effect = (
-            f"{guest_label(guest)} and its {len(disks)} disk(s) ({size / GIB:.1f} GiB: "
-            f"{', '.join(v.split(',')[0] for v in disks.values()) or 'none'}) are destroyed"
-        )
-        return _plan_reply(
-            f"delete {guest.vmid}", guest, effect,
-            "None after the fact: back it up first (backup_guest), then restore_backup brings it back",
-            "delete_guest",
-        )  # fmt: skip
+    size = sum(_size_of(v) for v in disks.values())
+    effect = (
+        f"{guest_label(guest)} and its {len(disks)} disk(s) ({size / GIB:.1f} GiB: "
+        f"{', '.join(v.split(',')[0] for v in disks.values()) or 'none'}) are destroyed, with its snapshots"
+    )
+    undo = (
+        "None after the fact, and no safety snapshot (it is destroyed with the guest): back it up first "
+        "(backup_guest), then restore_backup brings it back"
+    )
+    stop = await gate(call, guest, f"delete {guest.vmid}", effect, undo, confirm)
+    if stop is not None:
+        return stop
     upid = await call.px.delete(guest_path(guest), purge=purge, **{"destroy-unreferenced-disks": True})
     result, text = task_result("delete", guest, await call.wait(str(upid), wait_seconds))
     if result.outcome == "ok":

@@ -13,15 +13,16 @@ from pmcp.server.tools.common import (
     ActionResult,
     Confirm,
     Guest,
-    Plan,
     SnapName,
     Vmid,
     WaitSeconds,
+    gate,
     guest_label,
     guest_path,
     resolve_guest,
     task_result,
 )
+from pmcp.server.tools.undo import AUTO_PREFIX, blocker, take, undo_sentence
 
 
 class Snapshot(BaseModel):
@@ -105,6 +106,10 @@ async def create_snapshot(
     return Reply(result, text)
 
 
+async def _names(call: Call, guest: Guest) -> set[str]:
+    return {s.name for s in await _snapshots(call, guest)}
+
+
 async def _existing(call: Call, guest: Guest, name: str) -> Snapshot:
     for s in await _snapshots(call, guest):
         if s.name == name:
@@ -127,22 +132,38 @@ async def rollback_snapshot(
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     snap = await _existing(call, guest, validate.snapname(name))
-    if not confirm:
-        plan = Plan(
-            action=f"roll back to snapshot '{snap.name}'",
-            effect=f"{guest_label(guest)} is {guest.status}; disks (and saved memory) return to the state of "
-            f"'{snap.name}' and everything written since is lost",
-            undo="None after the fact: call create_snapshot first to keep the current state, then roll back",
-            to_proceed="call rollback_snapshot again with the same arguments and confirm=true",
+    effect = (
+        f"{guest_label(guest)} is {guest.status}; its configuration, disks (and saved memory) return to the "
+        f"state of '{snap.name}' and everything written since is lost (the description stays)"
+    )
+    reason = await blocker(call, guest)
+    stop = await gate(
+        call,
+        guest,
+        f"roll back to snapshot '{snap.name}'",
+        effect,
+        undo_sentence(reason, "the rollback"),
+        confirm,
+    )
+    if stop is not None:
+        return stop
+    safety = await take(call, guest) if reason is None else None
+    if (
+        safety is not None
+        and snap.name.startswith(AUTO_PREFIX)
+        and snap.name not in await _names(call, guest)
+    ):
+        raise validate.InvalidArgument(  # pruned by the safety snapshot just taken (PMCP_UNDO_KEEP)
+            f"name: '{snap.name}' was the oldest safety snapshot and has just been rotated out; "
+            f"'{safety}' holds the state before this call"
         )
-        text = f"Nothing done yet (confirm=true is required).\nPlan: {plan.effect}\nUndo: {plan.undo}."
-        return Reply(ActionResult(outcome="plan", action=plan.action, guest=guest, plan=plan), text)
     params = {"start": True} if start_after else {}
     upid = await call.px.post(guest_path(guest, "snapshot", snap.name, "rollback"), **params)
     result, text = task_result(
         f"rollback to '{snap.name}' of", guest, await call.wait(str(upid), wait_seconds)
     )
-    return Reply(result, text)
+    result.safety_snapshot = safety
+    return Reply(result, text + (f" Safety snapshot first: {safety} (undo_last_change)." if safety else ""))
 
 
 @tool(Risk.DESTRUCTIVE, "Delete snapshot", ActionResult, idempotent=True)
@@ -153,15 +174,16 @@ async def delete_snapshot(
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     snap = await _existing(call, guest, validate.snapname(name))
-    if not confirm:
-        plan = Plan(
-            action=f"delete snapshot '{snap.name}'",
-            effect=f"snapshot '{snap.name}' of {guest_label(guest)} is removed; the guest is unchanged",
-            undo="None: a deleted snapshot cannot be restored. Back the guest up first (backup_guest)",
-            to_proceed="call delete_snapshot again with the same arguments and confirm=true",
-        )
-        text = f"Nothing done yet (confirm=true is required).\nPlan: {plan.effect}\nUndo: {plan.undo}."
-        return Reply(ActionResult(outcome="plan", action=plan.action, guest=guest, plan=plan), text)
+    stop = await gate(
+        call,
+        guest,
+        f"delete snapshot '{snap.name}'",
+        f"snapshot '{snap.name}' of {guest_label(guest)} is removed; the guest is unchanged",
+        "None: a deleted snapshot cannot be restored. Back the guest up first (backup_guest)",
+        confirm,
+    )
+    if stop is not None:
+        return stop
     upid = await call.px.delete(guest_path(guest, "snapshot", snap.name))
     result, text = task_result(
         f"delete snapshot '{snap.name}' of", guest, await call.wait(str(upid), wait_seconds)

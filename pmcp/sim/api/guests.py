@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import uuid
 from typing import Any
 
 from pmcp.sim.api import ha
@@ -187,6 +189,19 @@ def _register(kind: str) -> None:
             guests=(p["vmid"],), lock="migrate",
         )  # fmt: skip
 
+    @route("GET", base + "/{vmid}/feature")
+    def feature(ctx: Ctx, p: dict) -> dict:
+        """qemu-server API2/Qemu.pm vm_feature / pve-container API2/LXC.pm vm_feature: has_feature over
+        every volume (of the snapshot when ``snapname`` is given). Only 'snapshot' is modelled per
+        storage; 'clone' and 'copy' answer as a volume on LVM-thin would (yes)."""
+        g = guest_of(ctx, p["node"], p["vmid"], kind)
+        cfg = _snapshot(g, p["snapname"])["config"] if p.get("snapname") else g["config"]
+        ok = not snapshot_blockers(ctx.world, cfg) if p["feature"] == "snapshot" else True
+        out: dict[str, Any] = {"hasFeature": int(ok)}
+        if kind == "qemu":
+            out["nodes"] = [g["node"]]
+        return out
+
     @route("GET", base + "/{vmid}/snapshot")
     def snapshots(ctx: Ctx, p: dict) -> list:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
@@ -261,6 +276,42 @@ def _register(kind: str) -> None:
             p["node"], f"{prefix}delsnapshot", str(p["vmid"]), ctx.auth.authid, "snapshot_delete", args,
             guests=(p["vmid"],), lock="snapshot-delete",
         )  # fmt: skip
+
+
+_VOLUME_KEY = re.compile(r"^(?:(?:scsi|sata|ide|virtio|efidisk|tpmstate|unused)\d+|rootfs|mp\d+)$")
+# pve-storage src/PVE/Storage/*Plugin.pm volume_has_feature, 'snapshot' (stable-8): LVM-thin, ZFS, RBD and
+# BTRFS snapshot any volume; directory-like storages (Plugin.pm) only qcow2 files; plain LVM and iSCSI none.
+_SNAPSHOT_ANY = {"lvmthin", "zfspool", "zfs", "rbd", "btrfs"}
+_SNAPSHOT_QCOW2 = {"dir", "nfs", "cifs", "glusterfs", "cephfs"}
+
+
+def volumes(cfg: dict[str, Any]) -> dict[str, str]:
+    """Config key -> volume ID of every disk (CD-ROMs, ``none`` and bind mounts are not volumes: qemu-server
+    QemuConfig.pm has_feature skips drive_is_cdrom; a bind mount names a path, not STORAGE:VOLUME)."""
+    out = {}
+    for key, value in cfg.items():
+        text = str(value)
+        if not _VOLUME_KEY.match(key) or "media=cdrom" in text:
+            continue
+        volid = text.split(",")[0]
+        if ":" in volid and not volid.startswith("/"):
+            out[key] = volid
+    return out
+
+
+def snapshot_blockers(world: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+    """The volumes whose storage cannot snapshot them (pve-guest-common AbstractConfig.pm snapshot_prepare:
+    'snapshot feature is not available')."""
+    out = []
+    for key, volid in volumes(cfg).items():
+        if key.startswith("unused"):
+            continue
+        storage = world.get("storages", {}).get(volid.split(":")[0]) or {}
+        kind = storage.get("type")
+        if kind in _SNAPSHOT_ANY or (kind in _SNAPSHOT_QCOW2 and volid.endswith(".qcow2")):
+            continue
+        out.append(volid)
+    return out
 
 
 def _snapshot(g: dict[str, Any], name: str) -> dict[str, Any]:
@@ -414,8 +465,13 @@ def _power(state: SimState, a: dict[str, Any]) -> list[str]:
 @effect("snapshot_create")
 def _snapshot_create(state: SimState, a: dict[str, Any]) -> list[str]:
     g = state.world["guests"][str(a["vmid"])]
+    # pve-guest-common src/PVE/AbstractConfig.pm snapshot_prepare, in this order
+    if g["config"].get("template"):
+        raise TaskFailed("you can't take a snapshot if it's a template")
     if any(s["name"] == a["name"] for s in g["snapshots"]):
         raise TaskFailed(f"snapshot name '{a['name']}' already used")
+    if snapshot_blockers(state.world, g["config"]):
+        raise TaskFailed("snapshot feature is not available")
     snap: dict[str, Any] = {"name": a["name"], "description": a["description"], "snaptime": int(time.time())}
     parent = g.get("parent") or (g["snapshots"][-1]["name"] if g["snapshots"] else None)
     if parent:
@@ -423,6 +479,8 @@ def _snapshot_create(state: SimState, a: dict[str, Any]) -> list[str]:
     if g["type"] == "qemu":
         snap["vmstate"] = int(bool(a.get("vmstate")) and g["status"] == "running")
     snap["config"] = {k: v for k, v in g["config"].items() if k != "digest"}
+    data = g.setdefault("disk_data", {})  # what each volume holds (SimState.write_disk changes it)
+    snap["disk_data"] = {v: data.get(v, 0) for v in volumes(snap["config"]).values()}
     g["snapshots"].append(snap)
     g["parent"] = a["name"]
     return [f"snapshotting '{a['name']}'"]
@@ -434,14 +492,48 @@ def _snapshot_rollback(state: SimState, a: dict[str, Any]) -> list[str]:
     snap = next((s for s in g["snapshots"] if s["name"] == a["name"]), None)
     if snap is None:
         raise TaskFailed(f"snapshot '{a['name']}' does not exist")
-    g["config"] = dict(snap["config"])
-    g["config"]["digest"] = config_digest(g["config"])
+    if g["config"].get("template"):
+        raise TaskFailed("you can't rollback if vm is a template")
+    g["config"] = _rollback_config(g["config"], snap["config"], g["type"])
+    # each volume returns to its state at the snapshot (PVE::Storage::volume_snapshot_rollback), size included
+    data = g.setdefault("disk_data", {})
+    for volid in volumes(snap["config"]).values():
+        data[volid] = snap.get("disk_data", {}).get(volid, 0)
+    boot = next((g["config"][k] for k in BOOT_KEYS if k in g["config"]), None)
+    if boot and (m := re.search(r"(?:^|,)size=(\d+)([KMGT])?", str(boot))):
+        g["maxdisk"] = int(m[1]) * {None: 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[m[2]]
     g["parent"] = a["name"]
     if snap.get("vmstate") or a.get("start"):
         g.update(status="running", started_at=time.time(), paused=False)
     else:
         g.update(status="stopped", started_at=None, paused=False)
     return [f"rolling back to snapshot '{a['name']}'"]
+
+
+BOOT_KEYS = ("scsi0", "virtio0", "sata0", "ide0", "rootfs")
+
+
+def _rollback_config(current: dict[str, Any], snap: dict[str, Any], kind: str) -> dict[str, Any]:
+    """pve-guest-common src/PVE/AbstractConfig.pm snapshot_rollback: the volumes of the current config that
+    the snapshot does not use become unusedN (qemu-server QemuConfig.pm / pve-container LXC/Config.pm
+    __snapshot_rollback_get_unused, add_unused_volume); then __snapshot_apply_config keeps the current
+    description and unusedN keys and copies everything else from the snapshot (__snapshot_copy_config).
+    qemu-server QemuConfig.pm __snapshot_rollback_hook gives the VM a new vmgenid."""
+    keep = {k: v for k, v in current.items() if k == "description" or k.startswith("unused")}
+    in_snap = set(volumes(snap).values())
+    for volid in volumes(current).values():
+        if volid in in_snap or volid in keep.values():
+            continue
+        n = 0
+        while f"unused{n}" in keep:
+            n += 1
+        keep[f"unused{n}"] = volid
+    skip = {"description", "digest", "lock", "snapstate", "snaptime", "vmstate"}
+    cfg = {k: v for k, v in snap.items() if k not in skip and not k.startswith("unused")} | keep
+    if kind == "qemu" and cfg.get("vmgenid"):
+        cfg["vmgenid"] = str(uuid.uuid4())
+    cfg["digest"] = config_digest(cfg)
+    return cfg
 
 
 @effect("snapshot_delete")

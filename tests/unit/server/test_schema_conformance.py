@@ -84,6 +84,7 @@ def test_all_tool_calls_match_both_schemas(own: Served) -> None:
                     ("delete_snapshot", {"name": "pre-upgrade", "confirm": True}),
                     ("set_guest_metadata", {"description": "conformance", "tags": ["a"]}),
                     ("set_guest_metadata", {"tags": []}),
+                    ("undo_last_change", {"confirm": True}),
                     ("start_guest", {}),
                     ("suspend_guest", {}),
                     ("resume_guest", {}),

@@ -21,6 +21,8 @@ CHANGE = {n for n, s in TOOLS.items() if s.risk.value == "change"}
 # change tools whose privileges belong to admin (VM.Allocate also deletes; VM.Config.Disk also detaches)
 ADMIN_CHANGE = {n for n, s in TOOLS.items() if s.risk.value == "change" and s.mode == Mode.ADMIN}
 DESTRUCTIVE = {n for n, s in TOOLS.items() if s.risk.value == "destructive"}
+# destructive tools operator mode holds the privileges of (undo: a rollback to pmcp's own safety snapshot)
+OPERATOR_DESTRUCTIVE = {n for n in DESTRUCTIVE if TOOLS[n].mode == Mode.OPERATOR}
 
 
 def run(fn, *args):
@@ -71,7 +73,8 @@ def test_initialize_and_list_tools_both_eras(server, mode):
 
 
 @pytest.mark.parametrize(
-    ("mode", "expected"), [(Mode.READ_ONLY, READ), (Mode.OPERATOR, READ | (CHANGE - ADMIN_CHANGE))]
+    ("mode", "expected"),
+    [(Mode.READ_ONLY, READ), (Mode.OPERATOR, READ | (CHANGE - ADMIN_CHANGE) | OPERATOR_DESTRUCTIVE)],
 )
 def test_mode_limits_listing_and_calls(make_server, mode, expected):
     async def go(served):
