@@ -74,7 +74,9 @@ FORBIDDEN = frozenset(
 )  # and every Realm.* privilege (see is_forbidden)
 
 # Exactly what the server's tools need (pmcp/server/tools), nothing "just in case": reading everything;
-# operator adds power, snapshots, backups (a backup writes to a storage) and tags/notes; admin adds rollback.
+# operator adds power, snapshots and their rollback (undo_last_change rolls back to pmcp's safety snapshot;
+# Proxmox lets VM.Snapshot alone roll back too: qemu-server API2/Qemu.pm rollback checks VM.Snapshot |
+# VM.Snapshot.Rollback), backups (a backup writes to a storage) and tags/notes; admin adds provisioning.
 # VM.GuestAgent.Audit (PVE 9 only; guest_network) reads addresses and OS info through the agent. PVE 8 has
 # no such privilege: there it takes VM.Monitor, which also allows `agent/exec` (qemu-server
 # API2/Qemu/Agent.pm), a shell inside every guest, so no mode holds VM.Monitor.
@@ -82,17 +84,17 @@ _READ_ONLY = {"Sys.Audit", "VM.Audit", "Datastore.Audit", "Pool.Audit", "SDN.Aud
 _OPERATOR = _READ_ONLY | {
     "VM.PowerMgmt",
     "VM.Snapshot",
+    "VM.Snapshot.Rollback",
     "VM.Backup",
     "Datastore.AllocateSpace",
     "VM.Config.Options",
     "VM.Migrate",  # migrate_guest
 }
-# Admin adds rollback and provisioning (server/tools/provision.py): clone/restore/template/delete need
+# Admin adds provisioning (server/tools/provision.py): clone/restore/template/delete need
 # VM.Allocate (+ VM.Clone), growing a disk VM.Config.Disk, cloud-init VM.Config.Cloudinit; a restore is
 # checked against every key of the restored config (qemu-server check_restore_permissions ->
 # check_vm_modify_config_perm) and its bridges (SDN.Use, PVE 8+).
 _ADMIN = _OPERATOR | {
-    "VM.Snapshot.Rollback",
     "VM.Allocate",
     "VM.Clone",
     "VM.Config.Disk",

@@ -121,7 +121,9 @@ def fill(path: str, c: dict[str, str]) -> str:
 
 
 GETS = [p for m, p in all_routes() if m == "GET"]
-REQUIRED = {p: {"timeframe": "day"} for p in GETS if p.endswith("/rrddata")}
+REQUIRED = {p: {"timeframe": "day"} for p in GETS if p.endswith("/rrddata")} | {
+    p: {"feature": "snapshot"} for p in GETS if p.endswith("/feature")
+}
 
 
 @pytest.mark.parametrize("template", GETS)

@@ -1,0 +1,172 @@
+"""Approval by the person: the official SDK client with an elicitation callback that accepts, one that
+declines and one without elicitation, in both protocol eras (2025-11 sessions: ``legacy``; 2026-07 single
+exchanges, where the question rides in an input_required result: ``auto``), under both policies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from mcp_types import ElicitResult
+
+from pmcp.server.config import Approval, ApprovalScope
+
+from .conftest import Served, connect
+
+ERAS = ["legacy", "auto"]
+
+
+def _running_vm(served: Served, n: int) -> int:
+    found = [
+        int(v)
+        for v, g in sorted(served.sim.state.world["guests"].items(), key=lambda kv: int(kv[0]))
+        if g["type"] == "qemu"
+        and g["status"] == "running"
+        and not g["template"]
+        and not g.get("lock")
+        and "pmcp-protected" not in str(g["config"].get("tags", ""))
+    ]
+    return found[n]
+
+
+class Person:
+    """An elicitation callback: the person's answer, and what they were shown."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.shown: list[str] = []
+
+    async def __call__(self, context: Any, params: Any) -> ElicitResult:
+        self.shown.append(params.message)
+        return ElicitResult(action=self.action, content={} if self.action == "accept" else None)
+
+
+def stop(served: Served, era: str, args: dict[str, Any], person: Person | None) -> Any:
+    async def go() -> Any:
+        kwargs = {"elicitation_callback": person} if person else {}
+        async with connect(served, mode=era, **kwargs) as client:
+            return await client.call_tool("stop_guest", args)
+
+    return anyio.run(go)
+
+
+def outcomes(served: Served, tool: str) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in served.audit_path.read_text().splitlines()]
+    return [r for r in records if r.get("tool") == tool and r["phase"] == "outcome"]
+
+
+@pytest.fixture(scope="module")
+def fallback(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from .conftest import serve
+
+    with serve(sim, tmp_path_factory.mktemp("confirm"), approval=Approval.CONFIRM) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def strict(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from .conftest import serve
+
+    with serve(sim, tmp_path_factory.mktemp("elicit"), approval=Approval.ELICIT) as s:
+        yield s
+
+
+def _restart(served: Served, vmid: int) -> None:
+    with served.sim.state.lock:  # the shared world's guest back as it was, for the other tests
+        served.sim.state.world["guests"][str(vmid)].update(status="running")
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("policy", ["fallback", "strict"])
+def test_an_accept_acts_even_without_confirm(era: str, policy: str, request: pytest.FixtureRequest) -> None:
+    served: Served = request.getfixturevalue(policy)
+    vmid = _running_vm(served, 0)
+    person = Person("accept")
+    result = stop(served, era, {"vmid": vmid, "wait_seconds": 30}, person)
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content["outcome"] == "ok"
+    assert served.sim.state.guest(vmid)["status"] == "stopped"
+    assert (
+        len(person.shown) == 1 and f"VM {vmid}" in person.shown[0] and "pulling the plug" in person.shown[0]
+    )
+    *earlier, record = outcomes(served, "stop_guest")
+    assert record["approval"] == {"by": "person", "how": "elicitation", "answer": "accept"}
+    assert record["outcome"] == "ok"
+    # 2026-07: the first exchange ended with the question (input_required), the second one acted
+    assert bool(earlier and earlier[-1]["outcome"] == "approval-asked") is (era == "auto")
+    _restart(served, vmid)
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("answer", ["decline", "cancel"])
+def test_a_decline_changes_nothing_even_with_confirm(fallback: Served, era: str, answer: str) -> None:
+    """confirm=true is the model's word: it does not replace the person's answer."""
+    vmid = _running_vm(fallback, 0)
+    fallback.sim.state.clear_requests()
+    person = Person(answer)
+    result = stop(fallback, era, {"vmid": vmid, "confirm": True}, person)
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content["outcome"] == "declined"
+    assert "Nothing done" in result.content[0].text
+    assert len(person.shown) == 1
+    assert fallback.sim.state.guest(vmid)["status"] == "running"
+    assert not [p for m, p in fallback.sim.state.requests if m == "POST"], "nothing was sent to Proxmox"
+    record = outcomes(fallback, "stop_guest")[-1]
+    assert record["approval"] == {"by": "person", "how": "elicitation", "answer": answer}
+    assert record["outcome"] == "declined"
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_without_elicitation_the_fallback_takes_confirm(fallback: Served, era: str) -> None:
+    vmid = _running_vm(fallback, 1)
+    plan = stop(fallback, era, {"vmid": vmid}, None)
+    assert plan.structured_content["outcome"] == "plan"
+    assert "confirm=true" in plan.structured_content["plan"]["to_proceed"]
+    assert fallback.sim.state.guest(vmid)["status"] == "running"
+    done = stop(fallback, era, {"vmid": vmid, "confirm": True, "wait_seconds": 30}, None)
+    assert done.structured_content["outcome"] == "ok"
+    assert fallback.sim.state.guest(vmid)["status"] == "stopped"
+    assert outcomes(fallback, "stop_guest")[-1]["approval"] == {
+        "by": "model",
+        "how": "confirm",
+        "answer": "accept",
+    }
+    _restart(fallback, vmid)
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_without_elicitation_the_strict_policy_refuses(strict: Served, era: str) -> None:
+    vmid = _running_vm(strict, 1)
+    strict.sim.state.clear_requests()
+    result = stop(strict, era, {"vmid": vmid, "confirm": True}, None)
+    assert result.is_error
+    text = result.content[0].text
+    assert "elicitation" in text and "--approval confirm" in text
+    assert strict.sim.state.guest(vmid)["status"] == "running"
+    assert not [p for m, p in strict.sim.state.requests if m == "POST"]
+    assert outcomes(strict, "stop_guest")[-1]["outcome"] == "refused"
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_scope_changes_asks_before_every_change(make_server: Any, era: str) -> None:
+    """--approval-scope changes: a change tool without a plan (start_guest) is asked too; declined, nothing
+    starts."""
+    with make_server(approval_scope=ApprovalScope.CHANGES) as served:
+        vmid = next(
+            int(v)
+            for v, g in sorted(served.sim.state.world["guests"].items(), key=lambda kv: int(kv[0]))
+            if g["type"] == "qemu" and g["status"] == "stopped" and not g["template"]
+        )
+        person = Person("decline")
+
+        async def go() -> Any:
+            async with connect(served, mode=era, elicitation_callback=person) as client:
+                return await client.call_tool("start_guest", {"vmid": vmid})
+
+        result = anyio.run(go)
+        assert result.is_error and "declined" in result.content[0].text
+        assert person.shown and "start_guest" in person.shown[0]
+        assert served.sim.state.guest(vmid)["status"] == "stopped"
