@@ -296,6 +296,22 @@ def main() -> None:
     help="What the MCP server may do on Proxmox (the role of its API token).",
 )
 @click.option(
+    "--approval",
+    type=click.Choice(["confirm", "elicit"]),
+    default="confirm",
+    show_default=True,
+    help="Destructive calls are approved by the person through the client (MCP elicitation); where a "
+    "client cannot ask them: confirm = the model's confirm=true, elicit = refused.",
+)
+@click.option(
+    "--approval-scope",
+    type=click.Choice(["destructive", "changes"]),
+    default="destructive",
+    show_default=True,
+    help="Which calls need approval: destructive ones (and those that create or consume resources), "
+    "or every change.",
+)
+@click.option(
     "--pool",
     metavar="NAME",
     type=Checked(_lazy("pool"), "pool name"),
@@ -930,6 +946,13 @@ def serve(out: Output, host: str, port: int) -> Result:
     help="Policy mode to rehearse (admin: nothing real is at stake).",
 )
 @click.option(
+    "--approval",
+    type=click.Choice(["confirm", "elicit"]),
+    default="confirm",
+    show_default=True,
+    help="Where the client cannot ask its person (MCP elicitation): confirm=true, or refuse.",
+)
+@click.option(
     "--guests", default=50, show_default=True, type=click.IntRange(1, 20000), help="Simulated guests."
 )
 @click.option(
@@ -952,6 +975,7 @@ def demo(
     out: Output,
     port: int,
     mode: str,
+    approval: str,
     guests: int,
     json_info: Any,
     stack: bool,
@@ -999,6 +1023,7 @@ def demo(
         run_demo(
             port=port,
             mode=mode,
+            approval=approval,
             guests=guests,
             json_info=json_info,
             echo=click.echo if out.text else (lambda _line: None),

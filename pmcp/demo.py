@@ -23,7 +23,7 @@ from typing import Any
 
 from pmcp import authtokens
 from pmcp.files import atomic_write
-from pmcp.server.config import ConfigError, Mode, ServerConfig
+from pmcp.server.config import Approval, ConfigError, Mode, ServerConfig
 
 
 @dataclass
@@ -96,6 +96,7 @@ def run_demo(
     echo: Callable[[str], None],
     wait: Callable[[], None] | None = None,
     on_ready: Callable[[DemoInfo], None] | None = None,
+    approval: str = "confirm",
 ) -> None:
     import secrets as _secrets
 
@@ -122,6 +123,7 @@ def run_demo(
                 auth_token_file=tokens,
                 allowed_hosts=("localhost",),
                 mode=Mode(mode),
+                approval=Approval(approval),
                 audit_log=workdir / "audit.jsonl",
                 audit_key=_secrets.token_hex(32).encode(),  # the demo's log goes with its directory
             )

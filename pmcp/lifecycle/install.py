@@ -44,6 +44,9 @@ class InstallOptions:
 
     prefix: str = DEFAULT_PREFIX
     mode: str = "read-only"
+    # who approves destructive calls when the client cannot ask its person (pmcp.server.approval)
+    approval: str = "confirm"  # confirm: the model's confirm=true; elicit: refused
+    approval_scope: str = "destructive"  # destructive | changes (every change is asked)
     pool: str | None = None
     agent_user: str | None = "claude-user"
     edit_shared_sudoers: bool = False  # also edit /etc/sudoers and rules other accounts share (backed up)
@@ -97,6 +100,13 @@ class InstallOptions:
             raise UsageError(f"unknown --auto-update {self.auto_update!r}", fix="daily, weekly or off")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
+        if self.approval not in ("elicit", "confirm"):
+            raise UsageError(f"unknown --approval {self.approval!r}", fix="--approval elicit or confirm")
+        if self.approval_scope not in ("destructive", "changes"):
+            raise UsageError(
+                f"unknown --approval-scope {self.approval_scope!r}",
+                fix="--approval-scope destructive or changes",
+            )
         for item in protected_list(self):
             if not 100 <= item <= 999999999:
                 raise UsageError(f"--protect: {item} is not a VMID", fix="e.g. --protect 100,105")
@@ -210,6 +220,8 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
     prior = existing or {}
     cfg = render.StackConfig(
         mode=opts.mode,
+        approval=opts.approval,
+        approval_scope=opts.approval_scope,
         proxmox_url=target.server_url(),
         token_id=TOKEN_ID,
         proxmox_ca=target.server_ca(prior),

@@ -55,8 +55,11 @@ read `total`, page with `offset`). Guests are addressed by VMID alone. Change to
 and report outcome ok / failed (with exit status and log tail) / running (follow with task_status).
 Destructive tools and every tool that creates or consumes resources (clone_guest, resize_disk, migrate_guest,
 restore_backup, convert_to_template, delete_guest, stop_guest, reset_guest, rollback_snapshot,
-delete_snapshot, and the hard stops shutdown_guest force_stop=true and backup_guest mode=stop) change nothing
-without confirm=true (the JSON boolean): call once without it, show the plan to the user, then confirm.
+delete_snapshot, undo_last_change, and the hard stops shutdown_guest force_stop=true and backup_guest
+mode=stop) need approval: when the client can ask its user (MCP elicitation), the server shows them the plan
+and acts only if they accept (confirm does not replace that); otherwise nothing changes without confirm=true
+(the JSON boolean): call once without it, show the plan to the user, then confirm. Before a change of a
+guest's configuration or disks the server takes a safety snapshot; undo_last_change rolls back to it.
 Guests listed in PMCP_PROTECTED or tagged pmcp-protected are never changed.
 `capabilities` says what this server and its token may do, and this client's own limits (its mode, the
 guests in its scope, the destructive actions left this hour)."""

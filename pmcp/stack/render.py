@@ -90,6 +90,8 @@ class StackConfig:
     """Everything the templates need; in state.json (no secrets) so uninstall/update can rebuild it."""
 
     mode: str = "read-only"
+    approval: str = "confirm"
+    approval_scope: str = "destructive"
     proxmox_url: str = "https://127.0.0.1:8006"
     token_id: str = "pmcp@pve!mcp"
     proxmox_ca: str | None = "/etc/pve/pve-root-ca.pem"
@@ -272,6 +274,8 @@ def env_text(cfg: StackConfig) -> str:
             {
                 "version": __version__,
                 "mode": cfg.mode,
+                "approval": cfg.approval,
+                "approval_scope": cfg.approval_scope,
                 "allowed_hosts": ",".join(hosts),
                 "allowed_origins": ",".join(origins),
                 "protected": cfg.protected,

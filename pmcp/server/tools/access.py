@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import anyio
 from pydantic import BaseModel, Field
 
+from pmcp.server.approval import can_elicit
 from pmcp.server.policy import PROTECTED_TAG, Risk, client_allows, client_mode
 from pmcp.server.registry import TOOLS, Call, Reply, tool
 from pmcp.server.tools.common import scope_vmids, vmid_visible
@@ -48,6 +49,7 @@ class Capabilities(BaseModel):
     protected_vmids: list[int]
     protected_tag: str
     permissions: dict[str, dict[str, int]]
+    approval: dict[str, Any] = {}  # who approves what (pmcp.server.approval), and the undo retention
 
 
 async def client_limits(call: Call) -> ClientLimits:
@@ -96,6 +98,12 @@ async def capabilities(call: Call) -> Reply:
         protected_vmids=sorted(v for v in policy.protected if vmid_visible(v, inside)),
         protected_tag=PROTECTED_TAG,
         permissions=perms,
+        approval={
+            "policy": call.rt.config.approval.value,
+            "scope": call.rt.config.approval_scope.value,
+            "this_client_can_be_asked": can_elicit(call.ctx),
+            "safety_snapshots_kept": call.rt.config.undo_keep,
+        },
     )
     budget = me.destructive_budget
     lines = [
@@ -118,6 +126,14 @@ async def capabilities(call: Call) -> Reply:
         )
         + ".",
         f"Protected guests: {data.protected_vmids or 'none by VMID'} and any tagged '{PROTECTED_TAG}'.",
+        "Approval: "
+        + (
+            "this client asks its user (MCP elicitation) before destructive calls"
+            if data.approval["this_client_can_be_asked"]
+            else "this client cannot ask its user; "
+            + ("such calls are refused" if data.approval["policy"] == "elicit" else "confirm=true approves")
+        )
+        + ("; every change is asked." if data.approval["scope"] == "changes" else "."),
         f"Proxmox token {data.token} privileges:",
     ]
     lines += [

@@ -87,6 +87,9 @@ def test_config_parses_lists_and_hosts(env, tmp_path):
         ({"PMCP_SESSIONS_PER_TOKEN": "0"}, "PMCP_SESSIONS_PER_TOKEN.*at least 1"),
         ({"PMCP_HEADER_TIMEOUT": "-1"}, "PMCP_HEADER_TIMEOUT"),
         ({"PMCP_AUDIT_MAX_BYTES": "1000"}, "PMCP_AUDIT_MAX_BYTES"),
+        ({"PMCP_APPROVAL": "maybe"}, "PMCP_APPROVAL=.*elicit or confirm"),
+        ({"PMCP_APPROVAL_SCOPE": "all"}, "PMCP_APPROVAL_SCOPE"),
+        ({"PMCP_UNDO_KEEP": "-1"}, "PMCP_UNDO_KEEP"),
     ],
 )
 def test_config_errors_name_the_variable(env, change, words):

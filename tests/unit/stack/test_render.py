@@ -42,9 +42,18 @@ def test_compose_has_the_hardening_and_loopback_server_port() -> None:
     assert "pve-sim" not in text
 
 
-def test_env_file_holds_no_secret_and_points_at_secret_files() -> None:
-    env = render.env_text(_config(mode="operator"))
+def test_env_file_holds_no_secret_and_points_at_secret_files(tmp_path) -> None:
+    env = render.env_text(_config(mode="operator", approval="elicit", approval_scope="changes"))
     assert "PMCP_MODE=operator" in env
+    # what install chose for approval reaches the server as it reads its environment
+    from pmcp.server.config import Approval, ApprovalScope, ServerConfig
+
+    secret = tmp_path / "secret"
+    secret.write_text("x\n")
+    lines = dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))
+    lines |= {"PROXMOX_TOKEN_SECRET_FILE": str(secret), "PROXMOX_CA_FILE": "", "PMCP_AUDIT_LOG": "/tmp/a"}
+    config = ServerConfig.from_env(lines)
+    assert (config.approval, config.approval_scope) == (Approval.ELICIT, ApprovalScope.CHANGES)
     assert "PROXMOX_TOKEN_SECRET_FILE=/run/pmcp/secrets/proxmox-token" in env
     assert "PMCP_AUTH_TOKEN_FILE=/run/pmcp/secrets/client-tokens" in env
     assert "PMCP_METRICS_TOKEN_FILE=/run/pmcp/secrets/prometheus-token" in env  # /metrics only
