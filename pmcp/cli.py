@@ -998,6 +998,7 @@ def demo(
             prefix=str(prefix),
             down=down,
             mode=mode,
+            approval=approval,
             agent_user=agent_user,
             json_info=json_info,
             guests=guests,

@@ -40,10 +40,12 @@ def demo_options(
     server_port: int = DEMO_SERVER_PORT,
     sim_port: int = DEMO_SIM_PORT,
     health_timeout: float = 180.0,
+    approval: str = "confirm",
 ) -> InstallOptions:
     return InstallOptions(
         prefix=str(prefix or default_prefix()),
         mode=mode,
+        approval=approval,
         agent_user=agent_user,
         https_port=https_port,
         http_port=0,

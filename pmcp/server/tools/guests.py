@@ -408,7 +408,8 @@ async def set_guest_metadata(
         params["delete"] = ",".join(delete)
     snap = None
     note = ""
-    if tags is not None:  # a rollback keeps the description, so only a tag change gets a safety snapshot
+    # a rollback keeps the description, so only a tag change gets a safety snapshot
+    if tags is not None and sorted(tags) != sorted(guest.tags):
         reason = await blocker(call, guest)
         snap = await take(call, guest) if reason is None else None
         note = " " + (

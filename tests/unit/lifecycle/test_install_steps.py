@@ -160,6 +160,14 @@ def test_options_are_validated(tmp_path: Path) -> None:
     opts = InstallOptions(allow_from="192.0.2.7/24", domain="PVE.Example.com.")
     opts.validate()
     assert (opts.allow_from, opts.domain) == ("192.0.2.0/24", "pve.example.com")
+    with pytest.raises(UsageError, match="--approval") as err:
+        InstallOptions(approval="maybe").validate()
+    assert err.value.fix == "--approval elicit or confirm"
+    with pytest.raises(UsageError, match="--approval-scope"):
+        InstallOptions(approval_scope="all").validate()
+    # recorded in state.json, so update and verify run the server with the install's choice
+    kept = InstallOptions.from_dict(InstallOptions(approval="elicit", approval_scope="changes").to_dict())
+    assert (kept.approval, kept.approval_scope) == ("elicit", "changes")
 
 
 ACME_URL = "https://ca.example.lan:9000/acme/acme/directory"

@@ -131,6 +131,20 @@ def mode_token(sim: Any, mode: str, path: str = "/") -> tuple[str, str]:
     return f"{userid}!mcp", body["data"]["value"]
 
 
+def free_guests(served: Served, kind: str, status: str) -> list[int]:
+    """VMIDs of the shared world's guests of a kind and state that a test may change: no template, no
+    lock, not protected."""
+    return [
+        int(v)
+        for v, g in sorted(served.sim.state.world["guests"].items(), key=lambda kv: int(kv[0]))
+        if g["type"] == kind
+        and g["status"] == status
+        and not g["template"]
+        and not g.get("lock")
+        and "pmcp-protected" not in str(g["config"].get("tags", ""))
+    ]
+
+
 # Every tool call the server tests make through `connect`: tool name -> [answered without error, ...].
 # test_tools.py's last test reads it to prove each tool was really called, and answered.
 CALLS: dict[str, list[bool]] = {}

@@ -14,22 +14,13 @@ from mcp_types import ElicitResult
 
 from pmcp.server.config import Approval, ApprovalScope
 
-from .conftest import Served, connect
+from .conftest import Served, connect, free_guests
 
 ERAS = ["legacy", "auto"]
 
 
 def _running_vm(served: Served, n: int) -> int:
-    found = [
-        int(v)
-        for v, g in sorted(served.sim.state.world["guests"].items(), key=lambda kv: int(kv[0]))
-        if g["type"] == "qemu"
-        and g["status"] == "running"
-        and not g["template"]
-        and not g.get("lock")
-        and "pmcp-protected" not in str(g["config"].get("tags", ""))
-    ]
-    return found[n]
+    return free_guests(served, "qemu", "running")[n]
 
 
 class Person:

@@ -8,20 +8,13 @@ from typing import Any
 
 import anyio
 
-from .conftest import Served, connect
+from .conftest import Served, connect, free_guests
 
 
 def _stopped_vm(served: Served, n: int = 0) -> int:
-    found = [
-        int(v)
-        for v, g in sorted(served.sim.state.world["guests"].items(), key=lambda kv: int(kv[0]))
-        if g["type"] == "qemu"
-        and g["status"] == "stopped"
-        and not g["template"]
-        and not g.get("lock")
-        and "pmcp-protected" not in str(g["config"].get("tags", ""))
-    ]
-    return found[-1 - n]  # from the end: the other modules pick from the start
+    return free_guests(served, "qemu", "stopped")[
+        -1 - n
+    ]  # from the end: the other modules pick from the start
 
 
 def calls(served: Served, *steps: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
