@@ -161,3 +161,38 @@ def test_scope_changes_asks_before_every_change(make_server: Any, era: str) -> N
         assert result.is_error and "declined" in result.content[0].text
         assert person.shown and "start_guest" in person.shown[0]
         assert served.sim.state.guest(vmid)["status"] == "stopped"
+
+
+def test_one_accept_approves_one_call(fallback: Served) -> None:
+    """2026-07, driven by hand: the answer and the sealed state act once; sent again they are asked anew, and
+    the state does not carry over to other arguments (the SDK binds it to the tool and its arguments)."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CallToolResult, InputRequiredResult
+
+    from pmcp.server.approval import ELICIT_KEY
+
+    vmid, other = _running_vm(fallback, 0), _running_vm(fallback, 1)
+    fallback.sim.state.clear_requests()
+    yes = {ELICIT_KEY: ElicitResult(action="accept", content={})}
+
+    async def go() -> tuple[Any, Any, str]:
+        async with connect(fallback, mode="auto", elicitation_callback=Person("accept")) as client:
+            s = client.session
+            first = await s.call_tool("reset_guest", {"vmid": vmid}, allow_input_required=True)
+            assert isinstance(first, InputRequiredResult), first
+            again = dict(input_responses=yes, request_state=first.request_state, allow_input_required=True)
+            done = await s.call_tool("reset_guest", {"vmid": vmid}, **again)
+            replay = await s.call_tool("reset_guest", {"vmid": vmid}, **again)
+            try:
+                moved = await s.call_tool("reset_guest", {"vmid": other}, **again)
+                error = f"answered: {moved}"
+            except MCPError as exc:
+                error = str(exc)
+            return done, replay, error
+
+    done, replay, error = anyio.run(go)
+    assert isinstance(done, CallToolResult) and done.structured_content["outcome"] == "ok"
+    assert isinstance(replay, InputRequiredResult)  # asked again: nothing acted on the replayed answer
+    assert "requestState" in error
+    resets = [p for m, p in fallback.sim.state.requests if m == "POST" and p.endswith("/status/reset")]
+    assert len(resets) == 1
