@@ -45,9 +45,7 @@ Confirm = Annotated[
     bool,
     Field(
         strict=True,
-        description="the JSON boolean true to act, for clients that cannot ask their user (MCP "
-        "elicitation); without it nothing changes and the plan is returned. A client that can ask its "
-        "user is asked by the server instead, and this argument does not replace that answer",
+        description="JSON true: act (if the client cannot ask its user); else only the plan",
     ),
 ]
 GuestType = Literal["qemu", "lxc"]
