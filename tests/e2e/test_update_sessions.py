@@ -115,6 +115,54 @@ def _running_vm(url: str, token: str, ca: str) -> int:
     return asyncio.run(go())
 
 
+def test_the_person_approves_an_undo_through_caddy(stack: DemoStack) -> None:
+    """Issue 15 through the production stack: a tag change takes a safety snapshot; undo_last_change is
+    asked of the person over Caddy in both eras (2025-11: elicitation on the call's SSE stream, declined:
+    nothing happens; 2026-07: input_required, accepted: the tags are back)."""
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp_types import ElicitResult
+
+    url, token, ca = _target(stack)
+    asked: list[str] = []
+
+    def person(action: str) -> Any:
+        async def answer(context: Any, params: Any) -> ElicitResult:
+            asked.append(params.message)
+            return ElicitResult(action=action, content={} if action == "accept" else None)
+
+        return answer
+
+    async def call(era: str, action: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        ctx = ssl.create_default_context(cafile=ca)
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, verify=ctx, timeout=60) as http,
+            Client(
+                streamable_http_client(url, http_client=http), mode=era, elicitation_callback=person(action)
+            ) as client,
+        ):
+            res = await client.call_tool(name, args)
+            assert not res.is_error, res.content[0].text
+            return res.structured_content or {}
+
+    async def go() -> tuple[dict[str, Any], ...]:
+        listed = await call("auto", "accept", "list_guests", {"status": "stopped", "type": "qemu"})
+        vmid = next(int(g["vmid"]) for g in listed["guests"] if "pmcp-protected" not in str(g.get("tags")))
+        before = (await call("auto", "accept", "guest_config", {"vmid": vmid}))["config"].get("tags")
+        tagged = await call("legacy", "accept", "set_guest_metadata", {"vmid": vmid, "tags": ["e2e-undo"]})
+        declined = await call("legacy", "decline", "undo_last_change", {"vmid": vmid, "confirm": True})
+        undone = await call("auto", "accept", "undo_last_change", {"vmid": vmid, "wait_seconds": 60})
+        after = (await call("auto", "accept", "guest_config", {"vmid": vmid}))["config"].get("tags")
+        return tagged, declined, undone, {"before": before, "after": after}
+
+    tagged, declined, undone, tags = asyncio.run(go())
+    assert tagged["safety_snapshot"].startswith("pmcp-auto-")
+    assert declined["outcome"] == "declined" and undone["outcome"] == "ok", (declined, undone)
+    assert len(asked) == 2 and all(tagged["safety_snapshot"] in m for m in asked)
+    assert tags["after"] == tags["before"]
+
+
 def test_steady_state_without_update(stack: DemoStack) -> None:
     """The control: both client kinds through Caddy with nothing changing."""
     import time
