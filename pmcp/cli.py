@@ -298,18 +298,15 @@ def main() -> None:
 @click.option(
     "--approval",
     type=click.Choice(["confirm", "elicit"]),
-    default="confirm",
-    show_default=True,
     help="Destructive calls are approved by the person through the client (MCP elicitation); where a "
-    "client cannot ask them: confirm = the model's confirm=true, elicit = refused.",
+    "client cannot ask them: confirm = the model's confirm=true (default), elicit = refused. A re-run "
+    "without it keeps the recorded choice.",
 )
 @click.option(
     "--approval-scope",
     type=click.Choice(["destructive", "changes"]),
-    default="destructive",
-    show_default=True,
-    help="Which calls need approval: destructive ones (and those that create or consume resources), "
-    "or every change.",
+    help="Which calls need approval: destructive ones and those that create or consume resources "
+    "(default), or every change. A re-run without it keeps the recorded choice.",
 )
 @click.option(
     "--pool",

@@ -44,9 +44,10 @@ class InstallOptions:
 
     prefix: str = DEFAULT_PREFIX
     mode: str = "read-only"
-    # who approves destructive calls when the client cannot ask its person (pmcp.server.approval)
-    approval: str = "confirm"  # confirm: the model's confirm=true; elicit: refused
-    approval_scope: str = "destructive"  # destructive | changes (every change is asked)
+    # who approves destructive calls when the client cannot ask its person (pmcp.server.approval);
+    # None: what the install recorded (a re-run never loosens it), else confirm / destructive
+    approval: str | None = None  # confirm: the model's confirm=true; elicit: refused
+    approval_scope: str | None = None  # destructive | changes (every change is asked)
     pool: str | None = None
     agent_user: str | None = "claude-user"
     edit_shared_sudoers: bool = False  # also edit /etc/sudoers and rules other accounts share (backed up)
@@ -100,9 +101,9 @@ class InstallOptions:
             raise UsageError(f"unknown --auto-update {self.auto_update!r}", fix="daily, weekly or off")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", fix=f"--mode one of {', '.join(MODES)}")
-        if self.approval not in ("elicit", "confirm"):
+        if self.approval not in (None, "elicit", "confirm"):
             raise UsageError(f"unknown --approval {self.approval!r}", fix="--approval elicit or confirm")
-        if self.approval_scope not in ("destructive", "changes"):
+        if self.approval_scope not in (None, "destructive", "changes"):
             raise UsageError(
                 f"unknown --approval-scope {self.approval_scope!r}",
                 fix="--approval-scope destructive or changes",
@@ -220,8 +221,8 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
     prior = existing or {}
     cfg = render.StackConfig(
         mode=opts.mode,
-        approval=opts.approval,
-        approval_scope=opts.approval_scope,
+        approval=opts.approval or "confirm",
+        approval_scope=opts.approval_scope or "destructive",
         proxmox_url=target.server_url(),
         token_id=TOKEN_ID,
         proxmox_ca=target.server_ca(prior),
@@ -682,6 +683,9 @@ def install(
     if opts.protect is None and paths.state_file.exists():
         # a re-run without --protect keeps the protected guests: dropping them would widen the token
         opts.protect = (statefile.load(paths).get("options") or {}).get("protect")
+    for name in ("approval", "approval_scope"):  # a re-run without --approval keeps the install's choice
+        if getattr(opts, name) is None and paths.state_file.exists():
+            setattr(opts, name, (statefile.load(paths).get("options") or {}).get(name))
     try:
         opts.validate()
     except StepError as exc:

@@ -340,3 +340,18 @@ def test_protect_takes_vmids_and_feeds_the_server_and_the_identity() -> None:
         with pytest.raises(StepError, match="--protect") as err:
             InstallOptions(protect=bad).validate()
         assert "--protect 100,105" in err.value.fix
+
+
+def test_a_rerun_without_approval_keeps_the_recorded_choice(tmp_path: Path) -> None:
+    """--approval elicit must not turn back into confirm because a later `pmcp install` left it out."""
+    from pmcp import record as statefile
+    from pmcp.lifecycle.install import install
+    from pmcp.paths import InstallPaths
+
+    paths = InstallPaths.at(tmp_path / "inst")
+    statefile.save(paths, {"options": {"approval": "elicit", "approval_scope": "changes"}})
+    rerun = InstallOptions(prefix=str(paths.prefix))
+    rerun.validate()  # as the CLI does, before install
+    rerun.https_port = rerun.http_port = 8443  # so install stops at its own validate, after reading state
+    assert not install(rerun, dry_run=True).run.ok
+    assert (rerun.approval, rerun.approval_scope) == ("elicit", "changes")
