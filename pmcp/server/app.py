@@ -35,6 +35,7 @@ from starlette.routing import Mount, Route
 
 from pmcp import __version__
 from pmcp.server import tools as _tools  # noqa: F401  (declares every tool)
+from pmcp.server.approval import request_state_security
 from pmcp.server.audit import AuditLog
 from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact
@@ -118,7 +119,12 @@ class PolicyFilteredServer(MCPServer):
 
 def build_mcp(rt: Runtime) -> MCPServer:
     mcp = PolicyFilteredServer(
-        rt.policy, name="pmcp", title="Proxmox VE (pmcp)", version=__version__, instructions=INSTRUCTIONS
+        rt.policy,
+        name="pmcp",
+        title="Proxmox VE (pmcp)",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        request_state_security=request_state_security(rt.config),  # one key for the install's servers
     )
     for spec in TOOLS.values():
         mcp.add_tool(

@@ -28,6 +28,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from mcp.server.request_state import RequestStateSecurity
 from mcp_types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
 from mcp_types.version import is_version_at_least
 
@@ -82,6 +85,25 @@ class SpentNonces:
                 return False
             self._seen[nonce] = now + STATE_TTL + 60
             return True
+
+
+def request_state_security(config: ServerConfig) -> RequestStateSecurity:
+    """How the SDK seals the 2026-07 request state. Its default key lives in one process, so an answer that
+    reached another server of the install (old, standby and new take turns during ``pmcp update``) was
+    refused as "Invalid or expired requestState". Every server of an install holds the Proxmox token
+    secret, so the key is derived from it (HKDF with its own label: the key does not reveal the secret; a
+    rotated token only makes questions in flight be asked again). The state is bound to the client token's
+    name as well (the SDK binds only its own OAuth principal, which pmcp does not use), so one client cannot
+    send another's approval."""
+    key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"pmcp/request-state/v1").derive(
+        config.proxmox_token_secret.encode()
+    )
+    return RequestStateSecurity(keys=[key], ttl=STATE_TTL, bind_principal=_client_token)
+
+
+def _client_token(ctx: Any) -> str | None:
+    scope = getattr(ctx.request, "scope", None) or {}
+    return str(scope.get("pmcp.client") or "") or None
 
 
 def needs_approval(config: ServerConfig, risk: Risk, always: bool) -> bool:

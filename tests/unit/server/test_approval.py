@@ -196,3 +196,38 @@ def test_one_accept_approves_one_call(fallback: Served) -> None:
     assert "requestState" in error
     resets = [p for m, p in fallback.sim.state.requests if m == "POST" and p.endswith("/status/reset")]
     assert len(resets) == 1
+
+
+def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(make_server: Any) -> None:
+    """2026-07: the question asked by one server process is answered on another (as during `pmcp update`);
+    the sealed state names the client token, so another client cannot send it."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CallToolResult, InputRequiredResult
+
+    from pmcp import authtokens
+    from pmcp.server.approval import ELICIT_KEY
+
+    yes = {ELICIT_KEY: ElicitResult(action="accept", content={})}
+    with make_server() as one, make_server() as two:
+        vmid = _running_vm(one, 0)
+        other = authtokens.add(one.config.auth_token_file, "other-client")
+
+        async def ask(served: Served, token: str | None = None, state: str | None = None) -> Any:
+            async with connect(served, mode="auto", token=token, elicitation_callback=Person("accept")) as c:
+                extra = {"input_responses": yes, "request_state": state} if state else {}
+                try:
+                    return await c.session.call_tool(
+                        "reset_guest", {"vmid": vmid}, allow_input_required=True, **extra
+                    )
+                except MCPError as exc:
+                    return str(exc)
+
+        async def go() -> tuple[Any, Any]:
+            first = await ask(one)
+            assert isinstance(first, InputRequiredResult)
+            stolen = await ask(one, other, first.request_state)
+            return await ask(two, state=first.request_state), stolen
+
+        done, stolen = anyio.run(go)
+    assert isinstance(done, CallToolResult) and done.structured_content["outcome"] == "ok", done
+    assert isinstance(stolen, str) and "requestState" in stolen, stolen
