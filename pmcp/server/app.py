@@ -35,7 +35,7 @@ from starlette.routing import Mount, Route
 
 from pmcp import __version__
 from pmcp.server import tools as _tools  # noqa: F401  (declares every tool)
-from pmcp.server.approval import request_state_security
+from pmcp.server.approval import SpentNonces, request_state_security
 from pmcp.server.audit import AuditLog
 from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact
@@ -154,6 +154,8 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         ),
         metrics=metrics,
         budget=DestructiveBudget(config.destructive_per_hour, config.session_dir),
+        # shared by the install's servers: an approval spent on one is spent on all (approval.py)
+        spent=SpentNonces(config.session_dir / "approvals" if config.session_dir else None),
     )
     mcp = build_mcp(rt)
     security = TransportSecuritySettings(

@@ -20,12 +20,16 @@ The two eras carry the question differently (MCP spec, "Elicitation"; SEP-2322 f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -42,6 +46,8 @@ ELICIT_KEY = "pmcp-approval"
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 INPUT_REQUIRED_VERSION = "2026-07-28"  # first revision whose tools/call elicits through input_required
 STATE_TTL = 600.0  # the SDK's request-state lifetime (RequestStateSecurity ttl)
+KEEP_SPENT = STATE_TTL + 60  # a spent nonce is remembered while its state could still be opened
+NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")  # secrets.token_urlsafe(16)
 
 
 @dataclass(frozen=True)
@@ -71,20 +77,44 @@ class InputNeeded(Exception):
 
 @dataclass
 class SpentNonces:
-    """The approvals already used (2026-07 era), so a replayed request state approves nothing twice."""
+    """The approvals already used (2026-07 era), so a replayed request state approves nothing twice.
 
+    Every server of an install opens the same sealed state (``request_state_security``), so the record is
+    shared too: one file per nonce, created with O_EXCL in ``directory`` (the install's sessions
+    directory, mounted in every server), which the kernel makes a single winner of. Without a directory
+    (one process: the demo, tests) it is kept in memory."""
+
+    directory: Path | None = None
     _seen: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def spend(self, nonce: str) -> bool:
+        if not NONCE.fullmatch(nonce):
+            return False
+        if self.directory is not None:
+            return self._spend_file(nonce)
         now = time.monotonic()
         with self._lock:
             for old in [n for n, t in self._seen.items() if t < now]:
                 del self._seen[old]
             if nonce in self._seen:
                 return False
-            self._seen[nonce] = now + STATE_TTL + 60
+            self._seen[nonce] = now + KEEP_SPENT
             return True
+
+    def _spend_file(self, nonce: str) -> bool:
+        assert self.directory is not None
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.close(os.open(self.directory / nonce, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        limit = time.time() - KEEP_SPENT  # a state older than this is refused by the SDK anyway
+        for old in self.directory.iterdir():
+            with contextlib.suppress(OSError):
+                if old.stat().st_mtime < limit:
+                    old.unlink()
+        return True
 
 
 def request_state_security(config: ServerConfig) -> RequestStateSecurity:

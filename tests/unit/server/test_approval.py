@@ -198,9 +198,12 @@ def test_one_accept_approves_one_call(fallback: Served) -> None:
     assert len(resets) == 1
 
 
-def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(make_server: Any) -> None:
-    """2026-07: the question asked by one server process is answered on another (as during `pmcp update`);
-    the sealed state names the client token, so another client cannot send it."""
+def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(
+    make_server: Any, tmp_path: Any
+) -> None:
+    """2026-07: the question asked by one server process is answered on another (as during `pmcp update`),
+    once for the whole install (the servers share the sessions directory); the sealed state names the
+    client token, so another client cannot send it."""
     from mcp.shared.exceptions import MCPError
     from mcp_types import CallToolResult, InputRequiredResult
 
@@ -208,7 +211,8 @@ def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(make_se
     from pmcp.server.approval import ELICIT_KEY
 
     yes = {ELICIT_KEY: ElicitResult(action="accept", content={})}
-    with make_server() as one, make_server() as two:
+    shared = tmp_path / "sessions"
+    with make_server(session_dir=shared) as one, make_server(session_dir=shared) as two:
         vmid = _running_vm(one, 0)
         other = authtokens.add(one.config.auth_token_file, "other-client")
 
@@ -222,12 +226,15 @@ def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(make_se
                 except MCPError as exc:
                     return str(exc)
 
-        async def go() -> tuple[Any, Any]:
+        async def go() -> tuple[Any, Any, Any]:
             first = await ask(one)
             assert isinstance(first, InputRequiredResult)
             stolen = await ask(one, other, first.request_state)
-            return await ask(two, state=first.request_state), stolen
+            done = await ask(two, state=first.request_state)
+            replayed = await ask(one, state=first.request_state)
+            return done, stolen, replayed
 
-        done, stolen = anyio.run(go)
+        done, stolen, replayed = anyio.run(go)
     assert isinstance(done, CallToolResult) and done.structured_content["outcome"] == "ok", done
     assert isinstance(stolen, str) and "requestState" in stolen, stolen
+    assert isinstance(replayed, InputRequiredResult)  # spent on two, so one asks again
