@@ -238,3 +238,25 @@ def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(
     assert isinstance(done, CallToolResult) and done.structured_content["outcome"] == "ok", done
     assert isinstance(stolen, str) and "requestState" in stolen, stolen
     assert isinstance(replayed, InputRequiredResult)  # spent on two, so one asks again
+
+
+@pytest.mark.parametrize("era", ERAS)
+def test_the_persons_accept_counts_against_the_hourly_budget(make_server: Any, era: str) -> None:
+    """An accept acts without confirm=true, so it is what takes a destructive action of the client's hour;
+    a decline takes none."""
+    with make_server(destructive_per_hour=1) as served:
+        vmid = _running_vm(served, 0)
+        served.sim.state.clear_requests()
+
+        async def reset(person: Person, confirm: bool) -> Any:
+            async with connect(served, mode=era, elicitation_callback=person) as client:
+                return await client.call_tool("reset_guest", {"vmid": vmid, "confirm": confirm})
+
+        declined = anyio.run(reset, Person("decline"), True)  # taken before the body, given back
+        first = anyio.run(reset, Person("accept"), False)  # taken at the accept
+        second = anyio.run(reset, Person("accept"), False)
+    assert declined.structured_content["outcome"] == "declined"
+    assert first.structured_content["outcome"] == "ok", first.content[0].text
+    assert second.is_error and "destructive actions" in second.content[0].text
+    resets = [p for m, p in served.sim.state.requests if m == "POST" and p.endswith("/status/reset")]
+    assert len(resets) == 1
