@@ -52,6 +52,7 @@ def test_env_file_holds_no_secret_and_points_at_secret_files(tmp_path) -> None:
     secret.write_text("x\n")
     lines = dict(line.split("=", 1) for line in env.splitlines() if "=" in line and not line.startswith("#"))
     lines |= {"PROXMOX_TOKEN_SECRET_FILE": str(secret), "PROXMOX_CA_FILE": "", "PMCP_AUDIT_LOG": "/tmp/a"}
+    lines.pop("PMCP_AUDIT_KEY_FILE", None)  # a container path; the key itself is another test's
     config = ServerConfig.from_env(lines)
     assert (config.approval, config.approval_scope) == (Approval.ELICIT, ApprovalScope.CHANGES)
     assert "PROXMOX_TOKEN_SECRET_FILE=/run/pmcp/secrets/proxmox-token" in env
