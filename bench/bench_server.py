@@ -3,7 +3,7 @@
 Three processes, as deployed: the simulator (``pmcp sim serve --tls``), the server (``pmcp serve``,
 configured from the environment, verifying the simulator's CA) and this client (the official SDK).
 
-1. tools/call latency (p50/p99) and throughput of a read tool (``node_status``: one API request)
+1. tools/call latency (p50/p99) and throughput of a read tool (``cluster_overview node=``: one request)
    through the whole stack, next to a direct proxmoxer call of the same API request to the same
    simulator in the same run: the overhead ratio.
 2. One-guest calls (``guest_status``) at 50 and 5,000 guests: the ratio shows whether a call that
@@ -155,22 +155,22 @@ def main() -> None:
     node = "pve1"
     with tempfile.TemporaryDirectory() as tmp:
         with stack(50, Path(tmp) / "a") as (sim_url, ca, url, token):
-            lat, total, _ = anyio.run(mcp_calls, url, token, "node_status", {"node": node}, args.calls)
+            lat, total, _ = anyio.run(mcp_calls, url, token, "cluster_overview", {"node": node}, args.calls)
             dlat, dtotal = direct_calls(sim_url, ca, node, args.calls)
             _, _, small = anyio.run(mcp_calls, url, token, "list_guests", {}, 1)
             sizes.append((50, small))
             vmid = small.structured_content["guests"][0]["vmid"]
             one_small, one_small_total, _ = anyio.run(
-                mcp_calls, url, token, "guest_status", {"vmid": vmid}, args.calls
+                mcp_calls, url, token, "guest_info", {"vmid": vmid}, args.calls
             )
-        rows.append(("MCP tools/call node_status (pmcp, HTTP+SSE)", lat, total))
+        rows.append(("MCP tools/call cluster_overview node= (pmcp, HTTP+SSE)", lat, total))
         rows.append(("direct proxmoxer GET /nodes/{node}/status", dlat, dtotal))
         with stack(5000, Path(tmp) / "b") as (_, _, url, token):
             big_lat, big_total, big = anyio.run(mcp_calls, url, token, "list_guests", {}, 30)
             sizes.append((5000, big))
             vmid = big.structured_content["guests"][0]["vmid"]
             one_big, one_big_total, _ = anyio.run(
-                mcp_calls, url, token, "guest_status", {"vmid": vmid}, args.calls
+                mcp_calls, url, token, "guest_info", {"vmid": vmid}, args.calls
             )
         rows.append(("MCP tools/call list_guests at 5,000 guests", big_lat, big_total))
         rows.append(("MCP tools/call guest_status at 50 guests", one_small, one_small_total))

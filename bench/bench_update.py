@@ -6,7 +6,7 @@ tasks of --task-seconds) from dist/pmcp, then runs N updates to "new versions" (
 one more zip member, so new image tags) and one rollback, while two clients call through Caddy (TLS
 verified, the official SDK client) at the same time:
 - handshake (2025-11, as Claude Code, Cursor, mcp-remote): ONE session; a read tool in a loop and,
-  beside it on the same session, a call that waits for a Proxmox task with progress (reboot_guest);
+  beside it on the same session, a call that waits for a Proxmox task with progress (guest_power reboot);
 - single-exchange (2026-07, the SDK's default): a read tool in a loop.
 Per run and client: requests, failed, sessions opened (1 = never re-initialized), long calls (failed),
 the longest gap between two answered requests, and how long the command took. Everything is removed
@@ -105,7 +105,10 @@ def main() -> int:
         token = authtokens.load(paths.client_tokens)["default"]
         url = f"https://localhost:{opts.https_port}/mcp"
         ca = str(paths.caddy_root_ca)
-        long_call = ("reboot_guest", {"vmid": running_vm(url, token, ca), "wait_seconds": 60})
+        long_call = (
+            "guest_power",
+            {"action": "reboot", "vmid": running_vm(url, token, ca), "wait_seconds": 60},
+        )
         runs = [("update", make_variant(Path(base), work / f"pmcp-v{i + 2}", body=f"v{i + 2}\n"))
                 for i in range(args.updates)] + [("rollback", None)]  # fmt: skip
         for n, (command, variant) in enumerate(runs, 1):
@@ -186,7 +189,7 @@ def print_markdown(rows: list[dict[str, object]], install_s: float, args: argpar
         f"--grace {args.grace:g}` replaces the server {args.updates} times (new image each time), then "
         f"`pmcp rollback` once (demo stack, operator mode, installed in {install_s:.0f} s; {os.cpu_count()} "
         f"cores). **handshake**: one 2025-11 session (initialize, then Mcp-Session-Id), `list_guests` in a "
-        f"loop and, on the same session, `reboot_guest` calls that wait for a {args.task_seconds:g} s "
+        f"loop and, on the same session, `guest_power` reboot calls that wait for a {args.task_seconds:g} s "
         f"Proxmox task with progress notifications, so calls are in flight when servers are drained. "
         f"**single-exchange**: the 2026-07 era, `list_guests` in a loop. Sessions = sessions the client "
         f"opened (1: it never had to re-initialize). Before sessions.py the handshake client failed 81 "

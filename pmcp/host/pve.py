@@ -105,6 +105,9 @@ _ADMIN = _OPERATOR | {
     "VM.Config.HWType",
     "VM.Config.Cloudinit",
     "SDN.Use",
+    # download_template: an appliance template (pve-manager API2/Nodes.pm apl_download) or, with
+    # Sys.AccessNetwork that pmcp does not take (the node could reach any address), a URL
+    "Datastore.AllocateTemplate",
 }
 _MODE_PRIVS = {"read-only": _READ_ONLY, "operator": _OPERATOR, "admin": _ADMIN}
 

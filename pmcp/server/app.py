@@ -24,10 +24,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ListToolsResult
 from mcp_types import Tool as MCPTool
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,30 +42,34 @@ from pmcp.server.audit import AuditLog
 from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact
 from pmcp.server.config import ServerConfig
+from pmcp.server.events import RETRY_MS, StreamEvents
 from pmcp.server.limits import ClientGuard, DestructiveBudget
 from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy, client_allows
 from pmcp.server.proxmox import ProxmoxClient
 from pmcp.server.registry import TOOLS, Runtime, make_handler
 from pmcp.server.sessions import SessionContinuity, SessionStore
+from pmcp.server.validate import plain_errors
 
 log = logging.getLogger("pmcp.server")
 
 HEALTH_CACHE_SECONDS = 5.0
 
-INSTRUCTIONS = """Proxmox VE through pmcp. Start with cluster_overview, then list_guests (filtered, paginated:
-read `total`, page with `offset`). Guests are addressed by VMID alone. Change tools wait for the Proxmox task
-and report outcome ok / failed (with exit status and log tail) / running (follow with task_status).
-Destructive tools and every tool that creates or consumes resources (clone_guest, resize_disk, migrate_guest,
-restore_backup, convert_to_template, delete_guest, stop_guest, reset_guest, rollback_snapshot,
-delete_snapshot, undo_last_change, and the hard stops shutdown_guest force_stop=true and backup_guest
-mode=stop) need approval: when the client can ask its user (MCP elicitation), the server shows them the plan
-and acts only if they accept (confirm does not replace that); otherwise nothing changes without confirm=true
-(the JSON boolean): call once without it, show the plan to the user, then confirm. Before a change of a
-guest's configuration or disks the server takes a safety snapshot; undo_last_change rolls back to it.
+INSTRUCTIONS = """Proxmox VE through pmcp. Start with cluster_overview, then list_guests (filtered, sorted,
+paginated: read `total`, page with `offset`). Guests are addressed by VMID alone; guest_info shows one
+(status, config, network, snapshots), cluster_info the infrastructure (HA, Ceph, SDN, firewall, pools, backup
+jobs, templates, updates). Change tools wait for the Proxmox task and report outcome ok / failed (with exit
+status and log tail) / running (follow with tasks upid=...), with the guest's state after the action.
+Destructive calls and every call that creates or consumes resources (create_guest, set_guest_config with
+hardware or grow_disk, migrate_guest, convert_to_template, delete_guest, download_template, guest_power
+stop/reset/force_stop or tag=, snapshot rollback/delete, undo_last_change, backup_guest mode=stop) need
+approval: when the client can ask its user (MCP elicitation), the server shows them the plan and acts only
+if they accept (confirm does not replace that); otherwise nothing changes without confirm=true (the JSON
+boolean): call once without it, show the plan to the user, then confirm. Before a change of a guest's
+configuration or disks the server takes a safety snapshot; undo_last_change rolls back to it.
 Guests listed in PMCP_PROTECTED or tagged pmcp-protected are never changed.
 `capabilities` says what this server and its token may do, and this client's own limits (its mode, the
-guests in its scope, the destructive actions left this hour)."""
+guests in its scope, the destructive actions left this hour); audit=N: what was done."""
 
 
 UNSERVED_METHODS = (
@@ -87,6 +93,18 @@ class PolicyFilteredServer(MCPServer):
         # (lowlevel Server.get_capabilities derives them from the handlers) and such calls get -32601.
         for method in UNSERVED_METHODS:
             self._lowlevel_server._request_handlers.pop(method, None)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> Any:
+        """Arguments that fail the input schema are said in the model's terms (validate.plain_errors),
+        not as pydantic's report, whose first line alone reached the client."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(f"invalid argument: {plain_errors(exc.__cause__.errors())}") from None
+            raise
 
     async def list_tools(self) -> list[MCPTool]:
         listed = await super().list_tools()
@@ -131,7 +149,7 @@ def build_mcp(rt: Runtime) -> MCPServer:
             make_handler(spec, rt),
             name=spec.name,
             title=spec.title,
-            description=spec.fn.__doc__,
+            description=" ".join((spec.fn.__doc__ or "").split()),  # no docstring indentation in tools/list
             annotations=spec.annotations,
             structured_output=True,
         )
@@ -171,6 +189,8 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         max_request_body_size=config.max_body_bytes,
         session_idle_timeout=config.session_idle_timeout,
         max_sessions=config.max_sessions,
+        event_store=StreamEvents(),  # SSE priming event with an ID and the retry field (events.py)
+        retry_interval=RETRY_MS,
     )
     manager = mcp.session_manager
     store = SessionStore(config.session_dir, manager.session_idle_timeout) if config.session_dir else None

@@ -196,8 +196,8 @@ class _Span:
 
 class Verifier:
     """Verifies a directory's chain; keeps what it proved of each rotated file (keyed by its inode,
-    size and times) so a server answering ``audit_status`` re-reads only the active file and files
-    that changed. The active file is always read again."""
+    size and times) so a server answering ``capabilities verify_audit`` re-reads only the active file and
+    files that changed. The active file is always read again."""
 
     def __init__(self, key: bytes) -> None:
         self.key = key

@@ -153,11 +153,16 @@ class AuthMiddleware:
             else:
                 name, limits = self._authenticate(scope, path)
                 if name is None:
+                    # RFC 6750 3.1: invalid_token when one was sent; no OAuth metadata is named, so
+                    # clients do not start an OAuth flow this server does not offer
+                    sent = any(k == b"authorization" for k, _ in scope.get("headers", []))
+                    challenge = b'Bearer realm="pmcp"' + (b', error="invalid_token"' if sent else b"")
+                    hint = "`pmcp client-config --show-token` on the host prints a valid one"
                     await _json(
                         counting_send,
                         401,
-                        {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
-                        [(b"www-authenticate", b'Bearer realm="pmcp"')],
+                        {"error": "unauthorized", "message": f"send Authorization: Bearer <token>; {hint}"},
+                        [(b"www-authenticate", challenge)],
                     )
                 else:
                     scope["pmcp.client"] = name

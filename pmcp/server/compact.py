@@ -34,6 +34,11 @@ def compact(schema: Any) -> Any:
         else:
             out[key] = compact(value)
     options = out.get("anyOf")
+    if isinstance(options, list) and len(options) > 2 and NULL in options:  # int | str | None
+        out["anyOf"] = [o for o in options if o != NULL]
+        if out.get("default", 0) is None:
+            del out["default"]
+        return out
     if isinstance(options, list) and len(options) == 2 and NULL in options:
         other = options[0] if options[1] == NULL else options[1]
         if isinstance(other, dict) and "$ref" not in other:

@@ -60,6 +60,9 @@ class ToolSpec:
     idempotent: bool
     mode: Mode | None = None  # None: the risk's mode (policy.REQUIRED_MODE)
     escalate: Callable[[dict[str, Any]], Risk | None] | None = None
+    # a higher mode for calls whose arguments need the bigger role (set_guest_config: tags are an
+    # operator's VM.Config.Options, CPU and memory the admin role's VM.Config.CPU/Memory)
+    mode_of: Callable[[dict[str, Any]], Mode | None] | None = None
 
     @property
     def plans(self) -> bool:
@@ -69,7 +72,7 @@ class ToolSpec:
 
     def risk_of(self, arguments: dict[str, Any]) -> Risk:
         """The risk of this call: the declared one, or higher when the arguments make it so
-        (``shutdown_guest(force_stop=true)`` can power a guest off like ``stop_guest``)."""
+        (``guest_power(action=shutdown, force_stop=true)`` can power a guest off like ``action=stop``)."""
         raised = self.escalate(arguments) if self.escalate else None
         return raised if raised is not None and _RISK_RANK[raised] > _RISK_RANK[self.risk] else self.risk
 
@@ -78,7 +81,8 @@ class ToolSpec:
         return ToolAnnotations(
             title=self.title,
             read_only_hint=self.risk is Risk.READ,
-            destructive_hint=self.risk is Risk.DESTRUCTIVE,
+            # true too when arguments can make a call destructive (guest_power action=stop)
+            destructive_hint=self.risk is Risk.DESTRUCTIVE or self.escalate is not None,
             idempotent_hint=self.idempotent,
             open_world_hint=False,
         )
@@ -96,6 +100,7 @@ def tool(
     idempotent: bool = False,
     mode: Mode | None = None,
     escalate: Callable[[dict[str, Any]], Risk | None] | None = None,
+    mode_of: Callable[[dict[str, Any]], Mode | None] | None = None,
 ) -> Callable[[ToolFn], ToolFn]:
     """Declare a tool; the function name is the tool name and its docstring the description.
 
@@ -106,7 +111,7 @@ def tool(
         if fn.__name__ in TOOLS:
             raise ValueError(f"tool {fn.__name__} declared twice")
         TOOLS[fn.__name__] = ToolSpec(
-            fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ, mode, escalate
+            fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ, mode, escalate, mode_of
         )
         return fn
 
@@ -249,6 +254,10 @@ async def run_call(
             )
             rt.policy.check_tool(what, risk, mode)
             check_client_tool(what, risk, mode, rt.policy.mode, call.limits.mode, call.client)
+            if spec.mode_of and (raised := spec.mode_of(arguments)):  # both must allow the call
+                raised_what = f"{spec.name} with these arguments"
+                rt.policy.check_tool(raised_what, risk, raised)
+                check_client_tool(raised_what, risk, raised, rt.policy.mode, call.limits.mode, call.client)
             call.budget_taken = await take_budget(call, risk, arguments)
         except PolicyError as exc:  # nothing changed, but someone tried: recorded while room is plenty
             await anyio.to_thread.run_sync(

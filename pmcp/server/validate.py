@@ -8,6 +8,7 @@ Every value that reaches an API path goes through one of these checks and is the
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote
 
 # PVE::JSONSchema formats (pve-common), restated for Python `re`.
@@ -126,3 +127,35 @@ def api_path(*segments: str | int) -> str:
             raise InvalidArgument(f"refusing path segment {text[:20]!r}")
         out.append(quote(text, safe=""))
     return "/" + "/".join(out)
+
+
+def plain_errors(errors: list[dict[str, Any]]) -> str:
+    """pydantic's argument errors in the model's terms: `limit: must be at least 1` in place of
+    `1 validation error for list_guestsArguments ... Input should be greater than or equal to 1
+    [type=greater_than_equal, input_value=0, input_type=int] For further information visit ...`."""
+    out = []
+    for e in errors[:5]:
+        field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("function-before", "function-after"))
+        ctx, kind = e.get("ctx") or {}, str(e.get("type", ""))
+        words = {
+            "missing": "is required",
+            "greater_than_equal": f"must be at least {ctx.get('ge')}",
+            "less_than_equal": f"must be at most {ctx.get('le')}",
+            "string_too_long": f"must be at most {ctx.get('max_length')} characters",
+            "too_long": f"must have at most {ctx.get('max_length')} items",
+            "string_pattern_mismatch": f"has the wrong format (it must match {ctx.get('pattern')})",
+            "literal_error": f"must be one of {ctx.get('expected')}",
+            "enum": f"must be one of {ctx.get('expected')}",
+            "bool_type": "must be the JSON boolean true or false",
+            "bool_parsing": "must be the JSON boolean true or false",
+            "int_parsing": "must be a whole number",
+            "int_type": "must be a whole number",
+            "int_from_float": "must be a whole number",
+            "string_type": "must be a text string",
+            "list_type": "must be a list",
+        }.get(kind)
+        if words is None:
+            words = str(e.get("msg", "is not valid")).replace("Input should be", "must be")
+        out.append(f"{field or 'arguments'}: {words}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(out) + more

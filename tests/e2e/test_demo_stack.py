@@ -131,13 +131,13 @@ def test_audit_records_the_client_address_caddy_saw(demo_stack: DemoStack) -> No
             httpx2.AsyncClient(headers=headers, verify=t.ssl_context(), timeout=60) as http,
             Client(streamable_http_client(t.url, http_client=http)) as client,
         ):
-            result = await client.call_tool("start_guest", {"vmid": 100})
+            result = await client.call_tool("guest_power", {"action": "start", "vmid": 100})
             return bool(result.is_error)
 
     assert anyio.run(go)  # read-only: refused
     audit = InstallPaths.at(demo_stack.prefix).audit_log.read_text().splitlines()
     record = json.loads(audit[-1])
-    assert record["phase"] == "refused" and record["tool"] == "start_guest"
+    assert record["phase"] == "refused" and record["tool"] == "guest_power"
     caddy = engine.project_containers(engine.client(), t.project)["caddy"]
     caddy_ips = {n["IPAddress"] for n in caddy.attrs["NetworkSettings"]["Networks"].values()}
     assert record["address"] and record["address"] not in caddy_ips, (record, caddy_ips)

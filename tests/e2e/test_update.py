@@ -162,7 +162,7 @@ class RefusedLoop:
                         Client(streamable_http_client(self.url, http_client=http)) as client,
                     ):
                         while not self.stop_event.is_set():
-                            result = await client.call_tool("start_guest", {"vmid": 100})
+                            result = await client.call_tool("guest_power", {"action": "start", "vmid": 100})
                             self.refused += bool(result.is_error)
                             await asyncio.sleep(0.02)
                 except Exception:

@@ -3,7 +3,7 @@
 Claude Code, Cursor and mcp-remote hold ONE handshake-era (2025-11) session for hours. Here the
 official SDK client does the same (mode "legacy": initialize, then Mcp-Session-Id on every request):
 a read tool in a loop, and beside it, on the same session, calls that wait for a Proxmox task
-(reboot_guest, 3 s in the simulator) with progress notifications — so calls are in flight while the
+(guest_power reboot, 3 s in the simulator) with progress notifications — so calls are in flight while the
 old server and the standby are drained. A 2026-07 single-exchange client loops at the same time.
 Both must see 0 failed calls and no gap over 0.5 s, and the handshake client must never have to
 re-initialize. Before sessions.py: 81 of 328 handshake calls failed across one update.
@@ -149,11 +149,15 @@ def test_the_person_approves_an_undo_through_caddy(stack: DemoStack) -> None:
     async def go() -> tuple[dict[str, Any], ...]:
         listed = await call("auto", "accept", "list_guests", {"status": "stopped", "type": "qemu"})
         vmid = next(int(g["vmid"]) for g in listed["guests"] if "pmcp-protected" not in str(g.get("tags")))
-        before = (await call("auto", "accept", "guest_config", {"vmid": vmid}))["config"].get("tags")
-        tagged = await call("legacy", "accept", "set_guest_metadata", {"vmid": vmid, "tags": ["e2e-undo"]})
+        before = (await call("auto", "accept", "guest_info", {"vmid": vmid, "show": "config"}))["config"].get(
+            "tags"
+        )
+        tagged = await call("legacy", "accept", "set_guest_config", {"vmid": vmid, "tags": ["e2e-undo"]})
         declined = await call("legacy", "decline", "undo_last_change", {"vmid": vmid, "confirm": True})
         undone = await call("auto", "accept", "undo_last_change", {"vmid": vmid, "wait_seconds": 60})
-        after = (await call("auto", "accept", "guest_config", {"vmid": vmid}))["config"].get("tags")
+        after = (await call("auto", "accept", "guest_info", {"vmid": vmid, "show": "config"}))["config"].get(
+            "tags"
+        )
         return tagged, declined, undone, {"before": before, "after": after}
 
     tagged, declined, undone, tags = asyncio.run(go())
@@ -171,7 +175,7 @@ def test_steady_state_without_update(stack: DemoStack) -> None:
 
     url, token, ca = _target(stack)
     vmid = _running_vm(url, token, ca)
-    long_call = ("reboot_guest", {"vmid": vmid, "wait_seconds": 60})
+    long_call = ("guest_power", {"action": "reboot", "vmid": vmid, "wait_seconds": 60})
     handshake = ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start()
     single = ClientLoop(url, token, ca).start()
     time.sleep(15)
@@ -188,7 +192,7 @@ def test_sessions_and_calls_in_flight_survive(stack: DemoStack, command: str) ->
 
     url, token, ca = _target(stack)
     vmid = _running_vm(url, token, ca)
-    long_call = ("reboot_guest", {"vmid": vmid, "wait_seconds": 60})
+    long_call = ("guest_power", {"action": "reboot", "vmid": vmid, "wait_seconds": 60})
     handshake = ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start()
     single = ClientLoop(url, token, ca).start()
     try:

@@ -40,6 +40,29 @@ class ClientLimits(BaseModel):
     destructive_budget: Budget
 
 
+class AuditBreak(BaseModel):
+    kind: str = Field(description="edited, missing, reordered, truncated or unchained")
+    file: str
+    line: int
+    message: str
+
+
+class AuditStatus(BaseModel):
+    enabled: bool
+    verified: bool | None = Field(None, description="whether the whole HMAC chain holds (None: no log)")
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+    files: int = 0
+    archived: int = Field(0, description="records in rotated files an administrator archived")
+    dropped: int = Field(0, description="refused-call records left out because room was short")
+    unchained: int = Field(0, description="records older than the chain (written before it existed)")
+    breaks_at: AuditBreak | None = None
+    seconds: float = 0.0
+
+
 class Capabilities(BaseModel):
     mode: str
     token: str
@@ -50,6 +73,8 @@ class Capabilities(BaseModel):
     protected_tag: str
     permissions: dict[str, dict[str, int]]
     approval: dict[str, Any] = {}  # who approves what (pmcp.server.approval), and the undo retention
+    audit_entries: list[dict[str, Any]] | None = Field(None, description="With audit=N: newest first")
+    audit_status: AuditStatus | None = Field(None, description="With verify_audit: the HMAC chain's state")
 
 
 async def client_limits(call: Call) -> ClientLimits:
@@ -70,11 +95,16 @@ async def client_limits(call: Call) -> ClientLimits:
     )
 
 
-@tool(Risk.READ, "Capabilities", Capabilities)
-async def capabilities(call: Call) -> Reply:
-    """What this server and this client may do: the mode (the server's, and this client token's own),
-    which tools are enabled, this client's guest scope and remaining destructive actions this hour,
-    protected guests, and the Proxmox privileges of the server's API token per path."""
+# what the server may do and what was done, in one tool (issue 14: tools/list stays small)
+@tool(Risk.READ, "Capabilities and audit log", Capabilities)
+async def capabilities(
+    call: Call,
+    audit: Annotated[int, Field(ge=0, le=200, description="Also the last N audit log entries")] = 0,
+    audit_tool: Annotated[str | None, Field(max_length=64, description="Only that tool's")] = None,
+    verify_audit: Annotated[bool, Field(description="Also verify the audit chain")] = False,
+) -> Reply:
+    """What this server and this client may do: modes, tools, scope, destructive actions left,
+    privileges; audit=N: who did what."""
     raw = await call.px.get("/access/permissions") or {}
     inside = await scope_vmids(call)
     perms = {
@@ -140,7 +170,16 @@ async def capabilities(call: Call) -> Reply:
         f"- {path}: {', '.join(sorted(p for p, v in privs.items() if v is not None))}"
         for path, privs in perms.items()
     ]
-    return Reply(data, "\n".join(lines)[:6000])
+    text = "\n".join(lines)[:6000]
+    if audit:
+        entries = await audit_log(call, audit, audit_tool)
+        data.audit_entries = entries.data.entries  # type: ignore[attr-defined]
+        text += "\n" + entries.text
+    if verify_audit:  # audit_status and audit_log are part of this tool (issue 14: tools/list stays small)
+        status = await audit_status(call)
+        data.audit_status = status.data  # type: ignore[assignment]
+        text += "\n" + status.text
+    return Reply(data, text)
 
 
 class AuditEntries(BaseModel):
@@ -148,12 +187,7 @@ class AuditEntries(BaseModel):
     entries: list[dict[str, Any]]
 
 
-@tool(Risk.READ, "Audit log", AuditEntries)
-async def audit_log(
-    call: Call,
-    limit: Annotated[int, Field(ge=1, le=200, description="How many entries, newest first")] = 20,
-    tool_name: Annotated[str | None, Field(max_length=64, description="Only entries of this tool")] = None,
-) -> Reply:
+async def audit_log(call: Call, limit: int, tool_name: str | None) -> Reply:
     """Recent entries of this server's audit log: who (client token name) did what, when, and the outcome
     (a client whose token is scoped to some guests sees its own entries only)."""
     if not call.rt.audit.enabled:
@@ -176,30 +210,6 @@ async def audit_log(
     return Reply(AuditEntries(returned=len(entries), entries=entries), "\n".join(lines))
 
 
-class AuditBreak(BaseModel):
-    kind: str = Field(description="edited, missing, reordered, truncated or unchained")
-    file: str
-    line: int
-    message: str
-
-
-class AuditStatus(BaseModel):
-    enabled: bool
-    verified: bool | None = Field(None, description="whether the whole HMAC chain holds (None: no log)")
-    records: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    first_time: str | None = None
-    last_time: str | None = None
-    files: int = 0
-    archived: int = Field(0, description="records in rotated files an administrator archived")
-    dropped: int = Field(0, description="refused-call records left out because room was short")
-    unchained: int = Field(0, description="records older than the chain (written before it existed)")
-    breaks_at: AuditBreak | None = None
-    seconds: float = 0.0
-
-
-@tool(Risk.READ, "Audit log status", AuditStatus)
 async def audit_status(call: Call) -> Reply:
     """Whether this server's audit log verifies: every record's HMAC chain (edited, deleted, reordered
     or cut records are found), how many records, first and last time, and where it breaks if it does."""

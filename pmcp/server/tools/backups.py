@@ -12,7 +12,6 @@ from pmcp.server.registry import Call, Reply, tool
 from pmcp.server.tools.common import (
     ActionResult,
     Confirm,
-    Node,
     StorageId,
     Vmid,
     WaitSeconds,
@@ -54,13 +53,8 @@ async def _first_online_node(call: Call) -> str:
     raise validate.InvalidArgument("no online node found to read backups from")
 
 
-@tool(Risk.READ, "List backups", BackupList)
 async def list_backups(
-    call: Call,
-    vmid: Vmid | None = None,
-    storage: StorageId | None = None,
-    node: Node | None = None,
-    limit: Annotated[int, Field(ge=1, le=500, description="At most this many, newest first")] = 50,
+    call: Call, vmid: int | None, storage: str | None, node: str | None, limit: int
 ) -> Reply:
     """Backups (vzdump archives), newest first: of one guest, on one storage, or everywhere visible."""
     if vmid is not None and (node is None or call.scope):
@@ -135,7 +129,7 @@ async def backup_guest(
     confirm: Confirm = False,
     wait_seconds: WaitSeconds = None,
 ) -> Reply:
-    """Back up one guest now with vzdump (zstd) to the given storage or the node's default backup storage."""
+    """Back up one guest now (vzdump, zstd) to a storage or the node's default."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     if mode == "stop":

@@ -58,9 +58,7 @@ async def _forbidden_is_none(coro: Any) -> Any:
         raise
 
 
-@tool(Risk.READ, "Cluster overview", ClusterOverview)
-async def cluster_overview(call: Call) -> Reply:
-    """Start here: nodes (online?, CPU, memory), guest counts by type and state, quorum, storage use."""
+async def _overview(call: Call) -> Reply:
     # /cluster/status needs Sys.Audit on / (pve-manager PVE/API2/Cluster.pm get_status);
     # /cluster/resources and /nodes answer everyone, filtered by privilege.
     status = await _forbidden_is_none(call.px.get("/cluster/status"))
@@ -150,8 +148,7 @@ class NodeStatus(BaseModel):
     limited: str | None = Field(None, description="What this token may not see, and why")
 
 
-@tool(Risk.READ, "Node status", NodeStatus)
-async def node_status(call: Call, node: Node) -> Reply:
+async def node_status(call: Call, node: str) -> Reply:
     """One node's health: CPU, load, memory, root disk, uptime, Proxmox and kernel versions."""
     node = validate.node(node)
     got = await _forbidden_is_none(call.px.get(validate.api_path("nodes", node, "status")))
@@ -190,3 +187,24 @@ def _pct(used: Any, total: Any) -> str:
     if not total:
         return "?"
     return f"{100 * (used or 0) / total:.0f}% of {total / 1024**3:.1f} GiB"
+
+
+class Overview(NodeStatus):
+    """cluster_overview's answer: the cluster (nodes, guests, quorum...) or, with node, that node."""
+
+    node: str | None = None  # type: ignore[assignment]  # absent in the cluster's answer
+    cluster_name: str | None = None
+    quorate: bool | None = None
+    nodes: list[NodeSummary] | None = None
+    guests: GuestCounts | None = None
+    storage_used: int | None = None
+    storage_total: int | None = None
+
+
+# The cluster and one node in one tool (issue 14: tools/list stays small).
+@tool(Risk.READ, "Cluster overview", Overview)
+async def cluster_overview(call: Call, node: Node | None = None) -> Reply:
+    """Start here: nodes, guest counts by state, quorum, storage use; with node: that node's load, memory,
+    disk, versions."""
+    reply = await (node_status(call, node) if node else _overview(call))
+    return Reply(Overview(**reply.data.model_dump(exclude_none=True)), reply.text)

@@ -11,21 +11,16 @@ from pmcp.server.policy import PolicyError, split_tags
 from pmcp.server.proxmox import TaskOutcome
 from pmcp.server.registry import Call, Reply, declined_text
 
-Vmid = Annotated[
-    int, Field(ge=validate.VMID_MIN, le=validate.VMID_MAX, description="VMID of a VM or container")
-]
-Node = Annotated[
-    str, Field(pattern=validate.NODE_PATTERN, max_length=63, description="Cluster node name, e.g. 'pve1'")
-]
-StorageId = Annotated[
-    str, Field(pattern=validate.STORAGE_PATTERN, max_length=64, description="Storage ID, e.g. 'local'")
-]
+Vmid = Annotated[int, Field(ge=validate.VMID_MIN, le=validate.VMID_MAX, description="VMID")]
+# no max_length: the patterns bound the length themselves (63 and 64 characters)
+Node = Annotated[str, Field(pattern=validate.NODE_PATTERN, description="Node name")]
+StorageId = Annotated[str, Field(pattern=validate.STORAGE_PATTERN, description="Storage ID")]
 SnapName = Annotated[
     str,
     Field(
         pattern=validate.SNAPNAME_PATTERN,
         max_length=40,
-        description="Snapshot name: a letter, then letters, digits, '_' or '-' (2-40 characters)",
+        description="Snapshot name",
     ),
 ]
 Upid = Annotated[
@@ -37,17 +32,14 @@ WaitSeconds = Annotated[
     Field(
         ge=0,
         le=600,
-        description="Seconds to wait for the task (default 60; 0 returns the task ID at once)",
+        description="Seconds to wait (default 60; 0: none)",
     ),
 ]
-# strict: only the JSON boolean true confirms; "true", 1 or "yes" are refused, not coerced.
-Confirm = Annotated[
-    bool,
-    Field(
-        strict=True,
-        description="JSON true: act (if the client cannot ask its user); else only the plan",
-    ),
-]
+# strict: only the JSON boolean true confirms; "true", 1 or "yes" are refused, not coerced. No description:
+# the same words on 11 tools cost ~800 bytes of every tools/list (issue 14); each planned tool's description
+# says "Without confirm=true: the plan", and the server instructions say that the person's answer, where
+# the client can ask, is what approves (confirm does not replace it).
+Confirm = Annotated[bool, Field(strict=True)]
 GuestType = Literal["qemu", "lxc"]
 
 
@@ -228,12 +220,12 @@ def task_result(action: str, guest: Guest | None, task: TaskOutcome) -> tuple[Ac
     if task.outcome == "ok":
         text = f"{action} {what}: done in {task.seconds:g}s (exit status {task.exitstatus})."
     elif task.outcome == "failed":
-        result.follow_up = "Read the log tail; task_log with this upid shows the whole log."
+        result.follow_up = "Read the log tail; tasks with this upid and log_lines shows the whole log."
         tail = "\n".join(task.log_tail[-5:])
         text = f"{action} {what}: FAILED (exit status {task.exitstatus!r}).\nLast log lines:\n{tail}"
     else:
-        result.follow_up = f"Still running; call task_status with upid={task.upid} to follow it."
-        text = f"{action} {what}: still running after {task.seconds:g}s; see task_status upid={task.upid}."
+        result.follow_up = f"Still running; call tasks with upid={task.upid} to follow it."
+        text = f"{action} {what}: still running after {task.seconds:g}s; see tasks upid={task.upid}."
     return result, text
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from pmcp.server import validate
 from pmcp.server.policy import Risk, split_tags
+from pmcp.server.proxmox import ProxmoxError
 from pmcp.server.registry import Call, Reply, tool
 from pmcp.server.tools.common import (
     ActionResult,
@@ -26,7 +27,8 @@ from pmcp.server.tools.common import (
     resolve_guest_status,
     task_result,
 )
-from pmcp.server.tools.undo import blocker, take, undo_sentence
+from pmcp.server.tools.observe import Address, guest_network
+from pmcp.server.tools.snapshots import Snapshot, list_snapshots
 
 DEFAULT_PAGE = 40
 MAX_PAGE = 500
@@ -64,29 +66,36 @@ async def list_guests(
     node: Node | None = None,
     status: Annotated[
         Literal["running", "stopped", "paused", "suspended"] | None,
-        Field(description="Only guests in this state"),
+        Field(description="Only in this state"),
     ] = None,
-    type: Annotated[GuestType | None, Field(description="'qemu' for VMs, 'lxc' for containers")] = None,
+    type: Annotated[GuestType | None, Field(description="qemu: VMs, lxc: containers")] = None,
     tag: Annotated[
         str | None,
         Field(pattern=validate.TAG_PATTERN, max_length=64, description="Only guests with this tag"),
     ] = None,
     pool: Annotated[
         str | None,
-        Field(pattern=validate.POOL_PATTERN, max_length=64, description="Only guests in this pool"),
+        Field(pattern=validate.POOL_PATTERN, max_length=64, description="Only this pool"),
     ] = None,
-    name: Annotated[
-        str | None, Field(max_length=128, description="Case-insensitive part of the guest name")
-    ] = None,
+    name: Annotated[str | None, Field(max_length=128, description="Part of the name (any case)")] = None,
+    sort: Annotated[
+        Literal["vmid", "name", "cpu", "mem", "disk", "uptime"],
+        Field(description="Order (cpu, mem, disk, uptime: largest first)"),
+    ] = "vmid",
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description="Page size")] = DEFAULT_PAGE,
-    offset: Annotated[int, Field(ge=0, description="Skip this many matching guests")] = 0,
-    detail: Annotated[bool, Field(description="Add CPU, memory, uptime, pool (larger answer)")] = False,
+    offset: Annotated[int, Field(ge=0, description="Skip this many")] = 0,
+    detail: Annotated[bool, Field(description="Add CPU, memory, uptime, pool")] = False,
 ) -> Reply:
-    """List VMs and containers across the cluster, sorted by VMID, filtered and paginated.
-
-    Compact by default (vmid, name, node, type, status, tags); `total` counts every match, so page
-    with `offset` instead of asking for everything. Use guest_status for one guest's live numbers."""
+    """VMs and containers, filtered, sorted, paginated (`total` counts all matches; page with `offset`);
+    the text has CPU, memory, uptime."""
     items = await call.rt.locator.listing(call.px)
+    if node and not any(i.get("node") == node for i in items):
+        nodes = {str(n.get("node")) for n in await call.px.get("/nodes") or []}
+        if node not in nodes:
+            raise validate.InvalidArgument(
+                f"node: there is no node {node!r} in this cluster "
+                f"(nodes: {', '.join(sorted(nodes)) or 'none'})"
+            )
     needle = name.lower() if name else None
     matches = []
     scope = call.scope
@@ -107,7 +116,17 @@ async def list_guests(
         if needle and needle not in str(i.get("name") or "").lower():
             continue
         matches.append((i, tags))
-    matches.sort(key=lambda m: m[0].get("vmid", 0))
+    if sort == "name":
+        matches.sort(key=lambda m: (str(m[0].get("name") or "").lower(), m[0].get("vmid", 0)))
+    elif sort != "vmid":  # largest first; vmid breaks ties so pages stay stable
+        matches.sort(key=lambda m: (-float(m[0].get(sort) or 0), m[0].get("vmid", 0)))
+    else:
+        matches.sort(key=lambda m: m[0].get("vmid", 0))
+    if offset and offset >= len(matches):
+        raise validate.InvalidArgument(
+            f"offset: {offset} is past the end: {len(matches)} guests match, so the last page starts "
+            f"at offset {max(0, (len(matches) - 1) // limit * limit)}"
+        )
     page = matches[offset : offset + limit]
     guests = []
     for i, tags in page:
@@ -133,12 +152,24 @@ async def list_guests(
     data = GuestList(total=len(matches), offset=offset, returned=len(guests), next_offset=nxt, guests=guests)
     head = f"{len(matches)} guests match; showing {offset + 1 if guests else 0}-{offset + len(guests)}"
     head += f" (next page: offset={nxt})." if nxt is not None else "."
-    lines = [head, "vmid name type status node tags"]
-    for g in guests:
+    lines = [head, "vmid name type status node cpu mem(GiB used/max) uptime tags"]
+    for (i, _tags), g in zip(page, guests, strict=True):
+        cpu = f"{float(i.get('cpu') or 0) * 100:.0f}%/{i.get('maxcpu') or '?'}"
+        mem = f"{_gib(i.get('mem'))}/{_gib(i.get('maxmem'))}"
         lines.append(
-            f"{g.vmid} {g.name or '-'} {g.type} {g.status or '?'} {g.node} {','.join(g.tags or []) or '-'}"
+            f"{g.vmid} {g.name or '-'} {g.type} {g.status or '?'} {g.node} {cpu} {mem} "
+            f"{duration(i.get('uptime'))} {','.join(g.tags or []) or '-'}"
         )
     return Reply(data, "\n".join(lines))
+
+
+def duration(seconds: Any) -> str:
+    """Uptime as a person reads it: 3d4h, 5h12m, 7m; '-' when not running."""
+    s = int(seconds or 0)
+    if s <= 0:
+        return "-"
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    return f"{d}d{h}h" if d else (f"{h}h{m}m" if h else f"{m}m")
 
 
 class GuestStatus(BaseModel):
@@ -161,8 +192,7 @@ class GuestStatus(BaseModel):
     )
 
 
-@tool(Risk.READ, "Guest status", GuestStatus)
-async def guest_status(call: Call, vmid: Vmid) -> Reply:
+async def guest_status(call: Call, vmid: int) -> Reply:
     """Live status of one VM or container: state, uptime, CPU, memory, disk, network, lock, HA."""
     guest, s = await resolve_guest_status(call, vmid)
     if s is None:
@@ -189,7 +219,7 @@ async def guest_status(call: Call, vmid: Vmid) -> Reply:
     text = f"{guest_label(guest)}: {s.get('status', '?')}"
     if s.get("lock"):
         text += f" (locked: {s['lock']})"
-    text += f", uptime {s.get('uptime') or 0}s, cpu {float(s.get('cpu') or 0) * 100:.1f}%, memory {mem}."
+    text += f", uptime {duration(s.get('uptime'))}, cpu {float(s.get('cpu') or 0) * 100:.1f}%, memory {mem}."
     if data.protected_by_pmcp:
         text += f" Protected: {data.protected_by_pmcp}."
     return Reply(data, text)
@@ -198,22 +228,82 @@ async def guest_status(call: Call, vmid: Vmid) -> Reply:
 class GuestConfig(BaseModel):
     guest: Guest
     config: dict[str, str | int | float | bool | None]
+    pending: dict[str, str | int | float | bool | None] | None = Field(
+        None, description="Changes waiting for the next start (new value; null: to be removed)"
+    )
 
 
-@tool(Risk.READ, "Guest configuration", GuestConfig)
-async def guest_config(call: Call, vmid: Vmid) -> Reply:
-    """The configuration of one VM or container (CPU, memory, disks, network, options). Secrets are hidden."""
+def _shown(key: str, value: Any) -> Any:
+    if any(w in key.lower() for w in ("password", "secret", "sshkeys")):
+        return "<hidden>"
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+async def guest_config(call: Call, vmid: int) -> Reply:
+    """The configuration as it runs, and what waits for the next start: GET .../pending gives both
+    (pve-guest-common GuestHelpers.pm config_with_pending_array: value, pending, delete), where GET
+    .../config would show pending values as if they were in effect."""
     guest = await resolve_guest(call, vmid)
-    raw = await call.px.get(guest_path(guest, "config")) or {}
     config: dict[str, Any] = {}
-    for k, v in sorted(raw.items()):
-        if any(w in k.lower() for w in ("password", "secret", "sshkeys")):
-            v = "<hidden>"
-        elif not isinstance(v, str | int | float | bool) and v is not None:
-            v = str(v)
-        config[k] = v
-    text = f"Configuration of {guest_label(guest)}:\n" + "\n".join(f"{k}: {v}" for k, v in config.items())
-    return Reply(GuestConfig(guest=guest, config=config), text[:6000])
+    pending: dict[str, Any] = {}
+    for item in await call.px.get(guest_path(guest, "pending")) or []:
+        key = str(item.get("key"))
+        if "value" in item:
+            config[key] = _shown(key, item["value"])
+        if item.get("delete"):
+            pending[key] = None
+        elif "pending" in item:
+            pending[key] = _shown(key, item["pending"])
+    config = dict(sorted(config.items()))
+    text = f"Configuration of {guest_label(guest)}:\n" + "\n".join(
+        f"{k}: {v}" + (f" (pending: {pending[k]})" if k in pending else "") for k, v in config.items()
+    )
+    text += "".join(f"\n{k}: (pending: {v})" for k, v in pending.items() if k not in config)
+    if pending:
+        text += "\nPending values apply at the next start (a reboot through Proxmox)."
+    return Reply(GuestConfig(guest=guest, config=config, pending=pending or None), text[:6000])
+
+
+class GuestInfo(GuestStatus):
+    """guest_info's answer: the fields of the view asked for (`show`)."""
+
+    show: str
+    config: dict[str, str | int | float | bool | None] | None = None
+    pending: dict[str, str | int | float | bool | None] | None = None
+    source: Literal["guest-agent", "container", "unavailable"] | None = None
+    addresses: list[Address] | None = None
+    os: str | None = None
+    why_unavailable: str | None = None
+    total: int | None = None
+    snapshots: list[Snapshot] | None = None
+
+
+_VIEWS = {
+    "status": guest_status,
+    "config": guest_config,
+    "network": guest_network,
+    "snapshots": list_snapshots,
+}
+
+
+# Four reads of one guest in one tool (issue 14: tools/list stays small): each view is the answer the
+# separate tool gave, so its fields keep their names.
+@tool(Risk.READ, "Guest details", GuestInfo)
+async def guest_info(
+    call: Call,
+    vmid: Vmid,
+    show: Annotated[
+        Literal["status", "config", "network", "snapshots"],
+        Field(
+            description="status (live numbers, lock, HA), config (+ pending changes), network "
+            "(IPs, OS), snapshots"
+        ),
+    ] = "status",
+) -> Reply:
+    """One VM or container: live status, configuration, IP addresses and OS (guest agent), or snapshots."""
+    reply = await _VIEWS[show](call, vmid)
+    data = GuestInfo(show=show, **reply.data.model_dump(exclude_none=True))
+    return Reply(data, reply.text)
 
 
 def _already(guest: Guest, action: str, live: dict[str, Any]) -> str | None:
@@ -230,7 +320,7 @@ def _already(guest: Guest, action: str, live: dict[str, Any]) -> str | None:
     if action in ("start", "resume") and status == "running" and not paused:
         return "already running"
     if action == "start" and paused:
-        raise validate.InvalidArgument(f"{label} is paused; resume_guest continues it")
+        raise validate.InvalidArgument(f"{label} is paused; action=resume continues it")
     if action in ("stop", "shutdown") and status == "stopped":
         return "already stopped"
     if action == "suspend" and paused:
@@ -238,7 +328,7 @@ def _already(guest: Guest, action: str, live: dict[str, Any]) -> str | None:
     if action == "suspend" and guest.type == "lxc" and status == "stopped":
         raise validate.InvalidArgument(
             f"{label} is not running. A suspended container is stopped with its checkpoint on disk "
-            "(lxc-checkpoint); resume_guest restores it"
+            "(lxc-checkpoint); action=resume restores it"
         )
     return None
 
@@ -265,6 +355,9 @@ async def _act(
     result, text = task_result(action, guest, task)
     if task.task_type in ("hastart", "hastop") and task.outcome == "ok":
         result, text = await _ha_outcome(call, guest, action, result, wait, started)
+    elif task.outcome == "ok":  # answer with the state after the action, read live (status/current)
+        result.guest = (await resolve_guest_status(call, guest.vmid))[0]
+        text = text.rstrip(".") + f"; it is now {result.guest.status or 'in an unknown state'}."
     return Reply(result, text)
 
 
@@ -290,141 +383,171 @@ async def _ha_outcome(
         return result, f"{action} {label}: requested through HA (task {result.upid}); it is now {want}."
     result.outcome = "running"
     result.detail = f"requested through HA; {label} is still {state or 'in an unknown state'}"
-    result.follow_up = "The HA manager acts on its own schedule; guest_status shows when it is " + want
+    result.follow_up = "The HA manager acts on its own schedule; guest_info shows when it is " + want
     return result, (
         f"{action} {label}: requested through HA (task {result.upid} OK), but it is still {state}; "
-        f"guest_status shows when the HA manager has made it {want}."
+        f"guest_info shows when the HA manager has made it {want}."
     )
 
 
-@tool(Risk.CHANGE, "Start guest", ActionResult, idempotent=True)
-async def start_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) -> Reply:
-    """Start a stopped VM or container and wait until Proxmox reports the outcome."""
-    return await _act(call, vmid, "start", ("status", "start"), {}, wait_seconds)
+PowerAction = Literal["start", "shutdown", "reboot", "suspend", "resume", "stop", "reset"]
+BULK_MAX = 50  # guests one tagged call may act on
+# What a hard action loses, and what to try first: the plan's text (stop, reset and shutdown's force_stop).
+_HARD = {
+    "stop": (
+        "stop (hard power-off)",
+        "it will be powered off at once, like pulling the plug: unsaved data inside it is lost",
+        "Nothing restores lost in-memory state; action=start boots it again. Try action=shutdown first.",
+    ),
+    "reset": (
+        "reset (hard reboot)",
+        "it will be reset at once without a clean shutdown: unsaved data inside it is lost",
+        "Nothing restores lost in-memory state. Try action=reboot (clean) first.",
+    ),
+}
 
 
-def _hard_stop(arguments: dict[str, Any]) -> Risk | None:
-    """force_stop=true powers the guest off after the timeout (1 s at least): stop_guest's downtime."""
-    return Risk.DESTRUCTIVE if arguments.get("force_stop") is True else None
+_UNDO = {
+    "start": "action=shutdown stops it again",
+    "shutdown": "action=start boots it again",
+    "reboot": "none needed: it comes back by itself",
+    "suspend": "action=resume continues it",
+    "resume": "action=suspend pauses it again",
+}
 
 
-@tool(Risk.CHANGE, "Shut down guest (graceful)", ActionResult, idempotent=True, escalate=_hard_stop)
-async def shutdown_guest(
+def _hard_power(arguments: dict[str, Any]) -> Risk | None:
+    """stop and reset lose what is in the guest's memory, and so does shutdown with force_stop=true
+    once its timeout passes (at least 1 s): destructive calls, for admin mode and confirm=true."""
+    hard = arguments.get("action") in _HARD or arguments.get("force_stop") is True
+    return Risk.DESTRUCTIVE if hard else None
+
+
+# One tool for the seven power actions (issue 14: a model holds one action enum better than seven
+# near-identical tools; tools/list admin 22.2 -> see BENCHMARKS.md). The risk is per call (_hard_power).
+@tool(Risk.CHANGE, "Power a guest on, off or through a reboot", ActionResult, escalate=_hard_power)
+async def guest_power(
     call: Call,
-    vmid: Vmid,
-    timeout: Annotated[int, Field(ge=1, le=3600, description="Seconds the guest OS gets to shut down")] = 120,
+    action: Annotated[
+        PowerAction,
+        Field(
+            description="shutdown and reboot are clean; suspend: VM paused in RAM, container checkpointed; "
+            "stop (power-off) and reset (VMs) lose unsaved data: admin mode, confirm"
+        ),
+    ],
+    vmid: Vmid | None = None,
+    tag: Annotated[
+        str | None,
+        Field(
+            pattern=validate.TAG_PATTERN,
+            description="Instead of vmid: every guest with this tag (planned first)",
+        ),
+    ] = None,
+    timeout: Annotated[int, Field(ge=1, le=3600, description="shutdown: seconds the guest OS gets")] = 120,
     force_stop: Annotated[
         bool,
-        Field(
-            strict=True,
-            description="Hard-stop the guest if it has not shut down by then: like stop_guest, "
-            "needs PMCP_MODE=admin and confirm=true",
-        ),
+        Field(strict=True, description="shutdown: then power off (admin mode, confirm)"),
     ] = False,
     confirm: Confirm = False,
     wait_seconds: WaitSeconds = None,
 ) -> Reply:
-    """Ask the guest OS to shut down cleanly (ACPI / container init), like pressing the power button."""
+    """Start, shut down, reboot, suspend, resume, stop or reset a VM or container; answers with its state
+    after. Nothing is done if it is already so."""
+    if (vmid is None) == (tag is None):
+        raise validate.InvalidArgument("give vmid (one guest) or tag (every guest with that tag)")
+    if tag is not None:
+        return await _power_tagged(call, tag, action, timeout, force_stop, confirm, wait_seconds)
+    return await _power_one(call, vmid, action, timeout, force_stop, confirm, wait_seconds)  # type: ignore[arg-type]
+
+
+async def _power_one(
+    call: Call,
+    vmid: int,
+    action: str,
+    timeout: int,
+    force_stop: bool,
+    confirm: bool,
+    wait_seconds: int | None,
+    *,
+    gated: bool = False,
+) -> Reply:
+    """One guest; ``gated``: a tagged call already had its whole plan approved."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    if force_stop:
+    if action == "reset" and guest.type != "qemu":
+        raise validate.InvalidArgument(
+            f"{guest_label(guest)} is a container; containers have no reset, use action=reboot"
+        )
+    hard = action in _HARD or (action == "shutdown" and force_stop)
+    if action in _HARD:
+        what, effect, undo = _HARD[action]
+    elif hard:
+        what = "shutdown, then hard power-off"
         effect = (
             f"it gets {timeout} s to shut down, then it is powered off like pulling the plug: "
             "unsaved data inside it is lost"
         )
         undo = (
-            "Nothing restores lost in-memory state; start_guest boots it again. Without force_stop "
+            "Nothing restores lost in-memory state; action=start boots it again. Without force_stop "
             "the guest is never powered off."
         )
     else:
-        effect, undo = "its OS is asked to shut down cleanly", "start_guest boots it again"
-    stop = await _gate(
-        call,
-        guest,
-        "shutdown" + (", then hard power-off" if force_stop else ""),
-        effect,
-        undo,
-        confirm,
-        always=force_stop,
-    )
+        what, effect, undo = action, f"{action} through Proxmox", _UNDO.get(action, "the opposite action")
+    # hard actions always plan (and ask the person); the others only with --approval-scope changes
+    stop = None if gated else await _gate(call, guest, what, effect, undo, confirm, always=hard)
     if stop is not None:
         return stop
-    params = {"timeout": timeout, "forceStop": force_stop}
-    return await _act(call, vmid, "shutdown", ("status", "shutdown"), params, wait_seconds)
+    params: dict[str, Any] = {"timeout": timeout, "forceStop": force_stop} if action == "shutdown" else {}
+    return await _act(call, vmid, action, ("status", action), params, wait_seconds)
 
 
-@tool(Risk.CHANGE, "Reboot guest", ActionResult)
-async def reboot_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) -> Reply:
-    """Reboot a running VM or container cleanly (shutdown, then start)."""
-    return await _act(call, vmid, "reboot", ("status", "reboot"), {}, wait_seconds)
-
-
-@tool(Risk.CHANGE, "Suspend guest", ActionResult)
-async def suspend_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) -> Reply:
-    """Pause a running VM in memory, or checkpoint a container to disk (it is then stopped);
-    resume_guest continues either."""
-    return await _act(call, vmid, "suspend", ("status", "suspend"), {}, wait_seconds)
-
-
-@tool(Risk.CHANGE, "Resume guest", ActionResult, idempotent=True)
-async def resume_guest(call: Call, vmid: Vmid, wait_seconds: WaitSeconds = None) -> Reply:
-    """Resume a paused VM, or restore a suspended container from its checkpoint."""
-    return await _act(call, vmid, "resume", ("status", "resume"), {}, wait_seconds)
-
-
-@tool(Risk.CHANGE, "Set guest tags / description", ActionResult, idempotent=True)
-async def set_guest_metadata(
-    call: Call,
-    vmid: Vmid,
-    tags: Annotated[
-        list[Annotated[str, Field(pattern=validate.TAG_PATTERN, max_length=64)]] | None,
-        Field(
-            max_length=32, description="The complete new tag list (replaces the old one); [] removes all tags"
-        ),
-    ] = None,
-    description: Annotated[
-        str | None,
-        Field(max_length=validate.MAX_DESCRIPTION, description="New description/notes (replaces the old)"),
-    ] = None,
+async def _power_tagged(
+    call: Call, tag: str, action: str, timeout: int, force_stop: bool, confirm: bool, wait: int | None
 ) -> Reply:
-    """Replace a guest's tags and/or its description (notes). Give at least one of them."""
-    if tags is None and description is None:
-        raise validate.InvalidArgument("give tags, description, or both")
-    guest = await resolve_guest(call, vmid)
-    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    params: dict[str, Any] = {}
-    delete = []
-    if tags is not None:
-        if tags:
-            params["tags"] = validate.tags(tags)
-        else:
-            delete.append("tags")
-    if description is not None:
-        if description:
-            params["description"] = validate.description(description)
-        else:
-            delete.append("description")
-    if delete:
-        params["delete"] = ",".join(delete)
-    snap = None
-    note = ""
-    # a rollback keeps the description, so only a tag change gets a safety snapshot
-    if tags is not None and sorted(tags) != sorted(guest.tags):
-        reason = await blocker(call, guest)
-        snap = await take(call, guest) if reason is None else None
-        note = " " + (
-            f"Safety snapshot first: {snap} (undo_last_change reverts the tags)."
-            if snap
-            else undo_sentence(reason, "it") + "."
+    """A bulk action ("shut down every guest tagged dev"): always planned first, bounded, protected guests
+    named and left alone, then one guest after the other, each answered as a single call would be."""
+    found = sorted(
+        (
+            i
+            for i in await call.rt.locator.listing(call.px)
+            if tag in split_tags(i.get("tags")) and not i.get("template") and call.scope.contains_item(i)
+        ),
+        key=lambda i: i["vmid"],
+    )
+    protected = [i for i in found if call.rt.policy.protection_reason(i["vmid"], split_tags(i.get("tags")))]
+    targets = [i for i in found if i not in protected]
+    if not targets:
+        raise validate.InvalidArgument(f"tag: no unprotected guest carries the tag {tag!r} (see list_guests)")
+    if len(targets) > BULK_MAX:
+        raise validate.InvalidArgument(
+            f"tag: {len(targets)} guests carry {tag!r}; at most {BULK_MAX} at once: narrow it with "
+            "another tag"
         )
-    await call.px.put(guest_path(guest, "config"), **params)
-    changed = " and ".join(
-        x for x in ("tags" if tags is not None else "", "description" if description is not None else "") if x
-    )
-    result = ActionResult(
-        outcome="ok", action="set metadata", guest=guest, detail=f"{changed} updated", safety_snapshot=snap
-    )
-    return Reply(result, f"Updated the {changed} of {guest_label(guest)}.{note}")
+    names = ", ".join(f"{i['vmid']} ({i.get('name') or '?'}, {i.get('status') or '?'})" for i in targets)
+    left = f"; protected, left alone: {', '.join(str(i['vmid']) for i in protected)}" if protected else ""
+    stop = await gate(
+        call,
+        None,
+        f"{action} of {len(targets)} guest(s) tagged {tag}",
+        f"{action} of {names}{left}",
+        "each guest as a single call would be undone (start what was stopped, and so on)",
+        confirm,
+    )  # a bulk action always plans first, whatever its risk
+    if stop is not None:
+        return stop
+    lines, outcomes = [], []
+    for i in targets:
+        try:
+            reply = await _power_one(call, i["vmid"], action, timeout, force_stop, True, wait, gated=True)
+            outcomes.append(str(getattr(reply.data, "outcome", "ok")))
+            lines.append(reply.text.splitlines()[0])
+        except (validate.InvalidArgument, ProxmoxError) as exc:
+            outcomes.append("failed")
+            lines.append(f"{action} {i['vmid']}: FAILED: {exc}")
+    outcome = "failed" if "failed" in outcomes else ("running" if "running" in outcomes else "ok")
+    head = f"{action} of {len(targets)} guest(s) tagged {tag}: {outcomes.count('ok')} ok{left}."
+    result = ActionResult(outcome=outcome, action=f"{action} tagged {tag}", detail="\n".join(lines))  # type: ignore[arg-type]
+    return Reply(result, "\n".join([head, *lines]))
 
 
 async def _gate(
@@ -433,54 +556,6 @@ async def _gate(
     """``gate`` with the guest's state first in the plan (what the person weighs a power action by)."""
     state = f"{guest_label(guest)} is {guest.status or 'in an unknown state'}; {effect}"
     return await gate(call, guest, action, state, undo, confirm, always=always)
-
-
-@tool(Risk.DESTRUCTIVE, "Stop guest (hard power-off)", ActionResult, idempotent=True)
-async def stop_guest(
-    call: Call, vmid: Vmid, confirm: Confirm = False, wait_seconds: WaitSeconds = None
-) -> Reply:
-    """Power a guest off immediately, without a clean shutdown (data in its memory is lost).
-
-    Prefer shutdown_guest. Without confirm=true this only returns the plan."""
-    guest = await resolve_guest(call, vmid)
-    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    stop = await _gate(
-        call,
-        guest,
-        "stop (hard power-off)",
-        "it will be powered off at once, like pulling the plug: unsaved data inside it is lost",
-        "Nothing restores lost in-memory state; start_guest boots it again. Try shutdown_guest first.",
-        confirm,
-    )
-    if stop is not None:
-        return stop
-    return await _act(call, vmid, "stop", ("status", "stop"), {}, wait_seconds)
-
-
-@tool(Risk.DESTRUCTIVE, "Reset VM (hard reboot)", ActionResult)
-async def reset_guest(
-    call: Call, vmid: Vmid, confirm: Confirm = False, wait_seconds: WaitSeconds = None
-) -> Reply:
-    """Hard-reset a VM, like the reset button (no clean shutdown). VMs only; containers use reboot_guest.
-
-    Without confirm=true this only returns the plan."""
-    guest = await resolve_guest(call, vmid)
-    if guest.type != "qemu":
-        raise validate.InvalidArgument(
-            f"{guest_label(guest)} is a container; containers have no reset, use reboot_guest"
-        )
-    call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
-    stop = await _gate(
-        call,
-        guest,
-        "reset (hard reboot)",
-        "it will be reset at once without a clean shutdown: unsaved data inside it is lost",
-        "Nothing restores lost in-memory state. Try reboot_guest (clean) first.",
-        confirm,
-    )
-    if stop is not None:
-        return stop
-    return await _act(call, vmid, "reset", ("status", "reset"), {}, wait_seconds)
 
 
 def _gib(value: Any) -> str:

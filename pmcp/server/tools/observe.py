@@ -77,8 +77,7 @@ AGENT_PRIVILEGE_NOTE = (
 )
 
 
-@tool(Risk.READ, "Guest IP addresses and OS", GuestNetwork)
-async def guest_network(call: Call, vmid: Vmid) -> Reply:
+async def guest_network(call: Call, vmid: int) -> Reply:
     """IP addresses (and, for VMs, the OS) of one guest: from the QEMU guest agent for VMs, from the
     container's own interfaces for containers. Says plainly when no agent answers and why."""
     guest = await resolve_guest(call, vmid)
@@ -189,8 +188,8 @@ async def metrics_history(
         Literal["hour", "day", "week"], Field(description="hour (1-minute steps), day (30 min) or week (3 h)")
     ] = "day",
 ) -> Reply:
-    """How busy a node or a guest was: average, peak (and when) and last value of CPU, memory, network
-    and disk I/O over the last hour, day or week. Give `node` or `vmid`."""
+    """How busy a node or guest was over the last hour, day or week: avg, peak (when) and last CPU, memory,
+    network, disk I/O."""
     if (node is None) == (vmid is None):
         raise validate.InvalidArgument("give either node (for a node) or vmid (for a VM or container)")
     if vmid is not None:
@@ -256,8 +255,7 @@ async def recent_events(
     hours: Annotated[int, Field(ge=1, le=168, description="How far back to look (1-168 hours)")] = 12,
     limit: Annotated[int, Field(ge=1, le=200, description="At most this many events")] = 50,
 ) -> Reply:
-    """What happened in the last hours ("what happened last night?"): failed tasks cluster-wide and the
-    cluster log, newest first, with readable times."""
+    """What happened in the last hours ("last night?"): failed tasks and the cluster log, newest first."""
     since = time.time() - hours * 3600
     events: list[Event] = []
     failed = 0

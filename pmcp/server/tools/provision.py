@@ -1,6 +1,6 @@
-"""Provisioning: clone (with cloud-init), grow a disk, migrate, make a template, restore a backup to a new
-VMID, delete a guest. Every call that creates, consumes or destroys something answers with a plan first
-(what, where, how much) and acts only with confirm=true.
+"""Provisioning: grow a disk (set_guest_config grow_disk=), migrate, make a template, delete a guest
+(creating, cloning and restoring are create_guest's: tools/create.py). Every call that creates, consumes
+or destroys something answers with a plan first (what, where, how much) and acts only with confirm=true.
 
 Modes follow the privileges, not only the risk: cloning, restoring, templating and deleting all need
 VM.Allocate, and in Proxmox VM.Allocate on a guest also allows destroying it (qemu-server API2/Qemu.pm
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
@@ -25,10 +24,8 @@ from pmcp.server.tools.common import (
     Confirm,
     Guest,
     Node,
-    StorageId,
     Vmid,
     WaitSeconds,
-    check_may_create,
     gate,
     guest_label,
     guest_path,
@@ -40,26 +37,16 @@ from pmcp.server.tools.undo import blocker, take, undo_sentence
 GIB = 1024**3
 DISK_RE = re.compile(r"^(?:(?:scsi|sata|ide|virtio)\d{1,2}|rootfs|mp\d{1,3})$")
 SIZE_RE = re.compile(r"^\+?\d+(?:\.\d+)?[KMGT]?$")
-IPCONFIG_RE = re.compile(
-    r"^(?:(?:ip=(?:dhcp|(?:\d{1,3}\.){3}\d{1,3}/\d{1,2})(?:,gw=(?:\d{1,3}\.){3}\d{1,3})?)"
-    r"(?:,ip6=(?:dhcp|auto|[0-9a-fA-F:]+/\d{1,3})(?:,gw6=[0-9a-fA-F:]+)?)?"
-    r"|ip6=(?:dhcp|auto|[0-9a-fA-F:]+/\d{1,3})(?:,gw6=[0-9a-fA-F:]+)?)$"
-)
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-SSH_KEY_RE = re.compile(
-    r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+(?: [^\r\n]*)?$"
-)
-
 Name = Annotated[
     str,
     Field(
         pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}$",
-        description="Name (a DNS name: letters, digits, '-', '.')",
+        description="A DNS name",
     ),
 ]
 WaitLong = Annotated[
     int | None,
-    Field(ge=0, le=3600, description="Seconds to wait for the task (default 60; 0 returns at once)"),
+    Field(ge=0, le=3600, description="Seconds to wait (default 60; 0: none)"),
 ]
 
 
@@ -90,109 +77,11 @@ async def _next_id(call: Call) -> int:
     return validate.vmid(int(await call.px.get("/cluster/nextid")))
 
 
-@tool(Risk.CHANGE, "Clone guest", ActionResult, mode=Mode.ADMIN)
-async def clone_guest(
-    call: Call,
-    vmid: Vmid,
-    name: Name,
-    newid: Annotated[
-        int | None, Field(ge=100, le=999_999_999, description="New VMID (default: next free)")
-    ] = None,
-    target_node: Node | None = None,
-    full: Annotated[
-        bool | None, Field(description="Full copy (default) or linked clone (templates only)")
-    ] = None,
-    storage: StorageId | None = None,
-    ciuser: Annotated[str | None, Field(description="cloud-init user (VMs)")] = None,
-    ssh_keys: Annotated[
-        list[str] | None, Field(description="cloud-init SSH public keys, one per item")
-    ] = None,
-    ipconfig0: Annotated[
-        str | None, Field(description="cloud-init first NIC: 'ip=dhcp' or 'ip=10.0.0.5/24,gw=10.0.0.1'")
-    ] = None,
-    confirm: Confirm = False,
-    wait_seconds: WaitLong = None,
-) -> Reply:
-    """Clone a template (or a stopped guest) into a new VM or container, optionally with cloud-init user,
-    SSH keys and IP config. Without confirm=true: the plan (new VMID, node, storage, disk space)."""
-    check_may_create(call)
-    src = await resolve_guest(call, vmid)
-    config = await call.px.get(guest_path(src, "config")) or {}
-    if ciuser is not None and not USER_RE.match(ciuser):
-        raise validate.InvalidArgument("ciuser: a Linux user name (lower case, digits, '_' or '-')")
-    for key in ssh_keys or []:
-        if not SSH_KEY_RE.match(key.strip()):
-            raise validate.InvalidArgument("ssh_keys: each item must be one OpenSSH public key line")
-    if ipconfig0 is not None and not IPCONFIG_RE.match(ipconfig0):
-        raise validate.InvalidArgument("ipconfig0: 'ip=dhcp' or 'ip=ADDRESS/PREFIX[,gw=GATEWAY]'")
-    if src.type == "lxc" and (ciuser or ssh_keys or ipconfig0):
-        raise validate.InvalidArgument("ciuser, ssh_keys and ipconfig0 are cloud-init settings of VMs")
-    linked = full is False
-    if linked and not src.template:
-        raise validate.InvalidArgument(
-            f"full: a linked clone needs a template; {guest_label(src)} is not one"
-        )
-    if not src.template and src.status == "running" and src.type == "lxc":
-        raise validate.InvalidArgument(f"{guest_label(src)} is running: stop it or clone from a snapshot")
-    new = validate.vmid(newid) if newid is not None else await _next_id(call)
-    target = validate.node(target_node) if target_node else src.node
-    size = sum(_size_of(v) for v in _disks(config).values())
-    where = f"storage {validate.storage(storage)}" if storage else "the source's storage"
-    space = "shared with the template" if linked else f"{size / GIB:.1f} GiB"
-    effect = (
-        f"{'linked' if linked else 'full'} clone of {guest_label(src)} as {new} '{name}' "
-        f"on node {target}, disks on {where} ({space})"
-    )
-    if ciuser or ssh_keys or ipconfig0:
-        effect += "; then cloud-init: " + ", ".join(
-            x
-            for x in (
-                f"user {ciuser}" if ciuser else "",
-                f"{len(ssh_keys or [])} SSH key(s)" if ssh_keys else "",
-                f"ipconfig0 {ipconfig0}" if ipconfig0 else "",
-            )
-            if x
-        )
-    stop = await gate(call, src, f"clone {src.vmid} to {new}", effect, f"delete_guest {new}", confirm)
-    if stop is not None:
-        return stop
-    params: dict[str, Any] = {"newid": new, "target": target}
-    params["name" if src.type == "qemu" else "hostname"] = name
-    if storage and not linked:
-        params["storage"] = validate.storage(storage)
-    # qemu-server clone_vm: `full // !is_template` — a template clones LINKED unless told otherwise
-    params["full"] = not linked
-    upid = await call.px.post(guest_path(src, "clone"), **params)
-    outcome = await call.wait(str(upid), wait_seconds)
-    clone = Guest(vmid=new, name=name, node=target, type=src.type, status="stopped")
-    if outcome.outcome == "ok" and (ciuser or ssh_keys or ipconfig0):
-        ci: dict[str, Any] = {}
-        if ciuser:
-            ci["ciuser"] = ciuser
-        if ssh_keys:
-            # format 'urlencoded' (pve-common JSONSchema pve_verify_urlencoded): spaces and newlines too
-            ci["sshkeys"] = quote("\n".join(k.strip() for k in ssh_keys) + "\n", safe="")
-        if ipconfig0:
-            ci["ipconfig0"] = ipconfig0
-        await call.px.put(guest_path(clone, "config"), **ci)
-    result, text = task_result(f"clone {src.vmid} to {new} of", clone, outcome)
-    if outcome.outcome == "ok":
-        result.guest = await _after(call, clone)
-    return Reply(result, text)
-
-
-@tool(Risk.CHANGE, "Grow a disk", ActionResult, mode=Mode.ADMIN)
 async def resize_disk(
-    call: Call,
-    vmid: Vmid,
-    disk: Annotated[
-        str, Field(pattern=DISK_RE.pattern, description="Disk key, e.g. scsi0 (VM) or rootfs (CT)")
-    ],
-    size: Annotated[str, Field(pattern=SIZE_RE.pattern, description="'+10G' adds 10 GiB; '64G' sets 64 GiB")],
-    confirm: Confirm = False,
-    wait_seconds: WaitSeconds = None,
+    call: Call, vmid: int, disk: str, size: str, confirm: bool, wait_seconds: int | None
 ) -> Reply:
-    """Grow one disk of a VM or container (Proxmox cannot shrink). Without confirm=true: the plan."""
+    """Grow one disk of a VM or container (Proxmox cannot shrink): set_guest_config grow_disk=. It needs
+    VM.Config.Disk, which also detaches disks: admin. Without confirm=true: the plan."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     config = await call.px.get(guest_path(guest, "config")) or {}
@@ -248,8 +137,8 @@ async def migrate_guest(
     confirm: Confirm = False,
     wait_seconds: WaitLong = None,
 ) -> Reply:
-    """Move a VM or container to another node. Runs Proxmox's own precondition check first; without
-    confirm=true: the plan (what moves, local disks copied, downtime)."""
+    """Move a VM or container to another node (Proxmox's own precondition check first). Without
+    confirm=true: the plan."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     target = validate.node(target_node)
@@ -302,8 +191,8 @@ async def migrate_guest(
 async def convert_to_template(
     call: Call, vmid: Vmid, confirm: Confirm = False, wait_seconds: WaitSeconds = None
 ) -> Reply:
-    """Turn a stopped VM or container without snapshots into a template (to clone from). Irreversible;
-    without confirm=true: the plan."""
+    """Make a stopped guest without snapshots a template to clone from (irreversible). Without
+    confirm=true: the plan."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     if guest.template:
@@ -322,65 +211,6 @@ async def convert_to_template(
             f"{guest_label(guest)} is now a template.",
         )
     result.guest = await _after(call, guest)
-    return Reply(result, text)
-
-
-@tool(Risk.CHANGE, "Restore backup", ActionResult, mode=Mode.ADMIN)
-async def restore_backup(
-    call: Call,
-    volume: Annotated[
-        str,
-        Field(
-            pattern=r"^[a-zA-Z][a-zA-Z0-9._-]*:backup/[A-Za-z0-9._-]+$",
-            max_length=255,
-            description="Backup volume ID as list_backups shows it (local:backup/vzdump-qemu-100-….vma.zst)",
-        ),
-    ],
-    node: Node,
-    newid: Annotated[
-        int | None, Field(ge=100, le=999_999_999, description="New VMID (default: next free)")
-    ] = None,
-    storage: StorageId | None = None,
-    start_after: Annotated[bool, Field(description="Start the restored guest")] = False,
-    confirm: Confirm = False,
-    wait_seconds: WaitLong = None,
-) -> Reply:
-    """Restore a backup as a NEW guest (never over an existing one: restore to a new VMID, check it, then
-    delete the old guest). Without confirm=true: the plan."""
-    check_may_create(call)
-    m = re.search(r"vzdump-(qemu|lxc)-(\d+)-", volume)
-    if not m:
-        raise validate.InvalidArgument("volume: not a vzdump backup name (vzdump-qemu-… or vzdump-lxc-…)")
-    kind, source = m[1], int(m[2])
-    node = validate.node(node)
-    new = validate.vmid(newid) if newid is not None else await _next_id(call)
-    existing = [g for g in await call.rt.locator.listing(call.px) if g.get("vmid") == new]
-    if existing:
-        raise validate.InvalidArgument(
-            f"newid: {new} exists; restoring over a guest is not offered. Pick a free VMID (or omit newid)"
-        )
-    label = "VM" if kind == "qemu" else "container"
-    effect = f"backup {volume} (of {source}) is restored as {label} {new} on {node}"
-    effect += (
-        f", disks on storage {validate.storage(storage)}" if storage else ", disks on their original storage"
-    )
-    stop = await gate(call, None, f"restore to {new}", effect, f"delete_guest {new}", confirm)
-    if stop is not None:
-        return stop
-    params: dict[str, Any] = {"vmid": new}
-    if storage:
-        params["storage"] = validate.storage(storage)
-    if start_after:
-        params["start"] = True
-    if kind == "qemu":
-        params["archive"] = volume
-    else:
-        params.update(ostemplate=volume, restore=True)
-    upid = await call.px.post(validate.api_path("nodes", node, kind), **params)
-    restored = Guest(vmid=new, node=node, type=kind, status="stopped")  # type: ignore[arg-type]
-    result, text = task_result(f"restore {volume} to", restored, await call.wait(str(upid), wait_seconds))
-    if result.outcome == "ok":
-        result.guest = await _after(call, restored)
     return Reply(result, text)
 
 

@@ -9,15 +9,8 @@ from pydantic import BaseModel, Field
 from pmcp.server import validate
 from pmcp.server.policy import Risk
 from pmcp.server.registry import Call, Reply, tool
-from pmcp.server.tools.common import (
-    Node,
-    StorageId,
-    Vmid,
-    hidden_volumes,
-    resolve_guest,
-    scope_vmids,
-    vmid_visible,
-)
+from pmcp.server.tools.backups import Backup, list_backups
+from pmcp.server.tools.common import Node, Vmid, hidden_volumes, resolve_guest, scope_vmids, vmid_visible
 
 
 class StorageItem(BaseModel):
@@ -37,8 +30,7 @@ class StorageList(BaseModel):
     storages: list[StorageItem]
 
 
-@tool(Risk.READ, "List storage", StorageList)
-async def list_storage(call: Call, node: Node | None = None) -> Reply:
+async def _storages(call: Call, node: str | None) -> Reply:
     """Storages with type, content types and usage: on one node, or cluster-wide (one row per node)."""
     out: list[StorageItem] = []
     if node:
@@ -103,18 +95,8 @@ class VolumeList(BaseModel):
     )
 
 
-@tool(Risk.READ, "Storage content", VolumeList)
-async def storage_content(
-    call: Call,
-    node: Node,
-    storage: StorageId,
-    content: Annotated[
-        Literal["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"] | None,
-        Field(description="Only this content type"),
-    ] = None,
-    vmid: Vmid | None = None,
-    limit: Annotated[int, Field(ge=1, le=500, description="Page size")] = 50,
-    offset: Annotated[int, Field(ge=0, description="Skip this many volumes")] = 0,
+async def _content(
+    call: Call, node: str, storage: str, content: str | None, vmid: int | None, limit: int, offset: int
 ) -> Reply:
     """The volumes on one storage of one node (disk images, ISOs, templates, backups), paginated."""
     path = validate.api_path("nodes", validate.node(node), "storage", validate.storage(storage), "content")
@@ -159,3 +141,53 @@ async def storage_content(
         hidden=hidden or None,
     )
     return Reply(data, "\n".join(lines))
+
+
+class StorageAnswer(BaseModel):
+    """list_storage's answer: the storages (total, storages), one storage's volumes (node, storage,
+    volumes...) or the backups (storages searched, backups)."""
+
+    total: int
+    storages: list[StorageItem] | list[str] | None = None
+    returned: int | None = None
+    backups: list[Backup] | None = None
+    node: str | None = None
+    storage: str | None = None
+    offset: int | None = None
+    next_offset: int | None = None
+    volumes: list[Volume] | None = None
+    hidden: list[str] | None = Field(
+        None, description="Volumes Proxmox does not show this server's token, and the privilege it lacks"
+    )
+
+
+# The storage list and one storage's content in one tool (issue 14: tools/list stays small).
+@tool(Risk.READ, "Storages and their content", StorageAnswer)
+async def list_storage(
+    call: Call,
+    node: Node | None = None,
+    storage: Annotated[
+        str | None,
+        Field(pattern=validate.STORAGE_PATTERN, description="List this storage's volumes (needs node)"),
+    ] = None,
+    content: Annotated[
+        Literal["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"] | None,
+        Field(description="With storage: only this content type"),
+    ] = None,
+    vmid: Vmid | None = None,
+    limit: Annotated[int, Field(ge=1, le=500, description="Page size")] = 50,
+    offset: Annotated[int, Field(ge=0, description="Skip this many")] = 0,
+) -> Reply:
+    """Storages with usage (a node's or all); with storage and node: its volumes; content=backup: backups,
+    newest first."""
+    if content == "backup":
+        reply = await list_backups(call, vmid, storage, node, limit)
+    elif storage is None:
+        reply = await _storages(call, node)
+    elif node is None:
+        raise validate.InvalidArgument(
+            "node: name the node whose storage to list (storage content is per node)"
+        )
+    else:
+        reply = await _content(call, node, storage, content, vmid, limit, offset)
+    return Reply(StorageAnswer(**reply.data.model_dump(exclude_none=True)), reply.text)

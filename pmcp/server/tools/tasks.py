@@ -55,14 +55,7 @@ async def _per_node(call: Call, limit: int, vmid: int | None, errors_only: bool)
     return out
 
 
-@tool(Risk.READ, "List tasks", TaskList)
-async def list_tasks(
-    call: Call,
-    node: Node | None = None,
-    vmid: Vmid | None = None,
-    errors_only: Annotated[bool, Field(description="Only tasks that failed")] = False,
-    limit: Annotated[int, Field(ge=1, le=200, description="At most this many tasks")] = 20,
-) -> Reply:
+async def list_tasks(call: Call, node: str | None, vmid: int | None, errors_only: bool, limit: int) -> Reply:
     """Recent Proxmox tasks (start, backup, snapshot, ...), newest first, on one node or cluster-wide."""
     if node:
         raw = (
@@ -129,11 +122,45 @@ class TaskStatus(BaseModel):
     outcome: Literal["ok", "failed", "running"]
     starttime: int | None = None
     log_tail: list[str] | None = None
+    log_start: int | None = None
+    log: list[str] | None = Field(None, description="The log lines asked for with log_lines")
 
 
-@tool(Risk.READ, "Task status", TaskStatus)
-async def task_status(call: Call, upid: Upid) -> Reply:
-    """Whether a task is still running, and if not whether it succeeded (exit status, log tail on failure)."""
+class Tasks(TaskStatus):
+    """tasks' answer: a list (returned, tasks, limited) or one task (upid and the rest)."""
+
+    upid: str | None = None  # type: ignore[assignment]  # absent in a list
+    node: str | None = None  # type: ignore[assignment]
+    outcome: Literal["ok", "failed", "running"] | None = None  # type: ignore[assignment]
+    returned: int | None = None
+    tasks: list[TaskItem] | None = None
+    limited: str | None = None
+
+
+# The task list and one task's outcome and log in one tool (issue 14: tools/list stays small).
+@tool(Risk.READ, "Proxmox tasks", Tasks)
+async def tasks(
+    call: Call,
+    upid: Upid | None = None,
+    node: Node | None = None,
+    vmid: Vmid | None = None,
+    errors_only: Annotated[bool, Field(description="Only tasks that failed")] = False,
+    limit: Annotated[int, Field(ge=1, le=200, description="At most this many")] = 20,
+    log_lines: Annotated[int, Field(ge=0, le=1000, description="With upid: this many log lines")] = 0,
+    log_start: Annotated[int, Field(ge=0, description="First log line")] = 0,
+) -> Reply:
+    """With upid: that task's outcome (log tail on failure; log_lines: its log). Without: recent tasks,
+    newest first."""
+    if upid is None:
+        reply = await list_tasks(call, node, vmid, errors_only, limit)
+    else:
+        reply = await task_status(call, upid, log_lines, log_start)
+    return Reply(Tasks(**reply.data.model_dump(exclude_none=True)), reply.text)
+
+
+async def task_status(call: Call, upid: str, log_lines: int, log_start: int) -> Reply:
+    """Whether a task is still running, and if not whether it succeeded (exit status, log tail on
+    failure); with log_lines, a page of its log."""
     upid = validate.upid(upid)
     node = validate.upid_node(upid)
     await check_task_scope(call, upid)
@@ -161,29 +188,10 @@ async def task_status(call: Call, upid: Upid) -> Reply:
     )
     if tail:
         text += "\nLast log lines:\n" + "\n".join(tail[-5:])
+    if log_lines:
+        path = validate.api_path("nodes", node, "tasks", upid, "log")
+        raw = await call.px.get(path, start=log_start, limit=log_lines) or []
+        data.log = [str(e.get("t", "")) for e in raw if isinstance(e, dict)]
+        data.log_start = log_start
+        text += f"\nLog from line {log_start}:\n" + ("\n".join(data.log) or "(empty)")
     return Reply(data, text)
-
-
-class TaskLog(BaseModel):
-    upid: str
-    start: int
-    lines: list[str]
-
-
-@tool(Risk.READ, "Task log", TaskLog)
-async def task_log(
-    call: Call,
-    upid: Upid,
-    start: Annotated[int, Field(ge=0, description="First line number (0-based)")] = 0,
-    limit: Annotated[int, Field(ge=1, le=1000, description="At most this many lines")] = 100,
-) -> Reply:
-    """The log lines of one task (page with start/limit)."""
-    upid = validate.upid(upid)
-    node = validate.upid_node(upid)
-    await check_task_scope(call, upid)
-    raw = (
-        await call.px.get(validate.api_path("nodes", node, "tasks", upid, "log"), start=start, limit=limit)
-        or []
-    )
-    lines = [str(e.get("t", "")) for e in raw if isinstance(e, dict)]
-    return Reply(TaskLog(upid=upid, start=start, lines=lines), "\n".join(lines) or "(empty log)")

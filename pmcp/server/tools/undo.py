@@ -118,8 +118,8 @@ async def _prune(call: Call, guest: Guest, names: list[str]) -> None:
 async def undo_last_change(
     call: Call, vmid: Vmid, confirm: Confirm = False, wait_seconds: WaitSeconds = None
 ) -> Reply:
-    """Roll a guest back to the safety snapshot pmcp took before its last change (tags, disk size, a
-    rollback) and delete it; again: the change before. Disk writes since are lost. First: the plan."""
+    """Roll a guest back to pmcp's safety snapshot from before its last change, and delete it (again: the
+    change before). Disk writes since are lost. First: the plan."""
     guest = await resolve_guest(call, vmid)
     call.rt.policy.check_guest(call.spec.name, guest.vmid, guest.tags)
     names = await _names(call, guest)

@@ -1,3 +1,14 @@
 """The simulated endpoints, one module per API area; importing this registers them all."""
 
-from pmcp.sim.api import access, cluster, firewall, guests, ha, observe, provision, storage, tasks  # noqa: F401
+from pmcp.sim.api import (  # noqa: F401
+    access,
+    cluster,
+    firewall,
+    guests,
+    ha,
+    infra,
+    observe,
+    provision,
+    storage,
+    tasks,
+)

@@ -101,12 +101,31 @@ def _register(kind: str) -> None:
         g = guest_of(ctx, p["node"], p["vmid"], kind)
         if p.get("snapshot"):
             return dict(_snapshot(g, p["snapshot"])["config"])
-        return dict(g["config"])
+        if p.get("current"):
+            return dict(g["config"])
+        # pve-guest-common AbstractConfig.pm load_current_config: without current=1 the answer holds
+        # the pending values (and leaves out pending deletions)
+        pending = g.get("pending") or {}
+        out = {k: v for k, v in g["config"].items() if k not in pending.get("delete", [])}
+        return out | {k: v for k, v in pending.items() if k != "delete"}
 
     @route("GET", base + "/{vmid}/pending")
     def pending(ctx: Ctx, p: dict) -> list:
+        """pve-guest-common GuestHelpers.pm config_with_pending_array: value = current, pending = new,
+        delete = 1 for a pending removal."""
         g = guest_of(ctx, p["node"], p["vmid"], kind)
-        return [{"key": k, "value": str(v)} for k, v in g["config"].items()]
+        pend = g.get("pending") or {}
+        out = []
+        for k in sorted(set(g["config"]) | set(pend) - {"delete"}):
+            item: dict[str, Any] = {"key": k}
+            if k in g["config"]:  # strings, as the schema's returns say
+                item["value"] = str(g["config"][k])
+            if k in pend:
+                item["pending"] = str(pend[k])
+            if k in pend.get("delete", []):
+                item["delete"] = 1
+            out.append(item)
+        return out
 
     @route("PUT", base + "/{vmid}/config")
     def set_config(ctx: Ctx, p: dict) -> None:
@@ -321,20 +340,84 @@ def _snapshot(g: dict[str, Any], name: str) -> dict[str, Any]:
     raise ApiError(500, f"snapshot '{name}' does not exist")
 
 
+# What a running guest takes at once; the rest waits in [PENDING] for the next start.
+# qemu-server QemuServer.pm $fast_plug_option + cloud-init options ($confdesc_cloudinit) and
+# vmconfig_hotplug_pending (net with the default hotplug 'network,disk,usb'; memory only with
+# 'memory', vcpus only with 'cpu'; balloon unless it switches the balloon device on or off; cores and
+# sockets never); pve-container LXC/Config.pm $LXC_FASTPLUG_OPTIONS (cores among them) and
+# vmconfig_hotplug_pending (memory, swap, net, cpulimit, cpuunits).
+_QEMU_FAST = {
+    "description", "hookscript", "lock", "migrate_downtime", "migrate_speed", "name", "onboot",
+    "protection", "shares", "startup", "tags", "vmstatestorage", "cicustom", "cipassword", "citype",
+    "ciupgrade", "ciuser", "nameserver", "searchdomain", "sshkeys",
+}  # fmt: skip
+_LXC_HOT = {
+    "description", "onboot", "startup", "protection", "hostname", "hookscript", "cores", "tags", "lock",
+    "memory", "swap", "cpulimit", "cpuunits",
+}  # fmt: skip
+
+
+def _hot(kind: str, cfg: dict[str, Any], key: str, value: Any) -> bool:
+    if kind == "lxc":
+        return key in _LXC_HOT or key.startswith("net")
+    if key in _QEMU_FAST or key.startswith("ipconfig") or key in ("cpuunits", "cpulimit", "agent"):
+        return True
+    features = str(cfg.get("hotplug", "network,disk,usb"))
+    features = "network,disk,usb" if features == "1" else features
+    if key.startswith("net"):
+        return "network" in features
+    if key == "memory":
+        return "memory" in features
+    if key == "vcpus":
+        return "cpu" in features
+    if key == "balloon":
+        return (str(cfg.get("balloon", "1")) != "0") == (str(value) != "0")
+    return False
+
+
+def apply_pending(g: dict[str, Any]) -> None:
+    """qemu-server QemuServer.pm vm_start -> vmconfig_apply_pending; pve-container LXC.pm vm_start
+    and lxc-pve-poststop-hook: what waited is applied when the guest (re)starts or a CT stops."""
+    pend = g.pop("pending", None) or {}
+    for key in pend.pop("delete", []):
+        g["config"].pop(key, None)
+    g["config"].update(pend)
+    _sync_memory(g)
+    g["config"]["digest"] = config_digest(g["config"])
+
+
+def _sync_memory(g: dict[str, Any]) -> None:
+    if "memory" in g["config"]:
+        g["maxmem"] = int(str(g["config"]["memory"]).split("=")[-1].split(",")[0]) * 1024**2
+
+
 def _update_config(ctx: Ctx, g: dict[str, Any], p: dict[str, Any]) -> None:
+    """A running guest gets the hot-pluggable changes at once and keeps the others pending (what
+    qemu-server API2/Qemu.pm update_vm_api and pve-container LXC/Config.pm update_pct_config do:
+    write [PENDING], then vmconfig_hotplug_pending); a stopped one gets everything."""
     cfg = g["config"]
     if p.get("digest") and p["digest"] != cfg.get("digest"):
         raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
     if g.get("lock") and not p.get("skiplock"):
         raise ApiError(500, f"VM is locked ({g['lock']})")
+    running = g["status"] == "running"
+    pend = g.setdefault("pending", {})
     for key in split_list(p.get("delete")):
-        cfg.pop(key, None)
+        if running and not _hot(g["type"], cfg, key, None):
+            pend.setdefault("delete", []).append(key)
+        else:
+            cfg.pop(key, None)
     for key, value in p.items():
         if key in _CONFIG_SKIP:
             continue
-        cfg[key] = value
-    if "memory" in p:
-        g["maxmem"] = int(str(p["memory"]).split("=")[-1].split(",")[0]) * 1024**2
+        if running and not _hot(g["type"], cfg, key, value):
+            pend[key] = value
+        else:
+            cfg[key] = value
+            pend.pop(key, None)
+    if not pend:
+        g.pop("pending", None)
+    _sync_memory(g)
     cfg["digest"] = config_digest(cfg)
     ctx.state.changed()
 
@@ -424,13 +507,18 @@ def _power(state: SimState, a: dict[str, Any]) -> list[str]:
         g.update(status="running", started_at=time.time(), paused=False)
         if g.get("lock") == "suspended":
             g.pop("lock", None)
+        else:
+            apply_pending(g)
         return lines
     if action in ("stop", "shutdown"):
         g.update(status="stopped", started_at=None, paused=False)
+        if kind == "lxc":
+            apply_pending(g)
         return lines
     if action == "reboot":
         if running:
             g.update(started_at=time.time(), paused=False)
+            apply_pending(g)
         return lines
     if action == "reset":
         if not running:
@@ -502,6 +590,7 @@ def _snapshot_rollback(state: SimState, a: dict[str, Any]) -> list[str]:
     boot = next((g["config"][k] for k in BOOT_KEYS if k in g["config"]), None)
     if boot and (m := re.search(r"(?:^|,)size=(\d+)([KMGT])?", str(boot))):
         g["maxdisk"] = int(m[1]) * {None: 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[m[2]]
+    g.pop("pending", None)  # pve-guest-common AbstractConfig.pm __snapshot_apply_config: a new config
     g["parent"] = a["name"]
     if snap.get("vmstate") or a.get("start"):
         g.update(status="running", started_at=time.time(), paused=False)

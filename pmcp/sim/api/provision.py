@@ -253,20 +253,136 @@ def _restore(ctx: Ctx, p: dict, kind: str, volid: str) -> str:
     )  # fmt: skip
 
 
+# --- create ---------------------------------------------------------------------------------------
+
+# qemu-server API2/Qemu.pm $check_vm_modify_config_perm: the privilege each config key needs on the new
+# guest (disks, cdrom and tags are checked elsewhere; unknown keys are root@pam's alone).
+_QEMU_KEY_PRIVS = {
+    **dict.fromkeys(("cores", "cpu", "cpulimit", "cpuunits", "numa", "sockets", "vcpus"), "VM.Config.CPU"),
+    **dict.fromkeys(("memory", "balloon", "shares"), "VM.Config.Memory"),
+    **dict.fromkeys(("acpi", "hotplug", "kvm", "machine", "scsihw", "smbios1", "tablet", "vga"),
+                    "VM.Config.HWType"),
+    **dict.fromkeys(("agent", "bios", "description", "name", "onboot", "ostype", "protection"),
+                    "VM.Config.Options"),
+    **dict.fromkeys(("boot", "bootdisk"), "VM.Config.Disk"),
+    **dict.fromkeys(("ciuser", "cipassword", "sshkeys", "nameserver", "searchdomain"), "VM.Config.Cloudinit"),
+}  # fmt: skip
+_CREATE_META = {"node", "vmid", "start", "pool", "storage", "unique", "force", "archive", "restore"}
+_ALLOC_RE = re.compile(r"^(?P<storage>[a-zA-Z][a-zA-Z0-9._-]*):(?P<size>\d+)(?:,|$)")
+
+
+def _create_perms(ctx: Ctx, p: dict, kind: str) -> None:
+    """VM.Allocate on the new guest (or its pool), then each key's privilege (qemu-server create_vm ->
+    $check_vm_modify_config_perm; pve-container create_vm -> PVE::LXC::check_ct_modify_config_perm),
+    Datastore.AllocateSpace where a disk is allocated, the ISO or template readable
+    (PVE::Storage::check_volume_access), SDN.Use on the bridge (PVE::GuestHelpers check_vnet_access)."""
+    _restore_perms(ctx, p)
+    vm = f"/vms/{p['vmid']}"
+    for key, value in p.items():
+        if key in _CREATE_META:
+            continue
+        text = str(value)
+        if kind == "qemu" and key in _QEMU_KEY_PRIVS:
+            ctx.require(vm, _QEMU_KEY_PRIVS[key])
+        elif kind == "lxc" and key in ("cores", "cpulimit", "cpuunits"):
+            ctx.require(vm, "VM.Config.CPU")
+        elif kind == "lxc" and key in ("memory", "swap"):
+            ctx.require(vm, "VM.Config.Memory")
+        elif key.startswith("net"):
+            ctx.require(vm, "VM.Config.Network")
+            bridge = re.search(r"(?:^|,)bridge=([^,]+)", text)
+            if bridge:
+                ctx.require(f"/sdn/zones/localnetwork/{bridge[1]}", "SDN.Use")
+        elif DISK_RE.match(key) and (m := _ALLOC_RE.match(text)):
+            storage_of(ctx, m["storage"])
+            ctx.require(f"/storage/{m['storage']}", "Datastore.AllocateSpace")
+            ctx.require(vm, "VM.Config.Disk")
+        elif key in ("ostemplate", "ide2") and ":" in text and not text.startswith("none"):
+            _volume(ctx, text.split(",")[0])
+            if key == "ide2":
+                ctx.require(vm, "VM.Config.CDROM")
+
+
+def _volume(ctx: Ctx, volid: str) -> dict[str, Any]:
+    """An ISO or container template: readable with Datastore.Audit or AllocateSpace on its storage
+    (pve-storage Storage.pm check_volume_access), else 403; missing -> 500 as PVE says it."""
+    sid = volid.split(":", 1)[0]
+    storage_of(ctx, sid)
+    if not ctx.has(f"/storage/{sid}", "Datastore.Audit", "Datastore.AllocateSpace"):
+        raise perm_error(f"/storage/{sid}, Datastore.Audit|Datastore.AllocateSpace")
+    for key, items in ctx.world["content"].items():
+        if key.split("/")[-1] == sid:
+            for item in items:
+                if item["volid"] == volid:
+                    return item
+    raise ApiError(500, f"volume '{volid}' does not exist")
+
+
+def _create(ctx: Ctx, p: dict, kind: str) -> str:
+    node_of(ctx, p["node"])
+    _create_perms(ctx, p, kind)
+    label = "VM" if kind == "qemu" else "CT"
+    existing = ctx.world["guests"].get(str(p["vmid"]))
+    if existing is not None:  # qemu-server create_vm / pve-container create_vm, before the worker
+        raise ApiError(
+            500, f"unable to create {label} {p['vmid']} - {label} {p['vmid']} already exists on node "
+            f"'{existing['node']}'",
+        )  # fmt: skip
+    if kind == "lxc" and not str(p.get("ostemplate", "")).split(":", 1)[-1].startswith("vztmpl/"):
+        raise ApiError(400, "Parameter verification failed.", {"ostemplate": "not a container template"})
+    config = {k: v for k, v in p.items() if k not in _CREATE_META and k != "ostemplate"}
+    verb = "qmcreate" if kind == "qemu" else "vzcreate"
+    args = {"vmid": p["vmid"], "node": p["node"], "kind": kind, "config": config, "start": p.get("start", 0),
+            "pool": p.get("pool")}  # fmt: skip
+    return ctx.state.engine.start(
+        p["node"], verb, str(p["vmid"]), ctx.auth.authid, "create", args, [f"create {label} {p['vmid']}"],
+        lock="create",
+    )  # fmt: skip
+
+
 @route("POST", "/nodes/{node}/qemu")
 def create_qemu(ctx: Ctx, p: dict) -> str:
-    """qemu-server create_vm, restore only (`archive`); creating from scratch is not simulated."""
-    if not p.get("archive"):
-        raise ApiError(501, "the simulator creates VMs only by restoring a backup (archive=...)")
-    return _restore(ctx, p, "qemu", p["archive"])
+    """qemu-server create_vm: a restore with `archive`, else a new VM from its config keys."""
+    if p.get("archive"):
+        return _restore(ctx, p, "qemu", p["archive"])
+    return _create(ctx, p, "qemu")
 
 
 @route("POST", "/nodes/{node}/lxc")
 def create_lxc(ctx: Ctx, p: dict) -> str:
-    """pve-container create_vm with restore=1: `ostemplate` names the backup archive."""
-    if not p.get("restore"):
-        raise ApiError(501, "the simulator creates containers only by restoring a backup (restore=1)")
-    return _restore(ctx, p, "lxc", p["ostemplate"])
+    """pve-container create_vm: restore=1 restores the backup named by `ostemplate`, else a new
+    container from the template `ostemplate`. Privileged containers need Sys.Modify on / (schema)."""
+    if p.get("restore"):
+        return _restore(ctx, p, "lxc", p["ostemplate"])
+    if not p.get("unprivileged"):
+        ctx.require("/", "Sys.Modify")
+    return _create(ctx, p, "lxc")
+
+
+@effect("create")
+def _create_effect(state: SimState, a: dict[str, Any]) -> list[str]:
+    """The worker allocates each `STORAGE:SIZE` disk as vm-VMID-disk-N (size in GiB) and writes the config."""
+    cfg: dict[str, Any] = {}
+    maxdisk, n = 0, 0
+    for key, value in a["config"].items():
+        text = str(value)
+        if DISK_RE.match(key) and (m := _ALLOC_RE.match(text)):
+            rest = text[m.end() :]
+            text = f"{m['storage']}:vm-{a['vmid']}-disk-{n},{rest + ',' if rest else ''}size={m['size']}G"
+            maxdisk += int(m["size"]) * UNITS["G"]
+            n += 1
+        cfg[key] = text if isinstance(value, str) or text != str(value) else value
+    cfg["digest"] = config_digest(cfg)
+    mem = int(str(cfg.get("memory", 512 if a["kind"] == "lxc" else 2048)).split("=")[-1])
+    start = bool(a.get("start"))
+    state.world["guests"][str(a["vmid"])] = {
+        "vmid": a["vmid"], "type": a["kind"], "node": a["node"], "status": "running" if start else "stopped",
+        "pool": a.get("pool"), "template": 0, "config": cfg, "snapshots": [], "maxmem": mem * 1024**2,
+        "maxdisk": maxdisk, "cpu_load": 0.01 if start else 0, "mem_ratio": 0.2, "disk_ratio": 0.1,
+        "uptime": 0, "netin": 0, "netout": 0, "started_at": time.time() if start else None,
+    }  # fmt: skip
+    state.changed(access=bool(a.get("pool")))
+    return [f"{a['kind']} {a['vmid']} created"]
 
 
 @effect("restore")

@@ -39,7 +39,7 @@ def stop(served: Served, era: str, args: dict[str, Any], person: Person | None) 
     async def go() -> Any:
         kwargs = {"elicitation_callback": person} if person else {}
         async with connect(served, mode=era, **kwargs) as client:
-            return await client.call_tool("stop_guest", args)
+            return await client.call_tool("guest_power", {"action": "stop"} | args)
 
     return anyio.run(go)
 
@@ -83,7 +83,7 @@ def test_an_accept_acts_even_without_confirm(era: str, policy: str, request: pyt
     assert (
         len(person.shown) == 1 and f"VM {vmid}" in person.shown[0] and "pulling the plug" in person.shown[0]
     )
-    *earlier, record = outcomes(served, "stop_guest")
+    *earlier, record = outcomes(served, "guest_power")
     assert record["approval"] == {"by": "person", "how": "elicitation", "answer": "accept"}
     assert record["outcome"] == "ok"
     # 2026-07: the first exchange ended with the question (input_required), the second one acted
@@ -105,7 +105,7 @@ def test_a_decline_changes_nothing_even_with_confirm(fallback: Served, era: str,
     assert len(person.shown) == 1
     assert fallback.sim.state.guest(vmid)["status"] == "running"
     assert not [p for m, p in fallback.sim.state.requests if m == "POST"], "nothing was sent to Proxmox"
-    record = outcomes(fallback, "stop_guest")[-1]
+    record = outcomes(fallback, "guest_power")[-1]
     assert record["approval"] == {"by": "person", "how": "elicitation", "answer": answer}
     assert record["outcome"] == "declined"
 
@@ -120,7 +120,7 @@ def test_without_elicitation_the_fallback_takes_confirm(fallback: Served, era: s
     done = stop(fallback, era, {"vmid": vmid, "confirm": True, "wait_seconds": 30}, None)
     assert done.structured_content["outcome"] == "ok"
     assert fallback.sim.state.guest(vmid)["status"] == "stopped"
-    assert outcomes(fallback, "stop_guest")[-1]["approval"] == {
+    assert outcomes(fallback, "guest_power")[-1]["approval"] == {
         "by": "model",
         "how": "confirm",
         "answer": "accept",
@@ -138,13 +138,13 @@ def test_without_elicitation_the_strict_policy_refuses(strict: Served, era: str)
     assert "elicitation" in text and "--approval confirm" in text
     assert strict.sim.state.guest(vmid)["status"] == "running"
     assert not [p for m, p in strict.sim.state.requests if m == "POST"]
-    assert outcomes(strict, "stop_guest")[-1]["outcome"] == "refused"
+    assert outcomes(strict, "guest_power")[-1]["outcome"] == "refused"
 
 
 @pytest.mark.parametrize("era", ERAS)
 def test_scope_changes_asks_before_every_change(make_server: Any, era: str) -> None:
-    """--approval-scope changes: a change tool without a plan (start_guest) is asked too; declined, nothing
-    starts."""
+    """--approval-scope changes: a change that does not plan by itself (guest_power start) is asked too;
+    declined, nothing starts."""
     with make_server(approval_scope=ApprovalScope.CHANGES) as served:
         vmid = next(
             int(v)
@@ -155,11 +155,13 @@ def test_scope_changes_asks_before_every_change(make_server: Any, era: str) -> N
 
         async def go() -> Any:
             async with connect(served, mode=era, elicitation_callback=person) as client:
-                return await client.call_tool("start_guest", {"vmid": vmid})
+                return await client.call_tool("guest_power", {"action": "start", "vmid": vmid})
 
         result = anyio.run(go)
-        assert result.is_error and "declined" in result.content[0].text
-        assert person.shown and "start_guest" in person.shown[0]
+        # guest_power plans (it has confirm), so a decline is its "declined" outcome, not an error
+        assert "declined" in result.content[0].text
+        assert result.is_error or result.structured_content["outcome"] == "declined"
+        assert person.shown and "guest_power" in person.shown[0]
         assert served.sim.state.guest(vmid)["status"] == "stopped"
 
 
@@ -178,13 +180,15 @@ def test_one_accept_approves_one_call(fallback: Served) -> None:
     async def go() -> tuple[Any, Any, str]:
         async with connect(fallback, mode="auto", elicitation_callback=Person("accept")) as client:
             s = client.session
-            first = await s.call_tool("reset_guest", {"vmid": vmid}, allow_input_required=True)
+            first = await s.call_tool(
+                "guest_power", {"action": "reset", "vmid": vmid}, allow_input_required=True
+            )
             assert isinstance(first, InputRequiredResult), first
             again = dict(input_responses=yes, request_state=first.request_state, allow_input_required=True)
-            done = await s.call_tool("reset_guest", {"vmid": vmid}, **again)
-            replay = await s.call_tool("reset_guest", {"vmid": vmid}, **again)
+            done = await s.call_tool("guest_power", {"action": "reset", "vmid": vmid}, **again)
+            replay = await s.call_tool("guest_power", {"action": "reset", "vmid": vmid}, **again)
             try:
-                moved = await s.call_tool("reset_guest", {"vmid": other}, **again)
+                moved = await s.call_tool("guest_power", {"action": "reset", "vmid": other}, **again)
                 error = f"answered: {moved}"
             except MCPError as exc:
                 error = str(exc)
@@ -221,7 +225,7 @@ def test_an_answer_reaches_any_server_of_the_install_but_no_other_client(
                 extra = {"input_responses": yes, "request_state": state} if state else {}
                 try:
                     return await c.session.call_tool(
-                        "reset_guest", {"vmid": vmid}, allow_input_required=True, **extra
+                        "guest_power", {"action": "reset", "vmid": vmid}, allow_input_required=True, **extra
                     )
                 except MCPError as exc:
                     return str(exc)
@@ -250,7 +254,9 @@ def test_the_persons_accept_counts_against_the_hourly_budget(make_server: Any, e
 
         async def reset(person: Person, confirm: bool) -> Any:
             async with connect(served, mode=era, elicitation_callback=person) as client:
-                return await client.call_tool("reset_guest", {"vmid": vmid, "confirm": confirm})
+                return await client.call_tool(
+                    "guest_power", {"action": "reset", "vmid": vmid, "confirm": confirm}
+                )
 
         declined = anyio.run(reset, Person("decline"), True)  # taken before the body, given back
         first = anyio.run(reset, Person("accept"), False)  # taken at the accept

@@ -70,8 +70,8 @@ def test_audit_quota_refuses_changes_but_keeps_every_outcome(tmp_path):
     written = 0
     with pytest.raises(AuditUnavailable, match="quota"):
         while True:
-            cid = log.intent("claude", "set_guest_metadata", "change", {"vmid": 100, "n": written})
-            log.outcome(cid, "claude", "set_guest_metadata", "ok", detail="x" * 500)
+            cid = log.intent("claude", "set_guest_config", "change", {"vmid": 100, "n": written})
+            log.outcome(cid, "claude", "set_guest_config", "ok", detail="x" * 500)
             written += 1
     assert written > 50
     assert log.refused("mallory", "stop_guest", "destructive", {}, "mode", None) is False  # noise stopped
@@ -104,8 +104,8 @@ def test_a_change_is_refused_when_the_disk_is_short_and_reads_go_on(make_server,
 
     async def go(served):
         async with connect(served) as client:
-            change = await client.call_tool("set_guest_metadata", {"vmid": vmid, "description": "nope"})
-            read = await client.call_tool("guest_status", {"vmid": vmid})
+            change = await client.call_tool("set_guest_config", {"vmid": vmid, "description": "nope"})
+            read = await client.call_tool("guest_info", {"vmid": vmid})
             return change, read
 
     with make_server(audit_min_free=2**62) as served:  # more than any disk has free

@@ -129,7 +129,8 @@ def test_refused_calls_left_out_for_room_are_counted_in_the_chain(tmp_path: Path
 
 def test_a_refused_call_is_in_the_audit_and_the_log_verifies(make_server, sim) -> None:
     """Through the SDK: a call the mode refuses is recorded (sealed), a protected guest's refusal carries its
-    reason, and audit_status, a read tool, says the log verifies, then names the line an edit broke."""
+    reason, and capabilities verify_audit=true (a read) says the log verifies, then names the line an edit
+    broke."""
     from pmcp.server.config import Mode
 
     from .conftest import connect
@@ -138,21 +139,25 @@ def test_a_refused_call_is_in_the_audit_and_the_log_verifies(make_server, sim) -
 
     async def go(served):
         async with connect(served) as client:
-            refused = await client.call_tool("stop_guest", {"vmid": vmid, "confirm": True})
-            status = await client.call_tool("audit_status", {})
+            refused = await client.call_tool("guest_power", {"action": "stop", "vmid": vmid, "confirm": True})
+            status = await client.call_tool("capabilities", {"verify_audit": True})
             lines = served.audit_path.read_bytes().splitlines(keepends=True)
-            served.audit_path.write_bytes(lines[0].replace(b"stop_guest", b"start_guest"))
-            broken = await client.call_tool("audit_status", {})
+            served.audit_path.write_bytes(lines[0].replace(b'"destructive"', b'"change"'))
+            broken = await client.call_tool("capabilities", {"verify_audit": True})
             return refused, status, broken
 
     with make_server(mode=Mode.OPERATOR) as served:
         refused, status, broken = anyio.run(go, served)
     assert refused.is_error and "PMCP_MODE=admin" in refused.content[0].text
-    assert status.structured_content["verified"] is True and status.structured_content["records"] == 1
-    rec = json.loads(served.audit_path.read_bytes().splitlines()[0].replace(b"start_guest", b"stop_guest"))
-    assert rec["phase"] == "refused" and rec["tool"] == "stop_guest" and rec["seq"] == 1
-    assert broken.structured_content["verified"] is False
-    assert broken.structured_content["breaks_at"]["line"] == 1 and "does not verify" in broken.content[0].text
+    status_of, broken_of = (
+        status.structured_content["audit_status"],
+        broken.structured_content["audit_status"],
+    )
+    assert status_of["verified"] is True and status_of["records"] == 1
+    rec = json.loads(served.audit_path.read_bytes().splitlines()[0].replace(b'"change"', b'"destructive"'))
+    assert rec["phase"] == "refused" and rec["tool"] == "guest_power" and rec["seq"] == 1
+    assert broken_of["verified"] is False
+    assert broken_of["breaks_at"]["line"] == 1 and "does not verify" in broken.content[0].text
 
 
 def test_a_protected_guest_refusal_is_sealed_with_its_reason(make_server, sim) -> None:
@@ -162,7 +167,7 @@ def test_a_protected_guest_refusal_is_sealed_with_its_reason(make_server, sim) -
 
     async def go(served):
         async with connect(served) as client:
-            return await client.call_tool("start_guest", {"vmid": vmid})
+            return await client.call_tool("guest_power", {"action": "start", "vmid": vmid})
 
     with make_server(protected=frozenset({vmid})) as served:
         result = anyio.run(go, served)

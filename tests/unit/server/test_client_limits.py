@@ -103,26 +103,26 @@ def test_a_read_only_token_cannot_start_a_vm_the_operator_token_can(
     s, t = limited
     listed = tool_names(s, t["viewer"], era)
     assert "list_guests" in listed and "capabilities" in listed
-    assert not listed & {"start_guest", "stop_guest", "create_snapshot"}, "not advertised to this token"
-    assert {"start_guest"} <= tool_names(s, t["ops"], era) and "stop_guest" not in tool_names(
+    assert not listed & {"guest_power", "snapshot"}, "not advertised to this token"
+    assert {"guest_power"} <= tool_names(s, t["ops"], era) and "delete_guest" not in tool_names(
         s, t["ops"], era
     )
-    assert "stop_guest" in tool_names(s, s.token, era), "a token without limits has the server's mode"
+    assert "delete_guest" in tool_names(s, s.token, era), "a token without limits has the server's mode"
 
     vmid = guests(s, "qemu", "stopped", pool_not="lab")[n]
-    refused = call(s, t["viewer"], "start_guest", {"vmid": vmid}, era)
+    refused = call(s, t["viewer"], "guest_power", {"action": "start", "vmid": vmid}, era)
     assert refused.is_error and "limited to mode read-only" in text(refused), text(refused)
     assert "--token-name viewer --mode operator" in text(refused), "the answer names the fix"
     assert status_of(s, vmid) == "stopped"
-    started = call(s, t["ops"], "start_guest", {"vmid": vmid}, era)
+    started = call(s, t["ops"], "guest_power", {"action": "start", "vmid": vmid}, era)
     assert not started.is_error and started.structured_content["outcome"] == "ok", text(started)
     assert status_of(s, vmid) == "running"
-    stop = call(s, t["ops"], "stop_guest", {"vmid": vmid, "confirm": True}, era)
+    stop = call(s, t["ops"], "guest_power", {"action": "stop", "vmid": vmid, "confirm": True}, era)
     assert stop.is_error and "limited to mode operator" in text(stop)
     assert status_of(s, vmid) == "running"
     audit = [json.loads(line) for line in s.audit_path.read_text().splitlines()]
     assert any(
-        e["client"] == "viewer" and e["phase"] == "refused" and e["tool"] == "start_guest" for e in audit
+        e["client"] == "viewer" and e["phase"] == "refused" and e["tool"] == "guest_power" for e in audit
     ), "refusals by a token's mode are audited"
 
 
@@ -139,31 +139,31 @@ def test_a_scoped_token_does_not_see_or_touch_guests_outside_its_scope(
 
     outside = next(v for v in guests(s, "qemu", "stopped") if v not in inside)
     for name, args in [
-        ("guest_status", {"vmid": outside}),
-        ("start_guest", {"vmid": outside}),
-        ("list_snapshots", {"vmid": outside}),
-        ("list_tasks", {"vmid": outside}),
+        ("guest_info", {"vmid": outside}),
+        ("guest_power", {"action": "start", "vmid": outside}),
+        ("guest_info", {"show": "snapshots", "vmid": outside}),
+        ("tasks", {"vmid": outside}),
     ]:
         r = call(s, web, name, args)
         assert r.is_error and f"vmid {outside}: not in this client's scope (tag web or pool lab)" in text(r)
-    missing = call(s, web, "guest_status", {"vmid": 999_999})
-    assert text(missing) == text(call(s, web, "guest_status", {"vmid": outside})).replace(
+    missing = call(s, web, "guest_info", {"vmid": 999_999})
+    assert text(missing) == text(call(s, web, "guest_info", {"vmid": outside})).replace(
         str(outside), "999999"
     ), "a guest outside the scope and no guest at all get the same answer"
     assert status_of(s, outside) == "stopped"
 
     by_tag = next(v for v in guests(s, "qemu", "stopped") if v in inside)
-    assert not call(s, web, "start_guest", {"vmid": by_tag}).is_error
+    assert not call(s, web, "guest_power", {"action": "start", "vmid": by_tag}).is_error
     assert status_of(s, by_tag) == "running"
-    tasks = call(s, web, "list_tasks", {"limit": 200}).structured_content["tasks"]
+    tasks = call(s, web, "tasks", {"limit": 200}).structured_content["tasks"]
     assert tasks and all(int(task["id"]) in inside for task in tasks)
 
     caps = call(s, web, "capabilities", {}).structured_content
     assert caps["client"]["scope"] == {"tags": ["web"], "pools": ["lab"]}
     assert caps["client"]["mode"] == "operator" and caps["mode"] == "admin"
-    assert "stop_guest" in caps["tools_disabled"] and "start_guest" in caps["tools_available"]
+    assert "delete_guest" in caps["tools_disabled"] and "guest_power" in caps["tools_available"]
     assert not any(p.startswith("/vms/") and int(p[5:]) not in inside for p in caps["permissions"])
-    clone = call(s, t["webadmin"], "clone_guest", {"vmid": by_tag, "name": "copy"})
+    clone = call(s, t["webadmin"], "create_guest", {"source": by_tag, "name": "copy"})
     assert clone.is_error and "creates no guests" in text(clone)
 
 
@@ -179,12 +179,12 @@ def test_a_guest_taken_out_of_the_scope_pool_is_refused_at_once(
         for v in guests(s, None, None)
         if world[str(v)].get("pool") == "lab" and "web" not in split_tags(world[str(v)]["config"].get("tags"))
     )
-    seen = call(s, t["web"], "guest_status", {"vmid": member})
+    seen = call(s, t["web"], "guest_info", {"vmid": member})
     assert not seen.is_error, text(seen)
     assert s.sim.request("PUT", "/pools", params={"poolid": "lab", "vms": str(member), "delete": 1})[0] == 200
-    gone = call(s, t["web"], "guest_status", {"vmid": member})
+    gone = call(s, t["web"], "guest_info", {"vmid": member})
     assert gone.is_error and "not in this client's scope" in text(gone)
-    assert not call(s, t["ops"], "guest_status", {"vmid": member}).is_error, "other tokens are unaffected"
+    assert not call(s, t["ops"], "guest_info", {"vmid": member}).is_error, "other tokens are unaffected"
 
 
 def test_the_budget_refuses_the_n_plus_first_destructive_action(
@@ -198,25 +198,28 @@ def test_the_budget_refuses_the_n_plus_first_destructive_action(
     assert len(running) == 3
     world = s.sim.state.world["guests"]
     protected = next(int(v) for v, g in world.items() if "pmcp-protected" in str(g["config"].get("tags")))
-    r = call(s, careful, "stop_guest", {"vmid": protected, "confirm": True})
+    r = call(s, careful, "guest_power", {"action": "stop", "vmid": protected, "confirm": True})
     assert r.is_error and "pmcp-protected" in text(r)
     budget = call(s, careful, "capabilities", {}).structured_content["client"]["destructive_budget"]
     assert budget["per_hour"] == 2 and budget["remaining"] == 2, "a refused call took nothing"
 
     for vmid in running[:2]:  # each call in its own session: counted per token, not per session
-        plan = call(s, careful, "stop_guest", {"vmid": vmid})
+        plan = call(s, careful, "guest_power", {"action": "stop", "vmid": vmid})
         assert plan.structured_content["outcome"] == "plan"
-        done = call(s, careful, "stop_guest", {"vmid": vmid, "confirm": True}, era="auto")
+        done = call(s, careful, "guest_power", {"action": "stop", "vmid": vmid, "confirm": True}, era="auto")
         assert done.structured_content["outcome"] == "ok", text(done)
-    third = call(s, careful, "stop_guest", {"vmid": running[2], "confirm": True})
+    third = call(s, careful, "guest_power", {"action": "stop", "vmid": running[2], "confirm": True})
     assert third.is_error, text(third)
     assert "has taken its 2 destructive actions of the last hour" in text(third)
     assert "retry after" in text(third) and "--token-name careful --budget N" in text(third)
     assert status_of(s, running[2]) == "running", "nothing was done"
-    assert call(s, careful, "stop_guest", {"vmid": running[2]}).structured_content["outcome"] == "plan"
+    assert (
+        call(s, careful, "guest_power", {"action": "stop", "vmid": running[2]}).structured_content["outcome"]
+        == "plan"
+    )
     budget = call(s, careful, "capabilities", {}).structured_content["client"]["destructive_budget"]
     assert budget["remaining"] == 0 and 0 < budget["next_freed_in_seconds"] <= 3600
-    other = call(s, s.token, "stop_guest", {"vmid": running[2], "confirm": True})
+    other = call(s, s.token, "guest_power", {"action": "stop", "vmid": running[2], "confirm": True})
     assert not other.is_error, "another token has its own budget (the server's default)"
 
 
@@ -276,3 +279,25 @@ def test_the_auth_layer_refuses_a_token_whose_limits_it_cannot_read(tmp_path: Pa
     assert store.match_limits("x" * 20) == ("ok", authtokens.NO_LIMITS)
     assert store.match_limits("y" * 20) == ("ro", TokenLimits(mode="read-only"))
     assert store.match_limits("z" * 20) == (None, authtokens.NO_LIMITS), "refused, never served unlimited"
+
+
+def test_grouped_tools_keep_a_scoped_token_inside_its_scope(limited: tuple[Served, dict[str, str]]) -> None:
+    """Issue 14's tools: a tagged bulk action plans only the scope's guests; cluster_info leaves out rows
+    about other guests; a token limited to operator may set tags but not memory (set_guest_config)."""
+    s, t = limited
+    world = s.sim.state.world["guests"]
+    inside = in_scope(s)
+    everyone = {int(v) for v, g in world.items() if not g["template"]}
+    tagged = next(v for v in sorted(everyone - inside) if str(v))
+    add_tag(s, tagged, "batch")
+    add_tag(s, next(v for v in sorted(inside) if not world[str(v)]["template"]), "batch")
+    plan = call(s, t["web"], "guest_power", {"action": "start", "tag": "batch"})
+    assert plan.structured_content["outcome"] == "plan", text(plan)
+    assert str(tagged) not in text(plan), "a guest outside the scope is not even named"
+    ha = call(s, t["web"], "cluster_info", {"topic": "templates"}).structured_content["items"]
+    assert all(r.get("vmid") in inside for r in ha if "vmid" in r)
+    vmid = next(v for v in sorted(inside) if not world[str(v)]["template"])
+    tags = call(s, t["ops"], "set_guest_config", {"vmid": vmid, "tags": ["web", "ok"]})
+    assert not tags.is_error, text(tags)
+    memory = call(s, t["ops"], "set_guest_config", {"vmid": vmid, "memory_mib": 2048})
+    assert memory.is_error and "limited to mode operator" in text(memory)

@@ -34,7 +34,21 @@ def test_401_with_www_authenticate(server, path, auth):
     r = httpx2.post(server.base + path, json=INIT, headers=MCP_HEADERS | headers, timeout=10)
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
+    # a sent token is named invalid (RFC 6750); no OAuth metadata is offered; the body says where a token is
+    assert ('error="invalid_token"' in r.headers["www-authenticate"]) is (auth is not None)
+    assert "resource_metadata" not in r.headers["www-authenticate"] and "client-config" in r.text
     assert server.token not in r.text
+
+
+def test_sse_streams_start_with_a_priming_event_and_retry(server):
+    """Issue 14: a 2025-11-25 session's SSE answer starts with an event ID, empty data and `retry`
+    (pmcp/server/events.py), so a client can resume a dropped stream with Last-Event-ID."""
+    r = post_init(
+        server, body=json.dumps(INIT | {"params": INIT["params"] | {"protocolVersion": "2025-11-25"}})
+    )
+    assert r.status_code == 200
+    first = r.text.split("\r\n\r\n")[0].split("\r\n")
+    assert first[0].startswith("id: ") and "data: " in first and "retry: 1000" in first
 
 
 def test_health_needs_no_auth_and_holds_no_secret(server):
@@ -124,7 +138,7 @@ def test_audit_address_believes_x_forwarded_for_only_from_the_proxy(make_server,
 
     async def go(served):
         async with connect(served) as client:
-            await client.call_tool("set_guest_metadata", {"vmid": vmid, "description": "xff"})
+            await client.call_tool("set_guest_config", {"vmid": vmid, "description": "xff"})
 
     with make_server(trusted_proxies=trusted) as served:
         anyio.run(go, served)

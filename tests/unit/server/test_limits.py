@@ -122,7 +122,7 @@ def test_initialize_and_tool_call_rates_are_per_token(make_server, sim):
             "jsonrpc": "2.0",
             "id": 8,
             "method": "tools/call",
-            "params": {"name": "set_guest_metadata", "arguments": {"vmid": vmid, "description": "rate"}},
+            "params": {"name": "set_guest_config", "arguments": {"vmid": vmid, "description": "rate"}},
         }
         read = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "list_guests"}}
         assert _in_session(served, served.token, session, change).status_code == 200

@@ -53,10 +53,10 @@ def _call(served: Any, name: str, **arguments: Any) -> Any:
 def test_a_known_guest_costs_one_request_to_its_node(private_sim: Any, tmp_path: Path) -> None:
     g = _guest(private_sim)
     with serve(private_sim, tmp_path) as served:
-        first = _call(served, "guest_status", vmid=g["vmid"])
+        first = _call(served, "guest_info", vmid=g["vmid"])
         assert not first.is_error
         _clear(private_sim)
-        second = _call(served, "guest_status", vmid=g["vmid"])
+        second = _call(served, "guest_info", vmid=g["vmid"])
     assert not second.is_error
     assert second.structured_content["guest"]["node"] == g["node"]
     seen = _requests(private_sim)
@@ -70,12 +70,12 @@ def test_a_guest_moved_behind_our_back_is_found_on_its_new_node(private_sim: Any
     old = g["node"]
     new = next(n for n in private_sim.state.world["nodes"] if n != old)
     with serve(private_sim, tmp_path, mode=Mode.OPERATOR) as served:
-        assert not _call(served, "guest_status", vmid=g["vmid"]).is_error  # the map now says `old`
+        assert not _call(served, "guest_info", vmid=g["vmid"]).is_error  # the map now says `old`
         with private_sim.state.lock:
             g["node"] = new  # an admin migrated it in the web UI
             private_sim.state.changed()
         _clear(private_sim)
-        result = _call(served, "start_guest", vmid=g["vmid"], wait_seconds=10)
+        result = _call(served, "guest_power", action="start", vmid=g["vmid"], wait_seconds=10)
     assert not result.is_error, result.content[0].text
     assert result.structured_content["guest"]["node"] == new
     seen = _requests(private_sim)
@@ -87,12 +87,12 @@ def test_a_guest_moved_behind_our_back_is_found_on_its_new_node(private_sim: Any
 def test_a_tag_added_after_the_lookup_protects_the_guest(private_sim: Any, tmp_path: Path) -> None:
     g = _guest(private_sim, kind="lxc")
     with serve(private_sim, tmp_path, mode=Mode.ADMIN) as served:
-        assert not _call(served, "guest_status", vmid=g["vmid"]).is_error
+        assert not _call(served, "guest_info", vmid=g["vmid"]).is_error
         with private_sim.state.lock:
             g["config"]["tags"] = "pmcp-protected"
             private_sim.state.changed()
         try:
-            result = _call(served, "stop_guest", vmid=g["vmid"], confirm=True)
+            result = _call(served, "guest_power", action="stop", vmid=g["vmid"], confirm=True)
         finally:
             with private_sim.state.lock:
                 g["config"].pop("tags", None)

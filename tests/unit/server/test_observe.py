@@ -81,7 +81,7 @@ def _pick(sim: Any, kind: str, status: str, agent: bool | None = None) -> dict[s
 def test_a_running_containers_addresses(world: tuple[Any, Any]) -> None:
     sim, served = world
     g = _pick(sim, "lxc", "running")
-    data = _ok(_call(served, "guest_network", vmid=g["vmid"]))
+    data = _ok(_call(served, "guest_info", show="network", vmid=g["vmid"]))
     assert data["source"] == "container"
     assert [a["address"] for a in data["addresses"] if a["family"] == "ipv4"], data
     assert all(a["interface"] != "lo" for a in data["addresses"])
@@ -90,7 +90,7 @@ def test_a_running_containers_addresses(world: tuple[Any, Any]) -> None:
 def test_a_stopped_container_says_so(world: tuple[Any, Any]) -> None:
     sim, served = world
     g = _pick(sim, "lxc", "stopped")
-    result = _call(served, "guest_network", vmid=g["vmid"])
+    result = _call(served, "guest_info", show="network", vmid=g["vmid"])
     data = _ok(result)
     assert data["source"] == "unavailable" and "not running" in result.content[0].text
 
@@ -98,7 +98,7 @@ def test_a_stopped_container_says_so(world: tuple[Any, Any]) -> None:
 def test_a_vm_through_its_agent_where_the_privilege_allows(world: tuple[Any, Any]) -> None:
     sim, served = world
     g = _pick(sim, "qemu", "running", agent=True)
-    result = _call(served, "guest_network", vmid=g["vmid"])
+    result = _call(served, "guest_info", show="network", vmid=g["vmid"])
     data = _ok(result)
     if sim.state.world["pve_version"].startswith("9"):
         assert data["source"] == "guest-agent"
@@ -112,7 +112,7 @@ def test_a_vm_through_its_agent_where_the_privilege_allows(world: tuple[Any, Any
 def test_a_vm_whose_agent_is_silent_gets_the_reason_and_the_fix(world: tuple[Any, Any]) -> None:
     sim, served = world
     g = _pick(sim, "qemu", "running", agent=False)
-    data = _ok(_call(served, "guest_network", vmid=g["vmid"]))
+    data = _ok(_call(served, "guest_info", show="network", vmid=g["vmid"]))
     assert data["source"] == "unavailable"
     if sim.state.world["pve_version"].startswith("8"):  # refused before the agent is asked at all
         assert "VM.Monitor" in data["why_unavailable"]

@@ -64,15 +64,17 @@ def test_cluster_overview_counts_the_pool_and_says_what_it_cannot_see(pooled) ->
 def test_node_status_says_online_and_why_no_more(pooled) -> None:
     served, _ = pooled
     node = sorted(served.sim.state.world["nodes"])[0]
-    data = call(served, "node_status", {"node": node}).structured_content
+    data = call(served, "cluster_overview", {"node": node}).structured_content
     assert data["status"] == "online" and f"Sys.Audit on /nodes/{node}" in data["limited"]
 
 
 def test_list_tasks_shows_the_tokens_own_tasks(pooled) -> None:
     served, pool = pooled
     vmid = members(served.sim, pool)[0]
-    started = call(served, "create_snapshot", {"vmid": vmid, "name": "pooltask"}).structured_content
-    tasks = call(served, "list_tasks", {}).structured_content
+    started = call(
+        served, "snapshot", {"action": "create", "vmid": vmid, "name": "pooltask"}
+    ).structured_content
+    tasks = call(served, "tasks", {}).structured_content
     mine = [t for t in tasks["tasks"] if t["upid"] == started["upid"]]
     assert mine and mine[0]["user"] == served.config.proxmox_token_id
     assert "Sys.Audit on /" in tasks["limited"]

@@ -76,36 +76,55 @@ def test_clone_start_find_grow_snapshot_migrate_backup_restore_delete(cluster: t
         async with connect(served) as client:
             agent = Agent(client)
             clone_args = dict(
-                vmid=tpl["vmid"],
+                source=tpl["vmid"],
                 name="web-1",
                 newid=newid,
                 ciuser="deploy",
                 ssh_keys=[KEY],
                 ipconfig0="ip=dhcp",
             )
-            plan = await agent("clone_guest", **clone_args)
+            plan = await agent("create_guest", **clone_args)
             assert plan["outcome"] == "plan" and str(newid) in plan["plan"]["effect"]
             assert str(newid) not in guests, "a plan must not act"
 
-            done = await agent("clone_guest", **clone_args, confirm=True, wait_seconds=30)
+            done = await agent("create_guest", **clone_args, confirm=True, wait_seconds=30)
             assert done["outcome"] == "ok" and done["guest"]["vmid"] == newid
             cfg = guests[str(newid)]["config"]
             assert cfg["ciuser"] == "deploy" and cfg["ipconfig0"] == "ip=dhcp"
             assert urllib.parse.unquote(cfg["sshkeys"]).strip() == KEY
             assert "base-" not in cfg["scsi0"] and f"vm-{newid}-disk" in cfg["scsi0"], "a full copy"
 
-            started = await agent("start_guest", vmid=newid, wait_seconds=30)
-            assert started["outcome"] == "ok"
-            net = await agent("guest_network", vmid=newid)
+            started = await agent("guest_power", action="start", vmid=newid, wait_seconds=30)
+            assert started["outcome"] == "ok" and started["guest"]["status"] == "running", "the state after"
+            net = await agent("guest_info", show="network", vmid=newid)
             assert net["source"] == "guest-agent" and any(a["family"] == "ipv4" for a in net["addresses"])
 
+            # a running VM: cores and memory wait for the next start, balloon and net0 hot-plug
+            # (qemu-server vmconfig_hotplug_pending with the default hotplug 'network,disk,usb')
+            cores = guests[str(newid)]["config"]["cores"] + 1
+            change = dict(vmid=newid, cores=cores, memory_mib=4096, balloon_mib=1024, vlan=20)
+            plan = await agent("set_guest_config", **change)
+            assert plan["outcome"] == "plan" and "cores" in plan["plan"]["effect"]
+            assert "pending" not in guests[str(newid)], "a plan must not act"
+            done = await agent("set_guest_config", **change, confirm=True)
+            applies = {c["key"]: c["applies"] for c in done["changes"]}
+            assert applies == {"cores": "next start", "memory": "next start", "balloon": "now", "net0": "now"}
+            assert guests[str(newid)]["config"]["net0"].endswith("tag=20")
+            assert guests[str(newid)]["pending"] == {"cores": cores, "memory": "4096"}
+            shown = await agent("guest_info", vmid=newid, show="config")
+            assert shown["pending"] == {"cores": str(cores), "memory": "4096"}
+            assert shown["config"]["cores"] == str(cores - 1)
+            await agent("guest_power", action="reboot", vmid=newid, wait_seconds=30)
+            assert guests[str(newid)]["config"]["cores"] == cores and "pending" not in guests[str(newid)]
+            assert guests[str(newid)]["maxmem"] == 4096 * 1024**2
+
             before = guests[str(newid)]["maxdisk"]
-            plan = await agent("resize_disk", vmid=newid, disk="scsi0", size="+8G")
+            plan = await agent("set_guest_config", vmid=newid, grow_disk="scsi0:+8G")
             assert plan["outcome"] == "plan" and guests[str(newid)]["maxdisk"] == before
-            grown = await agent("resize_disk", vmid=newid, disk="scsi0", size="+8G", confirm=True)
+            grown = await agent("set_guest_config", vmid=newid, grow_disk="scsi0:+8G", confirm=True)
             assert grown["outcome"] == "ok" and guests[str(newid)]["maxdisk"] == before + 8 * 1024**3
 
-            snap = await agent("create_snapshot", vmid=newid, name="before_move")
+            snap = await agent("snapshot", action="create", vmid=newid, name="before_move")
             assert snap["outcome"] == "ok"
 
             target = next(n for n in sim.state.world["nodes"] if n != guests[str(newid)]["node"])
@@ -117,17 +136,17 @@ def test_clone_start_find_grow_snapshot_migrate_backup_restore_delete(cluster: t
 
             backup = await agent("backup_guest", vmid=newid, wait_seconds=30)
             assert backup["outcome"] == "ok"
-            listed = await agent("list_backups", vmid=newid)
+            listed = await agent("list_storage", content="backup", vmid=newid)
             volume = listed["backups"][0]["volid"]
 
-            plan = await agent("restore_backup", volume=volume, node=target, newid=restored_id)
+            plan = await agent("create_guest", source=volume, node=target, newid=restored_id)
             assert plan["outcome"] == "plan" and str(restored_id) not in guests
             restored = await agent(
-                "restore_backup", volume=volume, node=target, newid=restored_id, confirm=True, wait_seconds=30
+                "create_guest", source=volume, node=target, newid=restored_id, confirm=True, wait_seconds=30
             )
             assert restored["outcome"] == "ok" and guests[str(restored_id)]["config"]["ciuser"] == "deploy"
 
-            stopped = await agent("stop_guest", vmid=newid, confirm=True, wait_seconds=30)
+            stopped = await agent("guest_power", action="stop", vmid=newid, confirm=True, wait_seconds=30)
             assert stopped["outcome"] == "ok"
             plan = await agent("delete_guest", vmid=newid)
             assert plan["outcome"] == "plan" and "destroyed" in plan["plan"]["effect"]
@@ -154,7 +173,7 @@ def test_proxmox_protection_flag_and_running_guests_are_refused_in_words(cluster
                 await client.call_tool("delete_guest", {"vmid": running["vmid"], "confirm": True}),
                 await client.call_tool("delete_guest", {"vmid": stopped["vmid"], "confirm": True}),
                 await client.call_tool(
-                    "resize_disk", {"vmid": stopped["vmid"], "disk": "scsi0", "size": "1G"}
+                    "set_guest_config", {"vmid": stopped["vmid"], "grow_disk": "scsi0:1G"}
                 ),
             ]
 
@@ -178,14 +197,81 @@ def test_an_operator_token_cannot_clone_or_delete(tmp_path: Path) -> None:
         token = _token(sim, "operator")
         with serve(sim, tmp_path, mode=Mode.OPERATOR, **token) as served:
 
-            async def go() -> tuple[set[str], Any]:
+            async def go() -> tuple[set[str], Any, Any, Any]:
                 async with connect(served) as client:
                     names = {t.name for t in (await client.list_tools()).tools}
-                    return names, await client.call_tool("clone_guest", {"vmid": 100, "name": "x"})
+                    grow = {"vmid": 100, "grow_disk": "scsi0:+1G"}
+                    return (
+                        names,
+                        await client.call_tool("create_guest", {"source": 100, "name": "x"}),
+                        await client.call_tool("set_guest_config", grow),
+                        await client.call_tool("set_guest_config", {"vmid": 100, "tags": ["web"]}),
+                    )
 
-            names, refused = anyio.run(go)
+            names, refused, grow, tags = anyio.run(go)
         status, body = sim.request("GET", "/access/roles/PMCPTestOperator")
     assert "migrate_guest" in names
-    assert not {"clone_guest", "delete_guest", "restore_backup", "resize_disk"} & names
+    assert not {"create_guest", "delete_guest"} & names
     assert refused.is_error and "PMCP_MODE=admin" in refused.content[0].text
+    assert grow.is_error and "set_guest_config with these arguments" in grow.content[0].text
+    assert not tags.is_error, "tags and notes are an operator's (VM.Config.Options)"
     assert status == 200 and "VM.Allocate" not in body["data"]
+
+
+def test_new_container_and_vm_with_defaults_and_arguments_that_do_not_apply(cluster: tuple[Any, Any]) -> None:
+    """A container from a CT template and a VM from an ISO, planned first; an argument that does not
+    apply to the chosen source is named, not silently dropped."""
+    sim, served = cluster
+    guests = sim.state.world["guests"]
+    volumes = [v for items in sim.state.world["content"].values() for v in items]
+    vztmpl = next(v["volid"] for v in volumes if v.get("content") == "vztmpl")
+    iso = next(v["volid"] for v in volumes if v.get("content") == "iso")
+    ct_id, vm_id = [v for v in range(700, 800) if str(v) not in guests][:2]
+
+    async def go() -> list[Any]:
+        async with connect(served) as client:
+            agent = Agent(client)
+            ct = dict(source=vztmpl, name="cache-1", node="pve1", newid=ct_id, ssh_keys=[KEY])
+            plan = await agent("create_guest", **ct)
+            assert plan["outcome"] == "plan" and "1 core(s), 512 MiB, 8 GiB" in plan["plan"]["effect"]
+            assert str(ct_id) not in guests
+            made = await agent("create_guest", **ct, confirm=True, wait_seconds=30)
+            vm = await agent("create_guest", source=iso, name="win-1", node="pve1", newid=vm_id, cores=4,
+                             confirm=True, wait_seconds=30)  # fmt: skip
+            wrong = await client.call_tool("create_guest", {"source": vztmpl, "name": "x", "node": "pve1",
+                                                            "full": True})  # fmt: skip
+            return [made, vm, wrong]
+
+    made, vm, wrong = anyio.run(go)
+    assert made["outcome"] == "ok" and made["guest"]["type"] == "lxc"
+    cfg = guests[str(ct_id)]["config"]
+    assert cfg["unprivileged"] in (1, True, "1") and "ip=dhcp" in cfg["net0"] and "size=8G" in cfg["rootfs"]
+    assert vm["outcome"] == "ok" and guests[str(vm_id)]["config"]["ide2"] == f"{iso},media=cdrom"
+    assert guests[str(vm_id)]["config"]["cores"] == 4 and guests[str(vm_id)]["maxdisk"] == 32 * 1024**3
+    assert wrong.is_error and "full" in wrong.content[0].text and "not used" in wrong.content[0].text
+
+
+def test_download_a_template_and_a_url_needs_a_privilege_pmcp_does_not_take(cluster: tuple[Any, Any]) -> None:
+    """Datastore.AllocateTemplate (admin role) downloads from Proxmox's appliance index; a URL also needs
+    Sys.AccessNetwork on the node (pve-storage download_url), which the answer names."""
+    sim, served = cluster
+    name = "debian-12-standard_12.12-1_amd64.tar.zst"
+
+    async def go() -> list[Any]:
+        async with connect(served) as client:
+            args = {"node": "pve1", "storage": "local", "source": name}
+            url = {"node": "pve1", "storage": "local", "source": "https://example.org/img/alpine.iso"}
+            return [
+                await client.call_tool("download_template", args),
+                await client.call_tool("download_template", args | {"confirm": True, "wait_seconds": 30}),
+                await client.call_tool("download_template", args | {"source": "debian"}),
+                await client.call_tool("download_template", url | {"confirm": True}),
+            ]
+
+    plan, done, unknown, refused = anyio.run(go)
+    assert plan.structured_content["outcome"] == "plan" and "129 MB" in plan.content[0].text
+    assert done.structured_content["outcome"] == "ok", done.content[0].text
+    volids = [v["volid"] for v in sim.state.world["content"]["pve1/local"]]
+    assert f"local:vztmpl/{name}" in volids
+    assert unknown.is_error and "matching: debian-12-standard" in unknown.content[0].text
+    assert refused.is_error and "Sys.AccessNetwork on /nodes/pve1" in refused.content[0].text

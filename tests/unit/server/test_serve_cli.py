@@ -90,7 +90,7 @@ def _serve_and_call(sim, tmp_path):
                 return [t.name for t in (await client.list_tools()).tools]
 
         names = anyio.run(go)
-        assert "start_guest" in names and "stop_guest" not in names
+        assert "guest_power" in names and "delete_guest" not in names
         httpx2.get(base + "/health?probe=query-string-not-logged", timeout=5)
     finally:
         proc.send_signal(signal.SIGTERM)

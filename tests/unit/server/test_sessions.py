@@ -120,7 +120,7 @@ def test_one_session_moves_between_servers_and_outlives_the_first(pair, sim):
         ):
             for target in (a.url, b.url, a.url, b.url):
                 route.target = target
-                data = structured(await client.call_tool("guest_status", {"vmid": vmid}))
+                data = structured(await client.call_tool("guest_info", {"vmid": vmid}))
                 seen.append(f"{target}:{data['status']}")
             assert client.protocol_version == "2025-11-25"
             records.extend(store.directory.glob("*.json"))
@@ -231,7 +231,9 @@ def test_drain_closes_get_streams_and_lets_calls_in_flight_finish(pair, sim):
 
             tg.start_soon(drain_soon)
             result = await client.call_tool(
-                "reboot_guest", {"vmid": vmid, "wait_seconds": 20}, progress_callback=on_progress
+                "guest_power",
+                {"action": "reboot", "vmid": vmid, "wait_seconds": 20},
+                progress_callback=on_progress,
             )
             ended["call"] = time.monotonic()
             return structured(result)

@@ -51,7 +51,7 @@ def call(sim: RunningSim, tmp: Path, mode: str, tool: str, args: dict[str, Any])
 
 
 def test_read_only_names_the_privilege_that_hides_backups(sim: RunningSim, tmp_path: Path) -> None:
-    r = call(sim, tmp_path, "read-only", "list_backups", {"vmid": sim.vmid})
+    r = call(sim, tmp_path, "read-only", "list_storage", {"content": "backup", "vmid": sim.vmid})
     data = r.structured_content
     assert data["total"] == 0
     assert data["hidden"] and all("Datastore.AllocateSpace" in h for h in data["hidden"])
@@ -59,18 +59,20 @@ def test_read_only_names_the_privilege_that_hides_backups(sim: RunningSim, tmp_p
 
 
 def test_operator_sees_the_backups_and_nothing_is_hidden(sim: RunningSim, tmp_path: Path) -> None:
-    data = call(sim, tmp_path, "operator", "list_backups", {"vmid": sim.vmid}).structured_content
+    data = call(
+        sim, tmp_path, "operator", "list_storage", {"content": "backup", "vmid": sim.vmid}
+    ).structured_content
     assert data["total"] >= 1 and "hidden" not in data
 
 
 def test_disk_images_need_vm_config_disk_which_only_admin_holds(sim: RunningSim, tmp_path: Path) -> None:
     args = {"node": sim.node, "storage": "local-lvm", "content": "images"}
-    data = call(sim, tmp_path, "operator", "storage_content", args).structured_content
+    data = call(sim, tmp_path, "operator", "list_storage", args).structured_content
     assert data["total"] == 0
     assert data["hidden"] == [
         "disk images of guests it lacks it on are not shown: Proxmox shows them only with "
         "Datastore.Audit on /storage/local-lvm and VM.Config.Disk on the guest; this token lacks "
         "VM.Config.Disk on /vms"
     ]
-    admin = call(sim, tmp_path / "admin", "admin", "storage_content", args).structured_content
+    admin = call(sim, tmp_path / "admin", "admin", "list_storage", args).structured_content
     assert admin["total"] > 0 and "hidden" not in admin, "the images exist; operator does not see them"

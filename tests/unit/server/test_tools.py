@@ -69,7 +69,8 @@ def test_initialize_and_list_tools_both_eras(server, mode):
         assert t.output_schema and t.input_schema["type"] == "object" and t.description
         ann = t.annotations
         assert ann.read_only_hint is (t.name in READ)
-        assert ann.destructive_hint is (t.name in DESTRUCTIVE)
+        # arguments that make a call destructive (guest_power action=stop) make the tool's hint so
+        assert ann.destructive_hint is (t.name in DESTRUCTIVE or TOOLS[t.name].escalate is not None)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +81,7 @@ def test_mode_limits_listing_and_calls(make_server, mode, expected):
     async def go(served):
         async with connect(served, mode="auto") as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            refused = await client.call_tool("stop_guest", {"vmid": 100, "confirm": True})
+            refused = await client.call_tool("guest_power", {"action": "stop", "vmid": 100, "confirm": True})
             return names, refused
 
     with make_server(mode=mode) as served:
@@ -97,19 +98,19 @@ def test_read_tools_against_sim(server, sim):
         out = {}
         async with connect(server) as client:
             out["cluster_overview"] = await client.call_tool("cluster_overview", {})
-            out["node_status"] = await client.call_tool("node_status", {"node": node})
+            out["node_status"] = await client.call_tool("cluster_overview", {"node": node})
             out["list_guests"] = await client.call_tool("list_guests", {})
-            out["guest_status"] = await client.call_tool("guest_status", {"vmid": vmid})
-            out["guest_config"] = await client.call_tool("guest_config", {"vmid": vmid})
-            out["list_snapshots"] = await client.call_tool("list_snapshots", {"vmid": vmid})
-            out["list_backups"] = await client.call_tool("list_backups", {"vmid": vmid})
+            out["guest_status"] = await client.call_tool("guest_info", {"vmid": vmid})
+            out["guest_config"] = await client.call_tool("guest_info", {"show": "config", "vmid": vmid})
+            out["list_snapshots"] = await client.call_tool("guest_info", {"show": "snapshots", "vmid": vmid})
+            out["list_backups"] = await client.call_tool("list_storage", {"content": "backup", "vmid": vmid})
             out["list_storage"] = await client.call_tool("list_storage", {})
             storages = structured(out["list_storage"])["storages"]
             sid = next(s["storage"] for s in storages if s["node"] == node)
-            out["storage_content"] = await client.call_tool("storage_content", {"node": node, "storage": sid})
-            out["list_tasks"] = await client.call_tool("list_tasks", {"node": node})
+            out["list_storage"] = await client.call_tool("list_storage", {"node": node, "storage": sid})
+            out["tasks"] = await client.call_tool("tasks", {"node": node})
             out["capabilities"] = await client.call_tool("capabilities", {})
-            out["audit_log"] = await client.call_tool("audit_log", {})
+            out["audit_log"] = await client.call_tool("capabilities", {"audit": 5})
         return out
 
     out = run(go)
@@ -120,6 +121,9 @@ def test_read_tools_against_sim(server, sim):
     assert data["guest_status"]["guest"]["vmid"] == vmid
     assert data["guest_config"]["config"]
     assert data["capabilities"]["permissions"] and data["capabilities"]["mode"] == "admin"
+    assert "audit_entries" not in data["capabilities"] and isinstance(
+        data["audit_log"]["audit_entries"], list
+    )
 
 
 def test_list_guests_filters_and_pages(server, sim):
@@ -144,25 +148,33 @@ def test_change_tools_report_outcomes_and_audit(server, sim):
     async def go():
         r = {}
         async with connect(server) as client:
-            r["create_snapshot"] = await client.call_tool("create_snapshot", {"vmid": vmid, "name": snap})
-            r["suspend_guest"] = await client.call_tool("suspend_guest", {"vmid": vmid})
-            r["resume_guest"] = await client.call_tool("resume_guest", {"vmid": vmid})
-            r["reboot_guest"] = await client.call_tool("reboot_guest", {"vmid": vmid})
+            r["create_snapshot"] = await client.call_tool(
+                "snapshot", {"action": "create", "vmid": vmid, "name": snap}
+            )
+            r["suspend_guest"] = await client.call_tool("guest_power", {"action": "suspend", "vmid": vmid})
+            r["resume_guest"] = await client.call_tool("guest_power", {"action": "resume", "vmid": vmid})
+            r["reboot_guest"] = await client.call_tool("guest_power", {"action": "reboot", "vmid": vmid})
             r["backup_guest"] = await client.call_tool("backup_guest", {"vmid": vmid})
-            r["shutdown_guest"] = await client.call_tool("shutdown_guest", {"vmid": vmid, "timeout": 30})
-            r["start_guest"] = await client.call_tool("start_guest", {"vmid": vmid})
-            r["reset_guest"] = await client.call_tool("reset_guest", {"vmid": vmid, "confirm": True})
+            r["shutdown_guest"] = await client.call_tool(
+                "guest_power", {"action": "shutdown", "vmid": vmid, "timeout": 30}
+            )
+            r["start_guest"] = await client.call_tool("guest_power", {"action": "start", "vmid": vmid})
+            r["reset_guest"] = await client.call_tool(
+                "guest_power", {"action": "reset", "vmid": vmid, "confirm": True}
+            )
             r["rollback_snapshot"] = await client.call_tool(
-                "rollback_snapshot", {"vmid": vmid, "name": snap, "confirm": True}
+                "snapshot", {"action": "rollback", "vmid": vmid, "name": snap, "confirm": True}
             )
             r["delete_snapshot"] = await client.call_tool(
-                "delete_snapshot", {"vmid": vmid, "name": snap, "confirm": True}
+                "snapshot", {"action": "delete", "vmid": vmid, "name": snap, "confirm": True}
             )
-            r["set_guest_metadata"] = await client.call_tool(
-                "set_guest_metadata", {"vmid": vmid, "tags": ["web", "prod"], "description": "set by test"}
+            r["set_guest_config"] = await client.call_tool(
+                "set_guest_config", {"vmid": vmid, "tags": ["web", "prod"], "description": "set by test"}
             )
-            r["stop_guest"] = await client.call_tool("stop_guest", {"vmid": vmid, "confirm": True})
-            r["start_again"] = await client.call_tool("start_guest", {"vmid": vmid})
+            r["stop_guest"] = await client.call_tool(
+                "guest_power", {"action": "stop", "vmid": vmid, "confirm": True}
+            )
+            r["start_again"] = await client.call_tool("guest_power", {"action": "start", "vmid": vmid})
         return r
 
     results = {k: structured(v) for k, v in run(go).items()}
@@ -170,13 +182,13 @@ def test_change_tools_report_outcomes_and_audit(server, sim):
     assert results["stop_guest"]["detail"] == "already stopped; nothing was done"
     for name, data in results.items():
         assert data["outcome"] == "ok", (name, data)
-        if name not in ("set_guest_metadata", "stop_guest"):
+        if name not in ("set_guest_config", "stop_guest"):
             assert data["upid"].startswith("UPID:") and data["exitstatus"] == "OK"
     g = sim.state.guest(vmid)
     assert g["status"] == "running"
     assert g["config"]["tags"] == "web;prod" and g["config"]["description"] == "set by test"
     records = [json.loads(x) for x in server.audit_path.read_text().splitlines()]
-    start = [r for r in records if r["tool"] == "start_guest"]
+    start = [r for r in records if r["tool"] == "guest_power"]
     assert {r["phase"] for r in start} == {"intent", "outcome"}
     assert all(r["client"] == "claude" for r in records)
     assert any(
@@ -194,20 +206,22 @@ def test_task_tools_and_running_outcome(server, sim):
     async def go():
         async with connect(server) as client:
             first = structured(
-                await client.call_tool("create_snapshot", {"vmid": vmid, "name": "quick", "wait_seconds": 0})
+                await client.call_tool(
+                    "snapshot", {"action": "create", "vmid": vmid, "name": "quick", "wait_seconds": 0}
+                )
             )
-            status = structured(await client.call_tool("task_status", {"upid": first["upid"]}))
+            status = structured(await client.call_tool("tasks", {"upid": first["upid"]}))
             await anyio.sleep(1.0)
-            done = structured(await client.call_tool("task_status", {"upid": first["upid"]}))
-            log = structured(await client.call_tool("task_log", {"upid": first["upid"]}))
-            tasks = structured(await client.call_tool("list_tasks", {"vmid": vmid}))
+            done = structured(await client.call_tool("tasks", {"upid": first["upid"]}))
+            log = structured(await client.call_tool("tasks", {"log_lines": 100, "upid": first["upid"]}))
+            tasks = structured(await client.call_tool("tasks", {"vmid": vmid}))
             return first, status, done, log, tasks
 
     first, status, done, log, tasks = run(go)
-    assert first["outcome"] == "running" and "task_status" in first["follow_up"]
+    assert first["outcome"] == "running" and "tasks" in first["follow_up"]
     assert status["outcome"] == "running"
     assert done["outcome"] == "ok" and done["exitstatus"] == "OK"
-    assert log["lines"]
+    assert log["log"]
     assert any(t["upid"] == first["upid"] for t in tasks["tasks"])
 
 
@@ -217,7 +231,7 @@ def test_injected_task_failure_is_reported_failed(server, sim):
 
     async def go():
         async with connect(server) as client:
-            return await client.call_tool("start_guest", {"vmid": vmid})
+            return await client.call_tool("guest_power", {"action": "start", "vmid": vmid})
 
     data = structured(run(go))
     assert data["outcome"] == "failed"
@@ -239,7 +253,9 @@ def test_progress_notifications_reach_the_client(server, sim, mode):
     async def go():
         async with connect(server, mode=mode) as client:
             return await client.call_tool(
-                "create_snapshot", {"vmid": vmid, "name": f"progress_{mode}"}, progress_callback=on_progress
+                "snapshot",
+                {"action": "create", "vmid": vmid, "name": f"progress_{mode}"},
+                progress_callback=on_progress,
             )
 
     assert structured(run(go))["outcome"] == "ok"
@@ -253,7 +269,7 @@ def test_destructive_without_confirm_returns_plan_and_changes_nothing(server, si
 
     async def go():
         async with connect(server) as client:
-            return await client.call_tool("stop_guest", {"vmid": vmid})
+            return await client.call_tool("guest_power", {"action": "stop", "vmid": vmid})
 
     data = structured(run(go))
     assert data["outcome"] == "plan" and data["plan"]["undo"] and "confirm=true" in data["plan"]["to_proceed"]
@@ -267,11 +283,11 @@ def test_protected_guests_are_refused_in_admin_mode(make_server, sim):
 
     async def go(served):
         async with connect(served) as client:
-            await client.call_tool("set_guest_metadata", {"vmid": by_tag, "tags": ["pmcp-protected"]})
+            await client.call_tool("set_guest_config", {"vmid": by_tag, "tags": ["pmcp-protected"]})
             return [
-                await client.call_tool("stop_guest", {"vmid": by_id, "confirm": True}),
-                await client.call_tool("shutdown_guest", {"vmid": by_tag}),
-                await client.call_tool("create_snapshot", {"vmid": by_tag, "name": "nope"}),
+                await client.call_tool("guest_power", {"action": "stop", "vmid": by_id, "confirm": True}),
+                await client.call_tool("guest_power", {"action": "shutdown", "vmid": by_tag}),
+                await client.call_tool("snapshot", {"action": "create", "vmid": by_tag, "name": "nope"}),
             ]
 
     with make_server(protected=frozenset({by_id})) as served:
@@ -282,31 +298,33 @@ def test_protected_guests_are_refused_in_admin_mode(make_server, sim):
 
 
 BAD_CALLS = [
-    ("node_status", {"node": "../access/users"}),
-    ("node_status", {"node": "pve1/../../access/users"}),
-    ("node_status", {"node": "pve1\x00"}),
-    ("guest_status", {"vmid": "100/../../"}),
-    ("guest_status", {"vmid": "100\x00"}),
-    ("guest_status", {"vmid": 99}),
-    ("storage_content", {"node": "pve1", "storage": "../../access"}),
-    ("create_snapshot", {"vmid": 100, "name": "a/../../b"}),
-    ("create_snapshot", {"vmid": 100, "name": "snap\x00x"}),
-    ("create_snapshot", {"vmid": 100, "name": "x" * 100_000}),
-    ("task_status", {"upid": "UPID:../../access:1:2:3:4:5:6:"}),
-    ("task_log", {"upid": "x" * 100_000}),
+    ("cluster_overview", {"node": "../access/users"}),
+    ("cluster_overview", {"node": "pve1/../../access/users"}),
+    ("cluster_overview", {"node": "pve1\x00"}),
+    ("guest_info", {"vmid": "100/../../"}),
+    ("guest_info", {"vmid": "100\x00"}),
+    ("guest_info", {"vmid": 99}),
+    ("list_storage", {"node": "pve1", "storage": "../../access"}),
+    ("snapshot", {"action": "create", "vmid": 100, "name": "a/../../b"}),
+    ("snapshot", {"action": "create", "vmid": 100, "name": "snap\x00x"}),
+    ("snapshot", {"action": "create", "vmid": 100, "name": "x" * 100_000}),
+    ("tasks", {"upid": "UPID:../../access:1:2:3:4:5:6:"}),
+    ("tasks", {"log_lines": 100, "upid": "x" * 100_000}),
     ("list_guests", {"tag": "a;b"}),
-    ("guest_network", {"vmid": "100/../agent/exec"}),
+    ("guest_info", {"show": "network", "vmid": "100/../agent/exec"}),
     ("metrics_history", {"node": "../access/users"}),
     ("metrics_history", {"node": "pve1", "vmid": 100}),
     ("metrics_history", {"vmid": 100, "timeframe": "../../"}),
     ("recent_events", {"hours": 100_000}),
-    ("clone_guest", {"vmid": 100, "name": "../../x"}),
-    ("clone_guest", {"vmid": 100, "name": "ok", "target_node": "../access"}),
-    ("resize_disk", {"vmid": 100, "disk": "scsi0/../../x", "size": "+1G"}),
-    ("resize_disk", {"vmid": 100, "disk": "scsi0", "size": "-1G"}),
+    ("create_guest", {"source": 100, "name": "../../x"}),
+    ("create_guest", {"source": 100, "name": "ok", "node": "../access"}),
+    ("create_guest", {"source": "local:iso/../../etc/passwd", "name": "ok", "node": "pve1"}),
+    ("set_guest_config", {"vmid": 100, "grow_disk": "scsi0/../../x:+1G"}),
+    ("set_guest_config", {"vmid": 100, "grow_disk": "scsi0:-1G"}),
+    ("set_guest_config", {"vmid": 100, "grow_disk": "scsi0:+1G", "cores": 2}),
     ("migrate_guest", {"vmid": 100, "target_node": "pve1/../.."}),
     ("convert_to_template", {"vmid": "100/../"}),
-    ("restore_backup", {"volume": "local:backup/../../etc/passwd", "node": "pve1"}),
+    ("create_guest", {"source": "local:backup/../../etc/passwd", "node": "pve1"}),
     ("delete_guest", {"vmid": 99}),
 ]
 
@@ -329,7 +347,7 @@ def test_ten_megabyte_argument_is_refused_before_parsing(server, sim):
             "jsonrpc": "2.0",
             "id": 9,
             "method": "tools/call",
-            "params": {"name": "node_status", "arguments": {"node": "x" * 10_000_000}},
+            "params": {"name": "cluster_overview", "arguments": {"node": "x" * 10_000_000}},
         }
     )
     sim.state.clear_requests()
@@ -425,7 +443,7 @@ def test_least_privilege_token_gets_readable_403(make_server, sim):
     async def go(served):
         async with connect(served) as client:
             caps = await client.call_tool("capabilities", {})
-            start = await client.call_tool("start_guest", {"vmid": vmid})
+            start = await client.call_tool("guest_power", {"action": "start", "vmid": vmid})
             return caps, start
 
     overrides = {"proxmox_token_id": "auditor@pve!mcp", "proxmox_token_secret": body["data"]["value"]}
@@ -452,7 +470,7 @@ def test_a_guest_hidden_by_its_noaccess_acl_is_named_as_protected(make_server, s
 
     async def go(served):
         async with connect(served) as client:
-            return await client.call_tool("stop_guest", {"vmid": hidden, "confirm": True})
+            return await client.call_tool("guest_power", {"action": "stop", "vmid": hidden, "confirm": True})
 
     with make_server(
         protected=frozenset({hidden}), proxmox_token_id="hid@pve!tk", proxmox_token_secret=secret
@@ -474,31 +492,41 @@ def test_hard_stops_need_admin_mode_and_confirm(make_server, sim):
 
     tasks = len(sim.state.world["tasks"])
     with make_server(mode=Mode.OPERATOR) as served:
-        refused = run(go, served, [("shutdown_guest", hard_shutdown), ("backup_guest", stop_backup)])
+        refused = run(
+            go,
+            served,
+            [("guest_power", {"action": "shutdown"} | hard_shutdown), ("backup_guest", stop_backup)],
+        )
         records = [json.loads(x) for x in served.audit_path.read_text().splitlines()]
     for r in refused:
         assert "PMCP_MODE=admin" in error_text(r) and "with these arguments" in error_text(r)
     # the refusals are recorded (item 8), with who asked and from where; nothing else was
     assert [(r["phase"], r["tool"], r["risk"]) for r in records] == [
-        ("refused", "shutdown_guest", "destructive"),
+        ("refused", "guest_power", "destructive"),
         ("refused", "backup_guest", "destructive"),
     ]
     assert all(r["client"] == "claude" and r["address"] == "127.0.0.1" for r in records)
 
     with make_server(mode=Mode.ADMIN) as served:
-        plans = run(go, served, [("shutdown_guest", hard_shutdown), ("backup_guest", stop_backup)])
+        plans = run(
+            go,
+            served,
+            [("guest_power", {"action": "shutdown"} | hard_shutdown), ("backup_guest", stop_backup)],
+        )
         for p in plans:
             data = structured(p)
             assert data["outcome"] == "plan" and "confirm=true" in data["plan"]["to_proceed"]
         assert sim.state.guest(vmid)["status"] == "running"
         assert len(sim.state.world["tasks"]) == tasks  # nothing reached Proxmox
-        [done] = run(go, served, [("shutdown_guest", hard_shutdown | {"confirm": True})])
+        [done] = run(
+            go, served, [("guest_power", {"action": "shutdown"} | hard_shutdown | {"confirm": True})]
+        )
         assert structured(done)["outcome"] == "ok" and sim.state.guest(vmid)["status"] == "stopped"
         intent = [json.loads(x) for x in served.audit_path.read_text().splitlines()][-2]
         assert intent["phase"] == "intent" and intent["risk"] == "destructive"
     with make_server(mode=Mode.OPERATOR) as served:  # a clean shutdown stays an operator's tool
-        [clean] = run(go, served, [("start_guest", {"vmid": vmid})])
-        [clean] = run(go, served, [("shutdown_guest", {"vmid": vmid, "timeout": 30})])
+        [clean] = run(go, served, [("guest_power", {"action": "start", "vmid": vmid})])
+        [clean] = run(go, served, [("guest_power", {"action": "shutdown", "vmid": vmid, "timeout": 30})])
         assert structured(clean)["outcome"] == "ok"
         [snap] = run(go, served, [("backup_guest", {"vmid": vmid})])
         assert structured(snap)["outcome"] == "ok"
@@ -512,9 +540,9 @@ def test_confirm_is_only_the_json_boolean_true(server, sim, value):
     async def go():
         async with connect(server) as client:
             return [
-                await client.call_tool("stop_guest", {"vmid": vmid, "confirm": value}),
+                await client.call_tool("guest_power", {"action": "stop", "vmid": vmid, "confirm": value}),
                 await client.call_tool(
-                    "shutdown_guest", {"vmid": vmid, "force_stop": value, "confirm": True}
+                    "guest_power", {"action": "shutdown", "vmid": vmid, "force_stop": value, "confirm": True}
                 ),
             ]
 
@@ -532,8 +560,12 @@ def test_smuggled_proxmox_parameter_does_not_raise_the_risk_or_reach_proxmox(mak
     async def go(served):
         async with connect(served) as client:
             return [
-                await client.call_tool("shutdown_guest", {"vmid": vmid, "force_stop": "true"}),
-                await client.call_tool("shutdown_guest", {"vmid": vmid, "timeout": 30, "forceStop": True}),
+                await client.call_tool(
+                    "guest_power", {"action": "shutdown", "vmid": vmid, "force_stop": "true"}
+                ),
+                await client.call_tool(
+                    "guest_power", {"action": "shutdown", "vmid": vmid, "timeout": 30, "forceStop": True}
+                ),
             ]
 
     with make_server(mode=Mode.OPERATOR) as served:
@@ -566,3 +598,47 @@ def test_convert_to_template_plans_then_converts(server, sim):
     finally:  # the simulator is shared by the module: the next tests find the world as seeded
         sim.state.guest(vmid).clear()
         sim.state.guest(vmid).update(saved)
+
+
+def test_list_guests_sorts_shows_numbers_and_says_plainly_what_is_wrong(server, sim):
+    """Issue 14: sort by a number, the numbers and a readable uptime in the text, an unknown node and
+    an offset past the end said plainly (not "0 guests match" / "showing 0-60")."""
+
+    async def go():
+        async with connect(server) as client:
+            return [
+                await client.call_tool(
+                    "list_guests", {"sort": "mem", "status": "running", "limit": 5, "detail": True}
+                ),
+                await client.call_tool("list_guests", {"node": "nosuchnode"}),
+                await client.call_tool("list_guests", {"offset": 10_000}),
+            ]
+
+    by_mem, unknown, past = run(go)
+    guests = structured(by_mem)["guests"]
+    mems = [g["mem"] for g in guests]
+    assert len(mems) == 5 and mems == sorted(mems, reverse=True) and mems[0] > 0
+    text = by_mem.content[0].text
+    assert "cpu mem(GiB used/max) uptime" in text and "%/" in text
+    assert any(part.endswith(("m", "h")) and part[0].isdigit() for part in text.split())
+    assert "no node 'nosuchnode'" in error_text(unknown) and "pve1" in error_text(unknown)
+    assert "past the end" in error_text(past) and "last page starts at offset" in error_text(past)
+
+
+def test_argument_errors_are_said_in_the_models_terms(server):
+    """Issue 14: not pydantic's report ("1 validation error for list_guestsArguments", of which the
+    client got only that first line), but the field and the rule."""
+
+    async def go():
+        async with connect(server) as client:
+            return [
+                await client.call_tool("list_guests", {"limit": 0}),
+                await client.call_tool("guest_power", {"vmid": 100, "action": "explode"}),
+                await client.call_tool("guest_info", {}),
+            ]
+
+    texts = [error_text(r) for r in run(go)]
+    assert texts[0].endswith("invalid argument: limit: must be at least 1")
+    assert "action: must be one of 'start'" in texts[1]
+    assert texts[2].endswith("invalid argument: vmid: is required")
+    assert not any("validation error" in t or "Arguments" in t for t in texts)

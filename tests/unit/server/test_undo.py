@@ -46,8 +46,8 @@ def test_undo_restores_config_and_disk_state(server: Served) -> None:
 
     resized, tagged = calls(
         server,
-        ("resize_disk", {"vmid": vmid, "disk": "scsi0", "size": "+1G", "confirm": True}),
-        ("set_guest_metadata", {"vmid": vmid, "tags": ["undo-me"], "description": "kept by a rollback"}),
+        ("set_guest_config", {"vmid": vmid, "grow_disk": "scsi0:+1G", "confirm": True}),
+        ("set_guest_config", {"vmid": vmid, "tags": ["undo-me"], "description": "kept by a rollback"}),
     )
     assert resized["outcome"] == "ok" and resized["safety_snapshot"].startswith("pmcp-auto-")
     assert tagged["safety_snapshot"] and "undo_last_change" in tagged["text"]
@@ -77,9 +77,11 @@ def test_undo_restores_config_and_disk_state(server: Served) -> None:
 
     records = [json.loads(x) for x in server.audit_path.read_text().splitlines()]
     done = [
-        r for r in records if r["phase"] == "outcome" and r["tool"] in ("resize_disk", "undo_last_change")
+        r
+        for r in records
+        if r["phase"] == "outcome" and r["tool"] in ("set_guest_config", "undo_last_change")
     ]
-    assert done[-3]["undo"]["snapshot"] == resized["safety_snapshot"]
+    assert done[-4]["undo"]["snapshot"] == resized["safety_snapshot"]  # grow, tags, undo, undo
     assert done[-1]["undo"] == {"vmid": vmid, "rolled_back_to": resized["safety_snapshot"]}
 
 
@@ -95,8 +97,8 @@ def test_the_plan_says_when_a_guest_cannot_be_snapshotted(server: Served) -> Non
     try:
         plan, done = calls(
             server,
-            ("resize_disk", {"vmid": vmid, "disk": "scsi1", "size": "+1G"}),
-            ("resize_disk", {"vmid": vmid, "disk": "scsi1", "size": "+1G", "confirm": True}),
+            ("set_guest_config", {"vmid": vmid, "grow_disk": "scsi1:+1G"}),
+            ("set_guest_config", {"vmid": vmid, "grow_disk": "scsi1:+1G", "confirm": True}),
         )
         assert plan["outcome"] == "plan"
         assert (
@@ -112,7 +114,7 @@ def test_the_plan_says_when_a_guest_cannot_be_snapshotted(server: Served) -> Non
 def test_safety_snapshots_are_rotated(make_server: Any) -> None:
     with make_server(undo_keep=2) as served:
         vmid = _stopped_vm(served, 2)
-        made = calls(served, *[("set_guest_metadata", {"vmid": vmid, "tags": [f"t{i}"]}) for i in range(3)])
+        made = calls(served, *[("set_guest_config", {"vmid": vmid, "tags": [f"t{i}"]}) for i in range(3)])
         names = [m["safety_snapshot"] for m in made]
         assert autos(served, vmid) == names[1:]
         calls(served, ("undo_last_change", {"vmid": vmid, "confirm": True}))

@@ -93,6 +93,19 @@ def concrete(sim: RunningSim) -> dict[str, str]:
         sim.state.engine.complete(snap)
     vol = next(v for v in sim.state.world["content"]["backup-nfs"] if v["content"] == "backup")["volid"]
     ok(sim.request("POST", "/cluster/ha/resources", params={"sid": f"ct:{lxc['vmid']}", "state": "started"}))
+    with sim.state.lock:  # what a fresh world leaves empty or absent (pmcp/sim/api/infra.py)
+        world = sim.state.world
+        world["ceph"] = {"fsid": "0f0e", "health": {"status": "HEALTH_OK", "checks": {}}}
+        world["replication"] = [{"id": f"{qemu['vmid']}-0", "guest": qemu["vmid"], "jobnum": 0,
+                                 "target": "pve9", "type": "local", "schedule": "*/15"}]  # fmt: skip
+        world["sdn"] = {"zones": [{"zone": "lab", "type": "simple"}],
+                        "vnets": [{"vnet": "labnet", "zone": "lab", "type": "vnet", "tag": 10}]}  # fmt: skip
+        update = {"Package": "pve-manager", "Version": "9.1.2", "OldVersion": "9.1.1", "Arch": "amd64"}
+        update |= {"Description": "PVE", "Origin": "Proxmox", "Priority": "optional", "Section": "admin"}
+        world["apt_updates"] = {node: [update | {"Title": "PVE"}]}
+        qemu["firewall_rules"] = [
+            {"type": "in", "action": "ACCEPT", "dport": "443", "proto": "tcp", "enable": 1}
+        ]
     return {
         "sid": f"ct:{lxc['vmid']}",
         "node": node,
