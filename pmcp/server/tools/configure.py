@@ -35,7 +35,7 @@ from pmcp.server.tools.common import (
     guest_path,
     resolve_guest,
 )
-from pmcp.server.tools.provision import resize_disk
+from pmcp.server.tools.provision import _after, resize_disk
 from pmcp.server.tools.undo import blocker, take, undo_sentence
 
 IPCONFIG_RE = re.compile(
@@ -251,13 +251,6 @@ async def set_guest_config(
         safety_snapshot=snap,
     )
     return Reply(result, text + ".")
-
-
-async def _after(call: Call, guest: Guest) -> Guest:
-    try:
-        return await resolve_guest(call, guest.vmid)
-    except validate.InvalidArgument:
-        return guest
 
 
 async def _metadata(call: Call, guest: Guest, meta: dict[str, Any], confirm: bool) -> Reply:
