@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class DemoInfo:
     sim_url: str
     audit_log: str
     proof: str
+    # the simulator itself, for a caller in this process (`on_ready`): the tests check the world behind
+    # every answer an agent gets from the demo
+    sim: Any = field(default=None, repr=False, compare=False)
 
     @property
     def claude_line(self) -> str:
@@ -130,7 +133,7 @@ def run_demo(
             with uvicorn_thread(create_app(config), "127.0.0.1", port, **http_options(config)) as bound:
                 url = f"http://127.0.0.1:{bound}/mcp"
                 proof = anyio.run(prove, url, token)
-                info = DemoInfo(url, token, sim.url, str(config.audit_log), proof)
+                info = DemoInfo(url, token, sim.url, str(config.audit_log), proof, sim)
                 if json_info:
                     _write_private(Path(json_info), json.dumps({"url": url, "token": token}) + "\n")
                 echo(

@@ -211,8 +211,11 @@ def generate(nodes: int = 3, guests: int = 50, seed: int = 1, pve_major: int = 9
         disk_gib = rng.choice((16, 32, 64, 128, 256)) if kind == "qemu" else rng.choice((4, 8, 16, 32))
         make = qemu_config if kind == "qemu" else lxc_config
         config = make(rng, vmid, name, tags, cores, mem_mib, disk_gib)
-        if template:
+        if template:  # `qm template` renames the disks base-VMID-disk-N (qemu-server template_create)
             config["template"] = 1
+            for key, value in list(config.items()):
+                if isinstance(value, str):
+                    config[key] = value.replace(f"vm-{vmid}-disk", f"base-{vmid}-disk")
         config["digest"] = config_digest(config)
         snaps = []
         parent = None

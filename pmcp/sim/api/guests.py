@@ -667,9 +667,15 @@ def _clone(state: SimState, a: dict[str, Any]) -> list[str]:
     new = json.loads(json.dumps(src))
     cfg = new["config"]
     cfg["name" if new["type"] == "qemu" else "hostname"] = a["name"]
+    # every disk of the clone is a new volume vm-NEWID-disk-N, also when the source is a template whose
+    # disks are base-VMID-disk-N: a full clone allocates it (qemu-server PVE/QemuServer.pm clone_disk ->
+    # vdisk_alloc), a linked one on lvmthin names it with find_free_diskname (pve-storage
+    # LvmThinPlugin.pm clone_image)
     for key, value in list(cfg.items()):
-        if isinstance(value, str) and f"vm-{a['vmid']}-disk" in value:
-            cfg[key] = value.replace(f"vm-{a['vmid']}-disk", f"vm-{a['newid']}-disk")
+        if isinstance(value, str):
+            for old in (f"vm-{a['vmid']}-disk", f"base-{a['vmid']}-disk"):
+                value = value.replace(old, f"vm-{a['newid']}-disk")
+            cfg[key] = value
     if a.get("description"):
         cfg["description"] = a["description"]
     cfg.pop("template", None)

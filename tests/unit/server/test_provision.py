@@ -5,6 +5,8 @@ restore the backup to a new VMID, delete the clone — each answer checked again
 
 from __future__ import annotations
 
+import queue
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from pmcp.host.pve import mode_privileges
 from pmcp.server.config import Mode
 from pmcp.sim.testing import running_sim
 
-from .conftest import connect, serve
+from .conftest import Served, connect, serve
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx7bWZ1c2VyQGxhcHRvcA admin@laptop"
 
@@ -58,104 +60,143 @@ class Agent:
         return result.structured_content
 
 
-def _template(sim: Any) -> dict[str, Any]:
+def _template(sim: Any) -> dict[str, Any] | None:
     for _v, g in sorted(sim.state.world["guests"].items(), key=lambda kv: int(kv[0])):
         if g["type"] == "qemu" and g["template"]:
             return g
-    raise AssertionError("the seeded world has no VM template")
+    return None
+
+
+async def _make_template(agent: Agent, sim: Any) -> dict[str, Any]:
+    """No template in this world (pmcp demo's has none): the agent stops a VM without snapshots and turns
+    it into one."""
+    guests = sim.state.world["guests"]
+    vm = next(
+        g
+        for _v, g in sorted(guests.items(), key=lambda kv: int(kv[0]))
+        if g["type"] == "qemu" and not g["snapshots"] and not g["template"]
+        and "pmcp-protected" not in str(g["config"].get("tags", ""))
+    )  # fmt: skip
+    if vm["status"] != "stopped":
+        await agent("guest_power", action="stop", vmid=vm["vmid"], confirm=True, wait_seconds=30)
+        assert guests[str(vm["vmid"])]["status"] == "stopped"
+    plan = await agent("convert_to_template", vmid=vm["vmid"])
+    assert plan["outcome"] == "plan" and not guests[str(vm["vmid"])]["template"], "a plan must not act"
+    done = await agent("convert_to_template", vmid=vm["vmid"], confirm=True, wait_seconds=30)
+    assert done["outcome"] == "ok" and guests[str(vm["vmid"])]["template"]
+    return guests[str(vm["vmid"])]
 
 
 def test_clone_start_find_grow_snapshot_migrate_backup_restore_delete(cluster: tuple[Any, Any]) -> None:
+    """With the admin role the installer builds (least privilege, not root)."""
     sim, served = cluster
-    tpl = _template(sim)
+    anyio.run(agents_day, sim, served)
+
+
+def test_the_same_day_through_pmcp_demo() -> None:
+    """`pmcp demo` as a user starts it (its own 3-node simulator, admin mode): the same day."""
+    from pmcp.demo import DemoInfo, run_demo
+
+    ready: queue.Queue[DemoInfo] = queue.Queue()
+    stop = threading.Event()
+    kwargs = dict(port=0, mode="admin", guests=30, json_info=None, echo=lambda _: None)
+    demo = threading.Thread(target=run_demo, kwargs={**kwargs, "wait": stop.wait, "on_ready": ready.put})
+    demo.start()
+    try:
+        info = ready.get(timeout=60)
+        served = Served(info.url.removesuffix("/mcp"), info.url, info.token, None, None)
+        anyio.run(agents_day, info.sim, served)
+    finally:
+        stop.set()
+        demo.join(timeout=30)
+    assert not demo.is_alive()
+
+
+async def agents_day(sim: Any, served: Any) -> None:
+    """Clone, start, find the IP, reconfigure, grow, snapshot, migrate, back up, restore, delete."""
     guests = sim.state.world["guests"]
     newid = next(v for v in range(900, 999) if str(v) not in guests and v % 7 != 3)  # its agent answers
     restored_id = newid + 1
+    async with connect(served) as client:
+        agent = Agent(client)
+        tpl = _template(sim) or await _make_template(agent, sim)
+        clone_args = dict(
+            source=tpl["vmid"],
+            name="web-1",
+            newid=newid,
+            ciuser="deploy",
+            ssh_keys=[KEY],
+            ipconfig0="ip=dhcp",
+        )
+        plan = await agent("create_guest", **clone_args)
+        assert plan["outcome"] == "plan" and str(newid) in plan["plan"]["effect"]
+        assert str(newid) not in guests, "a plan must not act"
 
-    async def day() -> None:
-        async with connect(served) as client:
-            agent = Agent(client)
-            clone_args = dict(
-                source=tpl["vmid"],
-                name="web-1",
-                newid=newid,
-                ciuser="deploy",
-                ssh_keys=[KEY],
-                ipconfig0="ip=dhcp",
-            )
-            plan = await agent("create_guest", **clone_args)
-            assert plan["outcome"] == "plan" and str(newid) in plan["plan"]["effect"]
-            assert str(newid) not in guests, "a plan must not act"
+        done = await agent("create_guest", **clone_args, confirm=True, wait_seconds=30)
+        assert done["outcome"] == "ok" and done["guest"]["vmid"] == newid
+        cfg = guests[str(newid)]["config"]
+        assert cfg["ciuser"] == "deploy" and cfg["ipconfig0"] == "ip=dhcp"
+        assert urllib.parse.unquote(cfg["sshkeys"]).strip() == KEY
+        assert "base-" not in cfg["scsi0"] and f"vm-{newid}-disk" in cfg["scsi0"], "a full copy"
 
-            done = await agent("create_guest", **clone_args, confirm=True, wait_seconds=30)
-            assert done["outcome"] == "ok" and done["guest"]["vmid"] == newid
-            cfg = guests[str(newid)]["config"]
-            assert cfg["ciuser"] == "deploy" and cfg["ipconfig0"] == "ip=dhcp"
-            assert urllib.parse.unquote(cfg["sshkeys"]).strip() == KEY
-            assert "base-" not in cfg["scsi0"] and f"vm-{newid}-disk" in cfg["scsi0"], "a full copy"
+        started = await agent("guest_power", action="start", vmid=newid, wait_seconds=30)
+        assert started["outcome"] == "ok" and started["guest"]["status"] == "running", "the state after"
+        net = await agent("guest_info", show="network", vmid=newid)
+        assert net["source"] == "guest-agent" and any(a["family"] == "ipv4" for a in net["addresses"])
 
-            started = await agent("guest_power", action="start", vmid=newid, wait_seconds=30)
-            assert started["outcome"] == "ok" and started["guest"]["status"] == "running", "the state after"
-            net = await agent("guest_info", show="network", vmid=newid)
-            assert net["source"] == "guest-agent" and any(a["family"] == "ipv4" for a in net["addresses"])
+        # a running VM: cores and memory wait for the next start, balloon and net0 hot-plug
+        # (qemu-server vmconfig_hotplug_pending with the default hotplug 'network,disk,usb')
+        cores = guests[str(newid)]["config"]["cores"] + 1
+        change = dict(vmid=newid, cores=cores, memory_mib=4096, balloon_mib=1024, vlan=20)
+        plan = await agent("set_guest_config", **change)
+        assert plan["outcome"] == "plan" and "cores" in plan["plan"]["effect"]
+        assert "pending" not in guests[str(newid)], "a plan must not act"
+        done = await agent("set_guest_config", **change, confirm=True)
+        applies = {c["key"]: c["applies"] for c in done["changes"]}
+        assert applies == {"cores": "next start", "memory": "next start", "balloon": "now", "net0": "now"}
+        assert guests[str(newid)]["config"]["net0"].endswith("tag=20")
+        assert guests[str(newid)]["pending"] == {"cores": cores, "memory": "4096"}
+        shown = await agent("guest_info", vmid=newid, show="config")
+        assert shown["pending"] == {"cores": str(cores), "memory": "4096"}
+        assert shown["config"]["cores"] == str(cores - 1)
+        await agent("guest_power", action="reboot", vmid=newid, wait_seconds=30)
+        assert guests[str(newid)]["config"]["cores"] == cores and "pending" not in guests[str(newid)]
+        assert guests[str(newid)]["maxmem"] == 4096 * 1024**2
 
-            # a running VM: cores and memory wait for the next start, balloon and net0 hot-plug
-            # (qemu-server vmconfig_hotplug_pending with the default hotplug 'network,disk,usb')
-            cores = guests[str(newid)]["config"]["cores"] + 1
-            change = dict(vmid=newid, cores=cores, memory_mib=4096, balloon_mib=1024, vlan=20)
-            plan = await agent("set_guest_config", **change)
-            assert plan["outcome"] == "plan" and "cores" in plan["plan"]["effect"]
-            assert "pending" not in guests[str(newid)], "a plan must not act"
-            done = await agent("set_guest_config", **change, confirm=True)
-            applies = {c["key"]: c["applies"] for c in done["changes"]}
-            assert applies == {"cores": "next start", "memory": "next start", "balloon": "now", "net0": "now"}
-            assert guests[str(newid)]["config"]["net0"].endswith("tag=20")
-            assert guests[str(newid)]["pending"] == {"cores": cores, "memory": "4096"}
-            shown = await agent("guest_info", vmid=newid, show="config")
-            assert shown["pending"] == {"cores": str(cores), "memory": "4096"}
-            assert shown["config"]["cores"] == str(cores - 1)
-            await agent("guest_power", action="reboot", vmid=newid, wait_seconds=30)
-            assert guests[str(newid)]["config"]["cores"] == cores and "pending" not in guests[str(newid)]
-            assert guests[str(newid)]["maxmem"] == 4096 * 1024**2
+        before = guests[str(newid)]["maxdisk"]
+        plan = await agent("set_guest_config", vmid=newid, grow_disk="scsi0:+8G")
+        assert plan["outcome"] == "plan" and guests[str(newid)]["maxdisk"] == before
+        grown = await agent("set_guest_config", vmid=newid, grow_disk="scsi0:+8G", confirm=True)
+        assert grown["outcome"] == "ok" and guests[str(newid)]["maxdisk"] == before + 8 * 1024**3
 
-            before = guests[str(newid)]["maxdisk"]
-            plan = await agent("set_guest_config", vmid=newid, grow_disk="scsi0:+8G")
-            assert plan["outcome"] == "plan" and guests[str(newid)]["maxdisk"] == before
-            grown = await agent("set_guest_config", vmid=newid, grow_disk="scsi0:+8G", confirm=True)
-            assert grown["outcome"] == "ok" and guests[str(newid)]["maxdisk"] == before + 8 * 1024**3
+        snap = await agent("snapshot", action="create", vmid=newid, name="before_move")
+        assert snap["outcome"] == "ok"
 
-            snap = await agent("snapshot", action="create", vmid=newid, name="before_move")
-            assert snap["outcome"] == "ok"
+        target = next(n for n in sim.state.world["nodes"] if n != guests[str(newid)]["node"])
+        await agent("migrate_guest", vmid=newid, target_node=target)  # the plan
+        moved = await agent("migrate_guest", vmid=newid, target_node=target, confirm=True, wait_seconds=30)
+        assert moved["outcome"] == "ok" and moved["guest"]["node"] == target == guests[str(newid)]["node"]
 
-            target = next(n for n in sim.state.world["nodes"] if n != guests[str(newid)]["node"])
-            await agent("migrate_guest", vmid=newid, target_node=target)  # the plan
-            moved = await agent(
-                "migrate_guest", vmid=newid, target_node=target, confirm=True, wait_seconds=30
-            )
-            assert moved["outcome"] == "ok" and moved["guest"]["node"] == target == guests[str(newid)]["node"]
+        backup = await agent("backup_guest", vmid=newid, wait_seconds=30)
+        assert backup["outcome"] == "ok"
+        listed = await agent("list_storage", content="backup", vmid=newid)
+        volume = listed["backups"][0]["volid"]
 
-            backup = await agent("backup_guest", vmid=newid, wait_seconds=30)
-            assert backup["outcome"] == "ok"
-            listed = await agent("list_storage", content="backup", vmid=newid)
-            volume = listed["backups"][0]["volid"]
+        plan = await agent("create_guest", source=volume, node=target, newid=restored_id)
+        assert plan["outcome"] == "plan" and str(restored_id) not in guests
+        restored = await agent(
+            "create_guest", source=volume, node=target, newid=restored_id, confirm=True, wait_seconds=30
+        )
+        assert restored["outcome"] == "ok" and guests[str(restored_id)]["config"]["ciuser"] == "deploy"
 
-            plan = await agent("create_guest", source=volume, node=target, newid=restored_id)
-            assert plan["outcome"] == "plan" and str(restored_id) not in guests
-            restored = await agent(
-                "create_guest", source=volume, node=target, newid=restored_id, confirm=True, wait_seconds=30
-            )
-            assert restored["outcome"] == "ok" and guests[str(restored_id)]["config"]["ciuser"] == "deploy"
-
-            stopped = await agent("guest_power", action="stop", vmid=newid, confirm=True, wait_seconds=30)
-            assert stopped["outcome"] == "ok"
-            plan = await agent("delete_guest", vmid=newid)
-            assert plan["outcome"] == "plan" and "destroyed" in plan["plan"]["effect"]
-            assert str(newid) in guests
-            gone = await agent("delete_guest", vmid=newid, confirm=True, wait_seconds=30)
-            assert gone["outcome"] == "ok"
-            assert str(newid) not in guests and str(restored_id) in guests
-
-    anyio.run(day)
+        stopped = await agent("guest_power", action="stop", vmid=newid, confirm=True, wait_seconds=30)
+        assert stopped["outcome"] == "ok"
+        plan = await agent("delete_guest", vmid=newid)
+        assert plan["outcome"] == "plan" and "destroyed" in plan["plan"]["effect"]
+        assert str(newid) in guests
+        gone = await agent("delete_guest", vmid=newid, confirm=True, wait_seconds=30)
+        assert gone["outcome"] == "ok"
+        assert str(newid) not in guests and str(restored_id) in guests
 
 
 def test_proxmox_protection_flag_and_running_guests_are_refused_in_words(cluster: tuple[Any, Any]) -> None:
