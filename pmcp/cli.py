@@ -286,6 +286,16 @@ def main() -> None:
     """
 
 
+runtime_option = click.option(
+    "--runtime",
+    type=click.Choice(["compose", "systemd"]),
+    default="compose",
+    show_default=True,
+    help="How the server runs: the compose stack behind Caddy (Docker), or a hardened systemd unit "
+    "terminating TLS itself (no Docker). Chosen at the first install.",
+)
+
+
 @main.command()
 @prefix_option
 @click.option(
@@ -397,6 +407,7 @@ def main() -> None:
     show_default=True,
     help="How the server trusts port 8006: the host's CA, the system store (public ACME), or a pin.",
 )
+@runtime_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; also implied when there is no TTY.")
 @outcome
@@ -912,10 +923,12 @@ def serve(out: Output, host: str, port: int) -> Result:
     Refuses a non-loopback address unless PMCP_AUTH_TOKEN_FILE holds client tokens.
     """
     from pmcp.server.config import ConfigError
+    from pmcp.server.serve import listen_fd
     from pmcp.server.serve import serve as run_server
 
     try:
-        _free(host, port, "stop what listens there (ss -ltnp), or choose another --port")
+        if listen_fd() is None:  # else systemd's socket unit listens for it (--runtime systemd)
+            _free(host, port, "stop what listens there (ss -ltnp), or choose another --port")
     except OSError as exc:
         raise UsageError(
             f"--host {host}: {exc.strerror or exc}", fix="an address of this host, e.g. 127.0.0.1"
@@ -967,6 +980,7 @@ def serve(out: Output, host: str, port: int) -> Result:
     help="Install directory of the demo stack (--stack/--down).",
 )
 @click.option("--agent-user", help="OS account for the agent in the demo stack (--stack).")
+@runtime_option
 @outcome
 def demo(
     out: Output,
@@ -979,6 +993,7 @@ def demo(
     down: bool,
     prefix: Any,
     agent_user: str | None,
+    runtime: str,
 ) -> Result | None:
     """Run the real MCP server against the built-in Proxmox simulator, and show how to connect."""
     json_info = str(json_info) if json_info else None
@@ -1001,6 +1016,7 @@ def demo(
             guests=guests,
             report=out.step,
             progress=out.progress,
+            runtime=runtime,
         )
     _free(
         "127.0.0.1",

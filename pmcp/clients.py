@@ -577,7 +577,8 @@ def prepare(
     chosen = ""
     if tokens or show_token or token_name:
         chosen = pick_token_name(tokens, token_name)
-    ca_file = str(export_ca(paths.caddy_root_ca, Path(ca_cert), paths.prefix)) if ca_cert else None
+    root = paths.own_root_ca if paths.own_root_ca.is_file() else paths.caddy_root_ca  # systemd: pmcp's CA
+    ca_file = str(export_ca(root, Path(ca_cert), paths.prefix)) if ca_cert else None
     target = Target(
         name=name,
         url=url,

@@ -90,6 +90,11 @@ class InstallPaths:
         return self.caddy_data / "caddy" / "pki" / "authorities" / "local" / "root.crt"
 
     @property
+    def own_root_ca(self) -> Path:
+        """pmcp's own CA (public), when the server terminates TLS itself (the systemd runtime)."""
+        return self.prefix / "tls" / "pmcp-root-ca.pem"
+
+    @property
     def clients_dir(self) -> Path:
         return self.prefix / "clients"
 

@@ -41,6 +41,7 @@ def demo_options(
     sim_port: int = DEMO_SIM_PORT,
     health_timeout: float = 180.0,
     approval: str = "confirm",
+    runtime: str = "compose",
 ) -> InstallOptions:
     return InstallOptions(
         prefix=str(prefix or default_prefix()),
@@ -55,6 +56,7 @@ def demo_options(
         public_names=["localhost", "127.0.0.1"],
         proxmox_ca=None,
         health_timeout=health_timeout,
+        runtime=runtime,
     )
 
 
@@ -98,7 +100,8 @@ def demo_stack(
         info = {"url": result.url, "token": token, "ca_file": result.ca_file, "prefix": str(paths.prefix)}
         atomic_write(Path(json_info), json.dumps(info, indent=2) + "\n", 0o600)
     res.text = [
-        f"\nThe MCP server is up behind Caddy at {result.url}",
+        f"\nThe MCP server is up {'under systemd' if opts.runtime == 'systemd' else 'behind Caddy'} "
+        f"at {result.url}",
         f"  token:   in {paths.client_tokens} (NAME:TOKEN)",
         f"  CA:      {result.ca_file}",
         f"  connect: see {paths.clients_dir}/claude-code.sh (uses $PMCP_TOKEN), or",

@@ -69,6 +69,7 @@ class InstallOptions:
         None  # VMIDs "100,105" (PMCP_PROTECTED + NoAccess ACLs); None keeps the recorded list
     )
     proxmox_trust: str = "auto"  # how the server trusts 8006: auto|pve-ca|system|pin (pmcp.host.pvecert)
+    runtime: str = "compose"  # how the server runs: compose (Docker) or systemd (pmcp.lifecycle.runtime)
     # Below: set by the demo and the tests, not by the CLI.
     prometheus_port: int = 9090  # on 127.0.0.1, with --monitoring
     sim: render.SimService | None = None
@@ -135,6 +136,7 @@ class InstallOptions:
                     raise UsageError(f"{option} {f} holds no PEM {marker.rstrip('-').lower()}",
                                      fix="a PEM file (-----BEGIN ...-----)")  # fmt: skip
         self._validate_acme()
+        self._validate_runtime()
         if self.domain:
             self.domain = inputs.dns_name(self.domain, single_label=bool(self.acme_ca))
         if self.pool:
@@ -153,6 +155,24 @@ class InstallOptions:
                 "--server-port": self.server_port,
             }
         )
+
+    def _validate_runtime(self) -> None:
+        """What the systemd runtime has no part for (no Caddy to get ACME certificates, no Prometheus)."""
+        from pmcp.lifecycle.runtime import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise UsageError(
+                f"unknown runtime {self.runtime!r}", fix=f"--runtime one of {', '.join(RUNTIMES)}"
+            )
+        if self.runtime != "systemd":
+            return
+        for given, option in ((self.acme_ca, "--acme-ca"), (self.monitoring, "--monitoring"),
+                              (self.images, "--bundle")):  # fmt: skip
+            if given:
+                raise UsageError(
+                    f"{option} is not available with --runtime systemd",
+                    fix=f"leave out {option}, or use the default runtime (compose)",
+                )
 
     def _validate_acme(self) -> None:
         """--acme-ca goes into the Caddyfile verbatim: only a plain https URL may get there."""
@@ -251,6 +271,7 @@ def stack_config(opts: InstallOptions, existing: dict[str, Any] | None = None) -
         ipv4_only=bool(opts.allow_from),
         extra_env=dict(opts.extra_env),
         sim=opts.sim,
+        runtime=opts.runtime,
     )
     return cfg
 
@@ -442,12 +463,17 @@ def build(
     pvesh = target.pvesh
 
     preflight_holder: dict[str, Any] = {}
+    systemd = opts.runtime == "systemd"
 
     def make_preflight() -> Step:
         from pmcp.host.preflight import Preflight, PreflightOptions
 
         ports = [("0.0.0.0", opts.https_port), ("127.0.0.1", opts.server_port)]
-        if opts.http_port:
+        if systemd:  # the socket unit listens on the HTTPS port only; a re-run finds its own there
+            from pmcp.stack import systemd as sd
+
+            ports = [] if sd.active(sd.Names(ctx.project).socket) else [("0.0.0.0", opts.https_port)]
+        elif opts.http_port:
             ports.append(("0.0.0.0", opts.http_port))
         if opts.monitoring:
             ports.append(("127.0.0.1", opts.prometheus_port))
@@ -461,6 +487,7 @@ def build(
                 compose_project=ctx.project,
                 pvesh=pvesh(),
                 min_free_mb=1024 if opts.host_checks else 256,
+                require_docker=not systemd,
             )
         )
         preflight_holder["step"] = step
@@ -528,6 +555,13 @@ def build(
 
     preflight = Deferred("preflight", make_preflight)
     steps: list[Step] = [InstallDirStep(paths, purge=purge)]
+    if systemd:
+        makers = (("proxmox identity", make_identity), ("agent account", make_agent), ("firewall", make_firewall))
+        host = [Deferred(n, f) for n, f in makers]
+        b.steps = _systemd_steps(opts, ctx, b, steps[0], preflight, trust, identity, recorded, dry_run, *host)
+        b.facts = preflight_holder
+        b.trust = trust
+        return b
     if target.simulated:  # the simulator is part of the stack: its files and image come first
         steps += [
             FilesStep(ctx),
@@ -567,6 +601,49 @@ def build(
     b.facts = preflight_holder
     b.trust = trust
     return b
+
+
+def _systemd_steps(
+    opts: InstallOptions,
+    ctx: StackContext,
+    b: InstallPlan,
+    install_dir: Step,
+    preflight: Step,
+    trust: dict[str, Any],
+    identity: dict[str, Any],
+    recorded: bool,
+    dry_run: bool,
+    *host_steps: Step,
+) -> list[Step]:
+    """The same install for the systemd runtime (pmcp.stack.systemd): the server file, pmcp's certificate,
+    the units and the running server take the place of the image, Caddy and the compose stack; no Docker
+    networking to keep safe, and the server reaches Proxmox from the host itself (no API rule)."""
+    from pmcp.lifecycle.verify import VerifyStep
+    from pmcp.stack import systemd as sd
+
+    names = sd.Names(ctx.project)
+    cfg, paths = ctx.config, b.paths
+    server_file, units = sd.ServerFileStep(paths, cfg, names), sd.UnitsStep(paths, cfg, names)
+    steps: list[Step] = [install_dir]
+    if opts.sim:
+        steps += [server_file, units, sd.SimServiceStep(paths, cfg, names, opts.health_timeout), preflight]
+    else:
+        steps = [preflight, *steps]
+    if not recorded:
+        steps.append(TrustStep(opts, ctx, trust, rerender=bool(opts.sim)))
+    identity_step, agent_step, firewall_step = host_steps
+    steps += [identity_step, agent_step, SecretsStep(ctx), FilesStep(ctx), sd.CertificateStep(paths, cfg)]
+    if not opts.sim:
+        steps += [server_file, units]
+    steps += [sd.ServiceStep(paths, cfg, names, opts.health_timeout), firewall_step]
+    if opts.client_config:
+        steps.append(ClientsStep(paths))
+    if opts.auto_update:
+        from pmcp.lifecycle.schedule import AutoUpdateStep
+
+        steps.append(AutoUpdateStep(opts.auto_update, prefix=paths.prefix))
+    steps.append(VerifyStep(paths.prefix, dry_run=dry_run, identity=identity, agent_user=opts.agent_user))
+    return steps
 
 
 def check_host(opts: InstallOptions) -> None:
@@ -609,9 +686,12 @@ class ClientsStep:
                     out[Path(snip.path).name or ".mcp.json"] = (snip.text.rstrip() + "\n", 0o644)
         from pmcp.lifecycle.verify import caddy_ca_pem
 
-        ca = caddy_ca_pem(self.paths)
-        if ca is not None:
-            out["caddy-root-ca.crt"] = (ca, 0o644)
+        if self.paths.own_root_ca.is_file():  # the systemd runtime: pmcp's own CA
+            out["pmcp-root-ca.crt"] = (self.paths.own_root_ca.read_text(), 0o644)
+        else:
+            ca = caddy_ca_pem(self.paths)
+            if ca is not None:
+                out["caddy-root-ca.crt"] = (ca, 0o644)
         return out
 
     def check(self) -> Plan:
@@ -688,6 +768,9 @@ def install(
             setattr(opts, name, (statefile.load(paths).get("options") or {}).get(name))
     try:
         opts.validate()
+        from pmcp.lifecycle.runtime import refuse_switch
+
+        refuse_switch(paths, opts.runtime)
     except StepError as exc:
         res = RunResult(dry_run=dry_run)
         res.steps.append(StepResult.from_error("options", exc))
@@ -722,7 +805,9 @@ def install(
         cfg = render.StackConfig.from_dict(statefile.load(paths).get("config", {}))
         result.url = cfg.url
         result.token_file = str(paths.client_tokens)
-        if not (cfg.domain or cfg.tls_cert):
+        if cfg.runtime == "systemd" and not cfg.tls_cert:
+            result.ca_file = str(paths.own_root_ca)
+        elif not (cfg.domain or cfg.tls_cert):
             copy = paths.clients_dir / "caddy-root-ca.crt"  # root's checked copy, not Caddy's own file
             result.ca_file = str(copy if copy.is_file() else paths.caddy_root_ca)
         if not dry_run:
@@ -763,7 +848,7 @@ def _record(
 ) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = statefile.load(paths)
-    tls = "custom" if cfg.tls_cert else ("acme" if cfg.domain else "internal")
+    tls = "custom" if cfg.tls_cert else ("acme" if cfg.domain and cfg.runtime != "systemd" else "internal")
     changes: dict[str, Any] = {
         "version": __version__,
         "options": opts.to_dict(),

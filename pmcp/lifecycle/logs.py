@@ -16,6 +16,14 @@ SERVICES = ("mcp-server", "caddy", "prometheus", "pve-sim")
 
 def logs(prefix: str | Path, follow: bool = False, tail: int = 100, service: str | None = None) -> int:
     paths = InstallPaths.at(prefix)
+    from pmcp.lifecycle import runtime
+
+    if runtime.name_of(paths) == "systemd":  # the journal of the server's units
+        project = statefile.load(paths).get("project") or project_name(paths.prefix)
+        try:
+            return subprocess.call(runtime.journal_argv(project, follow, tail, service))
+        except KeyboardInterrupt:
+            return 0
     if not paths.compose_file.exists():
         raise NotReady(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
     if service and service not in SERVICES:

@@ -36,15 +36,23 @@ def audit_space(paths: InstallPaths) -> Any:
                 limits[name.strip()] = int(value.strip())
     except OSError:
         pass
-    return usage_of(paths.audit_dir, limits["PMCP_AUDIT_MAX_BYTES"], limits["PMCP_AUDIT_MIN_FREE"])
+    return usage_of(audit_dir(paths), limits["PMCP_AUDIT_MAX_BYTES"], limits["PMCP_AUDIT_MIN_FREE"])
 
 
-def status(prefix: str | Path) -> dict[str, Any]:
-    paths = InstallPaths.at(prefix)
-    data = statefile.load(paths)
-    if not data:
-        raise NotReady(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
-    project = data.get("project") or project_name(paths.prefix)
+def audit_dir(paths: InstallPaths) -> Path:
+    """Where the server writes its audit log: the install dir's audit/, or (systemd runtime) its state
+    directory, the one place that server may write."""
+    from pmcp.lifecycle import runtime
+
+    if runtime.name_of(paths) == "systemd":
+        from pmcp.stack.systemd import Names
+
+        return Names(statefile.load(paths).get("project") or "").private_state_dir / "audit"
+    return paths.audit_dir
+
+
+def _containers(project: str) -> tuple[dict[str, Any], bool]:
+    """The compose runtime's services: each container's state, health, image and restarts."""
     services: dict[str, Any] = {}
     healthy = False
     try:
@@ -62,6 +70,21 @@ def status(prefix: str | Path) -> dict[str, Any]:
         )
     except StepError as exc:
         services = {"error": {"status": exc.message, "health": "unknown"}}
+    return services, healthy
+
+
+def status(prefix: str | Path) -> dict[str, Any]:
+    paths = InstallPaths.at(prefix)
+    data = statefile.load(paths)
+    if not data:
+        raise NotReady(f"no pmcp install at {paths.prefix}", fix="pmcp install (or --prefix DIR)")
+    project = data.get("project") or project_name(paths.prefix)
+    from pmcp.lifecycle import runtime
+
+    if runtime.name_of(paths) == "systemd":
+        services, healthy = runtime.systemd_services(paths, data)
+    else:
+        services, healthy = _containers(project)
     last_update = data.get("last_update")  # this install's own record; transcripts are host-wide
     if not last_update:
         try:

@@ -122,6 +122,8 @@ class Simulator(ProxmoxNode):
         return self.ca_file()
 
     def server_url(self) -> str:
+        if self.opts.runtime == "systemd":  # the server runs on the host, as the installer does
+            return self.api_url()
         return "https://pve-sim:8006"  # the simulator's service name on the stack's network
 
     def server_ca(self, prior: dict[str, Any]) -> str | None:

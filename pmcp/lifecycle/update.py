@@ -92,6 +92,21 @@ def check(opts: Options) -> Outcome:
     """`pmcp update --check`: due (exit 0) or current (exit 3); reads only, takes no lock."""
     paths = InstallPaths.at(opts.prefix)
     out = Outcome("check")
+    from pmcp.lifecycle import runtime
+
+    if runtime.name_of(paths) == "systemd":
+        from pmcp.lifecycle.converge import desired_config
+        from pmcp.stack import systemd as sd
+
+        state = statefile.load(paths)
+        names, live = sd.Names(state["project"]), sd.recorded_slot(paths)
+        out.from_image, out.to_image = sd.slot_digest(names, live)[:12], desired_config(state).digest[:12]
+        out.due = opts.force or out.from_image != out.to_image
+        out.reasons = (
+            [f"pmcp file {out.from_image} -> {out.to_image}"] if out.from_image != out.to_image else []
+        )
+        out.summary = "; ".join(out.reasons) if out.due else f"current ({out.from_image})"
+        return out
     inst = load_install(paths, None, opts, Redactor())
     out.reasons, notes = reasons_due(inst, opts.force)
     out.due = bool(out.reasons) or opts.force
@@ -132,6 +147,21 @@ def _fail(out: Outcome, exc: StepError) -> None:
 
 
 def update(opts: Options, report: Report | None = None) -> Outcome:
+    """Converge the server to this pmcp file, the way its runtime replaces a server (compose: the switch
+    through a standby; systemd: the hand-over between two slots); never leaves a broken server behind."""
+    from pmcp.lifecycle import runtime
+
+    return runtime.of(InstallPaths.at(opts.prefix)).update(opts, report)
+
+
+def rollback(opts: Options, to: str | None = None, report: Report | None = None) -> Outcome:
+    """Back to the previous version (a backup's configuration and image, or the other systemd slot)."""
+    from pmcp.lifecycle import runtime
+
+    return runtime.of(InstallPaths.at(opts.prefix)).rollback(opts, to, report)
+
+
+def compose_update(opts: Options, report: Report | None = None) -> Outcome:
     """Converge the stack to this pmcp file; never leaves a broken server behind."""
     paths, redact, t = begin("update", opts.prefix, opts.log_dir)
     out = Outcome("update")
@@ -233,7 +263,7 @@ def _update_run(inst: Install, rec: Recorder, out: Outcome, opts: Options) -> No
     rotate(paths, rec, opts.keep)
 
 
-def rollback(opts: Options, to: str | None = None, report: Report | None = None) -> Outcome:
+def compose_rollback(opts: Options, to: str | None = None, report: Report | None = None) -> Outcome:
     """Back to a backup's configuration and image, through the same switch."""
     paths, redact, t = begin("rollback", opts.prefix, opts.log_dir)
     out = Outcome("rollback")

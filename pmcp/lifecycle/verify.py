@@ -87,6 +87,12 @@ class Target:
         return urlsplit(self.url).hostname or "localhost"
 
     def ssl_context(self) -> ssl.SSLContext:
+        if self.config.runtime == "systemd" and not self.config.tls_cert:  # pmcp's own CA
+            return ssl.create_default_context(
+                cadata=read_certificate(
+                    self.paths.prefix, self.paths.own_root_ca.relative_to(self.paths.prefix)
+                )
+            )
         if self.config.domain and not self.config.tls_cert:
             ctx = ssl.create_default_context()
             acme_root = self.paths.prefix / ACME_ROOT
@@ -377,11 +383,9 @@ def protected_vmids(text: str | None) -> list[int]:
 
 
 def _server_health(t: Target) -> dict[str, Any]:
-    import urllib.request
+    from pmcp.lifecycle import runtime
 
-    url = f"http://127.0.0.1:{t.config.server_port}/health"
-    with urllib.request.urlopen(url, timeout=15) as resp:  # the server's port: loopback only
-        return dict(json.loads(resp.read()))
+    return runtime.of(t.paths).health(t)
 
 
 def check_server_api(t: Target) -> Row:
@@ -626,17 +630,21 @@ def run_verify(
         t.identity = identity
     if agent_user != "":
         t.agent_user = agent_user
-    rows = check_containers(t)
+    from pmcp.lifecycle import runtime
+
+    server_rows = runtime.of(t.paths).server_rows(t)  # containers, or the unit: what differs by runtime
+    later = [r for r in server_rows if r.check.endswith(" image") or r.check == "mcp-server pmcp file"]
+    rows = [r for r in server_rows if r not in later and r.check != "container ids"]
     rows.append(check_tls(t))
     rows.append(check_unauthenticated(t))
     rows.append(check_mcp(t))
     rows.append(check_server_api(t))
     rows.extend(check_identity(t))
-    rows.append(check_container_ids(t))
+    rows += [r for r in server_rows if r.check == "container ids"]
     rows.extend(check_agent(t))
     rows.extend(check_root_paths(t))
     rows.append(check_tls_insecure(t))
-    rows.extend(check_images(t))
+    rows += later
     rows.append(check_audit_space(t))
     rows.append(check_audit_chain(t))
     return Report(rows)

@@ -1,8 +1,16 @@
-"""``pmcp serve``: check the bind address against the auth settings, then run the app under uvicorn."""
+"""``pmcp serve``: check the bind address against the auth settings, then run the app under uvicorn.
+
+Under systemd (``pmcp install --runtime systemd``) the listening socket comes from the socket unit
+(``LISTEN_FDS``, sd_listen_fds(3)): it stays open while one server hands over to the next, so a client's
+connection waits in its backlog instead of being refused. TLS is then terminated here (``PMCP_TLS_CERT_FILE``
+/ ``PMCP_TLS_KEY_FILE``) and readiness is told to systemd (``READY=1``, sd_notify(3)) once uvicorn accepts.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 from pmcp import authtokens
@@ -42,6 +50,40 @@ def http_options(config: ServerConfig) -> dict[str, Any]:
     }
 
 
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
+
+
+def listen_fd() -> int | None:
+    """The socket systemd passed to this process (socket activation), else None."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    return SD_LISTEN_FDS_START if count >= 1 else None
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) this server's state; nothing when not run by systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(path)
+        sock.sendall(state.encode())
+
+
+def tls_options() -> dict[str, Any]:
+    """uvicorn's TLS settings from PMCP_TLS_CERT_FILE / PMCP_TLS_KEY_FILE (both or neither)."""
+    cert, key = os.environ.get("PMCP_TLS_CERT_FILE", ""), os.environ.get("PMCP_TLS_KEY_FILE", "")
+    if bool(cert) != bool(key):
+        raise ConfigError("PMCP_TLS_CERT_FILE and PMCP_TLS_KEY_FILE go together: set both, or neither")
+    return {"ssl_certfile": cert, "ssl_keyfile": key} if cert else {}
+
+
 def serve(host: str, port: int) -> None:
     import uvicorn
 
@@ -51,13 +93,32 @@ def serve(host: str, port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(PathOnlyAccessLog())
     config = ServerConfig.from_env()
-    check_bind(host, config)
-    uvicorn.run(
+    fd = listen_fd()
+    # a passed socket listens where the socket unit says: treat it as public (a token file is required)
+    check_bind("0.0.0.0" if fd is not None else host, config)
+    where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                sd_notify("READY=1")
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            sd_notify("STOPPING=1")
+            await super().shutdown(sockets)
+
+    uconfig = uvicorn.Config(
         create_app(config),
-        host=host,
-        port=port,
+        **where,
         server_header=False,
         log_level="info",
         timeout_graceful_shutdown=5,
+        **tls_options(),
         **http_options(config),
     )
+    uconfig.load_app()
+    server = Server(uconfig)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits

@@ -198,6 +198,8 @@ class SessionContinuity:
     # --- requests ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining.is_set() and scope["type"] == "http":
+            send = _closing(send)
         if scope["type"] != "http" or self.store is None or scope.get("path") not in MCP_PATHS:
             await self.app(scope, receive, send)
             return
@@ -436,6 +438,19 @@ class SessionContinuity:
         while True:
             self._close_get_streams()
             await anyio.sleep(DRAIN_POLL)
+
+
+def _closing(send: Send) -> Send:
+    """While draining, every answer ends its connection (``Connection: close``): a client's next request
+    opens a new one, which the other server can take (under systemd both accept from one socket), so
+    none is sent down a keep-alive connection just as this server closes it."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    return wrapped
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:

@@ -96,6 +96,22 @@ def make_certs(
     return files
 
 
+def issue(
+    key: Path,
+    out: Path,
+    ca_key: Path | None,
+    ca_cert: Path | None,
+    subject: list[tuple[str, str]],
+    names: list[str] | None,
+    ca: bool = False,
+    key_usage: bool = False,
+) -> None:
+    """One certificate (self-signed when no CA is given): with openssl, else the cryptography package. Also
+    pmcp's own CA for the systemd runtime (pmcp.stack.systemd.CertificateStep)."""
+    make = _with_openssl if shutil.which("openssl") else _with_cryptography
+    make(key, out, ca_key, ca_cert, subject, names, ca=ca, key_usage=key_usage)
+
+
 CUSTOM_CERT = "pveproxy-ssl.pem"
 CUSTOM_KEY = "pveproxy-ssl.key"
 

@@ -124,6 +124,7 @@ class StackConfig:
     ipv4_only: bool = False  # --allow-from: publish HTTPS on 0.0.0.0 only (the DOCKER-USER filter is IPv4)
     extra_env: dict[str, str] = field(default_factory=dict)
     sim: SimService | None = None
+    runtime: str = "compose"  # or "systemd" (pmcp.lifecycle.runtime): chosen once, at install
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

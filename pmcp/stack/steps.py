@@ -23,6 +23,7 @@ from pmcp.stack.compose import Compose
 from pmcp.steps import Plan, StepError
 
 FIRST_CLIENT = "default"
+SYSTEMD_FILES = (".env", "pve-root-ca.pem", "tls/cert.pem", "tls/key.pem")  # what the systemd runtime keeps
 SERVER_SERVICES = ["mcp-server", "caddy"]
 
 
@@ -207,6 +208,8 @@ class FilesStep:
                     f"cannot read the Proxmox CA certificate {ca}: {exc}",
                     fix="run on the Proxmox host as root (the CA is /etc/pve/pve-root-ca.pem)",
                 ) from exc
+        if self.ctx.config.runtime == "systemd":  # no compose, Caddy, image or Prometheus files
+            files = {k: v for k, v in files.items() if k in SYSTEMD_FILES}
         return files
 
     def check(self) -> Plan:

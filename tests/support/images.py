@@ -23,6 +23,9 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SUITES = ("bookworm", "trixie")
 PYTHON_PACKAGES = ("python3", "ca-certificates")
 CADDY_PACKAGES = ("caddy", "ca-certificates", "wget")
+# A Proxmox-like host for the systemd runtime: systemd as PID 1 (Debian 12's 252: the newest that still
+# boots on this machine's cgroup v1), Python, openssl for the certificates.
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "python3", "ca-certificates", "openssl", "procps")
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Layout of the official caddy image, so the stack's compose template works with either.
 CADDY_CHANGES = (
@@ -107,9 +110,10 @@ def _check_suite(suite: str) -> None:
 
 
 def rootfs_tarball(suite: str = "bookworm", flavour: str = "python") -> Path:
-    """A cached tarball of a minbase root with Python 3 (``python``) or Caddy (``caddy``)."""
+    """A cached tarball of a minbase root with Python 3 (``python``), Caddy (``caddy``) or systemd and
+    Python (``systemd``)."""
     _check_suite(suite)
-    packages = {"python": PYTHON_PACKAGES, "caddy": CADDY_PACKAGES}[flavour]
+    packages = {"python": PYTHON_PACKAGES, "caddy": CADDY_PACKAGES, "systemd": SYSTEMD_PACKAGES}[flavour]
     tarball = CACHE_DIR / f"{suite}-{flavour}.tar"
     if tarball.exists():
         return tarball
@@ -226,6 +230,22 @@ def _import(tarball: Path, tag: str, changes: Sequence[str]) -> str:
 def python_base_image(suite: str = "bookworm") -> str:
     """``pmcp-test/python:<suite>``: Debian's python3 (3.11 on bookworm, 3.13 on trixie), no pip."""
     return _import(rootfs_tarball(suite, "python"), f"pmcp-test/python:{suite}", PYTHON_CHANGES)
+
+
+SYSTEMD_CHANGES = (f"ENV {PATH_ENV}", "ENV LANG=C.UTF-8", "ENV container=docker", 'CMD ["/lib/systemd/systemd"]')
+
+
+def systemd_image() -> str:
+    """``pmcp-test/systemd:bookworm``: Debian 12 with systemd 252 as PID 1 and python3 (a host without
+    Docker). Run it with ``SYSTEMD_RUN_ARGS`` (no --privileged: measured to boot here with these)."""
+    return _import(rootfs_tarball("bookworm", "systemd"), "pmcp-test/systemd:bookworm", SYSTEMD_CHANGES)
+
+
+# How systemd 252 boots as PID 1 in a container on this machine (cgroup v1; --privileged is refused).
+SYSTEMD_RUN_ARGS = (
+    "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+)  # fmt: skip
 
 
 def caddy_image() -> str:
