@@ -166,6 +166,14 @@ class InstallOptions:
             )
         if self.runtime != "systemd":
             return
+        home = next(
+            (h for h in ("/home", "/root", "/run/user") if Path(self.prefix).resolve().is_relative_to(h)), ""
+        )
+        if home:
+            raise UsageError(
+                f"--prefix {self.prefix} is under {home}, which the server's unit hides (ProtectHome=yes)",
+                fix="choose a prefix outside home directories, e.g. --prefix /opt/pmcp",
+            )
         for given, option in ((self.acme_ca, "--acme-ca"), (self.monitoring, "--monitoring"),
                               (self.images, "--bundle")):  # fmt: skip
             if given:
@@ -556,8 +564,8 @@ def build(
     preflight = Deferred("preflight", make_preflight)
     steps: list[Step] = [InstallDirStep(paths, purge=purge)]
     if systemd:
-        makers = (("proxmox identity", make_identity), ("agent account", make_agent), ("firewall", make_firewall))
-        host = [Deferred(n, f) for n, f in makers]
+        makers = {"proxmox identity": make_identity, "agent account": make_agent, "firewall": make_firewall}
+        host = [Deferred(n, f) for n, f in makers.items()]
         b.steps = _systemd_steps(opts, ctx, b, steps[0], preflight, trust, identity, recorded, dry_run, *host)
         b.facts = preflight_holder
         b.trust = trust
@@ -635,7 +643,11 @@ def _systemd_steps(
     steps += [identity_step, agent_step, SecretsStep(ctx), FilesStep(ctx), sd.CertificateStep(paths, cfg)]
     if not opts.sim:
         steps += [server_file, units]
-    steps += [sd.ServiceStep(paths, cfg, names, opts.health_timeout), firewall_step]
+    steps += [
+        sd.AccountStep(cfg, names),
+        sd.ServiceStep(paths, cfg, names, opts.health_timeout),
+        firewall_step,
+    ]
     if opts.client_config:
         steps.append(ClientsStep(paths))
     if opts.auto_update:

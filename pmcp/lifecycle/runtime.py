@@ -99,7 +99,7 @@ class Systemd:
             else Row(
                 "server hardening",
                 PASS,
-                f"pid {pid}: dynamic non-root user, no capabilities, "
+                f"pid {pid}: its own non-root account, no capabilities, "
                 "no_new_privs, seccomp filter, read-only system",
             )
         )

@@ -36,19 +36,7 @@ def audit_space(paths: InstallPaths) -> Any:
                 limits[name.strip()] = int(value.strip())
     except OSError:
         pass
-    return usage_of(audit_dir(paths), limits["PMCP_AUDIT_MAX_BYTES"], limits["PMCP_AUDIT_MIN_FREE"])
-
-
-def audit_dir(paths: InstallPaths) -> Path:
-    """Where the server writes its audit log: the install dir's audit/, or (systemd runtime) its state
-    directory, the one place that server may write."""
-    from pmcp.lifecycle import runtime
-
-    if runtime.name_of(paths) == "systemd":
-        from pmcp.stack.systemd import Names
-
-        return Names(statefile.load(paths).get("project") or "").private_state_dir / "audit"
-    return paths.audit_dir
+    return usage_of(paths.audit_dir, limits["PMCP_AUDIT_MAX_BYTES"], limits["PMCP_AUDIT_MIN_FREE"])
 
 
 def _containers(project: str) -> tuple[dict[str, Any], bool]:

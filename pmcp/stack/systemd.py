@@ -6,8 +6,12 @@ Layout, for an install whose compose project name is P (``pmcp`` for the default
 - ``/etc/systemd/system/P@.service``: the hardened server, one instance per slot (``a``, ``b``);
 - ``/usr/local/lib/pmcp/P/<slot>/``: root-owned copy of the pmcp file, its unpacked site-packages (compiled
   once, as the image does) and ``server.env`` (configuration, no secrets);
-- ``/var/lib/P/{audit,sessions}`` (``/var/lib/private`` behind it: DynamicUser): the only writable place.
-Secrets stay root's 0600 files in the install dir; systemd hands them over as credentials.
+- a system account P (the uid/gid install chose, as the containers'), no login, no home; it may write only
+  the install dir's audit/ and sessions/. Secrets stay root's files, 0640 to its group, read in place.
+Why not DynamicUser= with LoadCredential=: measured under systemd 252 in this project's test container, the
+credentials directory stayed root's 0700 (unreadable by the service's user), and a credential is copied at
+start, so a revoked client token would keep working until a restart; a static account keeps the compose
+runtime's ownership model and re-reads the token file on change.
 
 Pure rendering here, plus the few ``systemctl`` calls and steps the install and update share. Which slot
 is live is recorded in state.json (``systemd``), by the lifecycle.
@@ -47,6 +51,7 @@ UNIT_ENV = (
     "PMCP_SESSION_DIR",
     "PMCP_TRUSTED_PROXIES",
 )
+NOLOGIN = "/usr/sbin/nologin"
 CA_CERT = "tls/pmcp-root-ca.pem"  # pmcp's own CA (public, InstallPaths.own_root_ca): clients trust it
 CA_KEY = "secrets/pmcp-ca.key"
 SERVER_CERT = "tls/server.pem"
@@ -84,13 +89,9 @@ class Names:
         return self.lib / slot
 
     @property
-    def state_dir(self) -> Path:
-        """The server's writable directory (StateDirectory=; /var/lib/private/P with DynamicUser)."""
-        return Path("/var/lib") / self.project
-
-    @property
-    def private_state_dir(self) -> Path:
-        return Path("/var/lib/private") / self.project
+    def account(self) -> str:
+        """The server's system account (and group)."""
+        return self.project
 
 
 def other(slot: str) -> str:
@@ -144,8 +145,7 @@ def service_text(cfg: render.StackConfig, names: Names, paths: InstallPaths) -> 
     cert, key = tls_files(cfg, paths)
     ca_lines = ""
     if cfg.ca_source:
-        ca = paths.prefix / cfg.ca_source.removeprefix("./")
-        ca_lines = f"LoadCredential=proxmox-ca:{ca}\nEnvironment=PROXMOX_CA_FILE=%d/proxmox-ca\n"
+        ca_lines = f"Environment=PROXMOX_CA_FILE={paths.prefix / cfg.ca_source.removeprefix('./')}\n"
     return render._fill(
         "pmcp@.service",
         {
@@ -153,7 +153,7 @@ def service_text(cfg: render.StackConfig, names: Names, paths: InstallPaths) -> 
             "prefix": paths.prefix,
             "socket": names.socket,
             "lib": names.lib,
-            "project": names.project,
+            "user": names.account,
             "tls_cert": cert,
             "tls_key": key,
             "ca_lines": ca_lines,
@@ -393,8 +393,11 @@ class CertificateStep:
         issue(p / SERVER_KEY, p / SERVER_CERT, p / CA_KEY, p / CA_CERT, [("CN", cert_names(self.cfg)[0])],
               cert_names(self.cfg), key_usage=True)  # fmt: skip
         self._made += [p / SERVER_CERT, p / SERVER_KEY]
-        for f in (p / CA_KEY, p / SERVER_KEY):
-            os.chmod(f, 0o600)
+        os.chmod(p / CA_KEY, 0o600)
+        owner, mode = render.secret_owner(self.cfg.gid)  # the server reads its key through its group
+        if owner is not None:
+            os.chown(p / SERVER_KEY, *owner)
+        os.chmod(p / SERVER_KEY, mode)
         for f in (p / CA_CERT, p / SERVER_CERT):
             os.chmod(f, 0o644)
 
@@ -406,6 +409,68 @@ class CertificateStep:
 
 
 # --- steps ----------------------------------------------------------------------------------------------
+
+
+class AccountStep:
+    """The server's system account: the uid/gid install chose (no other account uses them), no login shell,
+    no home, no password; its group alone reads the secrets. Undo removes both."""
+
+    name = "server account"
+
+    def __init__(self, cfg: render.StackConfig, names: Names) -> None:
+        self.cfg = cfg
+        self.names = names
+        self._created = False
+
+    def _current(self) -> Any:
+        import pwd
+
+        try:
+            return pwd.getpwnam(self.names.account)
+        except KeyError:
+            return None
+
+    def check(self) -> Plan:
+        pw = self._current()
+        name, uid, gid = self.names.account, self.cfg.uid, self.cfg.gid
+        if pw is None:
+            return Plan([f"create the system account {name} (uid {uid}, gid {gid}, no login, no home)"])
+        if (pw.pw_uid, pw.pw_gid) != (uid, gid):
+            raise StepError(
+                f"an account {name} exists with uid {pw.pw_uid}, gid {pw.pw_gid} (not {uid}:{gid})",
+                fix=f"remove it (userdel {name}) if it is not yours, or install with another --prefix",
+            )
+        return Plan()
+
+    def apply(self) -> None:
+        import grp
+
+        if self._current() is not None:
+            return
+        name = self.names.account
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            _run(["groupadd", "--system", "--gid", str(self.cfg.gid), name])
+        ids = ["--uid", str(self.cfg.uid), "--gid", str(self.cfg.gid)]
+        _run(["useradd", "--system", *ids, "--no-create-home", "--home-dir", "/nonexistent",
+              "--shell", NOLOGIN, "--comment", "pmcp MCP server", name])  # fmt: skip
+        self._created = True
+
+    def undo(self) -> None:
+        import grp
+
+        if self._current() is not None:
+            _run(["userdel", self.names.account])
+        with contextlib.suppress(KeyError):
+            grp.getgrnam(self.names.account)
+            _run(["groupdel", self.names.account])
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise StepError(f"`{' '.join(argv)}` failed: {proc.stderr.strip()[:300]}", fix="run as root")
 
 
 def recorded_slot(paths: InstallPaths) -> str:
