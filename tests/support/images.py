@@ -232,7 +232,12 @@ def python_base_image(suite: str = "bookworm") -> str:
     return _import(rootfs_tarball(suite, "python"), f"pmcp-test/python:{suite}", PYTHON_CHANGES)
 
 
-SYSTEMD_CHANGES = (f"ENV {PATH_ENV}", "ENV LANG=C.UTF-8", "ENV container=docker", 'CMD ["/lib/systemd/systemd"]')
+SYSTEMD_CHANGES = (
+    f"ENV {PATH_ENV}",
+    "ENV LANG=C.UTF-8",
+    "ENV container=docker",
+    'CMD ["/lib/systemd/systemd"]',
+)
 
 
 def systemd_image() -> str:
