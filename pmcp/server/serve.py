@@ -8,6 +8,7 @@ connection waits in its backlog instead of being refused. TLS is then terminated
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -51,6 +52,9 @@ def http_options(config: ServerConfig) -> dict[str, Any]:
 
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
+# How long a server handing over waits for its last connection: idle keep-alive ones close after uvicorn's
+# keep-alive timeout (5 s), calls in flight after their Proxmox task (bounded by PMCP_TASK_TIMEOUT).
+HAND_OVER_SECONDS = 150.0
 
 
 def listen_fd() -> int | None:
@@ -89,6 +93,7 @@ def serve(host: str, port: int) -> None:
 
     from pmcp.server.app import create_app
     from pmcp.server.limits import PathOnlyAccessLog
+    from pmcp.server.sessions import DRAIN_SIGNAL
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(PathOnlyAccessLog())
@@ -98,18 +103,41 @@ def serve(host: str, port: int) -> None:
     check_bind("0.0.0.0" if fd is not None else host, config)
     where: dict[str, Any] = {"fd": fd} if fd is not None else {"host": host, "port": port}
 
+    app = create_app(config)
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
                 sd_notify("READY=1")
+                if fd is not None:  # replaces the session layer's drain handler; hand_over drains too
+                    asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, self.hand_over)
+
+        def hand_over(self) -> None:
+            """SIGUSR1 under systemd's socket: stop taking connections (the next server, started beside
+            this one, takes them from the same socket), hand the sessions over, and exit once the last
+            connection is done: calls in flight finish here, none is cut by a stop."""
+            sd_notify("STOPPING=1")
+            for server in self.servers:
+                server.close()  # this process's copy of the socket: systemd's stays open
+            sessions = getattr(app.state, "sessions", None)
+            if sessions is not None:
+                sessions.drain()
+            self._idle_exit = asyncio.get_running_loop().create_task(self._exit_when_idle())
+
+        async def _exit_when_idle(self) -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + HAND_OVER_SECONDS
+            while self.server_state.connections and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            self.should_exit = True
 
         async def shutdown(self, sockets: Any = None) -> None:
             sd_notify("STOPPING=1")
             await super().shutdown(sockets)
 
     uconfig = uvicorn.Config(
-        create_app(config),
+        app,
         **where,
         server_header=False,
         log_level="info",

@@ -697,7 +697,7 @@ def record_slot(paths: InstallPaths, cfg: render.StackConfig, names: Names, slot
     )
 
 
-DRAIN_SECONDS = 1.0  # after SIGUSR1 (GET streams closed, answers say Connection: close), before SIGTERM
+DRAIN_SECONDS = 160.0  # bound on the old server's own exit (serve.HAND_OVER_SECONDS, and then some)
 
 
 def handover(
@@ -711,8 +711,9 @@ def handover(
     to: str | None = None,
 ) -> str:
     """Start the next server in the idle slot beside the live one, both accepting from the socket systemd
-    holds; once the new one is ready and healthy, drain the old one (its GET streams closed, its answers
-    ``Connection: close``) and stop it (calls in flight finish). Returns the new live slot. A failure before
+    holds; once the new one is ready and healthy, the old one is told to hand over (SIGUSR1): it stops
+    accepting, closes its GET streams (clients reopen them on the new one, which restores the session),
+    answers ``Connection: close``, and exits when its last call is done. Returns the new live slot. A failure before
     the old one is stopped stops the new one and leaves the old one serving.
 
     ``prepare``: copy this pmcp file and configuration into the idle slot first (install, update);
@@ -743,7 +744,11 @@ def handover(
         systemctl("daemon-reload", check=False)
         raise
     systemctl("enable", new_unit, check=False)
-    systemctl("kill", "--signal=SIGUSR1", old_unit, check=False)
-    time.sleep(DRAIN_SECONDS)
+    # the old server stops accepting, hands its sessions over and exits once its last connection is done
+    # (pmcp.server.serve: hand_over): nothing in flight is cut by the stop that follows
+    systemctl("kill", "--kill-whom=main", "--signal=SIGUSR1", old_unit, check=False)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while active(old_unit) and time.monotonic() < deadline:
+        time.sleep(0.1)
     systemctl("disable", "--now", old_unit)
     return idle
