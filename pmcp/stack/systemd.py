@@ -713,8 +713,8 @@ def handover(
     """Start the next server in the idle slot beside the live one, both accepting from the socket systemd
     holds; once the new one is ready and healthy, the old one is told to hand over (SIGUSR1): it stops
     accepting, closes its GET streams (clients reopen them on the new one, which restores the session),
-    answers ``Connection: close``, and exits when its last call is done. Returns the new live slot. A failure before
-    the old one is stopped stops the new one and leaves the old one serving.
+    answers ``Connection: close``, and exits when its last call is done. Returns the new live slot. A
+    failure before the old one is told stops the new one and leaves the old one serving.
 
     ``prepare``: copy this pmcp file and configuration into the idle slot first (install, update);
     rollback starts the slot as it was left."""
