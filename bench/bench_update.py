@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from pmcp import authtokens  # noqa: E402
 from pmcp.paths import InstallPaths  # noqa: E402
-from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop, make_variant  # noqa: E402
+from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop, make_variant, running_vm  # noqa: E402
 
 
 def free_port() -> int:
@@ -140,29 +140,6 @@ def main() -> int:
     print_markdown(rows, install_s if rows else 0.0, args)
     ok = all(r["ok"] and r["failed"] == 0 and r["long_failed"] == 0 for r in rows)
     return 0 if rows and ok else 1
-
-
-def running_vm(url: str, token: str, ca: str) -> int:
-    """A running VM the agent may reboot (not protected), for the long calls."""
-    import asyncio
-    import ssl
-
-    async def go() -> int:
-        import httpx2
-        from mcp.client import Client
-        from mcp.client.streamable_http import streamable_http_client
-
-        ctx = ssl.create_default_context(cafile=ca)
-        async with (
-            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, verify=ctx, timeout=30) as http,
-            Client(streamable_http_client(url, http_client=http)) as client,
-        ):
-            res = await client.call_tool("list_guests", {"status": "running", "type": "qemu"})
-            guests = (res.structured_content or {}).get("guests") or []
-            free = [g for g in guests if "pmcp-protected" not in str(g.get("tags", ""))]
-            return int(free[0]["vmid"])
-
-    return asyncio.run(go())
 
 
 def teardown(prefix: Path) -> None:

@@ -10,75 +10,24 @@ The container runs with what systemd 252 needs here (tests/support/images.SYSTEM
 from __future__ import annotations
 
 import re
-import shlex
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PREFIX = "/opt/pmcp-demo"
-HTTPS = 9443
+from tests.support.systemd_host import PREFIX, SystemdHost, booted
 
-
-@dataclass
-class Host:
-    name: str
-    port: int  # the server's HTTPS port, published on 127.0.0.1
-    project: str
-
-    def sh(self, script: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            ["docker", "exec", self.name, "bash", "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{script}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            )
-        return proc
-
-    def unit(self, slot: str) -> str:
-        return f"{self.project}@{slot}.service"
-
-    def main_pid(self, slot: str) -> str:
-        return self.sh(f"systemctl show -p MainPID --value {self.unit(slot)}").stdout.strip()
+Host = SystemdHost
 
 
 @pytest.fixture(scope="module")
 def host(docker_engine: None, pmcp_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    sys.path.insert(0, str(ROOT))
-    from pmcp.stack.compose import project_name
-    from tests.support import images
     from tests.support.update_load import make_variant
 
-    image = images.systemd_image()
-    name = f"pmcp-systemd-{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, *images.SYSTEMD_RUN_ARGS, "-p", f"127.0.0.1::{HTTPS}", image],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    try:
-        out = subprocess.run(["docker", "port", name, str(HTTPS)], capture_output=True, text=True, check=True)
-        port = int(out.stdout.split(":")[-1].split()[0])
-        h = Host(name, port, project_name(PREFIX))
-        deadline = time.monotonic() + 60
-        while h.sh("systemctl is-system-running", check=False).stdout.strip() not in ("running", "degraded"):
-            assert time.monotonic() < deadline, "systemd did not boot in the container"
-            time.sleep(0.5)
-        variant = make_variant(pmcp_file, tmp_path_factory.mktemp("v2") / "pmcp-v2")
-        for src, dst in ((pmcp_file, "/usr/local/sbin/pmcp"), (variant, "/usr/local/sbin/pmcp-v2")):
-            subprocess.run(["docker", "cp", str(src), f"{name}:{dst}"], check=True, capture_output=True)
+    variant = make_variant(pmcp_file, tmp_path_factory.mktemp("v2") / "pmcp-v2")
+    with booted({"/usr/local/sbin/pmcp": pmcp_file, "/usr/local/sbin/pmcp-v2": variant}) as h:
         yield h
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -120,32 +69,19 @@ def test_the_hardening_takes_effect(installed: Host) -> None:
 
 
 def test_update_under_load_fails_no_call_then_rollback(installed: Host, tmp_path: Path) -> None:
-    import json
+    from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop, running_vm
 
-    from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop
-
-    # the loop would meet the per-token rate limits: off in the recorded options, applied by a forced update
-    # (itself a hand-over: slot a -> b), as the compose update tests pass them to their install
-    script = (
-        "import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
-        f"d['options']['extra_env'].update({json.dumps(LOAD_TEST_LIMITS)}); "
-        "json.dump(d, open(p, 'w'))"
-    )
-    installed.sh(
-        f"python3 -c {shlex.quote(script)} {PREFIX}/state.json && pmcp update --force --prefix {PREFIX}"
-    )
+    # the loops would meet the per-token rate limits: off, applied by a forced update (a hand-over: a -> b)
+    installed.set_server_env(LOAD_TEST_LIMITS)
     assert installed.sh(f"systemctl is-active {installed.unit('b')}").stdout.strip() == "active"
-
-    ca = tmp_path / "ca.pem"
-    ca.write_text(installed.sh(f"cat {PREFIX}/tls/pmcp-root-ca.pem").stdout)
-    token = installed.sh(f"cut -d: -f2 {PREFIX}/secrets/client-tokens").stdout.strip()
-    url = f"https://localhost:{installed.port}/mcp"
+    ca = installed.ca_file(tmp_path / "ca.pem")
+    token, url = installed.token(), installed.url
     # both client kinds, and on the handshake session calls that wait for a Proxmox task (in flight while
     # the old server hands over), as bench/bench_update.py runs them against the compose runtime
-    long_call = ("reboot_guest", {"vmid": _running_vm(url, token, str(ca)), "wait_seconds": 60})
+    long_call = ("reboot_guest", {"vmid": running_vm(url, token, ca), "wait_seconds": 60})
     loops = [
-        ClientLoop(url, token, str(ca), kind="handshake", long_call=long_call).start(),
-        ClientLoop(url, token, str(ca), kind="single-exchange").start(),
+        ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start(),
+        ClientLoop(url, token, ca, kind="single-exchange").start(),
     ]
     try:
         time.sleep(1)
@@ -171,27 +107,6 @@ def test_update_under_load_fails_no_call_then_rollback(installed: Host, tmp_path
     assert installed.sh(f"systemctl is-active {installed.unit('b')}").stdout.strip() == "active"
     assert installed.sh(f"pmcp-v2 update --check --prefix {PREFIX}", check=False).returncode == 0  # due
     installed.sh(f"pmcp verify --prefix {PREFIX}")
-
-
-def _running_vm(url: str, token: str, ca: str) -> int:
-    """A running VM of the simulator, for the long calls (the demo protects none)."""
-    import asyncio
-    import ssl
-
-    async def go() -> int:
-        import httpx2
-        from mcp.client import Client
-        from mcp.client.streamable_http import streamable_http_client
-
-        ctx = ssl.create_default_context(cafile=ca)
-        async with (
-            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, verify=ctx, timeout=30) as http,
-            Client(streamable_http_client(url, http_client=http)) as client,
-        ):
-            res = await client.call_tool("list_guests", {"status": "running", "type": "qemu"})
-            return int(((res.structured_content or {}).get("guests") or [{}])[0]["vmid"])
-
-    return asyncio.run(go())
 
 
 def test_uninstall_leaves_nothing_behind(installed: Host) -> None:

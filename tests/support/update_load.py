@@ -212,6 +212,29 @@ class ClientLoop:
                 self.stats.long_without_progress += 1
 
 
+def running_vm(url: str, token: str, ca: str) -> int:
+    """A running VM the agent may reboot (not protected), for the long calls (bench_update, systemd e2e)."""
+    import asyncio
+    import ssl
+
+    async def go() -> int:
+        import httpx2
+        from mcp.client import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        ctx = ssl.create_default_context(cafile=ca)
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, verify=ctx, timeout=30) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            res = await client.call_tool("list_guests", {"status": "running", "type": "qemu"})
+            guests = (res.structured_content or {}).get("guests") or []
+            free = [g for g in guests if "pmcp-protected" not in str(g.get("tags", ""))]
+            return int(free[0]["vmid"])
+
+    return asyncio.run(go())
+
+
 def _wall() -> str:
     """UTC wall-clock time, to line an event up with the update's transcript and the engine's events."""
     return time.strftime("%H:%M:%S", time.gmtime()) + f"{time.time() % 1:.2f}"[1:]

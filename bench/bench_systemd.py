@@ -1,0 +1,113 @@
+"""The systemd runtime (`--runtime systemd`) beside the compose runtime: install time, the update gap under
+load, and `systemd-analyze security` of the server's unit; prints a markdown section for BENCHMARKS.md.
+
+On a Debian 12 host with systemd 252 as PID 1 (a container, tests/support/systemd_host.py), with no Docker
+inside it: `pmcp demo --stack --runtime systemd` (fresh, then again), then `pmcp update` twice (a new pmcp
+file each time) and `pmcp rollback` once, while two clients call the server from this machine over its own
+TLS: a 2025-11 session with `reboot_guest` calls in flight (each waits for a 1 s Proxmox task with progress),
+and the 2026-07 single-exchange era. The compose runtime's numbers are bench_install and bench_update's.
+
+Run: .venv/bin/python bench/bench_systemd.py (needs dist/pmcp and a Docker engine; root).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.systemd_host import PREFIX, booted  # noqa: E402
+from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop, make_variant, running_vm  # noqa: E402
+
+
+def main() -> int:
+    dist = ROOT / "dist" / "pmcp"
+    if not dist.is_file():
+        print("dist/pmcp missing: run `make dist` first", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="pmcp-bench-systemd-"))
+    files = {"/usr/local/sbin/pmcp": dist}
+    for v in (2, 3):
+        files[f"/usr/local/sbin/pmcp-v{v}"] = make_variant(dist, work / f"pmcp-v{v}", body=f"v{v}\n")
+    rows: list[dict[str, object]] = []
+    with booted(files) as host:
+        t0 = time.monotonic()
+        host.sh(f"pmcp demo --stack --runtime systemd --prefix {PREFIX}")
+        install_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        host.sh(f"pmcp demo --stack --runtime systemd --prefix {PREFIX}")
+        again_s = time.monotonic() - t0
+        security = host.sh(f"systemd-analyze security --no-pager {host.unit('a')}", check=False).stdout
+        host.set_server_env(LOAD_TEST_LIMITS)
+        rss = host.sh(f"systemctl show -p MemoryCurrent --value {host.unit('b')}").stdout.strip()
+        ca, token, url = host.ca_file(work / "ca.pem"), host.token(), host.url
+        long_call = ("reboot_guest", {"vmid": running_vm(url, token, ca), "wait_seconds": 60})
+        for n, command in enumerate(["pmcp-v2 update", "pmcp-v3 update", "pmcp rollback"], 1):
+            loops = [
+                ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start(),
+                ClientLoop(url, token, ca, kind="single-exchange").start(),
+            ]
+            time.sleep(1)
+            t0 = time.monotonic()
+            proc = host.sh(f"{command} --prefix {PREFIX}", check=False)
+            seconds = time.monotonic() - t0
+            time.sleep(1)
+            for loop in loops:
+                stats = loop.stop()
+                rows.append({"run": n, "command": command.split()[-1], "ok": proc.returncode == 0,
+                             "seconds": seconds, **stats.to_dict()})  # fmt: skip
+            if proc.returncode != 0:
+                print(f"{command} failed: {proc.stdout[-800:]} {proc.stderr[-800:]}", file=sys.stderr)
+    print_markdown(rows, install_s, again_s, security, rss)
+    ok = all(r["ok"] and r["failed"] == 0 and r["long_failed"] == 0 for r in rows)
+    return 0 if rows and ok else 1
+
+
+def print_markdown(rows: list[dict[str, object]], install_s: float, again_s: float, security: str,
+                   memory: str) -> None:  # fmt: skip
+    print("## The systemd runtime beside compose (bench/bench_systemd.py)\n")
+    print(
+        "Debian 12, systemd 252 as PID 1 in a container (no Docker inside), `pmcp demo --stack --runtime "
+        f"systemd` against the simulator; {os.cpu_count()} cores. Compose figures: bench_install and "
+        "bench_update above (same machine kind).\n"
+    )
+    print("| what | systemd | compose |\n|---|---:|---:|")
+    print(f"| install, fresh (incl. simulator, identity, certificate, verify) | {install_s:.1f} s | 9.6 s |")
+    print(f"| install again (nothing to change, incl. verify) | {again_s:.1f} s | 2.1 s |")
+    gaps = sorted(float(r["longest_gap_s"]) for r in rows)  # type: ignore[arg-type]
+    failed = sum(int(r["failed"]) + int(r["long_failed"]) for r in rows)  # type: ignore[call-overload]
+    took = sorted({float(r["seconds"]) for r in rows if r["command"] == "update"})  # type: ignore[arg-type]
+    print(f"| update: took (median) | {took[len(took) // 2]:.1f} s | 31.1 s |" if took else "")
+    if gaps:
+        worst, median = gaps[-1], gaps[len(gaps) // 2]
+        print(
+            f"| update/rollback: longest gap, worst (median) | {worst:.2f} s ({median:.2f}) | 0.51 s (0.41) |"
+        )
+    print(f"| failed calls under load | {failed} | 0 |")
+    if memory.isdigit():
+        print(f"| server memory (MemoryCurrent, idle) | {int(memory) / 2**20:.0f} MiB | - |")
+    print("\n| run | command | result | took (s) | client | requests | failed | sessions "
+          "| long calls (failed) | longest gap (s) |")  # fmt: skip
+    print("|---:|---|---|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        long_calls = f"{r['long_calls']} ({r['long_failed']})" if r["kind"] == "handshake" else "-"
+        took, gap = float(r["seconds"]), float(r["longest_gap_s"])  # type: ignore[arg-type]
+        print(f"| {r['run']} | {r['command']} | {'ok' if r['ok'] else 'FAILED'} | {took:.1f} | {r['kind']} "
+              f"| {r['requests']} | {r['failed']} | {r['sessions']} | {long_calls} | {gap:.2f} |")  # fmt: skip
+    overall = re.search(r"Overall exposure level for \S+: (.+)", security)
+    level = overall[1] if overall else "?"
+    print(f"\n`systemd-analyze security` (systemd 252) of the server's unit: **{level}**")
+    print("\n<details><summary>full output</summary>\n\n```")
+    print(security.strip())
+    print("```\n</details>\n")
+    print(f"_Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}._")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

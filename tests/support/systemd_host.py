@@ -1,0 +1,100 @@
+"""A Debian 12 host with systemd 252 as PID 1, in a container, for the systemd runtime's e2e test and bench.
+
+Booted from ``images.systemd_image()`` with ``images.SYSTEMD_RUN_ARGS`` (never --privileged), the pmcp file
+copied to /usr/local/sbin/pmcp (and any variants beside it), the HTTPS port published on a free loopback
+port so a client on this machine can reach the server the way a remote client would.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support import images
+
+PREFIX = "/opt/pmcp-demo"
+HTTPS = 9443  # the demo's HTTPS port inside the container
+
+
+@dataclass
+class SystemdHost:
+    name: str
+    port: int  # HTTPS, published on 127.0.0.1
+    project: str
+
+    def sh(self, script: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["docker", "exec", self.name, "bash", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"{script}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def unit(self, slot: str) -> str:
+        return f"{self.project}@{slot}.service"
+
+    def main_pid(self, slot: str) -> str:
+        return self.sh(f"systemctl show -p MainPID --value {self.unit(slot)}").stdout.strip()
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}/mcp"
+
+    def token(self) -> str:
+        return self.sh(f"cut -d: -f2 {PREFIX}/secrets/client-tokens").stdout.strip()
+
+    def ca_file(self, dest: Path) -> str:
+        dest.write_text(self.sh(f"cat {PREFIX}/tls/pmcp-root-ca.pem").stdout)
+        return str(dest)
+
+    def set_server_env(self, env: Mapping[str, str]) -> None:
+        """Add ``env`` to the options install recorded and apply it with a forced update (a hand-over),
+        as the compose update tests give LOAD_TEST_LIMITS to their install."""
+        script = (
+            "import json,sys; p=sys.argv[1]; d=json.load(open(p)); "
+            f"d['options']['extra_env'].update({json.dumps(dict(env))}); json.dump(d, open(p, 'w'))"
+        )
+        self.sh(
+            f"python3 -c {shlex.quote(script)} {PREFIX}/state.json && pmcp update --force --prefix {PREFIX}"
+        )
+
+
+@contextmanager
+def booted(files: Mapping[str, Path]) -> Iterator[SystemdHost]:
+    """A running container with systemd as PID 1 and ``files`` (path inside -> host file) copied in."""
+    from pmcp.stack.compose import project_name
+
+    image = images.systemd_image()
+    name = f"pmcp-systemd-{uuid.uuid4().hex[:8]}"
+    subprocess.run(
+        ["docker", "run", "-d", "--name", name, *images.SYSTEMD_RUN_ARGS, "-p", f"127.0.0.1::{HTTPS}", image],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    try:
+        out = subprocess.run(["docker", "port", name, str(HTTPS)], capture_output=True, text=True, check=True)
+        host = SystemdHost(name, int(out.stdout.split(":")[-1].split()[0]), project_name(PREFIX))
+        deadline = time.monotonic() + 60
+        while host.sh("systemctl is-system-running", check=False).stdout.strip() not in (
+            "running",
+            "degraded",
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("systemd did not boot in the container")
+            time.sleep(0.5)
+        for inside, src in files.items():
+            subprocess.run(["docker", "cp", str(src), f"{name}:{inside}"], check=True, capture_output=True)
+        yield host
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
