@@ -267,8 +267,9 @@ def fill_slot(names: Names, slot: str, source: Path, digest: str, env: str) -> N
         tmp.rename(d / "pmcp")
         env_vars = {**os.environ, "SHIV_ROOT": str(d / "site")}
         proc = subprocess.run(
-            [str(d / "pmcp"), "--version"], capture_output=True, text=True, env=env_vars, timeout=300
-        )
+            [str(d / "pmcp"), "--version"], capture_output=True, text=True, env=env_vars, timeout=300,
+            preexec_fn=_background,
+        )  # fmt: skip
         if proc.returncode != 0:
             raise StepError(
                 f"the pmcp file copied to {d} does not run: {proc.stderr.strip()[:300]}",
@@ -278,10 +279,16 @@ def fill_slot(names: Names, slot: str, source: Path, digest: str, env: str) -> N
         subprocess.run(
             ["python3", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
              str(d / "site")],
-            capture_output=True, timeout=600,
+            capture_output=True, timeout=600, preexec_fn=_background,
         )  # fmt: skip
         atomic_write(d / "pmcp.sha256", (digest + "\n").encode(), 0o644)
     atomic_write(d / "server.env", env.encode(), 0o644)
+
+
+def _background() -> None:
+    """Unpacking and compiling the next version runs beside the live server: at the lowest CPU priority,
+    so the server's answers do not wait for it (2-core hosts)."""
+    os.nice(19)
 
 
 def ssl_context(paths: InstallPaths, cfg: render.StackConfig) -> ssl.SSLContext:
