@@ -98,7 +98,8 @@ def print_markdown(rows: list[dict[str, object]], install_s: float, again_s: flo
     for r in rows:
         long_calls = f"{r['long_calls']} ({r['long_failed']})" if r["kind"] == "handshake" else "-"
         took, gap = float(r["seconds"]), float(r["longest_gap_s"])  # type: ignore[arg-type]
-        print(f"| {r['run']} | {r['command']} | {'ok' if r['ok'] else 'FAILED'} | {took:.1f} | {r['kind']} "
+        result = "ok" if r["ok"] else "FAILED"
+        print(f"| {r['run']} | {r['command']} | {result} | {took:.1f} | {r['kind']} "
               f"| {r['requests']} | {r['failed']} | {r['sessions']} | {long_calls} | {gap:.2f} |")  # fmt: skip
     overall = re.search(r"Overall exposure level for \S+: (.+)", security)
     level = overall[1] if overall else "?"

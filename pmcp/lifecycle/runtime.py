@@ -233,21 +233,13 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
             out.from_image = f"pmcp {sd.slot_digest(names, live)[:12]} (slot {live})"
             if kind == "update":
                 cfg = desired_config(state)
-                cfg.runtime = "systemd"
-                src_digest = cfg.digest
-                out.to_image = f"pmcp {src_digest[:12]}"
-                reasons = []
-                if src_digest and src_digest != sd.slot_digest(names, live):
-                    reasons.append(f"pmcp file {sd.slot_digest(names, live)[:12]} -> {src_digest[:12]}")
-                if not sd._same(names.slot_dir(live) / "server.env", sd.server_env(cfg)):
-                    reasons.append("configuration differs from this version's")
-                if any(not sd._same(p, text) for p, text in sd.unit_files(cfg, names, paths, live).items()):
-                    reasons.append("unit files differ from this version's")
-                if not sd.active(names.instance(live)):
-                    reasons.append(f"{names.instance(live)} is not running")
+                out.to_image = f"pmcp {cfg.digest[:12]}"
+                reasons, notes_due = systemd_due(paths, state, cfg, opts.force)
                 out.reasons, out.due = reasons, bool(reasons)
+                for n in notes_due:
+                    rec.note(n)
                 if not reasons and not opts.force:
-                    out.summary = f"current: {out.from_image}"
+                    out.summary = f"current: {out.from_image}" + (f" ({notes_due[0]})" if notes_due else "")
                     return _finish(paths, out, t)
                 target, prepare = sd.other(live), True
             else:
@@ -266,8 +258,12 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
                 )
                 notes.append(f"{names.instance(new)} serves; {names.instance(live)} drained and stopped")
             sd.record_slot(paths, cfg, names, new)
+            rolled_from = sd.slot_digest(names, live) if not prepare else None  # cron will not re-apply it
             statefile.update(
-                paths, config=cfg.to_dict(), version=__version__ if prepare else state.get("version")
+                paths,
+                config=cfg.to_dict(),
+                version=__version__ if prepare else state.get("version"),
+                update_skip=rolled_from,
             )
             out.changed = True
             out.summary = f"{'updated to' if prepare else 'rolled back to'} {out.to_image}"
@@ -284,6 +280,33 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
     with contextlib.suppress(Exception):
         statefile.update(paths, last_update=last)
     return _finish(paths, out, t)
+
+
+def systemd_due(
+    paths: InstallPaths, state: dict[str, Any], cfg: render.StackConfig, force: bool = False
+) -> tuple[list[str], list[str]]:
+    """Why an update is due for the systemd runtime (empty: current), and notes: this file differs from the
+    live slot's, or the configuration or units do, or the server is down. A file that was rolled back from
+    is not due again unless forced (as the compose runtime's update_skip)."""
+    from pmcp.stack import systemd as sd
+
+    names, live = sd.Names(state["project"]), sd.recorded_slot(paths)
+    running = sd.slot_digest(names, live)
+    reasons, notes = [], []
+    if cfg.digest and cfg.digest != running:
+        if state.get("update_skip") == cfg.digest and not force:
+            notes.append(
+                f"pmcp {cfg.digest[:12]} was rolled back from; `pmcp update --force` applies it anyway"
+            )
+        else:
+            reasons.append(f"pmcp file {running[:12]} -> {cfg.digest[:12]}")
+    if not sd._same(names.slot_dir(live) / "server.env", sd.server_env(cfg)):
+        reasons.append("configuration differs from this version's")
+    if any(not sd._same(p, text) for p, text in sd.unit_files(cfg, names, paths, live).items()):
+        reasons.append("unit files differ from this version's")
+    if not sd.active(names.instance(live)):
+        reasons.append(f"{names.instance(live)} is not running")
+    return reasons, notes
 
 
 def _finish(paths: InstallPaths, out: Outcome, t: Any) -> Outcome:

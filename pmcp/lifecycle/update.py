@@ -99,13 +99,14 @@ def check(opts: Options) -> Outcome:
         from pmcp.stack import systemd as sd
 
         state = statefile.load(paths)
-        names, live = sd.Names(state["project"]), sd.recorded_slot(paths)
-        out.from_image, out.to_image = sd.slot_digest(names, live)[:12], desired_config(state).digest[:12]
-        out.due = opts.force or out.from_image != out.to_image
-        out.reasons = (
-            [f"pmcp file {out.from_image} -> {out.to_image}"] if out.from_image != out.to_image else []
+        cfg = desired_config(state)
+        out.from_image = sd.slot_digest(sd.Names(state["project"]), sd.recorded_slot(paths))[:12]
+        out.to_image = cfg.digest[:12]
+        out.reasons, notes = runtime.systemd_due(paths, state, cfg, opts.force)
+        out.due = bool(out.reasons) or opts.force
+        out.summary = (
+            "; ".join(out.reasons) if out.due else "; ".join([f"current ({out.from_image})", *notes])
         )
-        out.summary = "; ".join(out.reasons) if out.due else f"current ({out.from_image})"
         return out
     inst = load_install(paths, None, opts, Redactor())
     out.reasons, notes = reasons_due(inst, opts.force)
