@@ -99,8 +99,8 @@ def print_markdown(rows: list[dict[str, object]], install_s: float, again_s: flo
         long_calls = f"{r['long_calls']} ({r['long_failed']})" if r["kind"] == "handshake" else "-"
         took, gap = float(r["seconds"]), float(r["longest_gap_s"])  # type: ignore[arg-type]
         result = "ok" if r["ok"] else "FAILED"
-        print(f"| {r['run']} | {r['command']} | {result} | {took:.1f} | {r['kind']} "
-              f"| {r['requests']} | {r['failed']} | {r['sessions']} | {long_calls} | {gap:.2f} |")  # fmt: skip
+        print(f"| {r['run']} | {r['command']} | {result} | {took:.1f} | {r['kind']} | {r['requests']} "
+              f"| {r['failed']} | {r['sessions']} | {long_calls} | {gap:.2f} |")  # fmt: skip
     overall = re.search(r"Overall exposure level for \S+: (.+)", security)
     level = overall[1] if overall else "?"
     print(f"\n`systemd-analyze security` (systemd 252) of the server's unit: **{level}**")
