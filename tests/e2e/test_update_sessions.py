@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import DemoStack, demo_opts, pmcp_cli, project_containers
-from tests.support.update_load import LOAD_TEST_LIMITS
+from tests.support.update_load import LOAD_TEST_LIMITS, running_vm
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -93,28 +93,6 @@ def _target(stack: DemoStack) -> tuple[str, str, str]:
     return f"https://localhost:{stack.opts.https_port}/mcp", token, str(p.caddy_root_ca)
 
 
-def _running_vm(url: str, token: str, ca: str) -> int:
-    """A running VM the agent may reboot (not protected)."""
-
-    async def go() -> int:
-        import httpx2
-        from mcp.client import Client
-        from mcp.client.streamable_http import streamable_http_client
-
-        ctx = ssl.create_default_context(cafile=ca)
-        async with (
-            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, verify=ctx, timeout=30) as http,
-            Client(streamable_http_client(url, http_client=http)) as client,
-        ):
-            res = await client.call_tool("list_guests", {"status": "running", "type": "qemu"})
-            guests = (res.structured_content or {}).get("guests") or []
-            free = [g for g in guests if "pmcp-protected" not in str(g.get("tags", ""))]
-            assert free, f"no running VM to reboot in {res.structured_content}"
-            return int(free[0]["vmid"])
-
-    return asyncio.run(go())
-
-
 def test_the_person_approves_an_undo_through_caddy(stack: DemoStack) -> None:
     """Issue 15 through the production stack: a tag change takes a safety snapshot; undo_last_change is
     asked of the person over Caddy in both eras (2025-11: elicitation on the call's SSE stream, declined:
@@ -174,7 +152,7 @@ def test_steady_state_without_update(stack: DemoStack) -> None:
     from tests.support.update_load import ClientLoop
 
     url, token, ca = _target(stack)
-    vmid = _running_vm(url, token, ca)
+    vmid = running_vm(url, token, ca)
     long_call = ("guest_power", {"action": "reboot", "vmid": vmid, "wait_seconds": 60})
     handshake = ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start()
     single = ClientLoop(url, token, ca).start()
@@ -191,7 +169,7 @@ def test_sessions_and_calls_in_flight_survive(stack: DemoStack, command: str) ->
     from tests.support.update_load import ClientLoop
 
     url, token, ca = _target(stack)
-    vmid = _running_vm(url, token, ca)
+    vmid = running_vm(url, token, ca)
     long_call = ("guest_power", {"action": "reboot", "vmid": vmid, "wait_seconds": 60})
     handshake = ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start()
     single = ClientLoop(url, token, ca).start()

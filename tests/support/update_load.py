@@ -230,6 +230,7 @@ def running_vm(url: str, token: str, ca: str) -> int:
             res = await client.call_tool("list_guests", {"status": "running", "type": "qemu"})
             guests = (res.structured_content or {}).get("guests") or []
             free = [g for g in guests if "pmcp-protected" not in str(g.get("tags", ""))]
+            assert free, f"no running VM to reboot in {res.structured_content}"
             return int(free[0]["vmid"])
 
     return asyncio.run(go())
