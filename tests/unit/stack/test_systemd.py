@@ -29,7 +29,7 @@ def test_service_unit_is_hardened_and_names_no_secret() -> None:
         "SystemCallFilter=@system-service\n", "MemoryMax=512M", "User=pmcp\n", "Sockets=pmcp.socket",
         "ReadWritePaths=/opt/pmcp/audit /opt/pmcp/sessions\n",
         "ExecStart=/usr/local/lib/pmcp/pmcp/%i/pmcp serve",
-        "PROXMOX_CA_FILE=/opt/pmcp/pve-root-ca.pem",
+        "PROXMOX_CA_FILE=/opt/pmcp/pve-root-ca.pem", "PMCP_AUDIT_KEY_FILE=/opt/pmcp/secrets/audit-key",
         "PMCP_TLS_CERT_FILE=/opt/pmcp/tls/server.pem PMCP_TLS_KEY_FILE=/opt/pmcp/secrets/server.key",
     ):  # fmt: skip
         assert line in text, line
