@@ -103,7 +103,9 @@ class Systemd:
                 "no_new_privs, seccomp filter, read-only system",
             )
         )
-        return rows
+        from pmcp.lifecycle.verify import check_container_ids
+
+        return [*rows, check_container_ids(t, own_account=names.account)]
 
     def health(self, t: Target) -> dict[str, Any]:
         from pmcp.stack import systemd as sd

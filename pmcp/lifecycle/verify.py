@@ -497,8 +497,9 @@ def check_tls_insecure(t: Target) -> Row:
     return Row("proxmox tls", PASS, f"{t.config.proxmox_url}{name} verified with {whose}")
 
 
-def check_container_ids(t: Target) -> Row:
-    """No host account shares the containers' uid or gid, and secrets/ is root's, group-readable only."""
+def check_container_ids(t: Target, own_account: str | None = None) -> Row:
+    """No host account shares the containers' uid or gid, and secrets/ is root's, group-readable only.
+    ``own_account``: the systemd runtime's server account, which holds that uid/gid by design."""
     import os
     import stat
 
@@ -507,7 +508,9 @@ def check_container_ids(t: Target) -> Row:
     if os.geteuid() != 0:
         return Row("container ids", SKIP, "not root: the containers run as the caller")
     uid, gid = t.config.uid, t.config.gid
-    found = render.host_accounts_using(uid, gid)
+    found = [
+        a for a in render.host_accounts_using(uid, gid) if not own_account or f" {own_account} (" not in a
+    ]
     if found:
         return Row(
             "container ids",

@@ -54,7 +54,7 @@ UNIT_ENV = (
 )
 NOLOGIN = "/usr/sbin/nologin"
 CA_CERT = "tls/pmcp-root-ca.pem"  # pmcp's own CA (public, InstallPaths.own_root_ca): clients trust it
-CA_KEY = "secrets/pmcp-ca.key"
+CA_KEY = "ca/pmcp-ca.key"  # root's alone (ca/ 0700): the server reads secrets/, never this
 SERVER_CERT = "tls/server.pem"
 SERVER_KEY = "secrets/server.key"
 
@@ -374,7 +374,7 @@ class CertificateStep:
         out = []
         p = self.paths.prefix
         if not ((p / CA_CERT).exists() and (p / CA_KEY).exists()):
-            out.append(f"create pmcp's CA {p / CA_CERT} (key 0600 in secrets/)")
+            out.append(f"create pmcp's CA {p / CA_CERT} (its key in {p / 'ca'}, root's alone)")
         names = cert_names(self.cfg)
         if out or not (p / SERVER_KEY).exists() or not _cert_covers(p / SERVER_CERT, names):
             out.append(f"issue the server certificate for {', '.join(names)}")
@@ -389,8 +389,9 @@ class CertificateStep:
         from pmcp.sim.tls import issue
 
         p = self.paths.prefix
-        for d in ("tls", "secrets"):
-            (p / d).mkdir(exist_ok=True, mode=0o755 if d == "tls" else 0o700)
+        for d, mode in (("tls", 0o755), ("secrets", 0o700), ("ca", 0o700)):
+            (p / d).mkdir(exist_ok=True, mode=mode)
+        os.chmod(p / "ca", 0o700)
         wanted = self._wanted()
         if not wanted:
             return

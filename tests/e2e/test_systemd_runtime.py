@@ -41,7 +41,15 @@ def installed(host: Host) -> Host:
 
 def test_install_is_verified_and_idempotent(installed: Host) -> None:
     res = installed.sh(f"pmcp verify --prefix {PREFIX}")
-    for check in ("server hardening", "tls", "auth required", "mcp session", "server reaches proxmox"):
+    checks = (
+        "server hardening",
+        "tls",
+        "auth required",
+        "mcp session",
+        "server reaches proxmox",
+        "container ids",
+    )
+    for check in checks:
         assert re.search(rf"^{check}\s+pass", res.stdout, re.M), res.stdout
     again = installed.sh(f"pmcp demo --stack --runtime systemd --prefix {PREFIX}")
     assert "changed" not in again.stdout and "FAILED" not in again.stdout
