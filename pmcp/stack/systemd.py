@@ -706,6 +706,16 @@ def record_slot(paths: InstallPaths, cfg: render.StackConfig, names: Names, slot
     )
 
 
+def _write_units(cfg: render.StackConfig, names: Names, paths: InstallPaths, slot: str) -> None:
+    changed = False
+    for p, text in unit_files(cfg, names, paths, slot).items():
+        if not _same(p, text):
+            atomic_write(p, text.encode(), 0o644)
+            changed = True
+    if changed:
+        systemctl("daemon-reload")
+
+
 DRAIN_SECONDS = 160.0  # bound on the old server's own exit (serve.HAND_OVER_SECONDS, and then some)
 
 
@@ -739,19 +749,16 @@ def handover(
         fill_slot(names, idle, src, sha256_file(src), server_env(cfg))
     elif not slot_digest(names, idle):
         raise StepError(f"slot {idle} holds no pmcp file to go back to", fix="pmcp update --force")
-    for p, text in unit_files(cfg, names, paths, idle).items():
-        if not _same(p, text):
-            atomic_write(p, text.encode(), 0o644)
-    systemctl("daemon-reload")
+    # the socket's Service= keeps naming the live instance until the new one is ready: a socket whose
+    # Service= is not running is watched by systemd itself, which starts that unit on a connection
+    _write_units(cfg, names, paths, live)
     try:
         systemctl("start", new_unit, timeout=timeout)  # Type=notify: returns once it accepts
         wait_healthy(paths, cfg, timeout, new_unit)
     except StepError:
         systemctl("stop", new_unit, check=False)
-        for p, text in unit_files(cfg, names, paths, live).items():
-            atomic_write(p, text.encode(), 0o644)
-        systemctl("daemon-reload", check=False)
         raise
+    _write_units(cfg, names, paths, idle)
     systemctl("enable", new_unit, check=False)
     # the old server stops accepting, hands its sessions over and exits once its last connection is done
     # (pmcp.server.serve: hand_over): nothing in flight is cut by the stop that follows
