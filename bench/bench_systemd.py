@@ -75,7 +75,9 @@ def print_markdown(rows: list[dict[str, object]], install_s: float, again_s: flo
     print(
         "Debian 12, systemd 252 as PID 1 in a container (no Docker inside), `pmcp demo --stack --runtime "
         f"systemd` against the simulator; {os.cpu_count()} cores. Compose figures: bench_install and "
-        "bench_update above (same machine kind).\n"
+        "bench_update above (same machine kind, not the same run). The longest gap (about 1 s, twice "
+        "compose's) is both clients waiting at once while the new server starts beside the old one; its "
+        "cause is not found yet (starting a second instance alone, or a daemon-reload, shows none).\n"
     )
     print("| what | systemd | compose |\n|---|---:|---:|")
     print(f"| install, fresh (incl. simulator, identity, certificate, verify) | {install_s:.1f} s | 9.6 s |")
