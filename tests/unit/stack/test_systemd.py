@@ -59,6 +59,9 @@ def test_server_env_leaves_secrets_and_paths_to_the_unit() -> None:
     keys = {ln.partition("=")[0] for ln in env.splitlines() if ln and not ln.startswith("#")}
     assert "PMCP_MODE" in keys and "PROXMOX_URL" in keys
     assert not keys & set(sd.UNIT_ENV)
+    assert (
+        "/run/pmcp" not in env and "/var/lib/pmcp" not in env
+    )  # no container path reaches the host's server
 
 
 def test_slots_alternate() -> None:
