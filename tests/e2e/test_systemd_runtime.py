@@ -86,7 +86,7 @@ def test_update_under_load_fails_no_call_then_rollback(installed: Host, tmp_path
     token, url = installed.token(), installed.url
     # both client kinds, and on the handshake session calls that wait for a Proxmox task (in flight while
     # the old server hands over), as bench/bench_update.py runs them against the compose runtime
-    long_call = ("reboot_guest", {"vmid": running_vm(url, token, ca), "wait_seconds": 60})
+    long_call = ("guest_power", {"action": "reboot", "vmid": running_vm(url, token, ca), "wait_seconds": 60})
     loops = [
         ClientLoop(url, token, ca, kind="handshake", long_call=long_call).start(),
         ClientLoop(url, token, ca, kind="single-exchange").start(),
