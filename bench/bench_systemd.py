@@ -5,7 +5,8 @@ On a Debian 12 host with systemd 252 as PID 1 (a container, tests/support/system
 inside it: `pmcp demo --stack --runtime systemd` (fresh, then again), then `pmcp update` twice (a new pmcp
 file each time) and `pmcp rollback` once, while two clients call the server from this machine over its own
 TLS: a 2025-11 session with `guest_power` reboot calls in flight (each waits for a 1 s Proxmox task with
-progress), and the 2026-07 single-exchange era. The compose runtime's numbers are bench_install and bench_update's.
+progress), and the 2026-07 single-exchange era. The compose runtime's numbers are bench_install and
+bench_update's.
 
 Run: .venv/bin/python bench/bench_systemd.py (needs dist/pmcp and a Docker engine; root).
 """
