@@ -1,9 +1,10 @@
 """The ASGI app: auth (outermost), then /health, /metrics, /.well-known and the MCP endpoint.
 
 Transport choices (the lead copies these into ARCHITECTURE.md):
-- Streamable HTTP at ``/mcp`` with ``json_response=False``: a tool call is answered as an SSE stream,
-  which is what carries ``notifications/progress`` while a Proxmox task runs. With JSON responses
-  the SDK has nowhere to put a notification and silently drops it.
+- Streamable HTTP at ``/mcp``, framed per request (framing.py): a request that may receive
+  ``notifications/progress`` (it carries a ``progressToken``) or may wait for a Proxmox task (a change
+  tool) is answered as an SSE stream, which is what carries the progress; with a JSON answer the SDK
+  has nowhere to put a notification and silently drops it. Every other request gets one JSON body.
 - Stateful sessions (``stateless_http=False``): the SDK's session manager serves both protocol eras
   on the one endpoint. A request whose ``MCP-Protocol-Version`` header is a 2026-07-28-era version
   goes to the SDK's single-exchange (stateless, ``server/discover``) path; no header or a
@@ -43,6 +44,7 @@ from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact
 from pmcp.server.config import ServerConfig
 from pmcp.server.events import RETRY_MS, StreamEvents
+from pmcp.server.framing import adaptive
 from pmcp.server.limits import ClientGuard, DestructiveBudget
 from pmcp.server.metrics import Metrics
 from pmcp.server.policy import Policy, client_allows
@@ -153,6 +155,13 @@ def build_mcp(rt: Runtime) -> MCPServer:
             annotations=spec.annotations,
             structured_output=True,
         )
+        # The SDK validates a returned CallToolResult's structured content against the output model
+        # again (func_metadata.convert_result); ours was dumped from that very model a moment before
+        # (registry.run_call checks its type), so the second validation only costs: 40 guest items
+        # per list_guests call. The schema stays published: it is computed when the tool is added.
+        tool = mcp._tool_manager.get_tool(spec.name)
+        assert tool is not None and tool.fn_metadata.output_schema is not None
+        tool.fn_metadata.output_model = None
     return mcp
 
 
@@ -183,7 +192,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
     )
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
-        json_response=False,
+        json_response=False,  # per request instead: framing.py
         stateless_http=False,
         transport_security=security,
         max_request_body_size=config.max_body_bytes,
@@ -193,6 +202,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         retry_interval=RETRY_MS,
     )
     manager = mcp.session_manager
+    adaptive(manager)  # JSON answers where no progress can be sent (framing.py)
     store = SessionStore(config.session_dir, manager.session_idle_timeout) if config.session_dir else None
     sessions = SessionContinuity(mcp_app, manager, store)  # sessions survive an update (sessions.py)
     health_cache: dict[str, Any] = {"at": 0.0, "reachable": False}

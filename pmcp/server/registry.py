@@ -280,6 +280,8 @@ async def run_call(
                     content=[TextContent(type="text", text=declined_text(verdict))], is_error=True
                 )
         reply = await spec.fn(call, **arguments)
+        if not isinstance(reply.data, spec.output):  # the SDK does not validate it again (app.build_mcp)
+            raise TypeError(f"{spec.name} returned {type(reply.data).__name__}, not {spec.output.__name__}")
         outcome = str(getattr(reply.data, "outcome", None) or "ok")
         upid = getattr(reply.data, "upid", None)
         return CallToolResult(

@@ -53,7 +53,7 @@ from anyio.abc import TaskStatus
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.runner import serve_connection
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
@@ -63,6 +63,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pmcp.files import atomic_write
+from pmcp.server.framing import AdaptiveTransport
 
 log = logging.getLogger("pmcp.sessions")
 
@@ -321,7 +322,7 @@ class SessionContinuity:
                 params = InitializeRequestParams.model_validate(record.params, by_name=False)
             except ValidationError:
                 return False
-            transport = StreamableHTTPServerTransport(
+            transport = AdaptiveTransport(
                 mcp_session_id=record.id,
                 is_json_response_enabled=m.json_response,
                 event_store=m.event_store,
@@ -344,7 +345,7 @@ class SessionContinuity:
 
     async def _serve_restored(
         self,
-        transport: StreamableHTTPServerTransport,
+        transport: AdaptiveTransport,
         record: SessionRecord,
         params: InitializeRequestParams,
         *,

@@ -1,0 +1,97 @@
+"""JSON or SSE, chosen per request, for the 2025-11 handshake era's POSTs.
+
+The SDK fixes the framing per session (``json_response``). SSE is what carries
+``notifications/progress`` while a Proxmox task runs, so the server used it for every answer. But a
+request that carries no ``progressToken`` can receive no progress (the SDK's ``report_progress`` is a
+no-op then, and pmcp sends no other notification or server request inside a call), so its SSE stream
+only ever holds the one answer, and it costs twice: the SDK's SSE machinery (a task group, two memory
+streams, sse-starlette), and a client that stops reading after the answer (the SDK client does)
+drops the chunked stream, so every call opened a new TCP connection. Measured with the SDK client at
+50 guests (bench_peers.py): `list_guests` p50 15.0 ms with SSE, see BENCHMARKS.md for JSON.
+
+So a POST is answered as one JSON body (the SDK's JSON-response path) when it is a single request
+without ``params._meta.progressToken`` and is not a call of a change tool: those wait for a Proxmox
+task for up to ``PMCP_TASK_TIMEOUT``, and an SSE stream keeps a proxy or client from seeing a silent
+connection for minutes (sse-starlette pings it). Everything else keeps SSE. The 2026-07 era's
+single-exchange path already does the same on its own (JSON unless something is emitted first).
+
+The SDK reads ``is_json_response_enabled`` in the request's own task (accept check, metadata, the
+branch in ``_handle_post_request``), so a context variable set around that call decides it for this
+request only; the session's message router reads the default (SSE), which routes nothing for a
+request that emits nothing. ``adaptive(manager)`` makes the session manager create this transport;
+sessions.py restores sessions with it. tests/unit/server/test_framing.py fails if the SDK changes.
+"""
+
+from __future__ import annotations
+
+import json
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+_JSON: ContextVar[bool] = ContextVar("pmcp_json_response", default=False)
+
+
+def answer_as_json(body: bytes) -> bool:
+    """True for a single JSON-RPC request that cannot receive progress and never waits for a task."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False  # the SDK answers the parse error either way
+    if not isinstance(message, dict) or "id" not in message or not isinstance(message.get("method"), str):
+        return False  # a batch, a notification or a response: the SDK answers 202 or an error
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    if isinstance(meta, dict) and meta.get("progressToken") is not None:
+        return False
+    if message["method"] == "tools/call":
+        return not _may_wait(params.get("name"))
+    return True
+
+
+def _may_wait(name: Any) -> bool:
+    from pmcp.server.policy import Risk
+    from pmcp.server.registry import TOOLS
+
+    spec = TOOLS.get(name) if isinstance(name, str) else None
+    return spec is None or spec.risk is not Risk.READ
+
+
+class AdaptiveTransport(StreamableHTTPServerTransport):
+    """The SDK's transport with the JSON/SSE choice made per POST (see the module docstring)."""
+
+    @property  # type: ignore[override]
+    def is_json_response_enabled(self) -> bool:
+        return _JSON.get()
+
+    @is_json_response_enabled.setter
+    def is_json_response_enabled(self, value: bool) -> None:
+        """The SDK's constructor sets the session-wide flag; the choice is per request here."""
+
+    async def _handle_post_request(
+        self, scope: Scope, request: Request, receive: Receive, send: Send
+    ) -> None:
+        body = await request.body()  # Starlette keeps it: the SDK's own read gets the same bytes
+        token = _JSON.set(answer_as_json(body))
+        try:
+            await super()._handle_post_request(scope, request, receive, send)
+        finally:
+            _JSON.reset(token)
+
+
+def adaptive(manager: StreamableHTTPSessionManager) -> None:
+    """Make ``manager`` open every new session with an ``AdaptiveTransport``."""
+    admit = manager._admit_session
+
+    def admit_adaptive(requestor: Any) -> StreamableHTTPServerTransport | None:
+        transport = admit(requestor)
+        if transport is not None:
+            transport.__class__ = AdaptiveTransport  # same attributes, created a moment ago, not yet used
+        return transport
+
+    manager._admit_session = admit_adaptive  # type: ignore[method-assign]
