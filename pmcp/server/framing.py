@@ -56,9 +56,9 @@ def answer_as_json(body: bytes) -> bool:
 
 def _may_wait(name: Any) -> bool:
     from pmcp.server.policy import Risk
-    from pmcp.server.registry import TOOLS
+    from pmcp.server.registry import declared
 
-    spec = TOOLS.get(name) if isinstance(name, str) else None
+    spec = declared().get(name) if isinstance(name, str) else None
     return spec is None or spec.risk is not Risk.READ
 
 

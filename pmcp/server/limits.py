@@ -443,9 +443,10 @@ def _methods(body: bytes) -> tuple[set[str], list[str]]:
 def _changes(tools: list[str]) -> int:
     """How many of the called tools change something (the audited ones)."""
     from pmcp.server.policy import Risk
-    from pmcp.server.registry import TOOLS
+    from pmcp.server.registry import declared
 
-    return sum(1 for name in tools if name in TOOLS and TOOLS[name].risk is not Risk.READ)
+    specs = declared()
+    return sum(1 for name in tools if name in specs and specs[name].risk is not Risk.READ)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -89,6 +89,14 @@ class ToolSpec:
 
 
 TOOLS: dict[str, ToolSpec] = {}
+
+
+def declared() -> dict[str, ToolSpec]:
+    """Every tool. The tool modules are imported here, on first use, not when the server starts: their
+    pydantic models are part of what ``initialize`` does not need (see app.PolicyFilteredServer)."""
+    import pmcp.server.tools  # noqa: F401  (each module declares its tools)
+
+    return TOOLS
 _RISK_RANK = {Risk.READ: 0, Risk.CHANGE: 1, Risk.DESTRUCTIVE: 2}
 
 
