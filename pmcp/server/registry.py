@@ -97,6 +97,8 @@ def declared() -> dict[str, ToolSpec]:
     import pmcp.server.tools  # noqa: F401  (each module declares its tools)
 
     return TOOLS
+
+
 _RISK_RANK = {Risk.READ: 0, Risk.CHANGE: 1, Risk.DESTRUCTIVE: 2}
 
 
