@@ -19,7 +19,7 @@ from pmcp.host.pve import (
     token_authenticates,
     verify_identity,
 )
-from pmcp.host.run import Pvesh
+from pmcp.host.run import Pvesh, PveshError
 from pmcp.paths import InstallPaths
 from pmcp.steps import run_steps
 from tests.unit.host.conftest import RecordingPvesh, assert_calls_in_schema, schema_privileges
@@ -512,3 +512,40 @@ def test_every_call_install_verify_and_uninstall_make_matches_both_schemas(
     calls = list(sim.state.calls)
     assert {m for m, _, _ in calls} >= {"GET", "POST", "PUT", "DELETE"}
     assert not problems(calls), "\n".join(problems(calls))
+
+
+def test_a_run_reads_nothing_twice_between_its_writes(pvesh: Pvesh, sim: Any, paths: InstallPaths) -> None:
+    """Each pvesh call is a process (about half a second of Perl on a real host): check() and apply()
+    share their reads until the first change, and a refused read is not asked again either."""
+    rec = RecordingPvesh(pvesh)
+    step = ident(rec, sim, paths, mode="operator")
+    assert run_steps([step]).ok
+    seen: set[tuple[str, str]] = set()
+    for verb, path, params in rec.calls:
+        if verb != "get":
+            seen.clear()
+            continue
+        key = (path, repr(sorted(params.items())))
+        assert key not in seen, f"read twice without a change in between: {path}"
+        seen.add(key)
+    again = RecordingPvesh(pvesh)
+    assert not run_steps([ident(again, sim, paths, mode="operator")]).changed
+    assert len(again.calls) == len({(v, p, repr(sorted(k.items()))) for v, p, k in again.calls})
+    assert_calls_in_schema(rec.calls)
+
+
+def test_acls_added_side_by_side_are_undone_when_one_is_refused(
+    pvesh: Pvesh, sim: Any, paths: InstallPaths
+) -> None:
+    class RefusesStorage(RecordingPvesh):
+        def call(self, verb: str, path: str, params: Any = None) -> Any:
+            if verb == "set" and path == "/access/acl" and str((params or {}).get("path")) == "/storage":
+                self.calls.append((verb, path, dict(params or {})))
+                raise PveshError("injected failure", status=500)
+            return super().call(verb, path, params)
+
+    failing = RefusesStorage(pvesh)
+    result = run_steps([ident(failing, sim, paths, mode="operator")])
+    assert not result.ok
+    assert our_acls(pvesh) == set()  # every grant made beside the refused one was undone
+    assert not any(u["userid"] == "pmcp@pve" for u in pvesh.get("/access/users"))
