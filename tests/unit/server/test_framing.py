@@ -9,18 +9,7 @@ import pytest
 
 from pmcp.server.framing import answer_as_json
 
-from .test_protocol import _post, _rpc
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+from .test_protocol import INIT, _post, _rpc
 
 
 def _session(server: Any) -> str:

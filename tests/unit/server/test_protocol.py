@@ -46,18 +46,20 @@ def _rpc(response: httpx2.Response) -> dict[str, Any]:
     return json.loads(text)
 
 
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+
+
 def test_an_unknown_prompt_is_method_not_found(server: Any) -> None:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    r = _post(server, init)
+    r = _post(server, INIT)
     assert r.status_code == 200
     session = r.headers.get("mcp-session-id")
     _post(server, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
