@@ -271,17 +271,19 @@ def direct_sequential(sim_port: int, ca: str, what: str, node: str, vmid: int, n
     return lat
 
 
-def throughput(spec: dict, seconds: float) -> float:
+def throughput(spec: dict, seconds: float, urls: list[str] | None = None) -> float:
     """Calls per second of CLIENTS client processes, each with its own session, over one window that
-    opens once every client has started and made its first call (a loaded machine starts them slowly)."""
+    opens once every client has started and made its first call (a loaded machine starts them slowly).
+    ``urls``: the clients take turns over these servers instead of ``spec["url"]``."""
+    specs = [spec | ({"url": urls[i % len(urls)]} if urls else {}) for i in range(CLIENTS)]
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            [sys.executable, __file__, "--worker", json.dumps(one)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(CLIENTS)
+        for one in specs
     ]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready", (
@@ -328,7 +330,7 @@ def worker(spec: dict) -> int:
 # --- one run ----------------------------------------------------------------------------------------
 
 
-def measure(guests: int, work: Path, calls: int, seconds: float, starts: int) -> dict:
+def measure(guests: int, sizes: list[int], work: Path, calls: int, seconds: float, starts: int) -> dict:
     out: dict = {}
     seq = calls if guests <= 100 else max(20, calls // 10)
     with sim(guests, work) as (sim_port, ca):
@@ -363,9 +365,12 @@ def measure(guests: int, work: Path, calls: int, seconds: float, starts: int) ->
                 r["one"], _ = anyio.run(
                     mcp_sequential, url, s.token, s.one_tool, s.one_args(node, vmid), calls
                 )
-                r["tput"] = throughput(
-                    {"kind": "mcp", "url": url, "token": s.token, "tool": s.list_tool}, seconds
-                )
+                spec = {"kind": "mcp", "url": url, "token": s.token, "tool": s.list_tool}
+                r["tput"] = throughput(spec, seconds)
+                if isinstance(s, Pmcp) and guests == min(sizes):
+                    # a second `pmcp serve` beside the first, sharing sessions/ (what two workers would be)
+                    with serving(s) as url2:
+                        r["tput2"] = throughput(spec, seconds, [url, url2])
     return out
 
 
@@ -435,6 +440,13 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> None:
     print("| --- | --- | --- |")
     for target, measured, ok in rows:
         print(f"| {target} | {measured} | {'meets' if ok else '**misses**'} |")
+    two = pm.get("tput2")
+    if two:
+        print(
+            f"\nTwo `pmcp serve` processes sharing sessions/ (what a second worker would add), "
+            f"{CLIENTS} clients taking turns, {small} guests: {two:.0f} calls/s against {pm['tput']:.0f} "
+            f"for one ({two / pm['tput']:.2f}x); the simulator and the clients share the same 2 cores."
+        )
     sizes_note = ", ".join(f"{n} {results[big][n]['bytes']:,}" for n in names)
     print(
         f"\nList answer bytes at {big:,} guests (compact JSON of the result; direct: the API's `data`):",
@@ -456,11 +468,12 @@ def main() -> int:
         return 0
     plus_venv()
     results = {}
+    sizes = [int(x) for x in args.guests.split(",")]
     with tempfile.TemporaryDirectory(prefix="pmcp-peers-") as tmp:
-        for g in (int(x) for x in args.guests.split(",")):
+        for g in sizes:
             work = Path(tmp, str(g))
             (work / "plus").mkdir(parents=True)
-            results[g] = measure(g, work, args.calls, args.seconds, args.starts)
+            results[g] = measure(g, sizes, work, args.calls, args.seconds, args.starts)
     report(results, args)
     return 0
 
