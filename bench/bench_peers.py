@@ -343,7 +343,7 @@ def measure(guests: int, sizes: list[int], work: Path, calls: int, seconds: floa
             for s in subjects:
                 port = free_port()
                 argv = s.argv(port)
-                out[s.name]["start"].append(first_answer(argv, s.env, port, s.token))
+                out[s.name]["start"].append(first_answer(argv, s.env, port, s.token)[0])
         api = direct_api(sim_port, ca)
         first = next(g for g in api.cluster.resources.get(type="vm") if g["type"] == "qemu")
         node, vmid = first["node"], first["vmid"]

@@ -163,7 +163,7 @@ def main() -> None:
             one_small, one_small_total, _ = anyio.run(
                 mcp_calls, url, token, "guest_info", {"vmid": vmid}, args.calls
             )
-        rows.append(("MCP tools/call cluster_overview node= (pmcp, HTTP+SSE)", lat, total))
+        rows.append(("MCP tools/call cluster_overview node= (pmcp)", lat, total))
         rows.append(("direct proxmoxer GET /nodes/{node}/status", dlat, dtotal))
         with stack(5000, Path(tmp) / "b") as (_, _, url, token):
             big_lat, big_total, big = anyio.run(mcp_calls, url, token, "list_guests", {}, 30)
