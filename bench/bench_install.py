@@ -89,6 +89,7 @@ def main() -> int:
     installs: list[float] = []
     second: list[float] = []
     baselines: list[float] = []
+    steps: dict[str, list[float]] = {}
     try:
         _setup_env(work)
         warm = work / "warm"
@@ -106,6 +107,8 @@ def main() -> int:
             if not res.ok:
                 print(json.dumps(res.to_dict(), indent=2), file=sys.stderr)
                 return 1
+            for step in res.to_dict()["steps"]:
+                steps.setdefault(step["name"], []).append(float(step.get("seconds") or 0))
             t0 = time.monotonic()
             again = install(opts, kind="demo")
             second.append(time.monotonic() - t0)
@@ -131,6 +134,9 @@ def main() -> int:
         print(f"| `pmcp install` again (nothing to change, incl. verify) | {result['second_install_s']} |")
         print(f"| `compose up -d` + healthy + TLS, same stack | {result['compose_up_healthy_s']} |")
         print(f"\nratio install / compose up: **{result['ratio']}x** ({args.rounds} rounds)")
+        slow = sorted(((statistics.median(v), k) for k, v in steps.items()), reverse=True)
+        print("\nWhere a fresh install spends it (median s per step; the simulator is a container here):")
+        print(", ".join(f"{name} {sec:.2f}" for sec, name in slow if sec >= 0.05) + ".")
     return 0
 
 
