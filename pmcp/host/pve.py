@@ -243,14 +243,16 @@ def token_authenticates(
 
 
 class _CachedPvesh:
-    """pvesh with the reads of one step remembered until its next write, and fetched side by side.
+    """pvesh with the reads of one step remembered until it changes what they show, fetched side by side.
 
     Each pvesh call starts a Perl interpreter on a real host (about half a second) and a Python one in
     the demo (0.13 s): the identity step made 20 calls one after the other, 5 of them reads it had
-    just made in check(). Reads are remembered until the step writes (a write forgets them all, so
-    what apply() decides after a change is read again), and ``prefetch`` runs independent reads at
-    once. A refused read is remembered as its error and raised to each caller, as the call would.
-    Anything but a PveshError (a pvesh that cannot start) is raised by the call itself, as before."""
+    just made in check(). A create or set forgets the reads of its own tree (``/access/roles``,
+    ``/access/users``, ``/access/acl``, ...); a delete forgets every read, since Proxmox drops the ACLs
+    of a deleted role, user or token (pve-access-control src/PVE/AccessControl.pm parse_user_config
+    "ignore invalid acl", delete_user_acl). ``prefetch`` runs independent reads at once. A refused
+    read is remembered as its error and raised to each caller, as the call would; anything else (a
+    pvesh that cannot start) is raised by the call itself, as before."""
 
     def __init__(self, inner: Pvesh) -> None:
         self.inner = inner
@@ -289,12 +291,17 @@ class _CachedPvesh:
         with ThreadPoolExecutor(max_workers=min(len(todo), 6)) as pool:
             list(pool.map(read, todo))
 
+    def _forget_tree(self, api_path: str) -> None:
+        tree = "/".join(api_path.split("/")[:3])  # "/access/users/x/token/y" -> "/access/users"
+        for key in [k for k in self._reads if k[0] == tree or k[0].startswith(tree + "/")]:
+            del self._reads[key]
+
     def create(self, api_path: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
-        self._reads.clear()
+        self._forget_tree(api_path)
         return self.inner.create(api_path, params, **kw)
 
     def set(self, api_path: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
-        self._reads.clear()
+        self._forget_tree(api_path)
         return self.inner.set(api_path, params, **kw)
 
     def delete(self, api_path: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
