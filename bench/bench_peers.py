@@ -79,7 +79,7 @@ class Subject:
 
 
 class Pmcp(Subject):
-    name, list_tool, one_tool = "pmcp", "list_guests", "guest_status"
+    name, list_tool, one_tool = "pmcp", "list_guests", "guest_info"
 
     def __init__(self, work: Path, sim_url: str, ca: str) -> None:
         work.mkdir(parents=True, exist_ok=True)
@@ -394,7 +394,8 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> None:
         f"({max(20, args.calls // 10)} at 5,000) over one session of the official SDK client (2025-11 era). "
         f"Throughput: {CLIENTS} client processes of the plain client below, one session each, "
         f"{args.seconds:g} s window. One guest: "
-        f"`guest_status` (pmcp), `get_vm_config` (Plus), `GET .../qemu/VMID/status/current` (direct), "
+        "`guest_info` (pmcp, show=status), `get_vm_config` (Plus), "
+        "`GET .../qemu/VMID/status/current` (direct), "
         f"{args.calls} calls. Start: spawn to the first answered `initialize`, median of {args.starts}. "
         "The SDK client validates structured content against a tool's output schema (pmcp declares one, Plus "
         "none), so the list is also timed with a plain keep-alive HTTP client that only parses the answer "

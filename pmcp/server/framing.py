@@ -50,16 +50,22 @@ def answer_as_json(body: bytes) -> bool:
     if isinstance(meta, dict) and meta.get("progressToken") is not None:
         return False
     if message["method"] == "tools/call":
-        return not _may_wait(params.get("name"))
+        return not _may_wait(params.get("name"), params.get("arguments"))
     return True
 
 
-def _may_wait(name: Any) -> bool:
+def _may_wait(name: Any, arguments: Any) -> bool:
+    """Anything but a read: the risk of this call, raised by its arguments (``guest_power`` ``stop``)."""
     from pmcp.server.policy import Risk
     from pmcp.server.registry import declared
 
     spec = declared().get(name) if isinstance(name, str) else None
-    return spec is None or spec.risk is not Risk.READ
+    if spec is None:
+        return True
+    try:
+        return spec.risk_of(arguments if isinstance(arguments, dict) else {}) is not Risk.READ
+    except Exception:  # arguments the tool will refuse: SSE, as before this module
+        return True
 
 
 class AdaptiveTransport(StreamableHTTPServerTransport):

@@ -54,8 +54,8 @@ def test_a_call_that_asked_for_progress_or_may_wait_for_a_task_stays_sse(server:
     ("body", "expected"),
     [
         ({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, True),
-        ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "guest_status"}}, True),
-        ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "start_guest"}}, False),
+        ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "guest_info"}}, True),
+        ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "guest_power"}}, False),
         ({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "no_such_tool"}}, False),
         ({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": {"progressToken": 0}}}, False),
         ({"jsonrpc": "2.0", "method": "notifications/initialized"}, False),
