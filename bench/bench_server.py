@@ -173,8 +173,8 @@ def main() -> None:
                 mcp_calls, url, token, "guest_info", {"vmid": vmid}, args.calls
             )
         rows.append(("MCP tools/call list_guests at 5,000 guests", big_lat, big_total))
-        rows.append(("MCP tools/call guest_status at 50 guests", one_small, one_small_total))
-        rows.append(("MCP tools/call guest_status at 5,000 guests", one_big, one_big_total))
+        rows.append(("MCP tools/call guest_info at 50 guests", one_small, one_small_total))
+        rows.append(("MCP tools/call guest_info at 5,000 guests", one_big, one_big_total))
 
     print("## MCP server (pmcp serve) against the simulator\n")
     print(
@@ -190,7 +190,7 @@ def main() -> None:
     added = (pct(rows[0][1], 0.5) - pct(rows[1][1], 0.5)) * 1000
     print(f"\nOverhead ratio (p50 MCP / p50 direct): **{ratio:.1f}x** (pmcp adds {added:.1f} ms at p50)\n")
     one = pct(one_big, 0.5) / pct(one_small, 0.5)
-    print(f"One-guest call, 5,000 guests / 50 guests (guest_status p50): **{one:.2f}x** (target <= 1.3x)\n")
+    print(f"One-guest call, 5,000 guests / 50 guests (guest_info p50): **{one:.2f}x** (target <= 1.3x)\n")
     print("| list_guests, default page | total | returned | answer bytes | est. tokens (bytes/4) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for n, result in sizes:

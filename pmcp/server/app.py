@@ -118,8 +118,8 @@ class PolicyFilteredServer(MCPServer):
             )
             # The SDK validates a returned CallToolResult's structured content against the output model
             # again (func_metadata.convert_result); ours was dumped from that very model a moment before
-            # (registry.run_call checks its type), so the second validation only costs: 40 guest items
-            # per list_guests call. The schema stays published: it is computed when the tool is added.
+            # (registry.run_call validates only what is not that model), so the SDK's pass only costs:
+            # 40 guest items per list_guests call. The schema stays published (computed when added).
             tool = self._tool_manager.get_tool(spec.name)
             assert tool is not None and tool.fn_metadata.output_schema is not None
             tool.fn_metadata.output_model = None

@@ -290,14 +290,13 @@ async def run_call(
                     content=[TextContent(type="text", text=declined_text(verdict))], is_error=True
                 )
         reply = await spec.fn(call, **arguments)
-        if not isinstance(reply.data, spec.output):  # the SDK does not validate it again (app.build_mcp)
-            raise TypeError(f"{spec.name} returned {type(reply.data).__name__}, not {spec.output.__name__}")
         outcome = str(getattr(reply.data, "outcome", None) or "ok")
         upid = getattr(reply.data, "upid", None)
+        structured = reply.data.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if not isinstance(reply.data, spec.output):  # the SDK no longer validates it (app.ensure_tools):
+            spec.output.model_validate(structured)  # what is not the declared model still must fit it
         return CallToolResult(
-            content=[TextContent(type="text", text=reply.text)],
-            structured_content=reply.data.model_dump(mode="json", by_alias=True, exclude_none=True),
-            is_error=False,
+            content=[TextContent(type="text", text=reply.text)], structured_content=structured, is_error=False
         )
     except InputNeeded as need:  # 2026-07 era: the client asks its person, then calls again
         outcome = "approval-asked"

@@ -42,11 +42,19 @@ def test_401_with_www_authenticate(server, path, auth):
 
 def test_sse_streams_start_with_a_priming_event_and_retry(server):
     """Issue 14: a 2025-11-25 session's SSE answer starts with an event ID, empty data and `retry`
-    (pmcp/server/events.py), so a client can resume a dropped stream with Last-Event-ID."""
+    (pmcp/server/events.py), so a client can resume a dropped stream with Last-Event-ID. (A request
+    that can receive nothing but its answer is one JSON body: framing.py; this one asks for progress.)"""
     r = post_init(
         server, body=json.dumps(INIT | {"params": INIT["params"] | {"protocolVersion": "2025-11-25"}})
     )
     assert r.status_code == 200
+    session = {"Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    post_init(server, session, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    call = {"name": "list_guests", "arguments": {"limit": 1}, "_meta": {"progressToken": "p"}}
+    r = post_init(
+        server, session, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     first = r.text.split("\r\n\r\n")[0].split("\r\n")
     assert first[0].startswith("id: ") and "data: " in first and "retry: 1000" in first
 
