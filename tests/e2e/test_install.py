@@ -184,8 +184,9 @@ def _agent_account_contained_then_restored(tmp_path: Path) -> None:
         assert undone.ok, undone.to_dict()
         assert blanket.read_text() == before
         assert acct.name in grp.getgrnam("docker").gr_mem
-        assert (prefix / "audit").is_dir()  # the audit log is kept without --purge
-        assert not (prefix / "docker-compose.yml").exists() and not (prefix / "secrets").exists()
+        assert (prefix / "audit").is_dir()  # the audit log is kept without --purge, with its chain's key
+        assert [p.name for p in (prefix / "secrets").iterdir()] == ["audit-key"]
+        assert not (prefix / "docker-compose.yml").exists()
 
 
 def test_public_host_name_through_caddy_is_not_refused(stack_env: dict[str, str], tmp_path: Path) -> None:
