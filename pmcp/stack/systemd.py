@@ -386,7 +386,7 @@ class CertificateStep:
         return Plan(self._wanted())
 
     def apply(self) -> None:
-        from pmcp.sim.tls import issue
+        from pmcp.certs import issue
 
         p = self.paths.prefix
         for d, mode in (("tls", 0o755), ("secrets", 0o700), ("ca", 0o700)):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pmcp import pvetls
+from pmcp import certs, pvetls
 from pmcp.sim import tls as simtls
 from pmcp.sim.testing import running_sim
 
@@ -45,7 +45,7 @@ def test_simulator_ca_is_made_like_pve_cluster_makes_it(
     maker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if maker == "cryptography":
-        monkeypatch.setattr(simtls.shutil, "which", lambda name: None)
+        monkeypatch.setattr(certs.shutil, "which", lambda name: None)
     old = simtls.make_certs(tmp_path / "old", ["pve1.example.test", "127.0.0.1"])
     new = simtls.make_certs(tmp_path / "new", ["pve1.example.test"], ca_key_usage=True)
     ca = _text(old.ca_file)
