@@ -56,6 +56,10 @@ def uvicorn_thread(app: object, host: str, port: int, **options: Any) -> Iterato
     ``options`` go to uvicorn (``pmcp.server.serve.http_options``: read deadlines)."""
     import uvicorn
 
+    # A client's open GET stream would keep uvicorn's graceful shutdown waiting for ever; its loop's
+    # worker threads (anyio's are not daemon threads) then keep the process from exiting after Ctrl-C
+    # (seen once in CI: `pmcp demo` still running 30 s after SIGINT). Streams get 3 s, as a server's do.
+    options.setdefault("timeout_graceful_shutdown", 3)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="on", server_header=False, **options
     )
