@@ -33,6 +33,9 @@ def test_demo_serves_proves_and_exits_cleanly(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        # Ctrl-C as at a terminal: a shell without job control starts background jobs with SIGINT
+        # ignored, which the child would inherit (and Python keeps ignored) - then SIGINT cannot stop it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
