@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -25,11 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port  # noqa: E402
 
 
 def _setup_env(work: Path) -> None:
@@ -50,7 +45,7 @@ def _opts(prefix: Path):  # type: ignore[no-untyped-def]
     from pmcp.lifecycle.demo_stack import demo_options
 
     return demo_options(
-        prefix, guests=12, https_port=_free_port(), server_port=_free_port(), sim_port=_free_port()
+        prefix, guests=12, https_port=free_port(), server_port=free_port(), sim_port=free_port()
     )
 
 

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from pmcp import authtokens  # noqa: E402
 from pmcp.paths import InstallPaths  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 from tests.support.update_load import LOAD_TEST_LIMITS, ClientLoop, make_variant, running_vm  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def images_env() -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pmcp.sim.testing import RunningSim, call, running_sim
+from tests.support.ports import free_port
 
 proxmoxer = pytest.importorskip("proxmoxer")
 
@@ -131,7 +131,7 @@ def test_pvesh_subprocess_like_the_installer_uses_it(sim: RunningSim) -> None:
 
 
 def test_pveversion() -> None:
-    nobody = {"PMCP_SIM_URL": f"http://127.0.0.1:{_free_port()}"}
+    nobody = {"PMCP_SIM_URL": f"http://127.0.0.1:{free_port()}"}
     r = pmcp("sim", "pveversion", env=nobody)
     assert r.returncode == 0 and r.stdout.startswith("pve-manager/9.1.")
     r = pmcp("sim", "pveversion", env={**nobody, "PMCP_SIM_PVE_VERSION": "8.4.1"})
@@ -139,15 +139,9 @@ def test_pveversion() -> None:
     assert "proxmox-ve: 9." in pmcp("sim", "pveversion", "-v", env=nobody).stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_subprocess_persists_identity_across_restarts(tmp_path: Path) -> None:
     state = tmp_path / "sim-state.json"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"PMCP_SIM_URL": url}
 
@@ -186,7 +180,7 @@ def test_serve_subprocess_persists_identity_across_restarts(tmp_path: Path) -> N
 
 
 def test_serve_tls_subprocess_with_pvesh_verifying_the_ca(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     tls_dir = tmp_path / "tls"
     argv = ["sim", "serve", "--port", str(port), "--guests", "3", "--tls", "--tls-dir", str(tls_dir)]
     proc = subprocess.Popen([sys.executable, "-m", "pmcp", *argv], stdout=subprocess.PIPE, text=True)
