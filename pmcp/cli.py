@@ -733,7 +733,8 @@ def rollback(
 @click.option(
     "--ca-cert",
     type=Checked(_lazy("new_file"), "file"),
-    help="Export Caddy's root certificate to FILE; the output says how each client trusts it.",
+    help="Export the server's root certificate (Caddy's; pmcp's own under --runtime systemd) to FILE; the "
+    "output says how each client trusts it.",
 )
 @click.option(
     "--new-token",

@@ -502,10 +502,13 @@ def _load_tokens(token_file: Path, required: bool) -> dict[str, str]:
     return {}
 
 
-def export_ca(root_ca: Path, dest: Path, base: Path | None = None) -> Path:
-    """Copy Caddy's root certificate (public, 0644) to where the user wants it. ``base``: the trusted
-    directory above the container-owned one; from there no symlink is followed and only a PEM
-    certificate is accepted (root must not copy a host file a compromised Caddy pointed it to)."""
+def export_ca(
+    root_ca: Path, dest: Path, base: Path | None = None, what: str = "Caddy's root certificate"
+) -> Path:
+    """Copy the server's root certificate (public, 0644) to where the user wants it: Caddy's, or pmcp's own
+    CA under the systemd runtime (``what`` names it in errors). ``base``: the trusted directory above the
+    container-owned one; from there no symlink is followed and only a PEM certificate is accepted (root
+    must not copy a host file a compromised Caddy pointed it to)."""
     from pmcp.files import UnsafeFile, read_certificate
 
     try:
@@ -515,15 +518,16 @@ def export_ca(root_ca: Path, dest: Path, base: Path | None = None) -> Path:
             pem = root_ca.read_bytes()
     except FileNotFoundError:
         raise ClientConfigError(
-            f"Caddy's root certificate is not at {root_ca}: Caddy creates it on first start (check "
-            "`pmcp status`), or the install uses --domain: a publicly trusted certificate needs no export"
+            f"{what} is not at {root_ca}: the server creates it on first start (check `pmcp status`), or "
+            "the install uses --domain: a publicly trusted certificate needs no export"
         ) from None
     except PermissionError:
         raise ClientConfigError(f"cannot read {root_ca}: {AS_ROOT}") from None
     except UnsafeFile as exc:
-        raise ClientConfigError(f"refusing to export Caddy's root CA: {exc.strerror}") from None
+        raise ClientConfigError(f"refusing to export {what}: {exc.strerror}") from None
     if b"BEGIN CERTIFICATE" not in pem:
-        raise ClientConfigError(f"{root_ca} is not a PEM certificate; restart Caddy to recreate it")
+        again = "restart Caddy to recreate it" if "Caddy" in what else "`pmcp install` again recreates it"
+        raise ClientConfigError(f"{root_ca} is not a PEM certificate; {again}")
     dest = dest.resolve()
     write_private(dest, pem.decode("ascii"), secret=False)
     return dest
@@ -577,8 +581,10 @@ def prepare(
     chosen = ""
     if tokens or show_token or token_name:
         chosen = pick_token_name(tokens, token_name)
-    root = paths.own_root_ca if paths.own_root_ca.is_file() else paths.caddy_root_ca  # systemd: pmcp's CA
-    ca_file = str(export_ca(root, Path(ca_cert), paths.prefix)) if ca_cert else None
+    own = paths.own_root_ca.is_file()  # the systemd runtime: pmcp's own CA, no Caddy
+    root = paths.own_root_ca if own else paths.caddy_root_ca
+    what = "pmcp's root certificate" if own else "Caddy's root certificate"
+    ca_file = str(export_ca(root, Path(ca_cert), paths.prefix, what)) if ca_cert else None
     target = Target(
         name=name,
         url=url,

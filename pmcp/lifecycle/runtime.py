@@ -190,6 +190,18 @@ def systemd_services(paths: InstallPaths, data: dict[str, Any]) -> tuple[dict[st
     return services, healthy
 
 
+def systemd_server(paths: InstallPaths, data: dict[str, Any]) -> str:
+    """What ``pmcp status`` says the systemd runtime runs: the live slot's copy of the pmcp file and its
+    version (no image is involved)."""
+    from pmcp.stack import systemd as sd
+
+    names = sd.Names(data.get("project") or "")
+    slot = sd.recorded_slot(paths)
+    digest = sd.slot_digest(names, slot)
+    where = names.slot_dir(slot) / "pmcp"
+    return f"the pmcp file {where} (slot {slot}, sha256 {digest[:12] or '?'})"
+
+
 def journal_argv(project: str, follow: bool, tail: int, service: str | None) -> list[str]:
     """``pmcp logs`` for the systemd runtime: the journal of the server's instances (and the socket)."""
     from pmcp.stack import systemd as sd

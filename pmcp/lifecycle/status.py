@@ -69,10 +69,13 @@ def status(prefix: str | Path) -> dict[str, Any]:
     project = data.get("project") or project_name(paths.prefix)
     from pmcp.lifecycle import runtime
 
-    if runtime.name_of(paths) == "systemd":
+    kind = runtime.name_of(paths)
+    if kind == "systemd":
         services, healthy = runtime.systemd_services(paths, data)
+        server = runtime.systemd_server(paths, data)
     else:
         services, healthy = _containers(project)
+        server = data.get("mcp_image", "")
     last_update = data.get("last_update")  # this install's own record; transcripts are host-wide
     if not last_update:
         try:
@@ -87,7 +90,9 @@ def status(prefix: str | Path) -> dict[str, Any]:
         "url": data.get("url", ""),
         "version": data.get("version", ""),
         "pmcp_running": __version__,
-        "image": data.get("mcp_image", ""),
+        "runtime": kind,
+        "server": server,  # compose: the image; systemd: the pmcp file the live slot runs
+        "image": data.get("mcp_image", "") if kind == "compose" else "",
         "mode": data.get("config", {}).get("mode", ""),
         "healthy": healthy,
         "services": services,
@@ -109,12 +114,12 @@ def render_text(st: dict[str, Any]) -> str:
     lines = [
         f"pmcp {st['version'] or '?'} at {st['prefix']} (this file: {st['pmcp_running']}), mode {st['mode']}",
         f"URL:      {st['url']}",
-        f"image:    {st['image']}",
+        f"runtime:  {st['runtime']}, {'image ' if st['runtime'] == 'compose' else ''}{st['server']}",
     ]
     for svc, s in st["services"].items():
         lines.append(f"  {svc:<11} {s['status']:<10} health {s['health']:<9} {s.get('image', '')}")
     if not st["services"]:
-        lines.append("  (no containers: run `pmcp install`)")
+        lines.append("  (nothing running: run `pmcp install`)")
     lines.append(f"token age: client {st['token_age']['client']}, proxmox {st['token_age']['proxmox']}")
     audit = st.get("audit") or {}
     if audit:

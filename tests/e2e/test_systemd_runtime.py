@@ -1,10 +1,12 @@
 """`--runtime systemd` under a real systemd as PID 1 (Debian 12's systemd 252 in a container, no mock of
 systemctl): install (the demo, against the simulator), the hardening as the kernel applies it, verify (a
 real MCP session over the server's own TLS), an update under a looping client with no failed call, a
-rollback, and an uninstall that leaves nothing of pmcp behind.
+rollback, the auto-update timer running an update, and an uninstall that leaves nothing of pmcp behind.
 
-The container runs with what systemd 252 needs here (tests/support/images.SYSTEMD_RUN_ARGS), never
---privileged. Its HTTPS port is published on a free loopback port: the client loop runs on this machine.
+The host is air-gapped and has nothing but the pmcp file: no Docker, no registry, no route out (an
+``--internal`` Docker network). The container runs with what systemd 252 needs here
+(tests/support/images.SYSTEMD_RUN_ARGS), never --privileged. Its HTTPS port is reached through a
+loopback forwarder: the client loop runs on this machine.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ def host(docker_engine: None, pmcp_file: Path, tmp_path_factory: pytest.TempPath
     from tests.support.update_load import make_variant
 
     variant = make_variant(pmcp_file, tmp_path_factory.mktemp("v2") / "pmcp-v2")
-    with booted({"/usr/local/sbin/pmcp": pmcp_file, "/usr/local/sbin/pmcp-v2": variant}) as h:
+    v3 = make_variant(pmcp_file, tmp_path_factory.mktemp("v3") / "pmcp-v3", body="v3\n")
+    files = {"/usr/local/sbin/pmcp": pmcp_file, "/usr/local/sbin/pmcp-v2": variant, "/root/pmcp-v3": v3}
+    with booted(files, airgapped=True) as h:
         yield h
 
 
 @pytest.fixture(scope="module")
 def installed(host: Host) -> Host:
+    # air-gapped, with nothing but the file: no name resolves, nothing outside answers, no Docker
+    assert host.sh("getent hosts pypi.org deb.debian.org", check=False).returncode != 0
+    probe = "import socket; socket.create_connection(('1.1.1.1', 443), timeout=3)"
+    assert host.sh(f'python3 -c "{probe}"', check=False).returncode != 0
+    assert host.sh("command -v docker dockerd docker-compose", check=False).stdout.strip() == ""
     started = time.monotonic()
     res = host.sh(f"pmcp demo --stack --runtime systemd --prefix {PREFIX}")
     print(f"install took {time.monotonic() - started:.1f} s")
@@ -53,6 +62,11 @@ def test_install_is_verified_and_idempotent(installed: Host) -> None:
         assert re.search(rf"^{check}\s+pass", res.stdout, re.M), res.stdout
     again = installed.sh(f"pmcp demo --stack --runtime systemd --prefix {PREFIX}")
     assert "changed" not in again.stdout and "FAILED" not in again.stdout
+    status = installed.sh(f"pmcp status --prefix {PREFIX}").stdout
+    assert re.search(r"^runtime:\s+systemd, the pmcp file /usr/local/lib/pmcp/\S+/a/pmcp ", status, re.M), (
+        status
+    )
+    assert "image" not in status, status  # no compose image line: nothing runs from an image
     refused = installed.sh(f"pmcp install --runtime compose --prefix {PREFIX} --yes", check=False)
     assert refused.returncode == 2 and "runs the server with systemd" in refused.stderr + refused.stdout
 
@@ -118,10 +132,38 @@ def test_update_under_load_fails_no_call_then_rollback(installed: Host, tmp_path
     installed.sh(f"pmcp verify --prefix {PREFIX}")
 
 
+def test_auto_update_timer_updates_to_the_file_the_admin_copied(installed: Host) -> None:
+    """`--auto-update daily`: a systemd timer whose service runs `pmcp update --quiet` unattended; a new file
+    copied over /usr/local/sbin/pmcp is what the next run updates the server to."""
+    # `pmcp demo` has no --auto-update: record it as `pmcp install --auto-update daily` would, and the
+    # re-run keeps (and applies) the recorded schedule, as install does for an admin's re-run
+    script = "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['options']['auto_update']='daily'; " + (
+        "json.dump(d, open(p, 'w'))"
+    )
+    installed.sh(f'python3 -c "{script}" {PREFIX}/state.json')
+    installed.sh(f"pmcp demo --stack --runtime systemd --prefix {PREFIX}")
+    assert installed.sh("systemctl is-enabled pmcp-update.timer").stdout.strip() == "enabled"
+    assert installed.sh("systemctl is-active pmcp-update.timer").stdout.strip() == "active"
+    live = installed.sh(f"systemctl is-active {installed.unit('a')} {installed.unit('b')}", check=False)
+    slot = "a" if live.stdout.split()[0] == "active" else "b"
+
+    installed.sh("install -o root -g root -m 0755 /root/pmcp-v3 /usr/local/sbin/pmcp")  # a new release
+    run = installed.sh("systemctl start pmcp-update.service", check=False, timeout=600)  # oneshot: waits
+    result = installed.sh("systemctl show -p Result --value pmcp-update.service").stdout.strip()
+    journal = installed.sh("journalctl -u pmcp-update.service -o cat --no-pager").stdout
+    assert run.returncode == 0 and result == "success", journal
+    other = "b" if slot == "a" else "a"
+    assert installed.sh(f"systemctl is-active {installed.unit(other)}").stdout.strip() == "active"
+    digest = installed.sh("sha256sum /root/pmcp-v3").stdout.split()[0]
+    assert f"sha256 {digest[:12]}" in installed.sh(f"pmcp status --prefix {PREFIX}").stdout
+    installed.sh(f"pmcp verify --prefix {PREFIX}")
+
+
 def test_uninstall_leaves_nothing_behind(installed: Host) -> None:
     installed.sh(f"pmcp demo --stack --down --prefix {PREFIX}")
     left = installed.sh(
-        f"ls /etc/systemd/system/{installed.project}* /usr/local/lib/pmcp {PREFIX} 2>/dev/null; "
+        f"ls /etc/systemd/system/{installed.project}* /etc/systemd/system/pmcp-update.* /usr/local/lib/pmcp "
+        f"{PREFIX} 2>/dev/null; "
         f"getent passwd {installed.project}; systemctl list-units --all --no-legend '{installed.project}*'",
         check=False,
     )

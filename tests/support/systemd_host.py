@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import images
+from tests.support.ports import Forwarder
 
 PREFIX = "/opt/pmcp-demo"
 HTTPS = 9443  # the demo's HTTPS port inside the container
@@ -56,7 +57,9 @@ class SystemdHost:
         return self.sh(f"cut -d: -f2 {PREFIX}/secrets/client-tokens").stdout.strip()
 
     def ca_file(self, dest: Path) -> str:
-        dest.write_text(self.sh(f"cat {PREFIX}/tls/pmcp-root-ca.pem").stdout)
+        """The server's root CA, exported as the admin is told to: ``client-config --ca-cert``."""
+        self.sh(f"pmcp client-config --prefix {PREFIX} --ca-cert /root/pmcp-ca.pem")
+        dest.write_text(self.sh("cat /root/pmcp-ca.pem").stdout)
         return str(dest)
 
     def set_server_env(self, env: Mapping[str, str]) -> None:
@@ -72,19 +75,37 @@ class SystemdHost:
 
 
 @contextmanager
-def booted(files: Mapping[str, Path]) -> Iterator[SystemdHost]:
-    """A running container with systemd as PID 1 and ``files`` (path inside -> host file) copied in."""
+def booted(files: Mapping[str, Path], airgapped: bool = False) -> Iterator[SystemdHost]:
+    """A running container with systemd as PID 1 and ``files`` (path inside -> host file) copied in.
+
+    ``airgapped``: on an ``--internal`` Docker network, with no route out of it (an air-gapped host); its
+    HTTPS port is then reached through a loopback forwarder instead of a published port."""
     from pmcp.stack.compose import project_name
 
     image = images.systemd_image()
     name = f"pmcp-systemd-{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["docker", "run", "-d", "--name", name, *images.SYSTEMD_RUN_ARGS, "-p", f"127.0.0.1::{HTTPS}", image],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    network = ["--network", name] if airgapped else ["-p", f"127.0.0.1::{HTTPS}"]
+    forwarder: Forwarder | None = None
+    if airgapped:
+        subprocess.run(["docker", "network", "create", "--internal", name], check=True, capture_output=True)
     try:
-        out = subprocess.run(["docker", "port", name, str(HTTPS)], capture_output=True, text=True, check=True)
-        host = SystemdHost(name, int(out.stdout.split(":")[-1].split()[0]), project_name(PREFIX))
+        subprocess.run(
+            ["docker", "run", "-d", "--name", name, *images.SYSTEMD_RUN_ARGS, *network, image],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        if airgapped:
+            address = subprocess.run(
+                ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()  # fmt: skip
+            forwarder = Forwarder((address, HTTPS))
+            port = forwarder.port
+        else:
+            out = subprocess.run(
+                ["docker", "port", name, str(HTTPS)], capture_output=True, text=True, check=True
+            )
+            port = int(out.stdout.split(":")[-1].split()[0])
+        host = SystemdHost(name, port, project_name(PREFIX))
         deadline = time.monotonic() + 60
         while host.sh("systemctl is-system-running", check=False).stdout.strip() not in (
             "running",
@@ -97,4 +118,8 @@ def booted(files: Mapping[str, Path]) -> Iterator[SystemdHost]:
             subprocess.run(["docker", "cp", str(src), f"{name}:{inside}"], check=True, capture_output=True)
         yield host
     finally:
+        if forwarder:
+            forwarder.close()
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        if airgapped:
+            subprocess.run(["docker", "network", "rm", name], capture_output=True)
