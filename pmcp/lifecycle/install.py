@@ -174,8 +174,12 @@ class InstallOptions:
                 f"--prefix {self.prefix} is under {home}, which the server's unit hides (ProtectHome=yes)",
                 fix="choose a prefix outside home directories, e.g. --prefix /opt/pmcp",
             )
-        for given, option in ((self.acme_ca, "--acme-ca"), (self.monitoring, "--monitoring"),
-                              (self.images, "--bundle")):  # fmt: skip
+        if self.images:
+            raise UsageError(
+                "--bundle holds container images, and --runtime systemd runs none",
+                fix="leave out --bundle: the pmcp file is all the systemd runtime needs, also air-gapped",
+            )
+        for given, option in ((self.acme_ca, "--acme-ca"), (self.monitoring, "--monitoring")):
             if given:
                 raise UsageError(
                     f"{option} is not available with --runtime systemd",
