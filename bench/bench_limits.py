@@ -34,18 +34,10 @@ sys.path.insert(0, str(ROOT))
 from pmcp import authtokens  # noqa: E402
 from pmcp.demo import free_port  # noqa: E402
 from pmcp.sim.state import DEFAULT_ROOT_TOKEN, parse_token  # noqa: E402
+from tests.support.mcp_raw import initialize  # noqa: E402
 
 USER, TOKEN_NAME, SECRET = parse_token(DEFAULT_ROOT_TOKEN)
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "b", "version": "1"},
-    },
-}
+INIT = initialize("b")
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 

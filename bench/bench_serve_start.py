@@ -32,18 +32,10 @@ sys.path.insert(0, str(ROOT))
 from pmcp import authtokens  # noqa: E402
 from pmcp.demo import free_port  # noqa: E402
 from pmcp.sim.testing import running_sim  # noqa: E402
+from tests.support.mcp_raw import initialize  # noqa: E402
 
 TARGET_S = 0.8
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "bench", "version": "1"},
-    },
-}
+INIT = initialize("bench")
 
 
 def cpu_seconds(pid: int) -> float:

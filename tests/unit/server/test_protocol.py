@@ -10,6 +10,8 @@ import anyio
 import httpx2
 import pytest
 
+from tests.support.mcp_raw import initialize
+
 from .conftest import connect
 
 
@@ -46,16 +48,7 @@ def _rpc(response: httpx2.Response) -> dict[str, Any]:
     return json.loads(text)
 
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+INIT = initialize("t")
 
 
 def test_an_unknown_prompt_is_method_not_found(server: Any) -> None:
