@@ -137,11 +137,9 @@ class Simulator(ProxmoxNode):
         return ca, ca.parent / "pveproxy-ssl.pem"
 
 
-Target = ProxmoxNode  # the interface; Simulator is the other implementation
-
-
 def target_for(opts: InstallOptions) -> ProxmoxNode:
-    """The one place that decides: a simulator service in the options makes it the demo."""
+    """The one place that decides: a simulator service in the options makes it the demo. ProxmoxNode is
+    the interface the install asks; Simulator answers every question of it for the demo."""
     return Simulator(opts) if opts.sim else ProxmoxNode(opts)
 
 
