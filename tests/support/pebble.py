@@ -122,13 +122,23 @@ class Pebble:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def start(tmp: Path, *, http_port: int, tls_port: int, listen_port: int, management_port: int) -> Pebble:
-    """Start ``pebble`` validating on ``http_port``/``tls_port``; wait until it answers, fetch its root."""
+def start(
+    tmp: Path,
+    *,
+    http_port: int,
+    tls_port: int,
+    listen_port: int,
+    management_port: int,
+    host: str | None = None,
+) -> Pebble:
+    """Start ``pebble`` validating on ``http_port``/``tls_port``; wait until it answers, fetch its root.
+    ``host``: the address in the directory URL (default: one containers reach; 127.0.0.1 for a client on
+    this machine)."""
     binary = shutil.which("pebble")
     if binary is None:
         raise PebbleError("pebble is missing. Fix: run scripts/ensure-test-env as root (Debian's pebble).")
     tmp.mkdir(parents=True, exist_ok=True)
-    host = container_reachable_host_address()
+    host = host or container_reachable_host_address()
     ca, cert, key = _ca_and_leaf(tmp, host)
     config = tmp / "pebble-config.json"
     config.write_text(
