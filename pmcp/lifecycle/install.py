@@ -157,7 +157,7 @@ class InstallOptions:
         )
 
     def _validate_runtime(self) -> None:
-        """What the systemd runtime has no part for (no Caddy to get ACME certificates, no Prometheus)."""
+        """What the systemd runtime has no part for (no images, no Prometheus) or cannot reach (a home)."""
         from pmcp.lifecycle.runtime import RUNTIMES
 
         if self.runtime not in RUNTIMES:
@@ -179,12 +179,16 @@ class InstallOptions:
                 "--bundle holds container images, and --runtime systemd runs none",
                 fix="leave out --bundle: the pmcp file is all the systemd runtime needs, also air-gapped",
             )
-        for given, option in ((self.acme_ca, "--acme-ca"), (self.monitoring, "--monitoring")):
-            if given:
-                raise UsageError(
-                    f"{option} is not available with --runtime systemd",
-                    fix=f"leave out {option}, or use the default runtime (compose)",
-                )
+        if self.domain and not self.tls_cert and not self.http_port:
+            raise UsageError(
+                "--domain gets its certificate by ACME http-01, which needs --http-port (0 turns it off)",
+                fix="--http-port 80 (the CA connects there), or give --tls-cert/--tls-key",
+            )
+        if self.monitoring:
+            raise UsageError(
+                "--monitoring is not available with --runtime systemd",
+                fix="leave out --monitoring, or use the default runtime (compose)",
+            )
 
     def _validate_acme(self) -> None:
         """--acme-ca goes into the Caddyfile verbatim: only a plain https URL may get there."""
@@ -194,7 +198,7 @@ class InstallOptions:
             return
         if not self.domain or self.tls_cert:
             raise StepError(
-                "--acme-ca is where Caddy gets the certificate for --domain",
+                "--acme-ca is where the certificate for --domain comes from",
                 fix="add --domain NAME (and leave out --tls-cert/--tls-key)",
             )
         from urllib.parse import urlsplit
@@ -485,6 +489,8 @@ def build(
             from pmcp.stack import systemd as sd
 
             ports = [] if sd.active(sd.Names(ctx.project).socket) else [("0.0.0.0", opts.https_port)]
+            if opts.domain and not opts.tls_cert and opts.http_port:  # ACME's http-01, while ordering
+                ports.append(("0.0.0.0", opts.http_port))
         elif opts.http_port:
             ports.append(("0.0.0.0", opts.http_port))
         if opts.monitoring:
@@ -821,7 +827,7 @@ def install(
         cfg = render.StackConfig.from_dict(statefile.load(paths).get("config", {}))
         result.url = cfg.url
         result.token_file = str(paths.client_tokens)
-        if cfg.runtime == "systemd" and not cfg.tls_cert:
+        if cfg.runtime == "systemd" and not (cfg.tls_cert or cfg.domain):
             result.ca_file = str(paths.own_root_ca)
         elif not (cfg.domain or cfg.tls_cert):
             copy = paths.clients_dir / "caddy-root-ca.crt"  # root's checked copy, not Caddy's own file
@@ -864,7 +870,7 @@ def _record(
 ) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = statefile.load(paths)
-    tls = "custom" if cfg.tls_cert else ("acme" if cfg.domain and cfg.runtime != "systemd" else "internal")
+    tls = "custom" if cfg.tls_cert else ("acme" if cfg.domain else "internal")
     changes: dict[str, Any] = {
         "version": __version__,
         "options": opts.to_dict(),

@@ -266,6 +266,10 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
                 cfg = render.StackConfig.from_dict(slots[target]["config"])
                 prepare = False
                 out.to_image = f"pmcp {sd.slot_digest(names, target)[:12]} (slot {target})"
+            renew = sd.CertificateStep(paths, cfg)
+            if renew.check().changes:  # renewed before the hand-over: the next server starts with it
+                with rec.phase("certificate", "; ".join(renew.check().changes)):
+                    renew.apply()
             with rec.phase("hand-over", f"slot {live} -> {target}") as notes:
                 new = sd.handover(
                     paths, cfg, names, live, prepare=prepare, timeout=opts.health_timeout, to=target
@@ -300,7 +304,8 @@ def systemd_due(
     paths: InstallPaths, state: dict[str, Any], cfg: render.StackConfig, force: bool = False
 ) -> tuple[list[str], list[str]]:
     """Why an update is due for the systemd runtime (empty: current), and notes: this file differs from the
-    live slot's, or the configuration or units do, or the server is down. A file that was rolled back from
+    live slot's, or the configuration or units do, or the server is down, or its certificate is due for
+    renewal (30 days left; an ACME certificate lives 90). A file that was rolled back from
     is not due again unless forced (as the compose runtime's update_skip)."""
     from pmcp.stack import systemd as sd
 
@@ -320,6 +325,7 @@ def systemd_due(
         reasons.append("unit files differ from this version's")
     if not sd.active(names.instance(live)):
         reasons.append(f"{names.instance(live)} is not running")
+    reasons += [f"certificate: {c}" for c in sd.CertificateStep(paths, cfg).check().changes]
     return reasons, notes
 
 

@@ -110,11 +110,17 @@ def status(prefix: str | Path) -> dict[str, Any]:
     }
 
 
+def _runtime_line(st: dict[str, Any]) -> str:
+    kind = st.get("runtime") or "compose"
+    server = st.get("server") or st.get("image") or "?"
+    return f"runtime:  {kind}, {'image ' if kind == 'compose' else ''}{server}"
+
+
 def render_text(st: dict[str, Any]) -> str:
     lines = [
         f"pmcp {st['version'] or '?'} at {st['prefix']} (this file: {st['pmcp_running']}), mode {st['mode']}",
         f"URL:      {st['url']}",
-        f"runtime:  {st['runtime']}, {'image ' if st['runtime'] == 'compose' else ''}{st['server']}",
+        _runtime_line(st),
     ]
     for svc, s in st["services"].items():
         lines.append(f"  {svc:<11} {s['status']:<10} health {s['health']:<9} {s.get('image', '')}")

@@ -87,7 +87,7 @@ class Target:
         return urlsplit(self.url).hostname or "localhost"
 
     def ssl_context(self) -> ssl.SSLContext:
-        if self.config.runtime == "systemd" and not self.config.tls_cert:  # pmcp's own CA
+        if self.config.runtime == "systemd" and not (self.config.tls_cert or self.config.domain):  # pmcp's CA
             return ssl.create_default_context(
                 cadata=read_certificate(
                     self.paths.prefix, self.paths.own_root_ca.relative_to(self.paths.prefix)

@@ -57,6 +57,8 @@ CA_CERT = "tls/pmcp-root-ca.pem"  # pmcp's own CA (public, InstallPaths.own_root
 CA_KEY = "ca/pmcp-ca.key"  # root's alone (ca/ 0700): the server reads secrets/, never this
 SERVER_CERT = "tls/server.pem"
 SERVER_KEY = "secrets/server.key"
+ACME_ACCOUNT_KEY = "secrets/acme-account.key"  # root's (0600): renewals reuse the ACME account
+LETS_ENCRYPT_NAME = "Let's Encrypt"
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,10 @@ def ssl_context(paths: InstallPaths, cfg: render.StackConfig) -> ssl.SSLContext:
 
     if cfg.tls_cert:
         return ssl.create_default_context(cadata=read_certificate(paths.prefix, "tls/cert.pem"))
+    if acme_wanted(cfg):
+        from pmcp.acme import trust
+
+        return trust(paths.prefix / render.ACME_ROOT)  # a public chain, or the private ACME CA's root
     return ssl.create_default_context(cadata=read_certificate(paths.prefix, CA_CERT))
 
 
@@ -332,6 +338,12 @@ def wait_healthy(paths: InstallPaths, cfg: render.StackConfig, timeout: float, u
 # --- pmcp's own CA --------------------------------------------------------------------------------------
 
 
+def acme_wanted(cfg: render.StackConfig) -> bool:
+    """--domain without --tls-cert: a certificate from ACME (Let's Encrypt, or --acme-ca), as Caddy gets
+    one under the compose runtime; the server serves it itself."""
+    return bool(cfg.domain and not cfg.tls_cert)
+
+
 def cert_names(cfg: render.StackConfig) -> list[str]:
     return list(dict.fromkeys([*([cfg.domain] if cfg.domain else []), *cfg.public_names]))
 
@@ -359,6 +371,8 @@ def _cert_covers(cert: Path, names: list[str]) -> bool:
 class CertificateStep:
     """pmcp's own CA (made once, kept across updates, exported by ``client-config --ca-cert``) and the
     server certificate it issues for the host's names; re-issued when the names change or it nears expiry.
+    With --domain the certificate comes from ACME instead (pmcp.acme: http-01 answered on the HTTP port
+    while ordering), renewed by `pmcp update` (the auto-update timer) when 30 days are left.
     With --tls-cert/--tls-key the admin's pair is served instead (the files step copies it)."""
 
     name = "certificate"
@@ -371,8 +385,15 @@ class CertificateStep:
     def _wanted(self) -> list[str]:
         if self.cfg.tls_cert:
             return []
-        out = []
         p = self.paths.prefix
+        if acme_wanted(self.cfg):
+            if (p / SERVER_KEY).exists() and _cert_covers(p / SERVER_CERT, [str(self.cfg.domain)]):
+                return []
+            return [
+                f"get a certificate for {self.cfg.domain} from {self.cfg.acme_ca or LETS_ENCRYPT_NAME} "
+                f"(ACME http-01: port {self.cfg.http_port} answers while the CA checks)"
+            ]
+        out = []
         if not ((p / CA_CERT).exists() and (p / CA_KEY).exists()):
             out.append(f"create pmcp's CA {p / CA_CERT} (its key in {p / 'ca'}, root's alone)")
         names = cert_names(self.cfg)
@@ -395,6 +416,9 @@ class CertificateStep:
         wanted = self._wanted()
         if not wanted:
             return
+        if acme_wanted(self.cfg):
+            self._acme()
+            return
         if not ((p / CA_CERT).exists() and (p / CA_KEY).exists()):
             issue(p / CA_KEY, p / CA_CERT, None, None, [("CN", f"pmcp CA ({os.uname().nodename})"),
                   ("O", "pmcp")], None, ca=True, key_usage=True)  # fmt: skip
@@ -410,8 +434,38 @@ class CertificateStep:
         for f in (p / CA_CERT, p / SERVER_CERT):
             os.chmod(f, 0o644)
 
+    def _acme(self) -> None:
+        """Order the certificate, then replace the served pair only once the new one is whole: a failed
+        renewal leaves the running server's certificate as it was."""
+        from pmcp.acme import LETS_ENCRYPT, order, trust
+
+        p = self.paths.prefix
+        issued = order(
+            self.cfg.acme_ca or LETS_ENCRYPT,
+            str(self.cfg.domain),
+            p / ACME_ACCOUNT_KEY,
+            http_port=self.cfg.http_port,
+            ctx=trust(p / render.ACME_ROOT),
+        )
+        owner, mode = render.secret_owner(self.cfg.gid)  # the server reads its key through its group
+        key_tmp, cert_tmp = p / (SERVER_KEY + ".new"), p / (SERVER_CERT + ".new")
+        key_tmp.unlink(missing_ok=True)
+        key_tmp.touch(mode=0o600)
+        key_tmp.write_bytes(issued.key_pem)
+        if owner is not None:
+            os.chown(key_tmp, *owner)
+        os.chmod(key_tmp, mode)
+        cert_tmp.write_bytes(issued.chain_pem)
+        os.chmod(cert_tmp, 0o644)
+        if not (p / SERVER_CERT).exists():
+            self._made += [p / SERVER_CERT, p / SERVER_KEY, p / ACME_ACCOUNT_KEY]
+        key_tmp.rename(p / SERVER_KEY)
+        cert_tmp.rename(p / SERVER_CERT)
+
     def undo(self) -> None:
-        targets = self._made or [self.paths.prefix / r for r in (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY)]
+        targets = self._made or [
+            self.paths.prefix / r for r in (CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY, ACME_ACCOUNT_KEY)
+        ]
         for f in targets:
             f.unlink(missing_ok=True)
         self._made = []

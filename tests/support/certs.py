@@ -1,9 +1,12 @@
-"""A real self-signed certificate (PEM) for tests that must parse one, made in-process with cryptography."""
+"""Certificates for tests: a real self-signed one (PEM), made in-process with cryptography, and a real TLS
+handshake to prove a client trusts what a server serves."""
 
 from __future__ import annotations
 
 import datetime
 import functools
+import ssl
+from pathlib import Path
 
 
 @functools.cache
@@ -28,3 +31,28 @@ def self_signed_pem(name: str = "pmcp test CA") -> str:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def handshake(cert: Path, key: Path, client: ssl.SSLContext, name: str) -> None:
+    """A TLS handshake between a server serving ``cert``/``key`` and ``client`` asking for ``name``:
+    raises ssl.SSLError unless the client trusts what the server serves, for that name."""
+    import socket
+    import threading
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    a, b = socket.socketpair()
+
+    def serve() -> None:
+        try:
+            server_ctx.wrap_socket(a, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            a.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        client.wrap_socket(b, server_hostname=name).close()
+    finally:
+        b.close()
+        t.join(5)

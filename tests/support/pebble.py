@@ -130,10 +130,11 @@ def start(
     listen_port: int,
     management_port: int,
     host: str | None = None,
+    validity_seconds: int | None = None,
 ) -> Pebble:
     """Start ``pebble`` validating on ``http_port``/``tls_port``; wait until it answers, fetch its root.
     ``host``: the address in the directory URL (default: one containers reach; 127.0.0.1 for a client on
-    this machine)."""
+    this machine). ``validity_seconds``: how long what it issues lives (its default: 5 years)."""
     binary = shutil.which("pebble")
     if binary is None:
         raise PebbleError("pebble is missing. Fix: run scripts/ensure-test-env as root (Debian's pebble).")
@@ -153,6 +154,7 @@ def start(
                     "tlsPort": tls_port,
                     "ocspResponderURL": "",
                     "externalAccountBindingRequired": False,
+                    **({"certificateValidityPeriod": validity_seconds} if validity_seconds else {}),
                 }
             }
         )

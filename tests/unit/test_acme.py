@@ -13,6 +13,7 @@ import pytest
 
 from pmcp import acme
 from tests.support import pebble
+from tests.support.certs import handshake
 from tests.support.ports import free_port
 
 
@@ -54,19 +55,12 @@ def test_orders_a_certificate_the_ca_validated_and_reuses_the_account(
     assert san.get_values_for_type(x509.DNSName) == [domain]
     assert b"PRIVATE KEY" in issued.key_pem
     # the chain verifies to the CA's issuing root, for that name, as a client will check it
-    ctx = ssl.create_default_context(cafile=str(p.issuing_root))
-    chain = tmp_path / "chain.pem"
-    chain.write_bytes(issued.chain_pem)
+    (tmp_path / "chain.pem").write_bytes(issued.chain_pem)
     (tmp_path / "key.pem").write_bytes(issued.key_pem)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(chain, tmp_path / "key.pem")
-    a, b = socket.socketpair()
-    import threading
-
-    t = threading.Thread(target=lambda: server_ctx.wrap_socket(a, server_side=True).close(), daemon=True)
-    t.start()
-    ctx.wrap_socket(b, server_hostname=domain).close()
-    t.join(5)
+    client = ssl.create_default_context(cafile=str(p.issuing_root))
+    handshake(tmp_path / "chain.pem", tmp_path / "key.pem", client, domain)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(tmp_path / "chain.pem", tmp_path / "key.pem", client, "other.example")
     assert "set VALID by completed challenge" in p.log.read_text(), p.log_tail()
 
     before = account.read_bytes()

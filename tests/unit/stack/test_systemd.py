@@ -72,6 +72,7 @@ def test_slots_alternate() -> None:
     ("options", "message"),
     [
         ({"monitoring": True}, "--monitoring is not available"),
+        ({"domain": "pmcp.example", "http_port": 0}, "needs --http-port"),
         ({"prefix": "/root/pmcp"}, "ProtectHome"),
         ({"runtime": "podman"}, "unknown runtime"),
     ],
@@ -95,3 +96,55 @@ def test_hardening_is_read_from_the_kernel() -> None:
     problems = hardening_problems(str(os.getpid()))  # this test process: no sandbox at all
     assert "no seccomp filter" in problems or os.geteuid() != 0
     assert hardening_problems("0") == ["the server is not running"]
+
+
+def test_domain_gets_its_certificate_from_acme_and_renews_with_30_days_left(tmp_path: Path) -> None:
+    """--domain under the systemd runtime: the certificate step orders from the ACME CA (Pebble here, with
+    real http-01 validation), files the pair where the unit reads it, and asks again once fewer than 30
+    days are left, which is what makes `pmcp update` (the auto-update timer) renew it."""
+    import socket
+
+    from tests.support import pebble
+    from tests.support.certs import handshake
+    from tests.support.ports import free_port
+
+    http_port = free_port()
+    # Pebble issues for 20 days: already inside the renewal window, so every check asks for a new one
+    ca = pebble.start(tmp_path / "pebble", http_port=http_port, tls_port=free_port(), listen_port=free_port(),
+                      management_port=free_port(), host="127.0.0.1", validity_seconds=20 * 86400)  # fmt: skip
+    try:
+        prefix = tmp_path / "inst"
+        (prefix / "tls").mkdir(parents=True)
+        # --acme-ca-root, as the files step copies it: one file for Pebble's two roots (step-ca has one)
+        (prefix / render.ACME_ROOT).write_bytes(ca.listener_ca.read_bytes() + ca.issuing_root.read_bytes())
+        domain = socket.gethostname()
+        cfg = _cfg(domain=domain, acme_ca=ca.directory, http_port=http_port, gid=os.getgid())
+        step = sd.CertificateStep(InstallPaths.at(prefix), cfg)
+        want = f"get a certificate for {domain} from {ca.directory} (ACME http-01: port {http_port} answers"
+        assert step.check().changes == [f"{want} while the CA checks)"]
+        step.apply()
+        cert, key = prefix / sd.SERVER_CERT, prefix / sd.SERVER_KEY
+        assert sd.tls_files(cfg, InstallPaths.at(prefix)) == (cert, key)
+        assert (prefix / sd.ACME_ACCOUNT_KEY).stat().st_mode & 0o777 == 0o600
+        assert key.stat().st_mode & 0o077 in (0, 0o040)  # the server's group may read it, nobody else
+        assert not (prefix / sd.CA_CERT).exists()  # no private CA: clients trust the ACME chain
+        first = cert.read_bytes()
+        assert step.check().changes  # 20 days left: due again
+        step.apply()
+        assert cert.read_bytes() != first and (prefix / sd.ACME_ACCOUNT_KEY).exists()
+        # what health checks the served pair with: the ACME chain, to the given root, for the domain
+        handshake(cert, key, sd.ssl_context(InstallPaths.at(prefix), cfg), domain)
+        step.undo()
+        assert not cert.exists() and not key.exists()
+    finally:
+        ca.stop()
+
+    long_lived = _cfg(domain="pmcp.example", acme_ca="https://acme.example/dir", gid=os.getgid())
+    prefix2 = tmp_path / "inst2"
+    (prefix2 / "tls").mkdir(parents=True)
+    (prefix2 / "secrets").mkdir()
+    from pmcp.certs import issue
+
+    issue(prefix2 / sd.SERVER_KEY, prefix2 / sd.SERVER_CERT, None, None, [("CN", "pmcp.example")],
+          ["pmcp.example"], key_usage=True)  # fmt: skip
+    assert sd.CertificateStep(InstallPaths.at(prefix2), long_lived).check().changes == []  # 730 days: kept
