@@ -27,6 +27,7 @@ def test_service_unit_is_hardened_and_names_no_secret() -> None:
         "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
         "PrivateDevices=yes", "CapabilityBoundingSet=\n", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "SystemCallFilter=@system-service\n", "MemoryMax=512M", "User=pmcp\n", "Sockets=pmcp.socket",
+        "NonBlocking=yes\n",  # else the next instance's start blocks the live one's accept (issue 13)
         "ReadWritePaths=/opt/pmcp/audit /opt/pmcp/sessions\n",
         "ExecStart=/usr/local/lib/pmcp/pmcp/%i/pmcp serve",
         "PROXMOX_CA_FILE=/opt/pmcp/pve-root-ca.pem", "PMCP_AUDIT_KEY_FILE=/opt/pmcp/secrets/audit-key",
