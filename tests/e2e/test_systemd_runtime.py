@@ -123,6 +123,8 @@ def test_update_under_load_fails_no_call_then_rollback(installed: Host, tmp_path
         installed.sh(f"systemctl is-active {installed.unit('b')}", check=False).stdout.strip() == "inactive"
     )
     assert installed.sh(f"pmcp-v2 update --check --prefix {PREFIX}", check=False).returncode == 3
+    # starting an instance must leave the live one's socket non-blocking (NonBlocking=yes; issue 13)
+    assert installed.live_socket_blocking_while("a", starting="b") == []
 
     back = installed.sh(f"pmcp rollback --prefix {PREFIX}")
     assert "rolled back" in back.stdout

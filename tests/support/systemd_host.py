@@ -8,6 +8,7 @@ port so a client on this machine can reach the server the way a remote client wo
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import time
@@ -48,6 +49,23 @@ class SystemdHost:
 
     def main_pid(self, slot: str) -> str:
         return self.sh(f"systemctl show -p MainPID --value {self.unit(slot)}").stdout.strip()
+
+    def live_socket_blocking_while(self, live: str, starting: str) -> list[str]:
+        """Start ``starting`` beside ``live`` (as a hand-over does) and sample, until it is up, the O_NONBLOCK
+        flag of the listening socket as the live server holds it (fd 3: one open file description with
+        systemd's and the new instance's). Returns the samples that found it blocking (issue 13: a live
+        server whose socket turned blocking sat in accept() until another client connected). Read as the
+        server's own account: root in this container may not read its fdinfo (no CAP_SYS_PTRACE)."""
+        fdinfo = f"/proc/{self.main_pid(live)}/fdinfo/3"
+        script = (
+            f"systemctl start --no-block {self.unit(starting)}; "
+            f"for i in $(seq 100); do st=$(systemctl is-active {self.unit(starting)}); "
+            f"echo \"$st $(runuser -u {self.project} -- awk '/^flags/{{print $2}}' {fdinfo})\"; "
+            f"[ $st = active ] && break; sleep 0.05; done; systemctl stop {self.unit(starting)}"
+        )
+        samples = [ln.split() for ln in self.sh(script).stdout.splitlines()]
+        assert samples and all(len(s) == 2 for s in samples), samples
+        return [" ".join(s) for s in samples if not int(s[1], 8) & os.O_NONBLOCK]
 
     @property
     def url(self) -> str:
