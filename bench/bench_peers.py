@@ -291,7 +291,14 @@ def throughput(spec: dict, seconds: float, urls: list[str] | None = None) -> flo
         )
     start = time.time() + 0.2
     window = json.dumps({"start": start, "end": start + seconds})
-    counts = [int(p.communicate(window + "\n", timeout=seconds + 300)[0].strip() or 0) for p in procs]
+    # every client gets the window before any is waited for: `communicate` one process after the other
+    # handed the second client its window only once the first had finished, so it found the window
+    # closed and counted nothing (until issue 16's hot-path work, this measured one client, not 4)
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(window + "\n")
+        p.stdin.flush()
+    counts = [int(p.communicate(timeout=seconds + 300)[0].strip() or 0) for p in procs]
     return sum(counts) / seconds
 
 

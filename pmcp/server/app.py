@@ -252,7 +252,10 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
             if config.session_dir is not None:
                 await warm_up(mcp, rt)
             log.info("pmcp %s serving /mcp in %s mode", __version__, config.mode.value)
-            yield
+            try:
+                yield
+            finally:
+                await rt.proxmox.aclose()
 
     app = Starlette(
         routes=[

@@ -24,6 +24,11 @@ class Metrics:
         self.proxmox_errors = Counter(
             "pmcp_proxmox_errors", "Proxmox API errors by status", ["status"], registry=r
         )
+        self.proxmox_shared = Counter(
+            "pmcp_proxmox_shared_reads",
+            "Proxmox GETs answered by an identical one already in flight (not sent again)",
+            registry=r,
+        )
 
     def observe_http(self, path: str, status: int) -> None:
         label = path if path in KNOWN_PATHS else "other"

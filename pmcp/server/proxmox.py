@@ -1,17 +1,24 @@
 """The Proxmox API client: token auth, verified TLS, timeouts, safe retries, honest task outcomes.
 
-Requests go through proxmoxer's HTTPS backend session (it owns the ``PVEAPIToken`` header and the
-TLS settings), but URLs are built here from validated segments only (``validate.api_path``), and
-every failure becomes one ``ProxmoxError`` carrying the HTTP status and Proxmox's own message.
-Only GETs are retried: repeating a POST could start a second task.
+Requests go out on the server's own event loop (httpx2's async client, which the MCP SDK already
+depends on: no new dependency) over kept-alive TLS connections; URLs are built here from validated
+segments only (``validate.api_path``), and every failure becomes one ``ProxmoxError`` carrying the
+HTTP status and Proxmox's own message. Only GETs are retried: repeating a POST could start a second task.
+
+Two things a call no longer pays (issue 16, measured with bench/bench_peers.py, see BENCHMARKS.md):
+- no thread hand-off: before, each call ran proxmoxer's requests session in a worker thread
+  (``anyio.to_thread``). Measured against the simulator at 50 guests, one ``/cluster/resources``:
+  requests in a thread 1.19-1.65 ms and 1.10-1.34 ms CPU, httpx2 on the loop 0.98-1.22 ms and
+  0.87-0.91 ms CPU; requests also re-read the proxy variables of the environment on every call.
+- identical reads in flight are one request (``_Flight``): see ``ProxmoxClient.call``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
+import ssl
 import time
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +32,7 @@ from pmcp.server.config import ServerConfig
 from pmcp.server.metrics import Metrics
 
 if TYPE_CHECKING:
-    import requests
+    import httpx2
 
 log = logging.getLogger("pmcp.proxmox")
 
@@ -34,6 +41,11 @@ RETRY_DELAYS = (0.2, 0.6)
 CONNECT_TIMEOUT = 5.0
 REACHABLE_TIMEOUT = 2.0
 LOG_TAIL_LINES = 12
+# pveproxy drops a kept-alive connection after 5 s idle (pve-http-server src/PVE/APIServer/AnyEvent.pm,
+# `new`: `$self->{timeout} = 5`); reusing one it is about to close costs a failed attempt, so idle
+# connections are let go a second earlier. A handful suffices: pveproxy serves each on one worker.
+KEEPALIVE_SECONDS = 4.0
+MAX_CONNECTIONS = 16
 
 ProgressFn = Callable[[float, str], Awaitable[None]]
 
@@ -62,7 +74,31 @@ class TaskOutcome:
     seconds: float = 0.0
 
 
+@dataclass
+class _Answer:
+    """What Proxmox answered (status, reason, body), before it is decoded for one caller."""
+
+    status: int
+    reason: str
+    body: bytes
+
+
+@dataclass
+class _Flight:
+    """One GET on its way; callers asking the same while it is out wait for its answer."""
+
+    epoch: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: _Answer | None = None
+    error: ProxmoxError | None = None  # None with no answer: the first caller was cancelled
+
+
 class ProxmoxClient:
+    """The server's one Proxmox identity (the configured API token) and its connections.
+
+    Every request carries the same credentials, which is what makes sharing an identical read safe:
+    there is no other identity in this process whose answer could differ."""
+
     def __init__(self, config: ServerConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics
@@ -72,118 +108,70 @@ class ProxmoxClient:
             verify = not config.proxmox_tls_insecure
         if verify is False:
             log.warning("PROXMOX_TLS_INSECURE=1: the Proxmox certificate is NOT verified")
+        self._ssl: ssl.SSLContext | None = None
         if isinstance(verify, str):
-            pvetls.context(verify)  # an unusable PROXMOX_CA_FILE still fails the start, not the first call
+            # an unusable PROXMOX_CA_FILE still fails the start, not the first call. Our own context
+            # (pmcp.pvetls): Python 3.13's strict X.509 refuses the Proxmox CA most hosts have (no
+            # keyUsage); verification and the hostname check stay on.
+            self._ssl = pvetls.context(verify)
         self._verify = verify
-        self._session_lock = threading.Lock()
-        self._session_obj: requests.Session | None = None
         self._base = config.proxmox_api
+        self._extensions = {"sni_hostname": config.proxmox_tls_name} if config.proxmox_tls_name else {}
+        self._http: httpx2.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+        self._flights: dict[tuple[str, str, float | None, bool], _Flight] = {}
+        self._epoch = 0  # requests answered so far (any method): a read joins only a flight younger than all
 
-    @property
-    def _session(self) -> requests.Session:
-        """The HTTPS session, made on first use: requests, urllib3 and proxmoxer are not imported before
-        the first Proxmox call (measured: ~0.1 s of the server's start, before any request needs them)."""
-        if self._session_obj is None:
-            with self._session_lock:
-                if self._session_obj is None:
-                    self._session_obj = self._new_session()
-        return self._session_obj
+    def _client(self) -> httpx2.AsyncClient:
+        """The connection pool of the running loop, made on first use: httpx2 is not imported before
+        the first Proxmox call (the server's start does not wait for it). A pool belongs to one loop;
+        the server has one, a test harness may run calls on several."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            import httpx2
 
-    def _new_session(self) -> requests.Session:
-        from proxmoxer.backends.https import Backend
+            logging.getLogger("httpx2").setLevel(logging.WARNING)  # no line per Proxmox request at INFO
+            if self._verify is False:
+                verify: ssl.SSLContext | bool = False
+            else:
+                verify = self._ssl or pvetls.context(None)  # the system store (PROXMOX_TLS_NAME: public CA)
+            user = self.config.token_user
+            self._http = httpx2.AsyncClient(
+                # proxmoxer's header (backends/https.py ProxmoxHTTPApiTokenAuth), what pveproxy reads
+                # (pve-access-control src/PVE/AccessControl.pm, the PVEAPIToken= form)
+                headers={
+                    "Authorization": f"PVEAPIToken={user}!{self.config.token_name}"
+                    f"={self.config.proxmox_token_secret}",
+                    "Accept": "application/json",
+                },
+                verify=verify,
+                timeout=self._timeout(None),
+                limits=httpx2.Limits(
+                    max_connections=MAX_CONNECTIONS,
+                    max_keepalive_connections=MAX_CONNECTIONS,
+                    keepalive_expiry=KEEPALIVE_SECONDS,
+                ),
+            )
+            self._http_loop = loop
+        return self._http
 
-        config, verify = self.config, self._verify
-        host = config.proxmox_url.split("://", 1)[1]
-        backend = Backend(
-            host,
-            user=config.token_user,
-            token_name=config.token_name,
-            token_value=config.proxmox_token_secret,
-            verify_ssl=verify,
-            timeout=(CONNECT_TIMEOUT, config.proxmox_timeout),
-        )
-        session = backend.get_session()
-        if verify is not False:
-            # Our own TLS context (pmcp.pvetls): Python 3.13's strict X.509 refuses the Proxmox CA that
-            # most hosts have (no keyUsage); verification and the hostname check stay on.
-            session.mount("https://", pvetls.adapter(verify, config.proxmox_tls_name))
-        return session
+    def _timeout(self, timeout: float | None) -> Any:
+        """``timeout`` bounds the connect as well as the read when given (a probe that must answer fast)."""
+        import httpx2
+
+        read = timeout or self.config.proxmox_timeout
+        connect = min(CONNECT_TIMEOUT, timeout) if timeout else CONNECT_TIMEOUT
+        return httpx2.Timeout(read, connect=connect, pool=read)
+
+    async def aclose(self) -> None:
+        if self._http is not None and self._http_loop is asyncio.get_running_loop():
+            await self._http.aclose()
+        self._http = None
 
     @property
     def tls_verified(self) -> bool:
         """False for plain http (loopback simulator only) or PROXMOX_TLS_INSECURE=1: `verify` warns."""
         return self.config.proxmox_url.startswith("https://") and self._verify is not False
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, Any] | None = None,
-        timeout: float | None = None,
-        retry: bool = True,
-    ) -> Any:
-        """One API call (sync); ``path`` must come from ``validate.api_path``. Returns ``data``.
-
-        ``timeout`` bounds the connect as well as the read when given (a probe that must answer fast);
-        ``retry=False``: one attempt, even for a GET."""
-        if not path.startswith("/") or ".." in path.split("/"):
-            raise ValueError("path must be built by validate.api_path")
-        session = self._session
-        import requests
-
-        clean = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
-        attempts = len(RETRY_DELAYS) + 1 if method == "GET" and retry else 1
-        read_timeout = timeout or self.config.proxmox_timeout
-        connect_timeout = min(CONNECT_TIMEOUT, timeout) if timeout else CONNECT_TIMEOUT
-        for attempt in range(attempts):
-            started = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # urllib3's InsecureRequestWarning: logged once above
-                    resp = session.request(
-                        method,
-                        self._base + path,
-                        params=clean if method in ("GET", "DELETE") else None,
-                        data=clean if method in ("POST", "PUT") else None,
-                        timeout=(connect_timeout, read_timeout),
-                    )
-            except requests.exceptions.SSLError:
-                self._count_error(0)
-                raise ProxmoxError(
-                    0,
-                    "TLS verification of the Proxmox certificate failed: PROXMOX_CA_FILE does not trust what "
-                    "port 8006 serves (a new certificate?); re-run `pmcp install`, which checks it",
-                ) from None
-            except requests.exceptions.RequestException as exc:
-                self._count_error(0)
-                if attempt + 1 < attempts:
-                    time.sleep(RETRY_DELAYS[attempt])
-                    continue
-                raise ProxmoxError(
-                    0, f"no answer from Proxmox at {self.config.proxmox_url} ({type(exc).__name__})"
-                ) from None
-            finally:
-                if self.metrics:
-                    self.metrics.proxmox_seconds.labels(method).observe(time.perf_counter() - started)
-            if resp.status_code < 400:
-                try:
-                    # pydantic-core's parser, not requests' json.loads: measured 16 ms against 28 ms for a
-                    # 5,000-guest /cluster/resources (1.7 MB), most of what pmcp adds to that listing
-                    return from_json(resp.content).get("data")
-                except ValueError:
-                    raise ProxmoxError(
-                        resp.status_code, "Proxmox answered with something that is not JSON"
-                    ) from None
-            self._count_error(resp.status_code)
-            if resp.status_code in RETRY_STATUSES and attempt + 1 < attempts:
-                time.sleep(RETRY_DELAYS[attempt])
-                continue
-            raise _error_from(resp)
-        raise AssertionError("unreachable")
-
-    def _count_error(self, status: int) -> None:
-        if self.metrics:
-            self.metrics.proxmox_errors.labels(str(status)).inc()
 
     async def call(
         self,
@@ -193,7 +181,99 @@ class ProxmoxClient:
         timeout: float | None = None,
         retry: bool = True,
     ) -> Any:
-        return await anyio.to_thread.run_sync(lambda: self.request(method, path, params, timeout, retry))
+        """One API call; ``path`` must come from ``validate.api_path``. Returns ``data``.
+
+        ``timeout`` bounds the connect as well as the read when given (a probe that must answer fast);
+        ``retry=False``: one attempt, even for a GET.
+
+        A GET identical to one already in flight (path, parameters, timeout, retry) waits for that
+        one's answer instead of sending its own, when nothing was answered since that one left
+        (``epoch``): an answer that arrived since (a change, a task's end) may be what this
+        caller knows, and the flight may predate it, so it sends its own. Only while in flight:
+        nothing is kept after, so the answer is as fresh as an own request sent at the same time.
+        Never a write. Each caller decodes its own copy of the body (no shared objects). Measured
+        (bench_peers.py, 4 clients listing at 50 guests): see ARCHITECTURE.md."""
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise ValueError("path must be built by validate.api_path")
+        clean = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
+        if method != "GET":
+            return _decode(await self._send(method, path, clean, timeout, retry=False))
+        key = (path, repr(sorted(clean.items())), timeout, retry)
+        while True:
+            flight = self._flights.get(key)
+            if flight is None or flight.epoch != self._epoch:
+                break
+            await flight.done.wait()
+            if flight.error is not None:
+                raise ProxmoxError(flight.error.status, flight.error.message, flight.error.errors)
+            if flight.answer is not None:
+                if self.metrics:
+                    self.metrics.proxmox_shared.inc()
+                return _decode(flight.answer)
+            # the first caller was cancelled (its client went away): ask again, perhaps first this time
+        flight = self._flights[key] = _Flight(self._epoch)
+        try:
+            flight.answer = await self._send(method, path, clean, timeout, retry)
+        except ProxmoxError as exc:
+            flight.error = exc
+            raise
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
+        return _decode(flight.answer)
+
+    async def _send(
+        self, method: str, path: str, clean: dict[str, Any], timeout: float | None, retry: bool
+    ) -> _Answer:
+        """The request with its retries; an answer with any HTTP status, or ProxmoxError (status 0)
+        when none came."""
+        import httpx2
+
+        client = self._client()
+        attempts = len(RETRY_DELAYS) + 1 if method == "GET" and retry else 1
+        options: dict[str, Any] = {
+            "timeout": self._timeout(timeout) if timeout else httpx2.USE_CLIENT_DEFAULT
+        }
+        if self._extensions:
+            options["extensions"] = self._extensions
+        if method in ("GET", "DELETE"):
+            options["params"] = clean
+        else:
+            options["data"] = clean
+        for attempt in range(attempts):
+            started = time.perf_counter()
+            try:
+                resp = await client.request(method, self._base + path, **options)
+            except httpx2.HTTPError as exc:
+                self._count_error(0)
+                if _tls_failure(exc):
+                    raise ProxmoxError(
+                        0,
+                        "TLS verification of the Proxmox certificate failed: PROXMOX_CA_FILE does not trust "
+                        "what port 8006 serves (a new certificate?); re-run `pmcp install`, which checks it",
+                    ) from None
+                if attempt + 1 < attempts:
+                    await anyio.sleep(RETRY_DELAYS[attempt])
+                    continue
+                raise ProxmoxError(
+                    0, f"no answer from Proxmox at {self.config.proxmox_url} ({type(exc).__name__})"
+                ) from None
+            finally:
+                self._epoch += 1
+                if self.metrics:
+                    self.metrics.proxmox_seconds.labels(method).observe(time.perf_counter() - started)
+            if resp.status_code >= 400:
+                self._count_error(resp.status_code)
+                if resp.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                    await anyio.sleep(RETRY_DELAYS[attempt])
+                    continue
+            return _Answer(resp.status_code, resp.reason_phrase, resp.content)
+        raise AssertionError("unreachable")
+
+    def _count_error(self, status: int) -> None:
+        if self.metrics:
+            self.metrics.proxmox_errors.labels(str(status)).inc()
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.call("GET", path, params)
@@ -267,11 +347,33 @@ def _wire(value: Any) -> Any:
     return value
 
 
-def _error_from(resp: requests.Response) -> ProxmoxError:
+def _tls_failure(exc: BaseException) -> bool:
+    """httpx2 wraps the ssl module's verification error in a ConnectError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _decode(answer: _Answer) -> Any:
+    """``data`` of a successful answer, else the ProxmoxError it says."""
+    if answer.status < 400:
+        try:
+            # pydantic-core's parser, not json.loads: measured 16 ms against 28 ms for a 5,000-guest
+            # /cluster/resources (1.7 MB), most of what pmcp adds to that listing
+            return from_json(answer.body).get("data")
+        except ValueError:
+            raise ProxmoxError(answer.status, "Proxmox answered with something that is not JSON") from None
+    raise _error_from(answer)
+
+
+def _error_from(answer: _Answer) -> ProxmoxError:
     message = ""
     errors: dict[str, str] = {}
     try:
-        body = resp.json()
+        body = from_json(answer.body)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -279,5 +381,5 @@ def _error_from(resp: requests.Response) -> ProxmoxError:
         if isinstance(body.get("errors"), dict):
             errors = {str(k): str(v).strip() for k, v in body["errors"].items()}
     if not message:
-        message = (resp.reason or "").strip() or f"HTTP {resp.status_code}"
-    return ProxmoxError(resp.status_code, message[:500], errors)
+        message = (answer.reason or "").strip() or f"HTTP {answer.status}"
+    return ProxmoxError(answer.status, message[:500], errors)

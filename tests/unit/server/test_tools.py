@@ -394,12 +394,12 @@ def test_get_is_retried_but_post_is_not(server, sim):
     try:
         sim.state.clear_requests()
         sim.state.inject_errors(503, 2)
-        assert px.request("GET", "/version")["version"]
+        assert anyio.run(px.call, "GET", "/version")["version"]
         assert [m for m, _ in sim.state.requests] == ["GET", "GET", "GET"]
         sim.state.clear_requests()
         sim.state.inject_errors(503, 1)
         with pytest.raises(ProxmoxError) as err:
-            px.request("POST", validate.api_path("nodes", node, "lxc", vmid, "status", "start"))
+            anyio.run(px.call, "POST", validate.api_path("nodes", node, "lxc", vmid, "status", "start"))
         assert err.value.status == 503
         assert [m for m, _ in sim.state.requests] == ["POST"]
         assert sim.state.guest(vmid)["status"] == "stopped"
@@ -420,15 +420,15 @@ def test_tls_is_verified_with_the_ca_file(tmp_path):
                 **base, proxmox_token_secret=tsim.root_token_secret, proxmox_ca_file=Path(tsim.ca_file)
             )
         )
-        assert good.request("GET", "/version")["version"] and good.tls_verified
+        assert anyio.run(good.call, "GET", "/version")["version"] and good.tls_verified
         unverified = ProxmoxClient(ServerConfig(**base, proxmox_token_secret=tsim.root_token_secret))
         with pytest.raises(ProxmoxError, match="PROXMOX_CA_FILE"):
-            unverified.request("GET", "/version")
+            anyio.run(unverified.call, "GET", "/version")
         wrong = ProxmoxClient(
             ServerConfig(**base, proxmox_token_secret="not-the-secret", proxmox_ca_file=Path(tsim.ca_file))
         )
         with pytest.raises(ProxmoxError) as err:
-            wrong.request("GET", "/version")
+            anyio.run(wrong.call, "GET", "/version")
         assert err.value.status == 401 and "not-the-secret" not in str(err.value)
 
 

@@ -31,7 +31,7 @@ def _started(config: ServerConfig) -> tuple[bool, bool]:
     async def start() -> tuple[bool, bool]:
         async with app.router.lifespan_context(app):
             mcp, proxmox = app.state.mcp, app.state.runtime.proxmox
-            return mcp._rt is None, proxmox._session_obj is not None
+            return mcp._rt is None, proxmox._http is not None
 
     return anyio.run(start)
 
