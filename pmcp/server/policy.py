@@ -125,6 +125,8 @@ class GuestScope:
 
     def contains_item(self, item: dict[str, object]) -> bool:
         """A `/cluster/resources` guest entry (tags as Proxmox's one string, pool when it has one)."""
+        if not self:  # before the tags are split: list_guests asks this of every guest of the cluster
+            return True
         tags = item.get("tags")
         pool = item.get("pool")
         return self.contains(
