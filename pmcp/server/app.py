@@ -40,7 +40,7 @@ from pmcp import __version__
 from pmcp.server.approval import SpentNonces, request_state_security
 from pmcp.server.audit import AuditLog
 from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
-from pmcp.server.compact import compact
+from pmcp.server.compact import compact, inline_single_refs
 from pmcp.server.config import ServerConfig
 from pmcp.server.events import RETRY_MS, StreamEvents
 from pmcp.server.framing import adaptive
@@ -143,7 +143,10 @@ class PolicyFilteredServer(MCPServer):
         specs = declared()
         return [
             t.model_copy(
-                update={"input_schema": compact(t.input_schema), "output_schema": compact(t.output_schema)}
+                update={
+                    "input_schema": inline_single_refs(compact(t.input_schema)),
+                    "output_schema": inline_single_refs(compact(t.output_schema)),
+                }
             )
             for t in listed
             if t.name in specs and self._policy.allows(specs[t.name].risk, specs[t.name].mode)

@@ -57,3 +57,33 @@ def test_the_listing_is_compact_and_the_server_still_accepts_explicit_nulls(serv
         for name, prop in t.input_schema.get("properties", {}).items():
             assert "anyOf" not in prop or all("description" not in o for o in prop["anyOf"]), (t.name, name)
     assert not called.is_error, called.content[0].text
+
+
+def test_a_definition_used_once_is_put_in_place_and_the_others_stay() -> None:
+    from pmcp.server.compact import inline_single_refs
+
+    item = {"type": "object", "properties": {"vmid": {"type": "integer"}}}
+    node = {
+        "type": "object",
+        "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+    }
+    schema = {
+        "$defs": {"Item": item, "Tag": {"type": "string"}, "Node": node},
+        "type": "object",
+        "properties": {
+            "guests": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
+            "first": {"$ref": "#/$defs/Tag", "description": "The first"},
+            "last": {"$ref": "#/$defs/Tag"},
+            "tree": {"$ref": "#/$defs/Node"},
+        },
+    }
+    assert inline_single_refs(schema) == {
+        "type": "object",
+        "properties": {
+            "guests": {"type": "array", "items": item},  # once: in place
+            "first": {"$ref": "#/$defs/Tag", "description": "The first"},  # twice: stays
+            "last": {"$ref": "#/$defs/Tag"},
+            "tree": {"$ref": "#/$defs/Node"},  # from here and from itself: stays
+        },
+        "$defs": {"Tag": {"type": "string"}, "Node": node},
+    }
