@@ -197,7 +197,12 @@ class ProxmoxClient:
             raise ValueError("path must be built by validate.api_path")
         clean = {k: _wire(v) for k, v in (params or {}).items() if v is not None}
         if method != "GET":
-            return _decode(await self._send(method, path, clean, timeout, retry=False))
+            # A change, once sent, is waited for even when its caller is cancelled (the client went
+            # away), as the thread it ran in before was: never cut off half-written, and bounded by the
+            # timeouts. The caller's cancellation takes effect at its next await.
+            with anyio.CancelScope(shield=True):
+                answer = await self._send(method, path, clean, timeout, retry=False)
+            return _decode(answer)
         key = (path, repr(sorted(clean.items())), timeout, retry)
         while True:
             flight = self._flights.get(key)

@@ -144,3 +144,20 @@ def test_an_error_reaches_every_caller_that_shared_the_read(own_sim, px):
     anyio.run(main)
     assert len(errors) == 2 and {e.status for e in errors} == {403} and errors[0] is not errors[1]
     assert _gets(own_sim, "/cluster/resources") == 1
+
+
+def test_a_write_once_sent_is_waited_for_when_its_caller_is_cancelled(own_sim, px):
+    vmid = next(int(v) for v, g in own_sim.state.world["guests"].items() if g["type"] == "lxc")
+    node = own_sim.state.world["guests"][str(vmid)]["node"]
+    own_sim.state.inject_latency(LATENCY)
+    finished: list[bool] = []
+
+    async def main() -> None:
+        with anyio.move_on_after(LATENCY / 3):  # the client goes away while the change is on its way
+            await px.put(f"/nodes/{node}/lxc/{vmid}/config", description="kept")
+            await anyio.sleep(0)  # the cancellation arrives here, after the answer
+            finished.append(True)
+
+    anyio.run(main)
+    assert not finished
+    assert own_sim.state.guest(vmid)["config"].get("description") == "kept"
