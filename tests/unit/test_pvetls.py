@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from pmcp import certs, pvetls
@@ -113,10 +114,10 @@ def test_requests_session_and_server_client_verify_with_the_relaxed_context(
         "PROXMOX_CA_FILE": legacy_sim.ca_file,
     }
     client = ProxmoxClient(ServerConfig.from_env(env))
-    assert client.request("GET", "/version")["version"].startswith("9.")
+    assert anyio.run(client.call, "GET", "/version")["version"].startswith("9.")
     wrong = ProxmoxClient(ServerConfig.from_env({**env, "PROXMOX_TLS_NAME": "not-the-node.example"}))
     with pytest.raises(ProxmoxError, match="TLS verification"):
-        wrong.request("GET", "/version")
+        anyio.run(wrong.call, "GET", "/version")
 
 
 def test_pinned_leaf_and_server_name_for_a_custom_certificate(legacy_sim, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
