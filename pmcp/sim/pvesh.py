@@ -12,8 +12,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from pmcp.sim.generate import KERNEL, KERNEL8, PVE_REPOID, PVE_VERSION
-from pmcp.sim.state import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV
+from pmcp.sim.client import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV, call
 
 DEFAULT_URL = "http://127.0.0.1:8006"
 METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
@@ -100,8 +99,6 @@ def perl_locale_warning() -> str | None:
 
 
 def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    from pmcp.sim.testing import call
-
     warning = perl_locale_warning()
     if warning:
         print(warning, file=err)
@@ -146,7 +143,7 @@ def run_pvesh(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stder
 
 def _sim_version() -> str:
     """The version the simulator at PMCP_SIM_URL reports, so pveversion and the API agree."""
-    from pmcp.sim.testing import call
+    from pmcp.sim.generate import PVE_VERSION
 
     url = os.environ.get("PMCP_SIM_URL", DEFAULT_URL).rstrip("/") + "/api2/json"
     token = os.environ.get(ROOT_TOKEN_ENV) or DEFAULT_ROOT_TOKEN
@@ -161,6 +158,8 @@ def _sim_version() -> str:
 
 def pveversion_text(verbose: bool = False) -> str:
     """``pveversion``: PMCP_SIM_PVE_VERSION, else what the simulator reports, else 9.1.2."""
+    from pmcp.sim.generate import KERNEL, KERNEL8, PVE_REPOID
+
     version = os.environ.get("PMCP_SIM_PVE_VERSION") or _sim_version()
     kernel = KERNEL if int(version.split(".")[0]) >= 9 else KERNEL8
     line = f"pve-manager/{version}/{PVE_REPOID} (running kernel: {kernel})"
@@ -183,3 +182,7 @@ def pveversion_text(verbose: bool = False) -> str:
             "qemu-server: 9.0.22",
         ]
     )
+
+
+if __name__ == "__main__":  # `python -m pmcp.sim.pvesh`: the demo's pvesh without the CLI's imports
+    sys.exit(run_pvesh(sys.argv[1:]))

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pmcp.sim.access import hash_secret
+from pmcp.sim.client import DEFAULT_ROOT_TOKEN, ROOT_TOKEN_ENV
 from pmcp.sim.generate import generate
 from pmcp.sim.tasks import TaskEngine
 
 # The well-known development credential of the simulator (a dev tool, never a real host). Override
-# with PMCP_SIM_ROOT_TOKEN (same format) for both `pmcp sim serve` and `pmcp sim pvesh`.
-DEFAULT_ROOT_TOKEN = "root@pam!pmcp-sim=00000000-0000-4000-8000-000000000000"
-ROOT_TOKEN_ENV = "PMCP_SIM_ROOT_TOKEN"
+# with PMCP_SIM_ROOT_TOKEN (same format) for both `pmcp sim serve` and `pmcp sim pvesh`: DEFAULT_ROOT_TOKEN
+# and ROOT_TOKEN_ENV live in pmcp.sim.client (pvesh's lean import).
 # root@pam's password for session tickets (POST /access/ticket), equally a dev credential.
 DEFAULT_ROOT_PASSWORD = "pmcp-sim-root"
 ROOT_PASSWORD_ENV = "PMCP_SIM_ROOT_PASSWORD"
