@@ -9,6 +9,7 @@ view, ``Record``; keys it does not know are kept, so nothing another version wro
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -119,8 +120,12 @@ def save(paths: InstallPaths, data: dict[str, Any] | Record) -> None:
     write_json(paths.state_file, data)
 
 
+_updating = threading.Lock()  # steps that run side by side (pmcp.steps.Together) update it from two threads
+
+
 def update(paths: InstallPaths, **changes: Any) -> dict[str, Any]:
-    data = load(paths)
-    data.update(changes)
-    save(paths, data)
+    with _updating:
+        data = load(paths)
+        data.update(changes)
+        save(paths, data)
     return data

@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ class HostFacts:
 def _default_compose_finder() -> tuple[list[str], str]:
     from pmcp.stack.compose import find_compose
 
-    found = find_compose(refresh=True)
+    found = find_compose()  # a compose run of this process (the demo's simulator) already probed it
     return list(found.argv), ".".join(map(str, found.version))
 
 
@@ -122,16 +123,24 @@ class Preflight:
         o = self.options
         if o.require_root and os.geteuid() != 0:
             self._fail("pmcp install must run as root", "sudo pmcp install ...")
-        if o.require_pve:
-            self._check_pve()
-        self._check_node()
-        client = self._check_docker() if o.require_docker else None
-        if o.require_docker:
-            self._check_compose()
+        # pveversion, pvesh, compose's version and iptables are each a process (a real pvesh is a Perl
+        # one): they run side by side with the engine's checks; notes and failures keep this order
+        slow = [
+            *([Preflight._check_pve] if o.require_pve else []),
+            Preflight._check_node,
+            *([Preflight._check_compose] if o.require_docker else []),
+            Preflight._check_forwarding,
+        ]
+        with ThreadPoolExecutor(max_workers=len(slow)) as pool:
+            running = [(check, pool.submit(self._apart, check)) for check in slow]
+            client = self._check_docker() if o.require_docker else None
+            found = {check: f.result() for check, f in running}
+        for check in slow[:-1]:
+            self._merge(found[check])
         self._check_ports(client)
         self._check_disk()
         self._check_prefix()
-        self._check_forwarding()
+        self._merge(found[Preflight._check_forwarding])
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -140,6 +149,17 @@ class Preflight:
             message = self.failures[0][0] if len(lines) == 1 else f"{len(lines)} preflight checks failed"
             raise NotReady(message, fix=" ; ".join(f for _, f in self.failures), detail="\n".join(lines))
         return Plan(notes=self.notes)
+
+    def _apart(self, check: Callable[[Preflight], None]) -> Preflight:
+        """Run one check with notes and failures of its own (facts are shared: each sets its own)."""
+        sub = Preflight(self.options)
+        sub.facts = self.facts
+        check(sub)
+        return sub
+
+    def _merge(self, sub: Preflight) -> None:
+        self.notes += sub.notes
+        self.failures += sub.failures
 
     def apply(self) -> None:
         """Nothing to change: preflight only looks."""
@@ -168,6 +188,13 @@ class Preflight:
     def _check_node(self) -> None:
         o = self.options
         pvesh = o.pvesh or Pvesh()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # which node is local: asked beside /nodes (two pvesh processes at once)
+            cluster = pool.submit(pvesh.get, "/cluster/status") if o.node is None else None
+            return self._judge_node(pvesh, cluster)
+
+    def _judge_node(self, pvesh: Pvesh, cluster: Any) -> None:
+        o = self.options
         try:
             nodes = [n["node"] for n in pvesh.get("/nodes") or []]
         except PveshError as exc:
@@ -181,7 +208,7 @@ class Preflight:
         node = o.node
         if node is None:
             with contextlib.suppress(PveshError, TypeError, KeyError):
-                status = pvesh.get("/cluster/status") or []
+                status = cluster.result() or []
                 local = [e["name"] for e in status if e.get("type") == "node" and e.get("local")]
                 node = local[0] if local else None
         if node is None:

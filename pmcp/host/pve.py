@@ -54,7 +54,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +293,9 @@ class _CachedPvesh:
 
     def _forget_tree(self, api_path: str) -> None:
         tree = "/".join(api_path.split("/")[:3])  # "/access/users/x/token/y" -> "/access/users"
-        for key in [k for k in self._reads if k[0] == tree or k[0].startswith(tree + "/")]:
-            del self._reads[key]
+        # a snapshot of the keys, and pop: the identity step writes from two threads (_side_by_side)
+        for key in [k for k in list(self._reads) if k[0] == tree or k[0].startswith(tree + "/")]:
+            self._reads.pop(key, None)
 
     def create(self, api_path: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
         self._forget_tree(api_path)
@@ -719,13 +720,33 @@ class ProxmoxIdentity:
         roles = self._roles_wanted(valid)
         assert not any(is_forbidden(p) for privs in roles.values() for p in privs)
         try:
-            for role, want in roles.items():
-                self._apply_role(role, want)
-            self._apply_user()
+            self._side_by_side(
+                [lambda role=role, want=want: self._apply_role(role, want) for role, want in roles.items()]
+                + [self._apply_user]
+            )
             self._apply_token()
             self._apply_acls()
         except PveshError as exc:
             raise self._pve_error("Proxmox refused a change", exc) from exc
+
+    def _side_by_side(self, calls: list[Callable[[], None]]) -> None:
+        """Roles and the user do not depend on each other: one pvesh process each, at once (Proxmox
+        serialises them under its user.cfg lock: pve-access-control src/PVE/API2/Role.pm create_role and
+        User.pm create_user, lock_user_config). Every call finishes before the first refusal is raised,
+        so the journal holds all that was made."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(call: Callable[[], None]) -> BaseException | None:
+            try:
+                call()
+            except Exception as exc:
+                return exc
+            return None
+
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            errors = [e for e in pool.map(run, calls) if e is not None]
+        if errors:
+            raise errors[0]
 
     def _apply_role(self, role: str, want: list[str]) -> None:
         have = self._role_privs(role)
@@ -747,7 +768,8 @@ class ProxmoxIdentity:
             self.pvesh.set(f"/access/users/{self.userid}", enable=1, expire=0)
 
     def _apply_token(self) -> None:
-        token = self._token()
+        # a user this run just created has no token yet: no pvesh to ask
+        token = None if ("user-created",) in (self._journal or []) else self._token()
         replace = token is not None and ((self.rotate and not self._rotated) or bool(self._token_broken()))
         if token is not None and not replace:
             if not token.get("privsep", 1):

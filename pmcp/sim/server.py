@@ -89,7 +89,11 @@ def _control(state: SimState, method: str, path: str, params: dict[str, Any], au
         return None
     if (method, path) == ("POST", "/_sim/errors"):
         state.inject_errors(
-            int(params.get("status", 500)), int(params.get("count", 1)), params.get("message")
+            int(params.get("status", 500)),
+            int(params.get("count", 1)),
+            params.get("message"),
+            params.get("method"),
+            params.get("path"),
         )
         return None
     if (method, path) == ("POST", "/_sim/reset"):
@@ -156,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
                         del state.calls[: MAX_LOGGED // 2]
                 if state.latency:
                     time.sleep(state.latency)
-                injected = state.take_error()
+                injected = state.take_error(method, api_path)
                 if injected:
                     raise ApiError(injected[0], injected[1] or f"injected error {injected[0]}")
                 data = dispatch(

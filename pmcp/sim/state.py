@@ -92,7 +92,7 @@ class SimState:
         self.calls: list[tuple[str, str, tuple[str, ...]]] = []  # (method, path, parameter names)
         self._failures: dict[str, deque[str]] = defaultdict(deque)
         self.latency = 0.0
-        self._errors: deque[tuple[int, str | None]] = deque()
+        self._errors: deque[tuple[int, str | None, str | None, str | None]] = deque()
         self.engine = TaskEngine(self)
 
     def _install_root_token(self) -> None:
@@ -176,14 +176,27 @@ class SimState:
         """Delay every API answer by ``seconds`` (0 turns it off)."""
         self.latency = max(0.0, float(seconds))
 
-    def inject_errors(self, status: int = 500, count: int = 1, message: str | None = None) -> None:
-        """Answer the next ``count`` API calls with HTTP ``status`` (and ``message``), doing nothing."""
+    def inject_errors(
+        self,
+        status: int = 500,
+        count: int = 1,
+        message: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` API calls with HTTP ``status`` (and ``message``), doing nothing;
+        with ``method``/``path``, only the calls of that method to that API path (e.g. the token's
+        creation, while other calls go through)."""
         with self.lock:
-            self._errors.extend([(int(status), message)] * int(count))
+            self._errors.extend([(int(status), message, method, path)] * int(count))
 
-    def take_error(self) -> tuple[int, str | None] | None:
+    def take_error(self, method: str = "", path: str = "") -> tuple[int, str | None] | None:
         with self.lock:
-            return self._errors.popleft() if self._errors else None
+            for entry in self._errors:
+                if entry[2] in (None, method) and entry[3] in (None, path):
+                    self._errors.remove(entry)
+                    return entry[0], entry[1]
+            return None
 
     def clear_requests(self) -> None:
         with self.lock:

@@ -21,6 +21,9 @@ from pmcp.files import sha256_file
 from pmcp.steps import StepError
 
 POLL = 0.25
+# Docker turns a container healthy at a fixed time (its check, an interval after the start): a
+# shorter poll ends the wait sooner, each poll is one list call (the containers' inspects included)
+HEALTH_POLL = 0.1
 LOG_TAIL = 30
 
 
@@ -218,6 +221,32 @@ def service_subnet(c: Any, project: str, service: str = "mcp-server") -> str | N
     return None
 
 
+def start_services(c: Any, project: str, services: list[str]) -> list[str]:
+    """Start these services' existing containers, in this order, through the engine (a `compose up`
+    costs 0.4-1 s more); returns the ones started. Only for containers compose created from the
+    current files (pmcp.stack.steps.ContainersStep), so nothing is left to compose to converge."""
+    from docker.errors import APIError
+
+    ctrs = project_containers(c, project)
+    started = []
+    for svc in services:
+        ctr = ctrs.get(svc)
+        if ctr is None:
+            raise StepError(f"service {svc} has no container", fix="pmcp install (again)")
+        if ctr.status == "running":
+            continue
+        try:
+            ctr.start()
+        except APIError as exc:
+            raise StepError(
+                f"docker could not start {ctr.name} ({svc})",
+                fix=f"fix the cause below, then run again (see `pmcp logs {svc}`)",
+                detail=str(exc.explanation or exc),
+            ) from exc
+        started.append(svc)
+    return started
+
+
 def state_of(ctr: Any) -> ContainerState:
     attrs = ctr.attrs
     st = attrs.get("State", {})
@@ -262,8 +291,7 @@ def wait_healthy(
             ctr = ctrs.get(svc)
             if ctr is None:
                 continue
-            ctr.reload()
-            last[svc] = state_of(ctr)
+            last[svc] = state_of(ctr)  # list() inspected it just now (docker-py's non-sparse list)
             first_restarts.setdefault(ctr.id, last[svc].restarts)
             if last[svc].failed or last[svc].restarts > first_restarts[ctr.id]:
                 raise _unhealthy(last[svc], ctr, redact)
@@ -276,7 +304,7 @@ def wait_healthy(
             if ctr is None:
                 raise StepError(f"service {svc} has no container", fix="see `pmcp logs`")
             raise _unhealthy(last[svc], ctr, redact, timed_out=timeout)
-        time.sleep(POLL)
+        time.sleep(HEALTH_POLL)
 
 
 def _unhealthy(st: ContainerState, ctr: Any, redact: Callable[[str], str], timed_out: float = 0) -> StepError:

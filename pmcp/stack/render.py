@@ -366,8 +366,11 @@ def ensure_dirs(paths: InstallPaths, uid: int, gid: int) -> list[str]:
     for name in DATA_DIRS:
         d = paths.prefix / name
         if not os.path.lexists(d):
-            d.mkdir(mode=0o700 if name in ("secrets", "caddy-data", "audit", "sessions") else 0o755)
-            created.append(name)
+            try:
+                d.mkdir(mode=0o700 if name in ("secrets", "caddy-data", "audit", "sessions") else 0o755)
+                created.append(name)
+            except FileExistsError:  # a step running beside this one (pmcp.steps.Together) made it
+                pass
         if os.geteuid() == 0:
             if name == "secrets":
                 fix_owner_mode(d, SECRET_DIR_MODE, (0, gid))  # never through a symlink

@@ -66,6 +66,59 @@ def test_failing_health_check_is_undone_and_rerun_recovers(stack_env: dict[str, 
     assert not prefix.exists()
 
 
+def test_a_refused_token_undoes_the_containers_made_beside_it(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Proxmox refuses to create the token (a node without quorum) while the containers step runs beside
+    the identity step: the identity's own changes are undone, and so are the containers made beside it
+    (declared after it): the host is as the steps one after another would have left it. A re-run
+    finishes."""
+    from pmcp.lifecycle.install import build, install
+    from pmcp.lifecycle.uninstall import uninstall
+    from pmcp.sim.client import DEFAULT_ROOT_TOKEN, call
+    from pmcp.stack import render
+    from pmcp.steps import flat, run_steps
+
+    prefix = tmp_path / "quorum"
+    opts = demo_opts(prefix)
+    sim = f"https://127.0.0.1:{opts.sim.port}"
+    ca = str(prefix / render.SIM_CA)
+    try:
+        first = flat(build(opts).steps)  # the install's own first steps, up to a running simulator
+        assert run_steps(first[: [s.name for s in first].index("simulator") + 1]).ok
+        # what a node without quorum answers (pve-access-control src/PVE/API2/User.pm generate_token:
+        # lock_user_config(..., 'generating token failed'); pve-cluster src/PVE/Cluster.pm cfs_lock)
+        refusal = "generating token failed: cfs-lock 'file-user_cfg' error: no quorum!\n"
+        token_path = "/access/users/pmcp@pve/token/mcp"
+        params = {"status": 500, "message": refusal, "method": "POST", "path": token_path}
+        assert call(sim, "POST", "/_sim/errors", DEFAULT_ROOT_TOKEN, params, ca)[0] == 200
+
+        res = install(opts, kind="demo")
+        assert not res.ok
+        names = [s.name for s in res.run.steps]
+        assert names.index("proxmox identity") < names.index("containers") and "stack" not in names
+        st = step_statuses(res)
+        identity = next(s for s in res.run.steps if s.name == "proxmox identity")
+        assert st["proxmox identity"] == "failed" and "no quorum" in identity.detail + identity.error
+        assert "the partial change of this step was undone" in identity.notes
+        containers = next(s for s in res.run.steps if s.name == "containers")
+        assert containers.status == "undone", res.to_dict()
+        assert "undone: proxmox identity failed beside it" in containers.notes
+        assert project_services(prefix) == ["pve-sim"]  # no server or Caddy container left
+        api = sim + "/api2/json"
+        users = call(api, "GET", "/access/users", DEFAULT_ROOT_TOKEN, None, ca)[1]["data"]
+        assert "pmcp@pve" not in [u["userid"] for u in users]  # the identity's own undo
+        assert call(api, "GET", "/access/roles/PMCPReadOnly", DEFAULT_ROOT_TOKEN, None, ca)[0] != 200
+
+        again = install(opts, kind="demo")  # the refusal was for one call: quorum is back
+        assert again.ok, again.to_dict()
+        st = step_statuses(again)
+        assert st["proxmox identity"] == st["containers"] == st["stack"] == "changed"
+    finally:
+        uninstall(prefix, purge=True)
+    assert not prefix.exists()
+
+
 def test_interrupted_install_rerun_recovers(stack_env: dict[str, str], tmp_path: Path) -> None:
     """Ctrl-C right after the image step: nothing half-done is left, and the next run finishes the job."""
     from pmcp.lifecycle.install import install

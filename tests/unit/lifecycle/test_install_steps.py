@@ -16,7 +16,7 @@ from pmcp.lifecycle.install import InstallOptions, build, stack_config, step_lin
 from pmcp.paths import InstallPaths
 from pmcp.stack import render
 from pmcp.stack.steps import FilesStep, InstallDirStep, SecretsStep, StackContext
-from pmcp.steps import StepError, StepResult, run_steps
+from pmcp.steps import StepError, StepResult, flat, run_steps
 
 
 def _ctx(prefix: Path, **kw: object) -> StackContext:
@@ -217,7 +217,7 @@ def test_acme_ca_is_rendered_and_recorded(tmp_path: Path) -> None:
 
 
 def test_step_order_host_and_demo(tmp_path: Path) -> None:
-    host = [s.name for s in build(InstallOptions(prefix=str(tmp_path / "a"))).steps]
+    host = [s.name for s in flat(build(InstallOptions(prefix=str(tmp_path / "a"))).steps)]
     assert host == [
         "preflight",  # first: a host that cannot take the stack gets no install dir
         "install dir",
@@ -228,6 +228,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
         "secrets",
         "files",
         "image",
+        "containers",
         "stack",
         "api firewall",
         "firewall",
@@ -235,7 +236,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
         "verify",
     ]
     demo_opts = InstallOptions(prefix=str(tmp_path / "b"), sim=render.SimService(), host_checks=False)
-    demo = [s.name for s in build(demo_opts).steps]
+    demo = [s.name for s in flat(build(demo_opts).steps)]
     assert demo[:6] == ["install dir", "files", "image", "simulator", "preflight", "proxmox tls"]
     assert demo.index("proxmox identity") < demo.index("stack")
     assert demo.index("stack") < demo.index("api firewall") < demo.index("verify")
@@ -292,11 +293,13 @@ def test_auto_update_schedule_is_a_step_and_uninstall_removes_it(tmp_path: Path)
     with pytest.raises(StepError, match="auto-update"):
         InstallOptions(auto_update="hourly").validate()
     opts = InstallOptions(prefix=str(tmp_path / "a"), auto_update="daily")
-    names = [s.name for s in build(opts).steps]
+    names = [s.name for s in flat(build(opts).steps)]
     assert names.index("stack") < names.index("auto-update schedule") < names.index("verify")
-    assert "auto-update schedule" not in [s.name for s in build(InstallOptions(prefix=str(tmp_path))).steps]
+    assert "auto-update schedule" not in [
+        s.name for s in flat(build(InstallOptions(prefix=str(tmp_path))).steps)
+    ]
 
-    step = next(s for s in build(opts).steps if s.name == "auto-update schedule")
+    step = next(s for s in flat(build(opts).steps) if s.name == "auto-update schedule")
     step.systemd, step.cron_file = False, tmp_path / "cron.d" / "pmcp"
     step.cron_file.parent.mkdir()
     assert run_steps([step]).steps[0].status == "changed"
@@ -309,11 +312,14 @@ def test_auto_update_schedule_is_a_step_and_uninstall_removes_it(tmp_path: Path)
 
 
 def test_allow_from_is_enforced_on_the_published_port_too(tmp_path: Path) -> None:
-    names = [s.name for s in build(InstallOptions(prefix=str(tmp_path), allow_from="192.0.2.0/24")).steps]
-    assert names.index("firewall") < names.index("published port filter") < names.index("verify")
-    assert "published port filter" not in [s.name for s in build(InstallOptions(prefix=str(tmp_path))).steps]
+    def names(opts: InstallOptions) -> list[str]:
+        return [s.name for s in flat(build(opts).steps)]
+
+    filtered = names(InstallOptions(prefix=str(tmp_path), allow_from="192.0.2.0/24"))
+    assert filtered.index("firewall") < filtered.index("published port filter") < filtered.index("verify")
+    assert "published port filter" not in names(InstallOptions(prefix=str(tmp_path)))
     demo = InstallOptions(prefix=str(tmp_path), allow_from="192.0.2.0/24", host_checks=False)
-    assert "published port filter" not in [s.name for s in build(demo).steps], "demo: iptables untouched"
+    assert "published port filter" not in names(demo), "demo: iptables untouched"
 
 
 def test_allow_from_publishes_https_on_ipv4_only() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_simulator_answers_with_its_own_client_ca_and_service(tmp_path: Path) ->
     opts = InstallOptions(prefix=str(tmp_path), sim=SimService(port=18006, guests=3))
     target = target_for(opts)
     assert isinstance(target, Simulator) and target.simulated
-    assert target.pvesh_command()[-2:] == ["sim", "pvesh"]
+    assert target.pvesh_command() == [sys.executable, "-m", "pmcp.sim.pvesh"]  # not frozen: the module alone
     assert target.api_url() == "https://127.0.0.1:18006"
     assert target.pvesh_env()["PMCP_SIM_URL"] == "https://127.0.0.1:18006"
     assert target.api_verify() == target.pvesh_env()["PMCP_SIM_CA_FILE"]
