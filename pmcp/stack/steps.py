@@ -236,6 +236,8 @@ class FilesStep:
 
             self._backup_dir = backup.backup(self.ctx.paths, "install: replaced " + ", ".join(replaced)).path
         self._written = render.write(self.ctx.paths, files)
+        if self._written:
+            self.ctx.created = set()  # containers made from the files before: compose must recreate them
         statefile.update(self.ctx.paths, config=self.ctx.config.to_dict(), project=self.ctx.project)
 
     def undo(self) -> None:
@@ -489,13 +491,10 @@ class StackStep:
         self._was_running = bool(engine.states(c, self.ctx.project))
         compose = self.ctx.compose()
         now, rec = fingerprints(self.ctx.paths, self.ctx), self._recorded()
-        if (
-            not rec
-            and set(self.ctx.services) <= set(engine.project_containers(c, self.ctx.project))
-            and (self.ctx.created)
-        ):
-            # a fresh install whose containers compose just created from these files (ContainersStep):
-            # start them through the engine, in compose's dependency order
+        ours = set(self.ctx.services) - {"pve-sim"}  # the simulator step converges its own
+        if not rec and ours <= self.ctx.created <= set(engine.project_containers(c, self.ctx.project)):
+            # a fresh install whose containers compose created in this run from these files (the
+            # containers or simulator step): start them through the engine, in compose's dependency order
             order = sorted(self.ctx.services, key=lambda s: START_ORDER.index(s) if s in START_ORDER else 9)
             engine.start_services(c, self.ctx.project, order)
             self._wait()
@@ -547,28 +546,32 @@ class ContainersStep:
 
     def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
-        self._made: list[str] = []
 
-    def _missing(self) -> list[str]:
+    def _missing(self) -> tuple[list[str], list[str]]:
+        """Services without a container; early ones this run created (the simulator step may have) that
+        do not run yet. A container that was there before is the stack step's to converge."""
+        if not self.ctx.paths.compose_file.exists():
+            return list(self.ctx.services), [s for s in EARLY if s in self.ctx.services]
         have = engine.project_containers(self.ctx.docker, self.ctx.project)
-        return [s for s in self.ctx.services if s not in have]
+        missing = [s for s in self.ctx.services if s not in have]
+        early = [s for s in EARLY if s in missing or (s in self.ctx.created and have[s].status != "running")]
+        return missing, early
 
     def check(self) -> Plan:
-        missing = self._missing() if self.ctx.paths.compose_file.exists() else self.ctx.services
-        if not missing:
-            return Plan()  # the stack step converges what exists (changed files, stopped containers)
-        early = [s for s in EARLY if s in missing]
-        return Plan(
-            [f"create the stack's network and containers ({', '.join(missing)})"]
-            + ([f"start {', '.join(early)} (it needs no secret)"] if early else [])
-        )
+        missing, early = self._missing()
+        plan = Plan()
+        if missing:
+            plan.changes.append(f"create the stack's network and containers ({', '.join(missing)})")
+        if early:
+            plan.changes.append(f"start {', '.join(early)} (it needs no secret)")
+        return plan
 
     def apply(self) -> None:
-        missing = self._missing()
-        self.ctx.compose().create()
-        self._made = missing
-        self.ctx.created = set(missing)
-        engine.start_services(self.ctx.docker, self.ctx.project, [s for s in EARLY if s in missing])
+        missing, early = self._missing()
+        if missing:
+            self.ctx.compose().create()
+            self.ctx.created |= set(missing)
+        engine.start_services(self.ctx.docker, self.ctx.project, early)
 
     def undo(self) -> None:
         """Remove the server's containers (the simulator's stays: identity's undo still talks to it; the
@@ -634,8 +637,15 @@ class SimulatorStep:
         sim_state.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             fix_owner_mode(sim_state, 0o755, (self.ctx.config.uid, self.ctx.config.gid))
-        compose = self.ctx.compose()
-        compose.up("pve-sim")
+        c = self.ctx.docker
+        if not engine.project_containers(c, self.ctx.project):
+            # a fresh install: one compose run creates every container (the containers step then only
+            # starts Caddy, and the stack step the server, through the engine), and the simulator starts
+            self.ctx.compose().create()
+            self.ctx.created = set(self.ctx.services)
+            engine.start_services(c, self.ctx.project, ["pve-sim"])
+        else:  # a stack exists: compose converges the simulator alone, the rest stays as it is
+            self.ctx.compose().up("pve-sim")
         ca = self.ctx.paths.prefix / render.SIM_CA
         deadline = time.monotonic() + self.ctx.health_timeout
         port = self.ctx.config.sim.port  # type: ignore[union-attr]
