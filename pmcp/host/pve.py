@@ -861,7 +861,7 @@ class ProxmoxIdentity:
                 return exc
             return None
 
-        with ThreadPoolExecutor(max_workers=min(len(batches), 4)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(batches), 6)) as pool:  # as many as prefetch
             errors = list(pool.map(add, batches))
         done = [b for b, e in zip(batches, errors, strict=True) if e is None]
         return done, next((e for e in errors if e is not None), None)
