@@ -534,44 +534,37 @@ class StackStep:
 
 
 START_ORDER = ["pve-sim", "mcp-server", "caddy", "prometheus"]  # compose's depends_on order
-EARLY = ["caddy"]  # needs no secret: starts beside the identity step (prometheus mounts its token file)
 
 
 class ContainersStep:
-    """compose creates the stack's network and containers (`up --no-start`), and Caddy starts: neither
-    needs the token secret, so an install runs this beside the identity step. The stack step then starts
-    the server through the engine: one `compose` run less after the token exists (each costs 0.4-1 s)."""
+    """compose creates the stack's network and containers (`up --no-start`): that needs no secret, so an
+    install runs it beside the identity step, and the stack step then starts them through the engine,
+    the server first (Docker's first health check comes an interval after its start): one compose run
+    less after the token exists (each costs 0.4-1 s). In the demo the simulator step's compose run made
+    them already. Caddy starts with the stack, not here: beside the identity step its start (0.3-0.4 s of
+    dockerd) only slowed the pvesh processes, and it is ready long before the server's first check."""
 
     name = "containers"
 
     def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx
 
-    def _missing(self) -> tuple[list[str], list[str]]:
-        """Services without a container; early ones this run created (the simulator step may have) that
-        do not run yet. A container that was there before is the stack step's to converge."""
+    def _missing(self) -> list[str]:
         if not self.ctx.paths.compose_file.exists():
-            return list(self.ctx.services), [s for s in EARLY if s in self.ctx.services]
+            return list(self.ctx.services)
         have = engine.project_containers(self.ctx.docker, self.ctx.project)
-        missing = [s for s in self.ctx.services if s not in have]
-        early = [s for s in EARLY if s in missing or (s in self.ctx.created and have[s].status != "running")]
-        return missing, early
+        return [s for s in self.ctx.services if s not in have]
 
     def check(self) -> Plan:
-        missing, early = self._missing()
-        plan = Plan()
-        if missing:
-            plan.changes.append(f"create the stack's network and containers ({', '.join(missing)})")
-        if early:
-            plan.changes.append(f"start {', '.join(early)} (it needs no secret)")
-        return plan
+        missing = self._missing()
+        if not missing:
+            return Plan()  # the stack step converges what exists (changed files, stopped containers)
+        return Plan([f"create the stack's network and containers ({', '.join(missing)}), not started"])
 
     def apply(self) -> None:
-        missing, early = self._missing()
-        if missing:
-            self.ctx.compose().create()
-            self.ctx.created |= set(missing)
-        engine.start_services(self.ctx.docker, self.ctx.project, early)
+        missing = self._missing()
+        self.ctx.compose().create()
+        self.ctx.created |= set(missing)
 
     def undo(self) -> None:
         """Remove the server's containers (the simulator's stays: identity's undo still talks to it; the
@@ -639,8 +632,8 @@ class SimulatorStep:
             fix_owner_mode(sim_state, 0o755, (self.ctx.config.uid, self.ctx.config.gid))
         c = self.ctx.docker
         if not engine.project_containers(c, self.ctx.project):
-            # a fresh install: one compose run creates every container (the containers step then only
-            # starts Caddy, and the stack step the server, through the engine), and the simulator starts
+            # a fresh install: one compose run creates every container (the stack step starts the others
+            # through the engine), and the simulator starts
             self.ctx.compose().create()
             self.ctx.created = set(self.ctx.services)
             engine.start_services(c, self.ctx.project, ["pve-sim"])

@@ -66,54 +66,55 @@ def test_failing_health_check_is_undone_and_rerun_recovers(stack_env: dict[str, 
     assert not prefix.exists()
 
 
-def test_a_refused_token_undoes_the_containers_made_beside_it(
+def test_a_failed_stack_undoes_the_firewall_rules_made_beside_it(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Proxmox refuses to create the token (a node without quorum) while the containers step runs beside
-    the identity step: the identity's own changes are undone, and so are the containers made beside it
-    (declared after it): the host is as the steps one after another would have left it. A re-run
-    finishes."""
-    from pmcp.lifecycle.install import build, install
+    """The Proxmox firewall is on, so both firewall steps add a rule while the stack step waits for the
+    server beside them; the server exits (a bad mode). The rules made beside the failed step are removed
+    again (declared after it: one step after another they would never have been made), the stack's
+    containers too, and what came before (the identity) stays. A re-run finishes."""
+    from pmcp.lifecycle.install import install
     from pmcp.lifecycle.uninstall import uninstall
     from pmcp.sim.client import DEFAULT_ROOT_TOKEN, call
     from pmcp.stack import render
-    from pmcp.steps import flat, run_steps
 
-    prefix = tmp_path / "quorum"
-    opts = demo_opts(prefix)
-    sim = f"https://127.0.0.1:{opts.sim.port}"
-    ca = str(prefix / render.SIM_CA)
+    prefix = tmp_path / "fw"
+    opts = demo_opts(prefix, health_timeout=60.0)
+    opts.sim.firewall = True
+    opts.extra_env = {"PMCP_MODE": "bogus-mode"}
+    api = f"https://127.0.0.1:{opts.sim.port}/api2/json"
+
+    def pmcp_rules() -> list[str]:
+        ca = str(prefix / render.SIM_CA)
+        nodes = [n["node"] for n in call(api, "GET", "/nodes", DEFAULT_ROOT_TOKEN, None, ca)[1]["data"]]
+        return [
+            str(r.get("comment"))
+            for node in nodes
+            for r in call(api, "GET", f"/nodes/{node}/firewall/rules", DEFAULT_ROOT_TOKEN, None, ca)[1][
+                "data"
+            ]
+            if str(r.get("comment", "")).startswith("pmcp")
+        ]
+
     try:
-        first = flat(build(opts).steps)  # the install's own first steps, up to a running simulator
-        assert run_steps(first[: [s.name for s in first].index("simulator") + 1]).ok
-        # what a node without quorum answers (pve-access-control src/PVE/API2/User.pm generate_token:
-        # lock_user_config(..., 'generating token failed'); pve-cluster src/PVE/Cluster.pm cfs_lock)
-        refusal = "generating token failed: cfs-lock 'file-user_cfg' error: no quorum!\n"
-        token_path = "/access/users/pmcp@pve/token/mcp"
-        params = {"status": 500, "message": refusal, "method": "POST", "path": token_path}
-        assert call(sim, "POST", "/_sim/errors", DEFAULT_ROOT_TOKEN, params, ca)[0] == 200
-
         res = install(opts, kind="demo")
         assert not res.ok
-        names = [s.name for s in res.run.steps]
-        assert names.index("proxmox identity") < names.index("containers") and "stack" not in names
-        st = step_statuses(res)
-        identity = next(s for s in res.run.steps if s.name == "proxmox identity")
-        assert st["proxmox identity"] == "failed" and "no quorum" in identity.detail + identity.error
-        assert "the partial change of this step was undone" in identity.notes
-        containers = next(s for s in res.run.steps if s.name == "containers")
-        assert containers.status == "undone", res.to_dict()
-        assert "undone: proxmox identity failed beside it" in containers.notes
-        assert project_services(prefix) == ["pve-sim"]  # no server or Caddy container left
-        api = sim + "/api2/json"
-        users = call(api, "GET", "/access/users", DEFAULT_ROOT_TOKEN, None, ca)[1]["data"]
-        assert "pmcp@pve" not in [u["userid"] for u in users]  # the identity's own undo
-        assert call(api, "GET", "/access/roles/PMCPReadOnly", DEFAULT_ROOT_TOKEN, None, ca)[0] != 200
-
-        again = install(opts, kind="demo")  # the refusal was for one call: quorum is back
+        names, st = [s.name for s in res.run.steps], step_statuses(res)
+        assert st["stack"] == "failed" and names.index("stack") < names.index("api firewall"), names
+        beside = {s.name: s for s in res.run.steps if s.name in ("api firewall", "firewall")}
+        assert beside["api firewall"].status == "undone", res.to_dict()
+        assert all(s.status == "undone" for s in beside.values()), res.to_dict()
+        assert all("undone: stack failed beside it" in s.notes for s in beside.values())
+        assert "ran beside stack" in beside["api firewall"].notes
+        assert pmcp_rules() == []  # made, then removed again
+        assert st["proxmox identity"] == "changed"  # declared before the failed step: kept
+        assert project_services(prefix) == ["pve-sim"]  # the failed step's own undo
+        opts.extra_env = {}
+        again = install(opts, kind="demo")
         assert again.ok, again.to_dict()
         st = step_statuses(again)
-        assert st["proxmox identity"] == st["containers"] == st["stack"] == "changed"
+        assert st["proxmox identity"] == "ok" and st["stack"] == st["api firewall"] == "changed", st
+        assert sorted(pmcp_rules()) == ["pmcp-mcp https", "pmcp-proxmox-api"]
     finally:
         uninstall(prefix, purge=True)
     assert not prefix.exists()
