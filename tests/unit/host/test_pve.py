@@ -549,3 +549,33 @@ def test_acls_added_side_by_side_are_undone_when_one_is_refused(
     assert not result.ok
     assert our_acls(pvesh) == set()  # every grant made beside the refused one was undone
     assert not any(u["userid"] == "pmcp@pve" for u in pvesh.get("/access/users"))
+
+
+def test_a_refused_token_undoes_the_identity_and_what_ran_beside_it(
+    sim: Any, shim_pvesh: Pvesh, paths: InstallPaths
+) -> None:
+    """Proxmox refuses to create the token (a node without quorum: pve-access-control src/PVE/API2/User.pm
+    generate_token, lock_user_config(..., 'generating token failed'); pve-cluster src/PVE/Cluster.pm
+    cfs_lock) while the secrets step runs beside the identity step, as in an install: the role and user
+    the identity made are removed, and so is the client token the other branch wrote (declared after)."""
+    from pmcp.stack.render import StackConfig
+    from pmcp.stack.steps import SecretsStep, StackContext
+    from pmcp.steps import Together
+
+    refusal = "generating token failed: cfs-lock 'file-user_cfg' error: no quorum!\n"
+    sim.state.inject_errors(500, message=refusal, method="POST", path="/access/users/pmcp@pve/token/mcp")
+    identity = ident(shim_pvesh, sim, paths)
+    secrets = SecretsStep(StackContext(paths=paths, config=StackConfig(), project="pmcp-test"))
+    result = run_steps([Together([identity], [secrets])])
+    assert [(s.name, s.status) for s in result.steps] == [
+        ("proxmox identity", "failed"),
+        ("secrets", "undone"),
+    ]
+    assert "no quorum" in result.steps[0].error + result.steps[0].detail
+    assert "the partial change of this step was undone" in result.steps[0].notes
+    assert not paths.client_tokens.exists()  # the other branch's change, undone
+    assert "pmcp@pve" not in [u["userid"] for u in shim_pvesh.get("/access/users")]
+    for role in (ROLE_NAMES["operator"], ROLE_NAMES["read-only"]):
+        with pytest.raises(PveshError):
+            shim_pvesh.get(f"/access/roles/{role}")
+    assert ("POST", "/access/users/pmcp@pve/token/mcp") in sim.state.requests  # refused, not skipped
