@@ -22,11 +22,12 @@ from tests.support import images
 
 REPO = Path(__file__).resolve().parents[2]
 DIST = REPO / "dist" / "pmcp"
-HEAVY = ("docker", "requests", "mcp", "pydantic", "pydantic_core", "uvicorn", "proxmoxer", "starlette")
+HEAVY = ("docker", "requests", "mcp", "pydantic", "pydantic_core", "uvicorn", "httpx2", "starlette")
 # One import per compiled extension (and the server's main packages): each must load on each ABI.
 SERVER_IMPORTS = (
     "pydantic_core._pydantic_core, rpds.rpds, _cffi_backend, cryptography.hazmat.bindings._rust, "
-    "charset_normalizer.md, mcp, mcp.server, uvicorn, proxmoxer, prometheus_client, starlette, pydantic"
+    "charset_normalizer.md, mcp, mcp.server, uvicorn, httpx2, pmcp.server.proxmox, prometheus_client, "
+    "starlette, pydantic"
 )
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 

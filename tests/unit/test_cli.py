@@ -16,7 +16,7 @@ from pmcp import __version__
 from pmcp.cli import main
 
 # Imported only by the commands that need them: never by `pmcp --help` or `pmcp --version`.
-HEAVY = ("docker", "requests", "mcp", "pydantic", "pydantic_core", "uvicorn", "proxmoxer", "starlette")
+HEAVY = ("docker", "requests", "mcp", "pydantic", "pydantic_core", "uvicorn", "httpx2", "starlette")
 
 
 def imported_modules(argv: list[str]) -> set[str]:
