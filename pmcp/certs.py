@@ -24,6 +24,9 @@ def is_ip(name: str) -> bool:
         return False
 
 
+NO_BACKEND = "--tls needs the openssl command (apt install openssl) or the cryptography package"
+
+
 def issue(
     key: Path,
     out: Path,
@@ -37,20 +40,24 @@ def issue(
 ) -> None:
     """One certificate (self-signed when no CA is given): with openssl, else the cryptography package.
     ``key_ready``: ``key`` holds a key made by new_key (made beside the CA: each RSA key takes 0.1-0.3 s)."""
+    if not key_ready:
+        new_key(key)
     make = _with_openssl if shutil.which("openssl") else _with_cryptography
-    make(key, out, ca_key, ca_cert, subject, names, ca=ca, key_usage=key_usage, key_ready=key_ready)
+    make(key, out, ca_key, ca_cert, subject, names, ca=ca, key_usage=key_usage)
 
 
 def new_key(key: Path) -> None:
-    """An RSA 2048 key, as issue() makes one, for a later issue(..., key_ready=True)."""
+    """An RSA 2048 key: what issue() signs for (made ahead for a later issue(..., key_ready=True))."""
     if shutil.which("openssl"):
         proc = subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"openssl genrsa failed: {proc.stderr.strip()}")
         return
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+    except ImportError as e:
+        raise RuntimeError(NO_BACKEND) from e
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -70,17 +77,15 @@ def _with_openssl(
     names: list[str] | None,
     ca: bool = False,
     key_usage: bool = False,
-    key_ready: bool = False,
 ) -> None:
-    """One certificate with the openssl command, the way pve-cluster calls it (self-signed when no CA)."""
+    """One certificate for ``key`` with the openssl command, the way pve-cluster calls it (self-signed
+    when no CA)."""
 
     def run(*args: str) -> None:
         proc = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
-    if not key_ready:
-        run("genrsa", "-out", str(key), "2048")
     with tempfile.TemporaryDirectory() as tmp:
         ext = Path(tmp) / "ext.cnf"
         lines = ["subjectKeyIdentifier=hash"]
@@ -119,7 +124,6 @@ def _with_cryptography(
     names: list[str] | None,
     ca: bool = False,
     key_usage: bool = False,
-    key_ready: bool = False,
 ) -> None:
     """The same certificate as ``_with_openssl``, where there is no openssl command (the server image)."""
     import datetime
@@ -127,20 +131,14 @@ def _with_cryptography(
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     except ImportError as e:
-        raise RuntimeError(
-            "--tls needs the openssl command (apt install openssl) or the cryptography package"
-        ) from e
+        raise RuntimeError(NO_BACKEND) from e
 
     oid = {"CN": NameOID.COMMON_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME, "O": NameOID.ORGANIZATION_NAME}
     name = x509.Name([x509.NameAttribute(oid[k], v) for k, v in subject])
     now = datetime.datetime.now(datetime.UTC)
-    if key_ready:
-        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None)
     if ca_key_file is None:
         issuer_key: Any = key
         issuer_name = name
@@ -179,8 +177,4 @@ def _with_cryptography(
         alt = [x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n) for n in names or []]
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     cert = builder.sign(issuer_key, hashes.SHA256())
-    pem = serialization.Encoding.PEM
-    key_file.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    out.write_bytes(cert.public_bytes(pem))
+    out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
