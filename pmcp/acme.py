@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pmcp.errors import StepError
+from pmcp.files import atomic_write
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"  # Caddy's default issuer too
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
@@ -66,12 +67,7 @@ def account_key(path: Path) -> Any:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.touch(mode=0o600)
-    tmp.write_bytes(pem)
-    tmp.rename(path)
+    atomic_write(path, pem, 0o600)
     return key
 
 

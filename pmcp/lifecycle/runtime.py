@@ -267,8 +267,8 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
                 prepare = False
                 out.to_image = f"pmcp {sd.slot_digest(names, target)[:12]} (slot {target})"
             renew = sd.CertificateStep(paths, cfg)
-            if renew.check().changes:  # renewed before the hand-over: the next server starts with it
-                with rec.phase("certificate", "; ".join(renew.check().changes)):
+            if due := renew.check().changes:  # renewed before the hand-over: the next server starts with it
+                with rec.phase("certificate", "; ".join(due)):
                     renew.apply()
             with rec.phase("hand-over", f"slot {live} -> {target}") as notes:
                 new = sd.handover(

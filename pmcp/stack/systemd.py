@@ -447,20 +447,13 @@ class CertificateStep:
             http_port=self.cfg.http_port,
             ctx=trust(p / render.ACME_ROOT),
         )
+        from pmcp.files import atomic_write
+
         owner, mode = render.secret_owner(self.cfg.gid)  # the server reads its key through its group
-        key_tmp, cert_tmp = p / (SERVER_KEY + ".new"), p / (SERVER_CERT + ".new")
-        key_tmp.unlink(missing_ok=True)
-        key_tmp.touch(mode=0o600)
-        key_tmp.write_bytes(issued.key_pem)
-        if owner is not None:
-            os.chown(key_tmp, *owner)
-        os.chmod(key_tmp, mode)
-        cert_tmp.write_bytes(issued.chain_pem)
-        os.chmod(cert_tmp, 0o644)
         if not (p / SERVER_CERT).exists():
             self._made += [p / SERVER_CERT, p / SERVER_KEY, p / ACME_ACCOUNT_KEY]
-        key_tmp.rename(p / SERVER_KEY)
-        cert_tmp.rename(p / SERVER_CERT)
+        atomic_write(p / SERVER_KEY, issued.key_pem, mode, owner)
+        atomic_write(p / SERVER_CERT, issued.chain_pem, 0o644)
 
     def undo(self) -> None:
         targets = self._made or [
