@@ -164,20 +164,22 @@ def of(paths: InstallPaths) -> Compose | Systemd:
 # --- status and logs ------------------------------------------------------------------------------------
 
 
-def systemd_services(paths: InstallPaths, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """``pmcp status``'s services for the systemd runtime: the socket and the live instance."""
+def systemd_services(paths: InstallPaths, data: dict[str, Any]) -> tuple[dict[str, Any], bool, str]:
+    """``pmcp status``'s services for the systemd runtime (the socket and the live instance), whether it
+    answers, and what it runs: the live slot's copy of the pmcp file (no image is involved)."""
     from pmcp.stack import systemd as sd
 
     names = sd.Names(data.get("project") or "")
     slot = sd.recorded_slot(paths)
     cfg = render.StackConfig.from_dict(data.get("config") or {})
+    digest = sd.slot_digest(names, slot)
     services: dict[str, Any] = {}
     for unit in (names.socket, names.instance(slot)):
         p = sd.show(unit, "ActiveState", "SubState", "NRestarts", "MainPID")
         services[unit] = {
             "status": f"{p.get('ActiveState', '?')}/{p.get('SubState', '?')}",
             "health": "",
-            "image": f"slot {slot}: {sd.slot_digest(names, slot)[:12]}" if unit.endswith("service") else "",
+            "image": f"slot {slot}: {digest[:12]}" if unit.endswith("service") else "",
             "restarts": int(p.get("NRestarts") or 0),
         }
     try:
@@ -187,19 +189,8 @@ def systemd_services(paths: InstallPaths, data: dict[str, Any]) -> tuple[dict[st
         healthy = False
     services[names.instance(slot)]["health"] = "healthy" if healthy else "unhealthy"
     services[names.socket]["health"] = "-"
-    return services, healthy
-
-
-def systemd_server(paths: InstallPaths, data: dict[str, Any]) -> str:
-    """What ``pmcp status`` says the systemd runtime runs: the live slot's copy of the pmcp file and its
-    version (no image is involved)."""
-    from pmcp.stack import systemd as sd
-
-    names = sd.Names(data.get("project") or "")
-    slot = sd.recorded_slot(paths)
-    digest = sd.slot_digest(names, slot)
-    where = names.slot_dir(slot) / "pmcp"
-    return f"the pmcp file {where} (slot {slot}, sha256 {digest[:12] or '?'})"
+    server = f"the pmcp file {names.slot_dir(slot) / 'pmcp'} (slot {slot}, sha256 {digest[:12] or '?'})"
+    return services, healthy, server
 
 
 def journal_argv(project: str, follow: bool, tail: int, service: str | None) -> list[str]:

@@ -71,8 +71,7 @@ def status(prefix: str | Path) -> dict[str, Any]:
 
     kind = runtime.name_of(paths)
     if kind == "systemd":
-        services, healthy = runtime.systemd_services(paths, data)
-        server = runtime.systemd_server(paths, data)
+        services, healthy, server = runtime.systemd_services(paths, data)
     else:
         services, healthy = _containers(project)
         server = data.get("mcp_image", "")
