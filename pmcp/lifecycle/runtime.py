@@ -217,7 +217,7 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
     from pmcp.lifecycle.converge import desired_config
     from pmcp.lifecycle.lock import HostLock
     from pmcp.lifecycle.run import Recorder, begin, utc_now
-    from pmcp.lifecycle.update import Outcome, _fail
+    from pmcp.lifecycle.update import Outcome, _fail, _fail_unexpected
     from pmcp.stack import systemd as sd
 
     paths, _redact, t = begin(kind, opts.prefix, opts.log_dir)
@@ -279,11 +279,7 @@ def _systemd_run(kind: str, opts: Options, to: str | None, report: Report | None
     except StepError as exc:
         _fail(out, exc)
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            _fail(out, StepError(f"{type(exc).__name__}: {exc}", fix="see the transcript"))
-        else:
-            t.finish(False, "interrupted")
-            raise
+        _fail_unexpected(out, exc, t)
     result = "ok" if out.ok else "failed"
     last = {"kind": kind, "at": utc_now(), "result": result, "changed": out.changed, "summary": out.summary}
     with contextlib.suppress(Exception):

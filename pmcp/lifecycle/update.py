@@ -147,6 +147,15 @@ def _fail(out: Outcome, exc: StepError) -> None:
     out.summary = exc.message
 
 
+def _fail_unexpected(out: Outcome, exc: BaseException, t: Any) -> None:
+    """What no step expected: an Exception fails the run with its type (the traceback is in the
+    transcript); an interrupt (Ctrl-C) ends the transcript and goes on up."""
+    if not isinstance(exc, Exception):
+        t.finish(False, "interrupted")
+        raise exc
+    _fail(out, StepError(f"{type(exc).__name__}: {exc}", fix="see the transcript"))
+
+
 def update(opts: Options, report: Report | None = None) -> Outcome:
     """Converge the server to this pmcp file, the way its runtime replaces a server (compose: the switch
     through a standby; systemd: the hand-over between two slots); never leaves a broken server behind."""
@@ -187,11 +196,7 @@ def compose_update(opts: Options, report: Report | None = None) -> Outcome:
         _fail(out, exc)
     except BaseException as exc:
         t.line(f"interrupted: {type(exc).__name__}: {exc}")
-        if isinstance(exc, Exception):
-            _fail(out, StepError(f"{type(exc).__name__}: {exc}", fix="see the transcript"))
-        else:
-            t.finish(False, "interrupted")
-            raise
+        _fail_unexpected(out, exc, t)
     return _finish(inst, out, t)
 
 
@@ -287,11 +292,7 @@ def compose_rollback(opts: Options, to: str | None = None, report: Report | None
             out, StepError(f"cannot read the backup: {exc}", fix=f"choose another one in {paths.backups_dir}")
         )
     except BaseException as exc:
-        if isinstance(exc, Exception):
-            _fail(out, StepError(f"{type(exc).__name__}: {exc}", fix="see the transcript"))
-        else:
-            t.finish(False, "interrupted")
-            raise
+        _fail_unexpected(out, exc, t)
     return _finish(inst, out, t)
 
 
