@@ -43,6 +43,7 @@ from pmcp.server.auth import AuthMiddleware, ScrapeToken, TokenStore
 from pmcp.server.compact import compact, inline_single_refs
 from pmcp.server.config import ServerConfig
 from pmcp.server.events import RETRY_MS, StreamEvents
+from pmcp.server.express import Express
 from pmcp.server.framing import adaptive
 from pmcp.server.limits import ClientGuard, DestructiveBudget
 from pmcp.server.metrics import Metrics
@@ -225,9 +226,11 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
         retry_interval=RETRY_MS,
     )
     manager = mcp.session_manager
-    adaptive(manager)  # JSON answers where no progress can be sent (framing.py)
+    express = Express(mcp, enabled=config.express)  # reads without the SDK's dispatcher (express.py)
+    adaptive(manager, express)  # JSON answers where no progress can be sent (framing.py)
     store = SessionStore(config.session_dir, manager.session_idle_timeout) if config.session_dir else None
-    sessions = SessionContinuity(mcp_app, manager, store)  # sessions survive an update (sessions.py)
+    # sessions survive an update (sessions.py)
+    sessions = SessionContinuity(mcp_app, manager, store, express)
     health_cache: dict[str, Any] = {"at": 0.0, "reachable": False}
 
     async def health(request: Request) -> Response:
@@ -278,6 +281,7 @@ def create_app(config: ServerConfig, *, proxmox: ProxmoxClient | None = None) ->
     app.state.runtime = rt
     app.state.sessions = sessions
     app.state.mcp = mcp
+    app.state.express = express
     return app
 
 

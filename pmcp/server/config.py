@@ -101,6 +101,9 @@ class ServerConfig:
     audit_min_free: int = 128 * MIB
     # The audit chain's HMAC key (PMCP_AUDIT_KEY_FILE); None: one kept beside the log (pmcp.server.audit).
     audit_key: bytes | None = field(default=None, repr=False)
+    # Reads answered without the SDK's dispatcher (pmcp.server.express); PMCP_EXPRESS=off sends every
+    # request the SDK's way (the benchmarks' comparison, and a way out should a client disagree with it).
+    express: bool = True
 
     @property
     def proxmox_api(self) -> str:
@@ -201,6 +204,9 @@ class ServerConfig:
             raise ConfigError(
                 f"PMCP_MODE={mode.value} changes guests: set PMCP_AUDIT_LOG to an audit file path"
             )
+        express_text = (get("PMCP_EXPRESS") or "on").lower()
+        if express_text not in ("on", "off", "1", "0", "true", "false"):
+            raise ConfigError(f"PMCP_EXPRESS={express_text!r}: use on or off")
         audit_key = None
         key_file = get("PMCP_AUDIT_KEY_FILE")
         if key_file:
@@ -236,6 +242,7 @@ class ServerConfig:
             metrics_token_file=Path(metrics_token) if metrics_token else None,
             trusted_proxies=tuple(_csv(get("PMCP_TRUSTED_PROXIES"))),
             audit_key=audit_key,
+            express=express_text in ("on", "1", "true"),
             **_limits(get),
         )
 

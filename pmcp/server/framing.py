@@ -28,20 +28,30 @@ import json
 from contextvars import ContextVar
 from typing import Any
 
-from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http import (
+    CONTENT_TYPE_JSON,
+    MCP_SESSION_ID_HEADER,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 _JSON: ContextVar[bool] = ContextVar("pmcp_json_response", default=False)
 
 
-def answer_as_json(body: bytes) -> bool:
-    """True for a single JSON-RPC request that cannot receive progress and never waits for a task."""
+def parse(body: bytes) -> Any:
+    """The POSTed JSON, or None when it is not JSON (the SDK answers the parse error)."""
     try:
-        message = json.loads(body)
+        return json.loads(body)
     except ValueError:
-        return False  # the SDK answers the parse error either way
+        return None
+
+
+def answer_as_json(message: Any) -> bool:
+    """True for a single JSON-RPC request that cannot receive progress and never waits for a task."""
     if not isinstance(message, dict) or "id" not in message or not isinstance(message.get("method"), str):
         return False  # a batch, a notification or a response: the SDK answers 202 or an error
     params = message.get("params")
@@ -69,7 +79,11 @@ def _may_wait(name: Any, arguments: Any) -> bool:
 
 
 class AdaptiveTransport(StreamableHTTPServerTransport):
-    """The SDK's transport with the JSON/SSE choice made per POST (see the module docstring)."""
+    """The SDK's transport with the JSON/SSE choice made per POST (see the module docstring), and the
+    express lane for what qualifies (express.py)."""
+
+    express: Any = None  # the app's express.Express; None: every request goes the SDK's way
+    opened: str | None = None  # the protocol version a successful initialize negotiated for this session
 
     @property  # type: ignore[override]
     def is_json_response_enabled(self) -> bool:
@@ -83,21 +97,59 @@ class AdaptiveTransport(StreamableHTTPServerTransport):
         self, scope: Scope, request: Request, receive: Receive, send: Send
     ) -> None:
         body = await request.body()  # Starlette keeps it: the SDK's own read gets the same bytes
-        token = _JSON.set(answer_as_json(body))
+        message = parse(body)
+        as_json = answer_as_json(message)
+        express = self.express
+        if as_json and express and express.takes(message, self.opened) and self._plain_post(request):
+            await self._answer_express(message, scope, receive, send)
+            return
+        if self.opened is None and isinstance(message, dict) and message.get("method") == "initialize":
+            send = self._watch_initialize(send)
+        token = _JSON.set(as_json)
         try:
             await super()._handle_post_request(scope, request, receive, send)
         finally:
             _JSON.reset(token)
 
+    def _plain_post(self, request: Request) -> bool:
+        """The transport's own checks of a JSON-answered POST, passed: else the SDK answers the error."""
+        has_json, _ = check_accept_headers(request)
+        return (
+            has_json
+            and self._check_content_type(request)
+            and self.mcp_session_id is not None
+            and request.headers.get(MCP_SESSION_ID_HEADER) == self.mcp_session_id
+        )
 
-def adaptive(manager: StreamableHTTPSessionManager) -> None:
-    """Make ``manager`` open every new session with an ``AdaptiveTransport``."""
+    async def _answer_express(self, message: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self.express.answer(message, scope)
+        headers = {"Content-Type": CONTENT_TYPE_JSON, MCP_SESSION_ID_HEADER: self.mcp_session_id or ""}
+        await Response(body, status_code=200, headers=headers)(scope, receive, send)
+
+    def _watch_initialize(self, send: Send) -> Send:
+        """Note the version a successful ``initialize`` answer negotiated (its JSON body): from then on
+        the session's requests may take the express lane, as the SDK's runner lets them through."""
+
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.body" and self.opened is None:
+                answer = parse(message.get("body", b""))
+                result = answer.get("result") if isinstance(answer, dict) else None
+                if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
+                    self.opened = result["protocolVersion"]
+            await send(message)
+
+        return watched
+
+
+def adaptive(manager: StreamableHTTPSessionManager, express: Any = None) -> None:
+    """Make ``manager`` open every new session with an ``AdaptiveTransport`` (with ``express``)."""
     admit = manager._admit_session
 
     def admit_adaptive(requestor: Any) -> StreamableHTTPServerTransport | None:
         transport = admit(requestor)
         if transport is not None:
             transport.__class__ = AdaptiveTransport  # same attributes, created a moment ago, not yet used
+            transport.express = express
         return transport
 
     manager._admit_session = admit_adaptive  # type: ignore[method-assign]

@@ -69,6 +69,9 @@ class ToolSpec:
     # a higher mode for calls whose arguments need the bigger role (set_guest_config: tags are an
     # operator's VM.Config.Options, CPU and memory the admin role's VM.Config.CPU/Memory)
     mode_of: Callable[[dict[str, Any]], Mode | None] | None = None
+    # the body reads the MCP session itself (the client's declared capabilities): never served by
+    # the express lane (express.py), which has no session object to give it
+    session: bool = False
 
     @property
     def plans(self) -> bool:
@@ -117,6 +120,7 @@ def tool(
     mode: Mode | None = None,
     escalate: Callable[[dict[str, Any]], Risk | None] | None = None,
     mode_of: Callable[[dict[str, Any]], Mode | None] | None = None,
+    session: bool = False,
 ) -> Callable[[ToolFn], ToolFn]:
     """Declare a tool; the function name is the tool name and its docstring the description.
 
@@ -127,7 +131,16 @@ def tool(
         if fn.__name__ in TOOLS:
             raise ValueError(f"tool {fn.__name__} declared twice")
         TOOLS[fn.__name__] = ToolSpec(
-            fn.__name__, fn, risk, title, output, idempotent or risk is Risk.READ, mode, escalate, mode_of
+            fn.__name__,
+            fn,
+            risk,
+            title,
+            output,
+            idempotent or risk is Risk.READ,
+            mode,
+            escalate,
+            mode_of,
+            session,
         )
         return fn
 
@@ -153,7 +166,7 @@ class Call:
     """One tool call: the runtime, the SDK context (progress), and who is calling."""
 
     rt: Runtime
-    ctx: Context | None
+    ctx: Context | DirectContext | None
     client: str
     spec: ToolSpec
     limits: TokenLimits = NO_LIMITS  # the client token's own mode, scope and budget
@@ -208,7 +221,21 @@ class Call:
         return await self.px.wait_task(upid, limit, report)
 
 
-def _scope(ctx: Context | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DirectContext:
+    """The context of a call the express lane serves (express.py): the request's ASGI scope, which holds
+    who is calling (auth layer), and no session: it sends no progress (the request carried no
+    progressToken) and asks nobody (a read needs no approval)."""
+
+    scope: dict[str, Any]
+
+    async def report_progress(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _scope(ctx: Context | DirectContext | None) -> dict[str, Any]:
+    if isinstance(ctx, DirectContext):
+        return ctx.scope
     try:
         request = ctx.request_context.request if ctx is not None else None
     except ValueError:
@@ -216,17 +243,17 @@ def _scope(ctx: Context | None) -> dict[str, Any]:
     return getattr(request, "scope", None) or {}
 
 
-def client_name(ctx: Context | None) -> str:
+def client_name(ctx: Context | DirectContext | None) -> str:
     return str(_scope(ctx).get("pmcp.client") or "anonymous")
 
 
-def client_limits(ctx: Context | None) -> TokenLimits:
+def client_limits(ctx: Context | DirectContext | None) -> TokenLimits:
     """The token's own limits, put in the request scope by the auth layer (pmcp.server.auth)."""
     limits = _scope(ctx).get("pmcp.limits")
     return limits if isinstance(limits, TokenLimits) else NO_LIMITS
 
 
-def client_address(ctx: Context | None) -> str | None:
+def client_address(ctx: Context | DirectContext | None) -> str | None:
     """The client's address (from the trusted proxy's X-Forwarded-For, see pmcp.server.limits)."""
     address = _scope(ctx).get("pmcp.address")
     return str(address) if address else None
@@ -252,7 +279,7 @@ def make_handler(spec: ToolSpec, rt: Runtime) -> Callable[..., Awaitable[CallToo
 
 
 async def run_call(
-    spec: ToolSpec, rt: Runtime, ctx: Context | None, arguments: dict[str, Any]
+    spec: ToolSpec, rt: Runtime, ctx: Context | DirectContext | None, arguments: dict[str, Any]
 ) -> CallToolResult | InputRequiredResult:
     risk = spec.risk_of(arguments)
     call = Call(rt, ctx, client_name(ctx), spec, client_limits(ctx), risk)

@@ -186,11 +186,16 @@ class SessionContinuity:
     """ASGI layer in front of the SDK's Streamable HTTP app: records, restores and drains sessions."""
 
     def __init__(
-        self, app: ASGIApp, manager: StreamableHTTPSessionManager, store: SessionStore | None
+        self,
+        app: ASGIApp,
+        manager: StreamableHTTPSessionManager,
+        store: SessionStore | None,
+        express: Any = None,
     ) -> None:
         self.app = app
         self.manager = manager
         self.store = store
+        self.express = express  # given to restored sessions' transports, as adaptive() gives new ones
         self.draining = anyio.Event()
         self.restored = 0
         self._bound: dict[str, str] = {}  # session id -> token sha256, for sessions recorded or restored here
@@ -330,6 +335,8 @@ class SessionContinuity:
                 retry_interval=m.retry_interval,
                 idle_timeout=m.session_idle_timeout,
             )
+            transport.express = self.express
+            transport.opened = record.protocol_version  # born initialized (_serve_restored)
             m._server_instances[record.id] = transport
             if requestor is not None:
                 m._session_owners[record.id] = requestor

@@ -96,7 +96,7 @@ async def client_limits(call: Call) -> ClientLimits:
 
 
 # what the server may do and what was done, in one tool (issue 14: tools/list stays small)
-@tool(Risk.READ, "Capabilities and audit log", Capabilities)
+@tool(Risk.READ, "Capabilities and audit log", Capabilities, session=True)  # can_elicit(call.ctx)
 async def capabilities(
     call: Call,
     audit: Annotated[int, Field(ge=0, le=200, description="Also the last N audit log entries")] = 0,

@@ -21,6 +21,7 @@ class Served:
     token: str
     config: ServerConfig
     sim: Any
+    app: Any = None
 
     @property
     def audit_path(self) -> Path:
@@ -61,9 +62,10 @@ def serve(sim: Any, workdir: Path, mode: Mode = Mode.ADMIN, **overrides: Any) ->
         "rate_requests": 0,
     } | overrides
     config = ServerConfig(**settings)
-    with uvicorn_thread(create_app(config), "127.0.0.1", 0, **http_options(config)) as port:
+    app = create_app(config)
+    with uvicorn_thread(app, "127.0.0.1", 0, **http_options(config)) as port:
         base = f"http://127.0.0.1:{port}"
-        yield Served(base, base + "/mcp", token, config, sim)
+        yield Served(base, base + "/mcp", token, config, sim, app)
 
 
 @pytest.fixture(scope="module")

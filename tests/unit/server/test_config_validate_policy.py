@@ -72,6 +72,11 @@ def test_config_parses_lists_and_hosts(env, tmp_path):
     assert "https://pve.example.com" in c.transport_origins()
 
 
+def test_the_express_lane_is_on_unless_turned_off(env):
+    assert ServerConfig.from_env(env).express is True
+    assert ServerConfig.from_env(env | {"PMCP_EXPRESS": "off"}).express is False
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
@@ -90,6 +95,7 @@ def test_config_parses_lists_and_hosts(env, tmp_path):
         ({"PMCP_APPROVAL": "maybe"}, "PMCP_APPROVAL=.*elicit or confirm"),
         ({"PMCP_APPROVAL_SCOPE": "all"}, "PMCP_APPROVAL_SCOPE"),
         ({"PMCP_UNDO_KEEP": "-1"}, "PMCP_UNDO_KEEP"),
+        ({"PMCP_EXPRESS": "fast"}, "PMCP_EXPRESS='fast': use on or off"),
     ],
 )
 def test_config_errors_name_the_variable(env, change, words):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pmcp.server.framing import answer_as_json
+from pmcp.server.framing import answer_as_json, parse
 
 from .test_protocol import INIT, _post, _rpc
 
@@ -63,5 +63,5 @@ def test_a_call_that_asked_for_progress_or_may_wait_for_a_task_stays_sse(server:
     ],
 )
 def test_which_requests_are_answered_as_json(body: Any, expected: bool) -> None:
-    assert answer_as_json(json.dumps(body).encode()) is expected
-    assert answer_as_json(b"{not json") is False
+    assert answer_as_json(parse(json.dumps(body).encode())) is expected
+    assert answer_as_json(parse(b"{not json")) is False

@@ -134,6 +134,8 @@ def test_one_session_moves_between_servers_and_outlives_the_first(pair, sim):
     modes: list[int] = []
     assert len(anyio.run(go)) == 4
     assert b.app.state.sessions.restored == 1 and a.app.state.sessions.restored == 0
+    # the reads took the express lane on both, the restored session's too (express.py)
+    assert a.app.state.express.served >= 2 and b.app.state.express.served >= 2
     assert len(records) == 1 and modes == [0o600]
     record = json.loads(texts[0])
     assert record["client"] == "claude" and token not in texts[0]
