@@ -1,15 +1,20 @@
 """The Proxmox API client: token auth, verified TLS, timeouts, safe retries, honest task outcomes.
 
-Requests go out on the server's own event loop (httpx2's async client, which the MCP SDK already
-depends on: no new dependency) over kept-alive TLS connections; URLs are built here from validated
-segments only (``validate.api_path``), and every failure becomes one ``ProxmoxError`` carrying the
-HTTP status and Proxmox's own message. Only GETs are retried: repeating a POST could start a second task.
+Requests go out on the server's own event loop over kept-alive TLS connections, straight to the node:
+no HTTP proxy is taken from the environment (the API is this host's or its cluster's; a Docker
+daemon configured with a proxy puts HTTP(S)_PROXY into every container). URLs are built here from
+validated segments only (``validate.api_path``), and every failure becomes one ``ProxmoxError``
+carrying the HTTP status and Proxmox's own message. Only GETs are retried: repeating a POST could
+start a second task.
 
-Two things a call no longer pays (issue 16, measured with bench/bench_peers.py, see BENCHMARKS.md):
+What a call no longer pays (issue 16, measured with bench/bench_peers.py, see BENCHMARKS.md):
 - no thread hand-off: before, each call ran proxmoxer's requests session in a worker thread
   (``anyio.to_thread``). Measured against the simulator at 50 guests, one ``/cluster/resources``:
   requests in a thread 1.19-1.65 ms and 1.10-1.34 ms CPU, httpx2 on the loop 0.98-1.22 ms and
   0.87-0.91 ms CPU; requests also re-read the proxy variables of the environment on every call.
+- no client layer over the connection pool: httpcore2's pool (the transport under httpx2, which the
+  MCP SDK depends on: nothing new in the file) is called directly, without httpx2's request and
+  response models, auth and redirect layers: 0.45 against 0.64 ms (median of 1,000) for that GET.
 - identical reads in flight are one request (``_Flight``): see ``ProxmoxClient.call``.
 """
 
@@ -22,17 +27,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlencode
 
 import anyio
 from pydantic_core import from_json
 
-from pmcp import pvetls
+from pmcp import __version__, pvetls
 from pmcp.server import validate
 from pmcp.server.config import ServerConfig
 from pmcp.server.metrics import Metrics
 
 if TYPE_CHECKING:
-    import httpx2
+    import httpcore2
 
 log = logging.getLogger("pmcp.proxmox")
 
@@ -117,51 +123,51 @@ class ProxmoxClient:
         self._verify = verify
         self._base = config.proxmox_api
         self._extensions = {"sni_hostname": config.proxmox_tls_name} if config.proxmox_tls_name else {}
-        self._http: httpx2.AsyncClient | None = None
+        user = config.token_user
+        self._headers = [
+            # proxmoxer's header (backends/https.py ProxmoxHTTPApiTokenAuth), what pveproxy reads
+            # (pve-access-control src/PVE/AccessControl.pm, the PVEAPIToken= form)
+            (
+                b"Authorization",
+                f"PVEAPIToken={user}!{config.token_name}={config.proxmox_token_secret}".encode(),
+            ),
+            (b"Accept", b"application/json"),
+            (b"User-Agent", f"pmcp/{__version__}".encode()),
+        ]
+        self._http: httpcore2.AsyncConnectionPool | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self._flights: dict[tuple[str, str, float | None, bool], _Flight] = {}
         self._epoch = 0  # requests answered so far (any method): a read joins only a flight younger than all
 
-    def _client(self) -> httpx2.AsyncClient:
-        """The connection pool of the running loop, made on first use: httpx2 is not imported before
+    def _pool(self) -> httpcore2.AsyncConnectionPool:
+        """The connection pool of the running loop, made on first use: httpcore2 is not imported before
         the first Proxmox call (the server's start does not wait for it). A pool belongs to one loop;
         the server has one, a test harness may run calls on several."""
         loop = asyncio.get_running_loop()
         if self._http is None or self._http_loop is not loop:
-            import httpx2
+            import httpcore2
 
-            logging.getLogger("httpx2").setLevel(logging.WARNING)  # no line per Proxmox request at INFO
             if self._verify is False:
-                verify: ssl.SSLContext | bool = False
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
             else:
-                verify = self._ssl or pvetls.context(None)  # the system store (PROXMOX_TLS_NAME: public CA)
-            user = self.config.token_user
-            self._http = httpx2.AsyncClient(
-                # proxmoxer's header (backends/https.py ProxmoxHTTPApiTokenAuth), what pveproxy reads
-                # (pve-access-control src/PVE/AccessControl.pm, the PVEAPIToken= form)
-                headers={
-                    "Authorization": f"PVEAPIToken={user}!{self.config.token_name}"
-                    f"={self.config.proxmox_token_secret}",
-                    "Accept": "application/json",
-                },
-                verify=verify,
-                timeout=self._timeout(None),
-                limits=httpx2.Limits(
-                    max_connections=MAX_CONNECTIONS,
-                    max_keepalive_connections=MAX_CONNECTIONS,
-                    keepalive_expiry=KEEPALIVE_SECONDS,
-                ),
+                context = self._ssl or pvetls.context(None)  # the system store (PROXMOX_TLS_NAME: public CA)
+            self._http = httpcore2.AsyncConnectionPool(
+                ssl_context=context,
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_SECONDS,
             )
             self._http_loop = loop
         return self._http
 
-    def _timeout(self, timeout: float | None) -> Any:
+    def _extensions_for(self, timeout: float | None) -> dict[str, Any]:
         """``timeout`` bounds the connect as well as the read when given (a probe that must answer fast)."""
-        import httpx2
-
         read = timeout or self.config.proxmox_timeout
         connect = min(CONNECT_TIMEOUT, timeout) if timeout else CONNECT_TIMEOUT
-        return httpx2.Timeout(read, connect=connect, pool=read)
+        times = {"connect": connect, "read": read, "write": read, "pool": read}
+        return {"timeout": times, **self._extensions}
 
     async def aclose(self) -> None:
         if self._http is not None and self._http_loop is asyncio.get_running_loop():
@@ -233,24 +239,25 @@ class ProxmoxClient:
     ) -> _Answer:
         """The request with its retries; an answer with any HTTP status, or ProxmoxError (status 0)
         when none came."""
-        import httpx2
+        import httpcore2
 
-        client = self._client()
+        pool = self._pool()
         attempts = len(RETRY_DELAYS) + 1 if method == "GET" and retry else 1
-        options: dict[str, Any] = {
-            "timeout": self._timeout(timeout) if timeout else httpx2.USE_CLIENT_DEFAULT
-        }
-        if self._extensions:
-            options["extensions"] = self._extensions
+        url = self._base + path
+        headers = self._headers
+        body: bytes | None = None
         if method in ("GET", "DELETE"):
-            options["params"] = clean
-        else:
-            options["data"] = clean
+            if clean:  # as httpx2 wrote it (spaces as %20); pveproxy decodes either
+                url += "?" + urlencode(clean, doseq=True, quote_via=quote)
+        else:  # a form, as proxmoxer and pvesh send parameters (pve-http-server reads both)
+            body = urlencode(clean, doseq=True).encode()
+            headers = [*headers, (b"Content-Type", b"application/x-www-form-urlencoded")]
+        extensions = self._extensions_for(timeout)
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
-                resp = await client.request(method, self._base + path, **options)
-            except httpx2.HTTPError as exc:
+                resp = await pool.request(method, url, headers=headers, content=body, extensions=extensions)
+            except (*_http_errors(httpcore2), OSError) as exc:
                 self._count_error(0)
                 if _tls_failure(exc):
                     raise ProxmoxError(
@@ -268,12 +275,13 @@ class ProxmoxClient:
                 self._epoch += 1
                 if self.metrics:
                     self.metrics.proxmox_seconds.labels(method).observe(time.perf_counter() - started)
-            if resp.status_code >= 400:
-                self._count_error(resp.status_code)
-                if resp.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+            if resp.status >= 400:
+                self._count_error(resp.status)
+                if resp.status in RETRY_STATUSES and attempt + 1 < attempts:
                     await anyio.sleep(RETRY_DELAYS[attempt])
                     continue
-            return _Answer(resp.status_code, resp.reason_phrase, resp.content)
+            reason = resp.extensions.get("reason_phrase", b"")
+            return _Answer(resp.status, reason.decode("latin-1", "replace"), resp.content)
         raise AssertionError("unreachable")
 
     def _count_error(self, status: int) -> None:
@@ -346,6 +354,17 @@ class ProxmoxClient:
             delay = min(delay * 1.6, 2.0)
 
 
+def _http_errors(httpcore2: Any) -> tuple[type[BaseException], ...]:
+    """What httpcore2 raises when no answer came (its own classes; the ssl error is their cause)."""
+    return (
+        httpcore2.TimeoutException,
+        httpcore2.NetworkError,
+        httpcore2.ProtocolError,
+        httpcore2.UnsupportedProtocol,
+        httpcore2.ProxyError,
+    )
+
+
 def _wire(value: Any) -> Any:
     if isinstance(value, bool):
         return 1 if value else 0
@@ -353,7 +372,7 @@ def _wire(value: Any) -> Any:
 
 
 def _tls_failure(exc: BaseException) -> bool:
-    """httpx2 wraps the ssl module's verification error in a ConnectError."""
+    """httpcore2 wraps the ssl module's verification error in a ConnectError."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
