@@ -30,13 +30,13 @@ lasts milliseconds, and its answer is then simply not read).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
+from pydantic_core import to_json
 
 from pmcp.server.policy import Risk
 from pmcp.server.registry import DirectContext, declared
@@ -100,7 +100,8 @@ class Express:
             except MCPError as exc:  # the SDK answers these as a JSON-RPC error, not a tool result
                 answer["error"] = exc.error.model_dump(by_alias=True, mode="json", exclude_none=True)
         self.served += 1
-        return json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+        # compact UTF-8, as the SDK writes it: 17 against 67 us with json.dumps (a 40-guest page)
+        return to_json(answer)
 
     async def _call(self, name: str, arguments: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
         """``tools/call`` as MCPServer._handle_call_tool does it, with the request scope for context."""
