@@ -4,7 +4,10 @@ Issue 16's targets as ratios measured side by side: at 50 and 5,000 guests, for 
 - proxmoxer calling the API directly (the floor: what any MCP server must add to),
 - ProxmoxMCP-Plus (PyPI ``proxmox-mcp-plus``, installed by this script into its own venv under
   ``.bench-venv/``, configured with a JSON file this script writes; Streamable HTTP, bearer key),
-- pmcp (``python -m pmcp serve`` from this checkout),
+- pmcp (``python -m pmcp serve`` from this checkout, its bytecode compiled first as an install
+  compiles it: the image at build, the systemd runtime's slots at install; pip compiled Plus's venv),
+- pmcp with ``PMCP_EXPRESS=off`` (every request the MCP SDK's way) for the list and ping p50 and the
+  throughput, to show what the express lane (pmcp/server/express.py) changes in the same run,
 it measures: the list call's p50 (sequential, one session), the list calls per second of 4 clients
 (4 processes, one session each, a fixed window), the one-guest status call's p50 (Plus has no status
 tool: its config call, one API request like ours), seconds from spawn to the first answered
@@ -104,6 +107,22 @@ class Pmcp(Subject):
 
     def one_args(self, node: str, vmid: int) -> dict:
         return {"vmid": vmid}
+
+
+class PmcpSdkWay(Pmcp):
+    name = "pmcp, express off"
+
+    def __init__(self, work: Path, sim_url: str, ca: str) -> None:
+        super().__init__(work, sim_url, ca)
+        self.env["PMCP_EXPRESS"] = "off"
+
+
+def compile_pmcp() -> None:
+    """pmcp's own bytecode, as an install has it (PYTHONDONTWRITEBYTECODE is set on this machine, so a
+    plain `python -m pmcp serve` compiled every module of the package again on every start)."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "pmcp"), quiet=1)
 
 
 class Plus(Subject):
@@ -373,6 +392,7 @@ def measure(guests: int, sizes: list[int], work: Path, calls: int, seconds: floa
     with sim(guests, work) as (sim_port, ca):
         sim_url = f"https://127.0.0.1:{sim_port}"
         subjects: list[Pmcp | Plus] = [Pmcp(work / "pmcp", sim_url, ca), Plus(work / "plus", sim_port, ca)]
+        sdk_way = PmcpSdkWay(work / "pmcp-sdk-way", sim_url, ca)
         # start: spawn to first answered initialize, interleaved
         for s in subjects:
             out.setdefault(s.name, {})["start"] = []
@@ -394,7 +414,7 @@ def measure(guests: int, sizes: list[int], work: Path, calls: int, seconds: floa
             json.dumps(api.cluster.resources.get(type="vm"), separators=(",", ":"))
         )  # what the API itself answers
         with ExitStack() as running:
-            urls = {s.name: running.enter_context(serving(s)) for s in subjects}
+            urls = {s.name: running.enter_context(serving(s)) for s in [*subjects, sdk_way]}
             specs: dict[str, dict] = {"proxmoxer direct": {"kind": "direct", "sim_port": sim_port, "ca": ca}}
             for s in subjects:
                 print(f"bench_peers: {guests} guests: {s.name}", file=sys.stderr)
@@ -404,9 +424,15 @@ def measure(guests: int, sizes: list[int], work: Path, calls: int, seconds: floa
                 r["one"], _ = anyio.run(
                     mcp_sequential, url, s.token, s.one_tool, s.one_args(node, vmid), calls
                 )
-                r["ping"] = ping_sequential(url, s.token, calls)
-                r["wire"], r["tput"] = [], []
+                r["ping"], r["wire"], r["tput"] = [], [], []
                 specs[s.name] = {"kind": "mcp", "url": url, "token": s.token, "tool": s.list_tool}
+            out[sdk_way.name] = {"ping": [], "wire": [], "tput": []}
+            specs[sdk_way.name] = {
+                "kind": "mcp",
+                "url": urls[sdk_way.name],
+                "token": sdk_way.token,
+                "tool": sdk_way.list_tool,
+            }
             # The plain-client list p50 and the 4-client throughput, taken in ROUNDS turns that rotate
             # over direct, Plus and pmcp: other work on this machine (2 cores, other benches and test
             # runs) comes and goes within seconds, and a subject measured alone in a busy moment lost
@@ -422,6 +448,7 @@ def measure(guests: int, sizes: list[int], work: Path, calls: int, seconds: floa
                         r["list"] += direct_sequential(sim_port, ca, "list", node, vmid, per_turn)
                     else:
                         r["wire"] += wire_sequential(spec["url"], spec["token"], spec["tool"], per_turn)
+                        r["ping"] += ping_sequential(spec["url"], spec["token"], per_turn)
                     r["tput"].append(throughput(spec, seconds / ROUNDS))
             after = shared_reads(urls[pm.name], pm.token)
             out[pm.name]["shared"] = (after[0] - before[0], after[1] - before[1])
@@ -503,7 +530,7 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> None:
          wire <= 1.5),
         (f"{CLIENTS}-client list throughput at {small} guests >= 1.5x Plus", f"{tput:.2f}x", tput >= 1.5),
         (f"one-guest status p50, {big:,} / {small} guests <= 1.3x", f"{one:.2f}x", one <= 1.3),
-        ("start to first answered initialize <= 0.8 s (`python -m pmcp serve`; the image: see Server start)",
+        ("start to first answered initialize <= 0.8 s (`python -m pmcp serve`, compiled as installed)",
          f"{start:.2f} s (server CPU {cpu_ratio:.2f}x Plus's)",
          start <= 0.8),
         (f"list p50 at {big:,} guests <= 1.1x direct", f"{big_ratio:.2f}x", big_ratio <= 1.1),
@@ -521,16 +548,27 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> None:
             f"for one measured just before ({two / pm['tput1']:.2f}x); the simulator and the clients share "
             "the same 2 cores."
         )
-    ping = {n: p50ms(results[small][n]["ping"]) for n in names[1:]}
+    slow_name = PmcpSdkWay.name
+    ping = {n: p50ms(results[small][n]["ping"]) for n in [*names[1:], slow_name]}
     shared, sent = pm.get("shared", (0.0, 0.0))
+    lane = {g: results[g][slow_name] for g in sizes}
+    print(
+        "\nThe express lane (pmcp/server/express.py: pings and read tool calls of a 2025-06/2025-11 "
+        "session answered without the MCP SDK's dispatcher), the same pmcp with `PMCP_EXPRESS=off` "
+        "measured in the same turns: plain-client list p50 "
+        + " / ".join(f"{p50ms(results[g]['pmcp']['wire']):.2f} against {p50ms(lane[g]['wire']):.2f} ms"
+                     for g in sizes)
+        + f" ({slash} guests), {CLIENTS}-client throughput "
+        + " / ".join(f"{results[g]['pmcp']['tput']:.0f} against {lane[g]['tput']:.0f}" for g in sizes)
+        + f" calls/s, ping {ping['pmcp']:.2f} against {ping[slow_name]:.2f} ms."
+    )  # fmt: skip
     print(
         f"\nWhat the MCP layer alone costs, {small} guests: a JSON-RPC `ping` (plain client, same session, "
-        f"no tool, no Proxmox request) p50 {ping['pmcp']:.1f} ms in pmcp, {ping[names[1]]:.1f} ms in Plus. "
+        f"no tool, no Proxmox request) p50 {ping['pmcp']:.2f} ms in pmcp, {ping[names[1]]:.2f} ms in Plus. "
         "Where the rest of a list call goes (py-spy of `pmcp serve`): the Proxmox request on the server's "
-        "event loop (httpx2, kept-alive TLS; about 0.9 ms with the simulator's own time), the tool's "
-        "page of 40 guests (models, text, the structured answer, about 0.5 ms). Of pmcp's ping, the MCP "
-        "SDK's transport and dispatcher (its memory streams between request, session and router tasks, "
-        "pydantic models) are most; uvicorn, auth, limits and sessions the rest. "
+        "event loop (httpcore2's pool, kept-alive TLS, with the simulator's own time), the tool's "
+        "page of 40 guests (models, text, the structured answer), uvicorn's access log and the HTTP "
+        "layers (auth, per-client limits, sessions). "
         f"In the throughput window {shared:.0f} of {shared + sent:.0f} Proxmox reads were answered by an "
         "identical read already in flight (server/proxmox.py). "
         "The SDK client's p50 also holds its validation of the structured answer (jsonschema, "
@@ -556,6 +594,7 @@ def main() -> int:
         print(worker(json.loads(args.worker)))
         return 0
     plus_venv()
+    compile_pmcp()
     results = {}
     sizes = [int(x) for x in args.guests.split(",")]
     with tempfile.TemporaryDirectory(prefix="pmcp-peers-") as tmp:
