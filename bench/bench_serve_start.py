@@ -118,7 +118,13 @@ def main() -> int:
         unpacked = Path(tmp, "unpacked")
         compiled = Path(tmp, "compiled")
         before = Path(tmp, "before")
-        files = {"fresh": args.file, "unpacked": args.file, "compiled": args.file, "call": args.file}
+        files = {
+            "fresh": args.file,
+            "unpacked": args.file,
+            "compiled": args.file,
+            "installed": args.file,
+            "call": args.file,
+        }
         roots = [(args.file, unpacked), (args.file, compiled)]
         if args.before:
             files |= {"before": args.before, "before-call": args.before}
@@ -137,6 +143,8 @@ def main() -> int:
                 root = {"fresh": Path(tmp, f"fresh{i}"), "unpacked": unpacked}.get(kind, compiled)
                 root = before if kind.startswith("before") else root
                 env = server_env | {"SHIV_ROOT": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+                if kind == "installed":  # a session dir, as every install has: it warms up before accepting
+                    env |= {"PMCP_SESSION_DIR": str(Path(tmp, f"sessions{i}"))}
                 argv = [args.python, str(files[kind]), "serve", "--host", "127.0.0.1", "--port", str(port)]
                 then = "list_guests" if kind.endswith("call") else None
                 wall, used = first_answer(argv, env, port, token, then)
@@ -153,6 +161,7 @@ def main() -> int:
         "fresh": "fresh SHIV_ROOT, no bytecode",
         "unpacked": "unpacked, no bytecode",
         "compiled": "unpacked and compiled at build time (the container)",
+        "installed": "the same with a session dir, as installed (tools and the Proxmox session made first)",
         "before": f"the same, `{args.before}` (before deferring imports and tool schemas)",
     }
     for kind, label in labels.items():
