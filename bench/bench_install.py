@@ -135,9 +135,11 @@ def main() -> int:
         print(", ".join(f"{name} {sec:.2f}" for sec, name in slow if sec >= 0.05) + ".")
         print(
             "\nSide by side (steps.Together), so these overlap: proxmox identity (+ agent account,"
-            " secrets) with containers, and the firewall steps with the stack's health wait. The stack"
-            " step is mostly Docker's first health check, an interval (2 s) after the server starts, as"
-            " in the baseline. pvesh here is the simulator's stand-in (`python -m pmcp.sim.pvesh`, about"
+            " secrets) with the containers and the server's start (the server container starts as soon as"
+            " compose made it and waits for its secrets: PMCP_SECRETS_WAIT), and the firewall steps with"
+            " the stack's health wait. The stack step is what is left of Docker's first health check, an"
+            " interval (2 s) after the server started, as in the baseline. pvesh here is the simulator's"
+            " stand-in (`python -m pmcp.sim.pvesh`, about"
             " 0.06 s a call, 14 calls); a real pvesh is a Perl process of about 0.5 s, so on a Proxmox"
             " host the identity step takes longer and the ratio is not this one."
         )

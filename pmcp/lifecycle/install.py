@@ -30,6 +30,7 @@ from pmcp.stack.steps import (
     ImageStep,
     InstallDirStep,
     SecretsStep,
+    ServerStartStep,
     SimulatorStep,
     StackContext,
     StackStep,
@@ -603,7 +604,7 @@ def build(
     docker_branch: list[Step] = []
     if not target.simulated:
         docker_branch += [FilesStep(ctx), ImageStep(ctx, remove_on_undo=not keep_images)]
-    steps.append(Together(identity_branch, [*docker_branch, ContainersStep(ctx)]))
+    steps.append(Together(identity_branch, [*docker_branch, ContainersStep(ctx), ServerStartStep(ctx)]))
     # the server's own way to the API through the Proxmox firewall (its network exists since the
     # containers step) and the HTTPS rule are set while the stack starts and gets healthy
     steps.append(

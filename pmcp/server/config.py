@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -305,3 +306,51 @@ def _csv(text: str) -> list[str]:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+# The files a server cannot start without, when the environment names them (from_env reads them).
+START_FILES = ("PROXMOX_TOKEN_SECRET_FILE", "PMCP_AUTH_TOKEN_FILE", "PMCP_AUDIT_KEY_FILE", "PROXMOX_CA_FILE")
+MAX_SECRETS_WAIT = 600.0
+
+
+def wait_for_start_files(
+    env: Mapping[str, str] | None = None, *, poll: float = 0.05, log: Callable[[str], None] | None = None
+) -> float:
+    """With ``PMCP_SECRETS_WAIT=N`` (the install's .env sets it), wait up to N seconds until every file of
+    START_FILES the environment names can be read and is not empty; returns the seconds waited.
+
+    Why: an install starts the server container beside the step that makes the Proxmox token (the
+    token secret, the client tokens and the audit key are written as that step ends), so the server's
+    start (mostly importing the MCP SDK) is done by the time its token exists instead of after it. A
+    file still missing after N seconds is left to ``from_env``, which says what is wrong with it.
+    Without the variable (``pmcp serve`` by hand) nothing is waited for: a wrong path fails at once."""
+    env = os.environ if env is None else env
+    text = env.get("PMCP_SECRETS_WAIT", "").strip()
+    if not text:
+        return 0.0
+    try:
+        limit = float(text)
+    except ValueError:
+        raise ConfigError(f"PMCP_SECRETS_WAIT={text!r}: a number of seconds (0: no wait)") from None
+    if not 0 <= limit <= MAX_SECRETS_WAIT:
+        raise ConfigError(f"PMCP_SECRETS_WAIT must be between 0 and {MAX_SECRETS_WAIT:g} seconds")
+    paths = [Path(env[name].strip()) for name in START_FILES if env.get(name, "").strip()]
+    started = time.monotonic()
+    said = False
+    while True:
+        missing = [p for p in paths if not _readable(p)]
+        waited = time.monotonic() - started
+        if not missing or waited >= limit:
+            return waited
+        if not said and log is not None:
+            log(f"waiting up to {limit:g} s for {', '.join(map(str, missing))} (pmcp install writes them)")
+            said = True
+        time.sleep(poll)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return bool(f.read(1))
+    except OSError:
+        return False

@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from pmcp import authtokens
-from pmcp.server.config import ConfigError, ServerConfig, is_loopback
+from pmcp.server.config import ConfigError, ServerConfig, is_loopback, wait_for_start_files
 
 
 def check_bind(host: str, config: ServerConfig) -> None:
@@ -103,6 +103,8 @@ def serve(host: str, port: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(PathOnlyAccessLog())
+    # imported by now: what an install's early start overlaps with the Proxmox token's making
+    wait_for_start_files(log=logging.getLogger("pmcp.server").info)
     config = ServerConfig.from_env()
     fd = listen_fd()
     # a passed socket listens where the socket unit says: treat it as public (a token file is required)

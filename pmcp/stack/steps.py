@@ -536,6 +536,37 @@ class StackStep:
 START_ORDER = ["pve-sim", "mcp-server", "caddy", "prometheus"]  # compose's depends_on order
 
 
+class ServerStartStep:
+    """A fresh install starts the server container right after compose created it, beside the step that
+    makes the Proxmox token: the server imports the MCP SDK and waits for its secrets
+    (``PMCP_SECRETS_WAIT`` in .env, pmcp.server.config.wait_for_start_files), so its start is done by
+    the time the token exists instead of after it, and the stack step finds it running. Only while its
+    token does not exist yet: an install that finds one (a re-run) starts the server with the stack,
+    so it never starts on a secret about to be replaced. Undo has nothing of its own to remove: the
+    containers step (or, in the demo, the simulator step) removes the container."""
+
+    name = "server start"
+
+    def __init__(self, ctx: StackContext) -> None:
+        self.ctx = ctx
+
+    def check(self) -> Plan:
+        if self.ctx.paths.proxmox_token_secret.exists():
+            return Plan()
+        if self.ctx.paths.compose_file.exists():
+            st = engine.states(self.ctx.docker, self.ctx.project).get("mcp-server")
+            if st is not None and st.status == "running":
+                return Plan()
+        return Plan(["start the MCP server now: it gets ready while its Proxmox token is made"])
+
+    def apply(self) -> None:
+        if "mcp-server" in self.ctx.created and not self.ctx.paths.proxmox_token_secret.exists():
+            engine.start_services(self.ctx.docker, self.ctx.project, ["mcp-server"])
+
+    def undo(self) -> None:
+        """Nothing: the container goes with the containers step's (or the simulator step's) undo."""
+
+
 class ContainersStep:
     """compose creates the stack's network and containers (`up --no-start`): that needs no secret, so an
     install runs it beside the identity step, and the stack step then starts them through the engine,

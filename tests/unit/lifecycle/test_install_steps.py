@@ -229,6 +229,7 @@ def test_step_order_host_and_demo(tmp_path: Path) -> None:
         "files",
         "image",
         "containers",
+        "server start",  # beside the identity: it waits for its token (PMCP_SECRETS_WAIT)
         "stack",
         "api firewall",
         "firewall",

@@ -208,3 +208,37 @@ def test_snapshot_names_agree_with_proxmox_and_the_simulator(name: str) -> None:
     except validate.InvalidArgument:
         ours = False
     assert ours == simulator == proxmox, name
+
+
+def test_a_server_started_early_waits_for_its_secrets(tmp_path):
+    """The install starts the server beside the step that writes its token (PMCP_SECRETS_WAIT in .env):
+    it waits until every file it needs is there and not empty, then starts; `pmcp serve` by hand does
+    not wait at all."""
+    import threading
+    import time as clock
+
+    from pmcp.server.config import wait_for_start_files
+
+    secret, tokens = tmp_path / "proxmox-token", tmp_path / "client-tokens"
+    env = {"PROXMOX_TOKEN_SECRET_FILE": str(secret), "PMCP_AUTH_TOKEN_FILE": str(tokens)}
+    assert wait_for_start_files(env) == 0.0  # no variable: from_env says what is missing, at once
+    tokens.write_text("")  # there, but empty: not yet written
+
+    def install() -> None:
+        clock.sleep(0.3)
+        secret.write_text("s3cret")
+        tokens.write_text("claude:abc\n")
+
+    said: list[str] = []
+    writer = threading.Thread(target=install)
+    writer.start()
+    waited = wait_for_start_files(env | {"PMCP_SECRETS_WAIT": "30"}, poll=0.01, log=said.append)
+    writer.join()
+    assert 0.25 <= waited < 5
+    assert len(said) == 1 and str(secret) in said[0] and "pmcp install" in said[0]
+    secret.unlink()
+    assert 0.2 <= wait_for_start_files(env | {"PMCP_SECRETS_WAIT": "0.2"}, poll=0.01) < 2  # then gives up
+    with pytest.raises(ConfigError, match="PMCP_SECRETS_WAIT"):
+        wait_for_start_files(env | {"PMCP_SECRETS_WAIT": "soon"})
+    with pytest.raises(ConfigError, match="between 0 and"):
+        wait_for_start_files(env | {"PMCP_SECRETS_WAIT": "9999"})
