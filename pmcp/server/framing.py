@@ -25,7 +25,9 @@ sessions.py restores sessions with it. tests/unit/server/test_framing.py fails i
 from __future__ import annotations
 
 import json
+import logging
 from contextvars import ContextVar
+from http import HTTPStatus
 from typing import Any
 
 from mcp.server.streamable_http import (
@@ -35,9 +37,12 @@ from mcp.server.streamable_http import (
     check_accept_headers,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp_types import INTERNAL_ERROR
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
+
+log = logging.getLogger("pmcp.framing")
 
 _JSON: ContextVar[bool] = ContextVar("pmcp_json_response", default=False)
 
@@ -122,7 +127,15 @@ class AdaptiveTransport(StreamableHTTPServerTransport):
         )
 
     async def _answer_express(self, message: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await self.express.answer(message, scope)
+        try:
+            body = await self.express.answer(message, scope)
+        except Exception:  # as the SDK's own POST handler answers what it did not expect
+            log.exception("Error handling POST request (express)")
+            error = self._create_error_response(
+                "Error handling POST request", HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR
+            )
+            await error(scope, receive, send)
+            return
         headers = {"Content-Type": CONTENT_TYPE_JSON, MCP_SESSION_ID_HEADER: self.mcp_session_id or ""}
         await Response(body, status_code=200, headers=headers)(scope, receive, send)
 

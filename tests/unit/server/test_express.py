@@ -170,3 +170,19 @@ def test_a_scoped_token_sees_only_its_guests_through_the_lane(sim: Any, make_ser
         listed = both_ways(served, session, _call("list_guests", {}))
         _same(listed[0], listed[1])
         assert listed[0].json()["result"]["structuredContent"]["total"] == 0
+
+
+def test_a_fault_in_the_lane_is_a_json_rpc_error_and_the_session_goes_on(server: Any, monkeypatch) -> None:
+    """Whatever the lane did not expect is answered as the SDK's POST handler answers it (500, -32603),
+    not as a bare traceback page, and the next request is served."""
+    session = Session(server, "2025-11-25")
+    express: Express = server.app.state.express
+
+    async def broken(message: Any, scope: Any) -> bytes:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(express, "answer", broken)
+    r = session.post({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert r.status_code == 500 and r.json()["error"]["code"] == -32603
+    monkeypatch.undo()
+    assert session.post({"jsonrpc": "2.0", "id": 2, "method": "ping"}).json()["result"] == {}
