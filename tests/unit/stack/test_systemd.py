@@ -60,6 +60,7 @@ def test_server_env_leaves_secrets_and_paths_to_the_unit() -> None:
     keys = {ln.partition("=")[0] for ln in env.splitlines() if ln and not ln.startswith("#")}
     assert "PMCP_MODE" in keys and "PROXMOX_URL" in keys
     assert not keys & set(sd.UNIT_ENV)
+    assert "PMCP_SECRETS_WAIT" not in keys  # a missing credential fails at once, not at systemd's timeout
     assert (
         "/run/pmcp" not in env and "/var/lib/pmcp" not in env
     )  # no container path reaches the host's server
