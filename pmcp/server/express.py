@@ -38,7 +38,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from pydantic_core import to_json
 
-from pmcp.server.policy import Risk
 from pmcp.server.registry import DirectContext, declared
 
 log = logging.getLogger("pmcp.express")
@@ -57,7 +56,12 @@ class Express:
         self.served = 0
 
     def takes(self, message: Any, version: str | None) -> bool:
-        """True for a ping or a read tool call, in a message the SDK would accept unchanged."""
+        """True for a ping or a read tool call, in a message the SDK would accept unchanged.
+
+        ``message`` is one framing.answer_as_json accepted (its one caller, AdaptiveTransport, asks only
+        then): a single request without a progress token, and no change tool. What is checked here is
+        what the lane needs besides: the session's version, a message the SDK takes as it is, and a
+        tool that does not read the session."""
         if not self.enabled or version not in EXPRESS_VERSIONS or not isinstance(message, dict):
             return False
         if message.get("jsonrpc") != "2.0" or not message.keys() <= _MESSAGE_KEYS:
@@ -68,8 +72,7 @@ class Express:
         params = message.get("params")
         if params is not None and not isinstance(params, dict):
             return False
-        meta = (params or {}).get("_meta", {})
-        if not isinstance(meta, dict) or meta.get("progressToken") is not None:
+        if not isinstance((params or {}).get("_meta", {}), dict):
             return False
         method = message.get("method")
         if method == "ping":
@@ -80,12 +83,7 @@ class Express:
         if not isinstance(name, str) or not isinstance(arguments, dict):
             return False
         spec = declared().get(name)
-        if spec is None or spec.session:
-            return False
-        try:
-            return spec.risk_of(arguments) is Risk.READ
-        except Exception:  # arguments the tool refuses: the SDK's way, which says why
-            return False
+        return spec is not None and not spec.session
 
     async def answer(self, message: dict[str, Any], scope: dict[str, Any]) -> bytes:
         """The JSON-RPC answer to a message ``takes`` accepted, as the SDK would write it."""

@@ -224,13 +224,10 @@ class Call:
 @dataclass(frozen=True)
 class DirectContext:
     """The context of a call the express lane serves (express.py): the request's ASGI scope, which holds
-    who is calling (auth layer), and no session: it sends no progress (the request carried no
-    progressToken) and asks nobody (a read needs no approval)."""
+    who is calling (auth layer), and no session: such a call is a read (it waits for no task, so it
+    sends no progress) and asks nobody (a read needs no approval)."""
 
     scope: dict[str, Any]
-
-    async def report_progress(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def _scope(ctx: Context | DirectContext | None) -> dict[str, Any]:
