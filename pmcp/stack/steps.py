@@ -555,7 +555,8 @@ class ServerStartStep:
             return Plan()
         if self.ctx.paths.compose_file.exists():
             st = engine.states(self.ctx.docker, self.ctx.project).get("mcp-server")
-            if st is not None and st.status == "running":
+            # running already, or made before this run (apply leaves it to the stack step, which converges it)
+            if st is not None and (st.status == "running" or "mcp-server" not in self.ctx.created):
                 return Plan()
         return Plan(["start the MCP server now: it gets ready while its Proxmox token is made"])
 
